@@ -1,0 +1,285 @@
+"""`omni-trace`: run the traced OMNI2 chat stack, chat through it, and see each message's trace."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from omni_trace import demo as demo_mod
+from omni_trace.client import ChatError, login, open_chat
+from omni_trace.jaeger import JaegerError
+from omni_trace.jaeger_build import JaegerBuildError, ensure_jaeger
+from omni_trace.paths import DEFAULT_STACK_FILE
+from omni_trace.ports import Ports, busy_ports
+from omni_trace.settings import StackSettings
+from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
+from otel.names import Service
+from otel.setup import create_tracer_provider
+from services.dashboard.users import DEMO_USERS
+
+EPILOG = """\
+environment:
+  OMNI_TRACE_MODEL_TOKEN_DELAY_MS   offline model pause per token (default 15)
+  JAEGER_BIN                        use this Jaeger v2 binary instead of building one
+  OMNI_TRACE_JAEGER_QUERY_URL       use a running Jaeger (query API base URL) ...
+  OMNI_TRACE_JAEGER_OTLP_ENDPOINT   ... and its OTLP/HTTP base URL
+  OTEL_*                            standard OpenTelemetry variables, honoured by every service
+
+quick start:
+  omni-trace demo            start everything, chat, show the traces (Ctrl-C stops)
+  omni-trace up              start the stack and keep it running
+  omni-trace chat "hello"    chat through a running stack and print the trace id
+"""
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _check_not_running(stack_file: Path) -> None:
+    if not stack_file.exists():
+        return
+    try:
+        pid = StackInfo.read(stack_file).pid
+        os.kill(pid, 0)
+    except (StackError, ProcessLookupError, PermissionError, ValueError, TypeError):
+        return  # stale file from a stack that is gone
+    raise StackError(
+        f"a stack is already running (pid {pid}, {stack_file}); stop it first, "
+        "or pass another --stack-file with --free-ports"
+    )
+
+
+def start_stack(args: argparse.Namespace) -> Stack:
+    settings = StackSettings()
+    _check_not_running(args.stack_file)
+    if args.free_ports:
+        ports = Ports.free(settings.host)
+    else:
+        ports = Ports()
+        skip = {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
+        busy = busy_ports(ports, settings.host, skip if settings.jaeger_query_url else None)
+        if busy:
+            raise StackError(
+                f"ports in use: {', '.join(busy)}; stop what holds them or pass --free-ports"
+            )
+    stack = Stack(Path(args.run_dir), ports, settings, progress=_progress)
+    stack.start()
+    stack.info.write(args.stack_file)
+    return stack
+
+
+def print_urls(info: StackInfo, stack_file: Path) -> None:
+    print("\nOMNI2 chat stack is up:")
+    for label, url in stack_summary(info).items():
+        print(f"  {label:<28} {url}")
+    print(f"  {'stack file':<28} {stack_file}")
+
+
+def run_until_stopped(stack: Stack) -> None:
+    reported: set[str] = set()
+    while True:
+        time.sleep(1)
+        for name in set(stack.dead_services()) - reported:
+            reported.add(name)
+            _progress(f"warning: {name} exited; last lines of its log:\n{stack.log_tail(name)}")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = start_stack(args)
+    try:
+        print_urls(stack.info, args.stack_file)
+        print("\nCtrl-C stops everything.", flush=True)
+        run_until_stopped(stack)
+    except (KeyboardInterrupt, _Stop):
+        _progress("\nstopping ...")
+    finally:
+        stack.stop()
+        args.stack_file.unlink(missing_ok=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    stack = start_stack(args)
+    try:
+        print_urls(stack.info, args.stack_file)
+        demo_mod.run_demo(stack.info, user=args.user, messages=args.message or None)
+        if args.once:
+            return 0
+        print(
+            '\nThe stack keeps running for more chats (`omni-trace chat "..."`). '
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        run_until_stopped(stack)
+    except (KeyboardInterrupt, _Stop):
+        _progress("\nstopping ...")
+    finally:
+        stack.stop()
+        args.stack_file.unlink(missing_ok=True)
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    env = os.environ.get("OMNI_TRACE_PASSWORD")
+    if env:
+        return env
+    if args.user in DEMO_USERS:
+        return DEMO_USERS[args.user]
+    raise ChatError(f"no password for {args.user!r}: pass --password or set OMNI_TRACE_PASSWORD")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    info = StackInfo.read(args.stack_file)
+    print(asyncio.run(login(info.dashboard_url, args.user, _password(args))))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    info = StackInfo.read(args.stack_file)
+    provider = create_tracer_provider(Service.CHAT_CLIENT, otlp_endpoint=info.otlp_http_endpoint)
+
+    async def chat() -> int:
+        token = await login(info.dashboard_url, args.user, _password(args))
+        failures = 0
+        async with open_chat(info.dashboard_ws_url, token, tracer_provider=provider) as conn:
+            print(f"connected as {args.user}, conversation {conn.conversation_id}", file=sys.stderr)
+            for text in args.text:
+                print(f"> {text}", file=sys.stderr)
+                reply = await conn.send(text, on_token=lambda t: print(t, end="", flush=True))
+                print()
+                if not reply.ok:
+                    failures += 1
+                    print(f"error: {reply.error}", file=sys.stderr)
+                print(f"trace_id {reply.trace_id}", file=sys.stderr)
+                print(f"  {info.jaeger_query_url}/api/traces/{reply.trace_id}", file=sys.stderr)
+        return 1 if failures else 0
+
+    try:
+        code = asyncio.run(chat())
+    finally:
+        provider.force_flush(3000)
+        provider.shutdown()
+    return code
+
+
+def cmd_build_jaeger(args: argparse.Namespace) -> int:
+    print(ensure_jaeger(_progress, StackSettings().jaeger_bin))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omni-trace",
+        description=(
+            "Run the OMNI2 WebSocket chat stack (browser/client, dashboard backend, Traefik "
+            "with JWT ForwardAuth, OMNI2) fully traced with OpenTelemetry, so that every chat "
+            "message is one trace in Jaeger across every layer."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stack_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--stack-file",
+            type=Path,
+            default=DEFAULT_STACK_FILE,
+            help=f"JSON file describing the running stack (default {DEFAULT_STACK_FILE})",
+        )
+
+    def starter(p: argparse.ArgumentParser) -> None:
+        stack_file(p)
+        p.add_argument(
+            "--free-ports",
+            action="store_true",
+            help="pick free ports instead of the defaults (8091, 8090, 8700, 8000, "
+            "4317/4318, 16686)",
+        )
+        p.add_argument(
+            "--run-dir", default="var", help="where configs and logs of this run go (default var/)"
+        )
+
+    up = sub.add_parser(
+        "up",
+        help="start Jaeger, auth, OMNI2, Traefik and the dashboard",
+        description="Start every layer as a local process, wait until each is "
+        "ready, write the stack file, and run until Ctrl-C or SIGTERM.",
+    )
+    starter(up)
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser(
+        "demo",
+        help="start the stack, chat, and show each message's trace",
+        description="Bring the stack up, send a few messages, print each "
+        "message's trace (services, spans, durations) and the session trace.",
+    )
+    starter(demo)
+    demo.add_argument("--once", action="store_true", help="stop the stack after the demo")
+    demo.add_argument("--user", default="alice", help="demo user (default alice)")
+    demo.add_argument(
+        "--message",
+        action="append",
+        help="a message to send (repeatable; default: a short scripted chat)",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    chat = sub.add_parser(
+        "chat",
+        help="chat through a running stack as the client layer",
+        description="Log in, connect through the dashboard (token and "
+        "traceparent in the query string, trace context in each frame), "
+        "stream each answer and print its trace id.",
+    )
+    chat.add_argument("text", nargs="+", help="message(s) to send, in order, on one connection")
+    chat.add_argument("--user", default="alice", help="user to log in as (default alice)")
+    chat.add_argument(
+        "--password", help="password (default: the demo user's, or $OMNI_TRACE_PASSWORD)"
+    )
+    stack_file(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    token = sub.add_parser("token", help="log in and print a JWT (for scripts)")
+    token.add_argument("--user", default="alice", help="user to log in as (default alice)")
+    token.add_argument("--password", help="password (default: the demo user's)")
+    stack_file(token)
+    token.set_defaults(func=cmd_token)
+
+    build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")
+    build.set_defaults(func=cmd_build_jaeger)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        return int(args.func(args))
+    except (StackError, ChatError, JaegerError, JaegerBuildError) as err:
+        print(f"omni-trace: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

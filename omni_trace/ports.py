@@ -1,0 +1,48 @@
+"""Port plan of a stack: the defaults of the seed, or free ones so runs never collide."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Ports:
+    dashboard: int = 8091
+    traefik: int = 8090
+    auth: int = 8700
+    omni2: int = 8000
+    otlp_http: int = 4318
+    otlp_grpc: int = 4317
+    jaeger_query: int = 16686
+    jaeger_query_grpc: int = 16685
+    jaeger_health: int = 13133
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> Ports:
+        """Distinct ports the OS reports free right now (all held open while choosing)."""
+        sockets = []
+        try:
+            for _ in fields(cls):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind((host, 0))
+                sockets.append(sock)
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def busy_ports(ports: Ports, host: str = "127.0.0.1", skip: set[str] | None = None) -> list[str]:
+    """Names of the ports that something already listens on."""
+    busy = []
+    for f in fields(ports):
+        if skip and f.name in skip:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, getattr(ports, f.name)))
+            except OSError:
+                busy.append(f"{f.name} ({getattr(ports, f.name)})")
+    return busy

@@ -1,0 +1,29 @@
+"""Settings of the omni-trace commands, from the environment (prefix OMNI_TRACE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMNI_TRACE_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address every service binds to.")
+    jaeger_bin: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JAEGER_BIN", "OMNI_TRACE_JAEGER_BIN"),
+        description="A prebuilt Jaeger v2 binary instead of building one.",
+    )
+    jaeger_query_url: str | None = Field(
+        default=None, description="Use this running Jaeger's query API instead of starting one."
+    )
+    jaeger_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP base URL of that running Jaeger."
+    )
+    model_token_delay_ms: float = Field(
+        default=15.0, ge=0, description="Offline model: pause between streamed tokens."
+    )
+    ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")

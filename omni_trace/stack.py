@@ -1,0 +1,327 @@
+"""Start the whole chat stack as local processes, wait until each is really ready, stop it.
+
+Order: Jaeger, auth, OMNI2, Traefik, dashboard, so each service finds what it needs.
+Each process writes to <run_dir>/logs/<name>.log; secrets travel in the environment only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+
+from omni_trace.jaeger_build import ensure_jaeger
+from omni_trace.paths import SERVICES_DIR, traefik_binary
+from omni_trace.ports import Ports
+from omni_trace.settings import StackSettings
+
+Progress = Callable[[str], None]
+SERVICE_ORDER = ("jaeger", "auth", "omni2", "traefik", "dashboard")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What the stack file holds: how to reach every layer of a running stack."""
+
+    dashboard_url: str
+    dashboard_ws_url: str
+    traefik_url: str
+    traefik_ws_url: str
+    auth_url: str
+    omni2_url: str
+    omni2_ws_url: str
+    jaeger_query_url: str
+    otlp_http_endpoint: str
+    logs_dir: str
+    traefik_access_log: str
+    pid: int = field(default_factory=os.getpid)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> StackInfo:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise StackError(
+                f"no stack file at {path}: start the stack with `omni-trace up` "
+                "(or pass --stack-file)"
+            ) from None
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class _Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready: Callable[[httpx.Client], bool]
+    process: subprocess.Popen[bytes] | None = None
+
+
+class Stack:
+    """The five processes of one stack. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        ports: Ports | None = None,
+        settings: StackSettings | None = None,
+        *,
+        jwt_secret: str | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        progress: Progress = print,
+    ) -> None:
+        self.settings = settings or StackSettings()
+        self.ports = ports or Ports()
+        self.run_dir = run_dir.resolve()
+        self.logs_dir = self.run_dir / "logs"
+        self.config_dir = self.run_dir / "config"
+        # Random per run unless given: the secret never leaves the environment of the services.
+        self.jwt_secret = jwt_secret or secrets.token_urlsafe(32)
+        self._service_env = {k: dict(v) for k, v in (service_env or {}).items()}
+        self._progress = progress
+        self._services: dict[str, _Service] = {}
+        host = self.settings.host
+        external = self.settings.jaeger_query_url
+        self.info = StackInfo(
+            dashboard_url=f"http://{host}:{self.ports.dashboard}",
+            dashboard_ws_url=f"ws://{host}:{self.ports.dashboard}/ws/chat",
+            traefik_url=f"http://{host}:{self.ports.traefik}",
+            traefik_ws_url=f"ws://{host}:{self.ports.traefik}/ws/chat",
+            auth_url=f"http://{host}:{self.ports.auth}",
+            omni2_url=f"http://{host}:{self.ports.omni2}",
+            omni2_ws_url=f"ws://{host}:{self.ports.omni2}/ws/chat",
+            jaeger_query_url=(external or f"http://{host}:{self.ports.jaeger_query}").rstrip("/"),
+            otlp_http_endpoint=(
+                self.settings.jaeger_otlp_endpoint or f"http://{host}:{self.ports.otlp_http}"
+            ).rstrip("/"),
+            logs_dir=str(self.logs_dir),
+            traefik_access_log=str(self.logs_dir / "traefik-access.log"),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> StackInfo:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self._services = self._plan()
+        try:
+            for name in SERVICE_ORDER:
+                if name in self._services:
+                    self.start_service(name)
+        except BaseException:
+            self.stop()
+            raise
+        return self.info
+
+    def stop(self) -> None:
+        for name in reversed(SERVICE_ORDER):
+            if name in self._services:
+                self.stop_service(name)
+
+    def start_service(self, name: str) -> None:
+        service = self._services[name]
+        started = time.monotonic()
+        self._progress(f"starting {name} ...")
+        log = (self.logs_dir / f"{name}.log").open("ab")
+        service.process = subprocess.Popen(
+            service.argv,
+            env=service.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
+        )
+        log.close()
+        self._wait_ready(service)
+        self._progress(f"  {name} ready ({time.monotonic() - started:.1f} s)")
+
+    def stop_service(self, name: str, timeout: float = 5.0) -> None:
+        service = self._services.get(name)
+        process = service.process if service else None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL, as a crash would (for failure tests)."""
+        process = self._services[name].process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def dead_services(self) -> list[str]:
+        return [
+            name
+            for name, s in self._services.items()
+            if s.process is not None and s.process.poll() is not None
+        ]
+
+    # -- plan ------------------------------------------------------------------------------
+
+    def _plan(self) -> dict[str, _Service]:
+        p, host, info = self.ports, self.settings.host, self.info
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_SERVICE_NAME")}
+        python = {
+            **base,
+            "PYTHONUNBUFFERED": "1",
+            "OMNI_JWT_SECRET": self.jwt_secret,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": info.otlp_http_endpoint,
+            # A dead Jaeger must not hold a service's shutdown for long.
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+        }
+        services: dict[str, _Service] = {}
+        if not self.settings.jaeger_query_url:
+            jaeger = ensure_jaeger(self._progress, self.settings.jaeger_bin)
+            services["jaeger"] = _Service(
+                "jaeger",
+                [str(jaeger), f"--config={SERVICES_DIR / 'jaeger' / 'config.yaml'}"],
+                {
+                    **base,
+                    "JAEGER_OTLP_HTTP": f"{host}:{p.otlp_http}",
+                    "JAEGER_OTLP_GRPC": f"{host}:{p.otlp_grpc}",
+                    "JAEGER_QUERY_HTTP": f"{host}:{p.jaeger_query}",
+                    "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
+                    "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
+                },
+                _http_ok(f"{info.jaeger_query_url}/api/services"),
+            )
+        services["auth"] = _Service(
+            "auth",
+            [sys.executable, "-m", "services.auth"],
+            {**python, "AUTH_HOST": host, "AUTH_PORT": str(p.auth)},
+            _http_ok(f"{info.auth_url}/healthz"),
+        )
+        services["omni2"] = _Service(
+            "omni2",
+            [sys.executable, "-m", "services.omni2"],
+            {
+                **python,
+                "OMNI2_HOST": host,
+                "OMNI2_PORT": str(p.omni2),
+                "OMNI2_MODEL_TOKEN_DELAY_MS": str(self.settings.model_token_delay_ms),
+            },
+            _http_ok(f"{info.omni2_url}/healthz"),
+        )
+        traefik = traefik_binary()
+        if traefik is None:
+            raise StackError("no traefik binary: install the project (pip install -e .)")
+        services["traefik"] = _Service(
+            "traefik",
+            [str(traefik), f"--configFile={self._render_traefik_config()}"],
+            {
+                **base,
+                "OMNI2_AUTH_VERIFY_URL": f"{info.auth_url}/verify",
+                "OMNI2_BACKEND_URL": info.omni2_url,
+            },
+            # Readiness is a request through the real route: 401 means the router is loaded
+            # and ForwardAuth reached the auth service (404 = routes not loaded yet).
+            _http_status(f"{info.traefik_url}/ws/chat", 401),
+        )
+        services["dashboard"] = _Service(
+            "dashboard",
+            [sys.executable, "-m", "services.dashboard"],
+            {
+                **python,
+                "DASHBOARD_HOST": host,
+                "DASHBOARD_PORT": str(p.dashboard),
+                "DASHBOARD_UPSTREAM_WS_URL": info.traefik_ws_url,
+            },
+            _http_ok(f"{info.dashboard_url}/healthz"),
+        )
+        for name, extra in self._service_env.items():
+            services[name].env.update(extra)
+        return services
+
+    def _render_traefik_config(self) -> Path:
+        dynamic = SERVICES_DIR / "traefik" / "dynamic.yml"
+        static = Template((SERVICES_DIR / "traefik" / "traefik.yml").read_text()).substitute(
+            TRAEFIK_ADDRESS=f"{self.settings.host}:{self.ports.traefik}",
+            TRAEFIK_DYNAMIC_FILE=str(dynamic),
+            TRAEFIK_ACCESS_LOG=self.info.traefik_access_log,
+            TRAEFIK_OTLP_TRACES_URL=f"{self.info.otlp_http_endpoint}/v1/traces",
+        )
+        path = self.config_dir / "traefik.yml"
+        path.write_text(static)
+        return path
+
+    def _wait_ready(self, service: _Service) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout_s
+        assert service.process is not None
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                code = service.process.poll()
+                if code is not None:
+                    raise StackError(
+                        f"{service.name} exited with code {code} while starting; "
+                        f"last lines of its log:\n{self.log_tail(service.name)}"
+                    )
+                try:
+                    if service.ready(client):
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        raise StackError(
+            f"{service.name} not ready after {self.settings.ready_timeout_s:.0f} s; "
+            f"last lines of its log:\n{self.log_tail(service.name)}"
+        )
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.logs_dir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _http_ok(url: str) -> Callable[[httpx.Client], bool]:
+    return lambda client: client.get(url).status_code == 200
+
+
+def _http_status(url: str, status: int) -> Callable[[httpx.Client], bool]:
+    return lambda client: client.get(url).status_code == status
+
+
+def stack_summary(info: StackInfo) -> dict[str, Any]:
+    return {
+        "dashboard (login, /ws/chat)": info.dashboard_url,
+        "traefik (gateway)": info.traefik_url,
+        "auth (ForwardAuth)": info.auth_url,
+        "omni2 (backend)": info.omni2_url,
+        "jaeger query API": info.jaeger_query_url,
+        "OTLP/HTTP": info.otlp_http_endpoint,
+        "logs": info.logs_dir,
+    }

@@ -1,0 +1,60 @@
+"""Tracer provider setup: the only place that builds providers and exporters."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from otel.redaction import RedactingSpanExporter
+
+log = logging.getLogger(__name__)
+
+_TRACES_PATH = "/v1/traces"
+
+
+def sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def create_tracer_provider(
+    service_name: str, *, otlp_endpoint: str | None = None
+) -> TracerProvider:
+    """A provider that exports to OTLP/HTTP through the redacting exporter.
+
+    `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+    `OTEL_EXPORTER_OTLP_*` are honoured by the SDK; `otlp_endpoint` (a base URL such as
+    http://127.0.0.1:4318) overrides the endpoint for callers that talk to several stacks.
+    """
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
+    exporter = RedactingSpanExporter(OTLPSpanExporter(endpoint=endpoint))
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    return provider
+
+
+def setup_tracing(service_name: str) -> trace.TracerProvider:
+    """Install the global tracer provider for a service; call once at start.
+
+    With `OTEL_SDK_DISABLED=true` nothing is exported and the API's no-op provider stays.
+    """
+    if sdk_disabled():
+        log.info("OpenTelemetry SDK disabled: %s emits no spans", service_name)
+        return trace.get_tracer_provider()
+    provider = create_tracer_provider(service_name)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def shutdown_tracing(timeout_millis: int = 3000) -> None:
+    """Flush what is queued (bounded, so a dead Jaeger cannot hold up shutdown)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(timeout_millis)
+        provider.shutdown()

@@ -1,0 +1,1 @@
+"""The OMNI2 chat stack's services: dashboard backend, auth (ForwardAuth) and OMNI2."""

@@ -1,0 +1,47 @@
+"""ForwardAuth endpoint: 200 with `X-User-Id` for a valid bearer token, 401 with a reason.
+
+Traefik copies `X-User-Id` onto the proxied request (authResponseHeaders), replacing any
+client-sent value, and returns our 401 body to the client unchanged.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+
+from otel.fastapi import telemetry_config
+from otel.names import Attr
+from services.auth.settings import AuthSettings
+from services.common.tokens import TokenError, bearer_token, verify_token
+
+USER_ID_HEADER = "X-User-Id"
+
+
+def create_app(settings: AuthSettings) -> FastAPI:
+    app = FastAPI(title="omni2-auth", telemetry=telemetry_config())
+    secret = settings.jwt_secret.get_secret_value()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.api_route("/verify", methods=["GET", "HEAD", "POST"])
+    async def verify(request: Request) -> Response:
+        span = trace.get_current_span()
+        token = bearer_token(request.headers.get("authorization"))
+        try:
+            if token is None:
+                raise TokenError("missing bearer token")
+            identity = verify_token(token, secret)
+        except TokenError as err:
+            span.set_attributes({Attr.AUTH_RESULT: "denied", Attr.AUTH_FAILURE: str(err)})
+            return JSONResponse(
+                {"error": "authentication failed", "reason": str(err)},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        span.set_attributes({Attr.AUTH_RESULT: "allowed", Attr.USER_ID: identity.user_id})
+        return Response(status_code=200, headers={USER_ID_HEADER: identity.user_id})
+
+    return app

@@ -1,0 +1,1 @@
+"""Code shared by the services: the JWT format, the frame protocol, the server runner."""

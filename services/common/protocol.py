@@ -1,0 +1,110 @@
+"""The chat frame protocol of the seed, and the close codes every layer uses.
+
+Client -> server: `{"type": "message", "text": "...", "trace"?: {"traceparent": ...}}`,
+`{"type": "ping"}`. Server -> client: `welcome`, `token`, `done`, `error`, `pong`.
+Extra keys (conversation_id, user_id, trace_id) keep the seed's frames backward compatible.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+MAX_TEXT_CHARS = 16_000
+MAX_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
+
+
+class CloseCode(IntEnum):
+    """Application close codes (4xxx) so a refusal always reaches the client with a reason."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    BAD_REQUEST = 4400
+    UNAUTHENTICATED = 4401  # token missing, invalid or expired
+    FORBIDDEN = 4403  # identity not established through the gateway
+    GATEWAY_UNREACHABLE = 4502  # Traefik or the backend behind it cannot be reached
+    GATEWAY_TIMEOUT = 4504  # the upstream handshake timed out
+
+
+def close_reason(text: str) -> str:
+    """Trim a reason to what a close frame can carry (UTF-8 safe)."""
+    data = text.encode()[:MAX_REASON_BYTES]
+    return data.decode(errors="ignore")
+
+
+class FrameError(ValueError):
+    """A client frame that cannot be handled; the message goes into an `error` frame."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    text: str
+    trace: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientPing:
+    pass
+
+
+ClientFrame = ClientMessage | ClientPing
+
+
+def parse_client_frame(text: str | None, data: bytes | None = None) -> ClientFrame:
+    """Validate one client frame; raises FrameError with a reason for the client."""
+    if text is None:
+        raise FrameError("binary frames are not supported; send JSON text frames", "binary_frame")
+    try:
+        frame = json.loads(text)
+    except ValueError as err:
+        raise FrameError("frame is not valid JSON", "invalid_json") from err
+    if not isinstance(frame, dict):
+        raise FrameError("frame must be a JSON object", "invalid_frame")
+    kind = frame.get("type")
+    if kind == "ping":
+        return ClientPing()
+    if kind != "message":
+        raise FrameError(f"unknown frame type {str(kind)[:40]!r}", "unknown_type")
+    body = frame.get("text")
+    if not isinstance(body, str) or not body.strip():
+        raise FrameError("message frame needs a non-empty 'text' string", "missing_text")
+    if len(body) > MAX_TEXT_CHARS:
+        raise FrameError(f"message text exceeds {MAX_TEXT_CHARS} characters", "text_too_long")
+    trace = frame.get("trace")
+    return ClientMessage(text=body, trace=trace if isinstance(trace, dict) else {}, raw=frame)
+
+
+def welcome_frame(conversation_id: str, user_id: str) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "text": "Welcome! I'm OMNI2 Assistant. Ask me anything.",
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+    }
+
+
+def token_frame(text: str) -> dict[str, Any]:
+    return {"type": "token", "text": text}
+
+
+def done_frame(result: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    return {"type": "done", "result": result | {"trace_id": trace_id}, "trace_id": trace_id}
+
+
+def error_frame(
+    message: str, trace_id: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "error": message}
+    if code:
+        frame["code"] = code
+    if trace_id:
+        frame["trace_id"] = trace_id
+    return frame

@@ -1,0 +1,1 @@
+"""Dashboard backend: login, and the `/ws/chat` proxy from the browser to Traefik."""

@@ -1,0 +1,104 @@
+"""Message tracing inside the proxy: one `chat.relay` span per message frame.
+
+Client frames of type `message` get a span that continues the frame's context and links
+to the connection's `upstream connect` span; the frame is rewritten to carry the relay span
+to OMNI2. The span ends on the `done`/`error` frame with the same trace id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+
+from otel.names import Attr, Event, LinkRole, SpanName
+from otel.propagation import extract_frame, inject_frame
+
+tracer = trace.get_tracer(__name__)
+
+
+@dataclass
+class _Pending:
+    trace_id: int
+    span: Span
+    token_frames: int = 0
+
+
+class MessageRelay:
+    def __init__(self, upstream: SpanContext) -> None:
+        self._link = Link(upstream, {Attr.LINK_ROLE: LinkRole.UPSTREAM_CONNECT})
+        self._pending: list[_Pending] = []
+        self._ids: dict[str, str] = {}
+
+    def to_upstream(self, text: str) -> str:
+        """Trace a client frame and return what to forward (unchanged unless a message)."""
+        frame = _json_object(text)
+        if frame is None or frame.get("type") != "message":
+            return text
+        span = tracer.start_span(
+            SpanName.RELAY,
+            context=extract_frame(frame),
+            kind=SpanKind.SERVER,
+            links=[self._link],
+            attributes=self._ids,
+        )
+        self._pending.append(_Pending(span.get_span_context().trace_id, span))
+        inject_frame(frame, span)
+        return json.dumps(frame)
+
+    def from_upstream(self, text: str) -> None:
+        """Observe a frame from OMNI2 on its way to the client."""
+        frame = _json_object(text)
+        if frame is None:
+            return
+        kind = frame.get("type")
+        if kind == "token" and self._pending:
+            pending = self._pending[0]  # OMNI2 answers a connection's messages in order
+            if pending.token_frames == 0:
+                pending.span.add_event(Event.FIRST_TOKEN)
+            pending.token_frames += 1
+        elif kind in ("done", "error"):
+            pending_or_none = self._take(frame.get("trace_id"))
+            if pending_or_none is not None:
+                self._end(pending_or_none, frame)
+        elif kind == "welcome":
+            for key, attr in (("conversation_id", Attr.CONVERSATION_ID), ("user_id", Attr.USER_ID)):
+                if isinstance(frame.get(key), str):
+                    self._ids[attr] = frame[key]
+
+    def close(self, reason: str) -> None:
+        """End spans of messages that never got an answer."""
+        for pending in self._pending:
+            pending.span.set_attribute(Attr.ERROR_TYPE, "no_reply")
+            pending.span.set_status(Status(StatusCode.ERROR, reason))
+            pending.span.end()
+        self._pending.clear()
+
+    def _take(self, trace_id: Any) -> _Pending | None:
+        if not isinstance(trace_id, str):
+            return self._pending.pop(0) if self._pending else None
+        for i, pending in enumerate(self._pending):
+            if f"{pending.trace_id:032x}" == trace_id:
+                return self._pending.pop(i)
+        return None  # an answer to a frame we did not trace (e.g. not JSON)
+
+    def _end(self, pending: _Pending, frame: dict[str, Any]) -> None:
+        span = pending.span
+        span.set_attributes(
+            self._ids | {Attr.TOKEN_FRAMES: pending.token_frames, Attr.FRAME_TYPE: frame["type"]}
+        )
+        if frame["type"] == "error":
+            span.set_attribute(Attr.ERROR_TYPE, str(frame.get("code") or "error"))
+            span.set_status(Status(StatusCode.ERROR, str(frame.get("error", ""))[:200]))
+        span.end()
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

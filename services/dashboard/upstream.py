@@ -1,0 +1,113 @@
+"""The dashboard's connection to Traefik: handshake with the bearer token, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from otel.names import Attr, SpanName
+from otel.propagation import inject_headers
+from services.common.protocol import CloseCode
+
+tracer = trace.get_tracer(__name__)
+
+MAX_FRAME_BYTES = 1 << 20
+
+
+class UpstreamRefused(Exception):
+    def __init__(self, code: CloseCode, reason: str, error_type: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.error_type = error_type
+
+
+@dataclass
+class Upstream:
+    connection: ClientConnection
+    span_context: SpanContext  # the `upstream connect` span, which message relays link to
+
+
+def _reason_from_body(body: bytes | bytearray | None) -> str:
+    """The auth service answers 401 with {"reason": ...}; Traefik passes that body on."""
+    try:
+        data = json.loads(body or b"")
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        return str(data.get("reason") or data.get("detail") or data.get("error") or "")[:80]
+    return ""
+
+
+def refusal_for_status(status: int, body: bytes | bytearray | None) -> UpstreamRefused:
+    reason = _reason_from_body(body)
+    if status == 401:
+        return UpstreamRefused(
+            CloseCode.UNAUTHENTICATED,
+            f"authentication failed: {reason or 'token refused'}",
+            "unauthenticated",
+        )
+    if status == 403:
+        return UpstreamRefused(CloseCode.FORBIDDEN, f"forbidden: {reason or status}", "forbidden")
+    return UpstreamRefused(
+        CloseCode.GATEWAY_UNREACHABLE,
+        f"chat service unavailable (gateway answered HTTP {status})",
+        f"http_{status}",
+    )
+
+
+async def connect_upstream(url: str, token: str, open_timeout: float) -> Upstream:
+    """Open the WebSocket to Traefik inside an `upstream connect` CLIENT span."""
+    parts = urlsplit(url)
+    with tracer.start_as_current_span(
+        SpanName.UPSTREAM_CONNECT,
+        kind=SpanKind.CLIENT,
+        record_exception=False,
+        attributes={
+            Attr.URL_FULL: url,
+            Attr.SERVER_ADDRESS: parts.hostname or "",
+            Attr.SERVER_PORT: parts.port or (443 if parts.scheme == "wss" else 80),
+        },
+    ) as span:
+        headers = {"Authorization": f"Bearer {token}"}
+        inject_headers(headers, span)
+        try:
+            connection = await connect(
+                url,
+                additional_headers=headers,
+                open_timeout=open_timeout,
+                max_size=MAX_FRAME_BYTES,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+            )
+        except InvalidStatus as err:
+            refusal = refusal_for_status(err.response.status_code, err.response.body)
+            _fail(span, refusal)
+            raise refusal from None
+        except TimeoutError:
+            refusal = UpstreamRefused(
+                CloseCode.GATEWAY_TIMEOUT, "chat gateway did not answer in time", "timeout"
+            )
+            _fail(span, refusal)
+            raise refusal from None
+        except (OSError, InvalidHandshake, InvalidURI) as err:
+            refusal = UpstreamRefused(
+                CloseCode.GATEWAY_UNREACHABLE,
+                "chat gateway unreachable",
+                type(err).__name__,
+            )
+            _fail(span, refusal)
+            raise refusal from None
+        return Upstream(connection, span.get_span_context())
+
+
+def _fail(span: trace.Span, refusal: UpstreamRefused) -> None:
+    span.set_attribute(Attr.ERROR_TYPE, refusal.error_type)
+    span.set_status(Status(StatusCode.ERROR, refusal.reason))

@@ -1,0 +1,1 @@
+"""OMNI2 backend: `/ws/chat` behind the gateway, streaming a model's answer."""
