@@ -37,10 +37,11 @@ class LoginFailed(ChatError):
 class ChatRefused(ChatError):
     """The stack closed the connection instead of welcoming us."""
 
-    def __init__(self, code: int | None, reason: str) -> None:
+    def __init__(self, code: int | None, reason: str, session_trace_id: str) -> None:
         super().__init__(f"connection refused (close code {code}): {reason or 'no reason given'}")
         self.code = code
         self.reason = reason
+        self.session_trace_id = session_trace_id  # the refused connection's trace
 
 
 @dataclass
@@ -184,7 +185,7 @@ async def open_chat(
             reason = closed.rcvd.reason if closed.rcvd else ""
             span.set_attributes({Attr.CLOSE_CODE: code or 0, Attr.CLOSE_REASON: reason})
             span.set_status(Status(StatusCode.ERROR, reason or "closed"))
-            raise ChatRefused(code, reason) from None
+            raise ChatRefused(code, reason, session_trace_id) from None
         for key, attr in (("conversation_id", Attr.CONVERSATION_ID), ("user_id", Attr.USER_ID)):
             if isinstance(welcome.get(key), str):
                 span.set_attribute(attr, welcome[key])

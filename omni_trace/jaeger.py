@@ -104,7 +104,12 @@ def _value(v: dict[str, Any]) -> Any:
 
 
 def _attributes(items: Iterable[dict[str, Any]] | None) -> dict[str, Any]:
-    return {a["key"]: _value(a.get("value", {})) for a in items or []}
+    # Jaeger adds "@jaeger@warnings" (clock-skew notes) to spans it returns: not ours.
+    return {
+        a["key"]: _value(a.get("value", {}))
+        for a in items or []
+        if not a["key"].startswith("@jaeger@")
+    }
 
 
 def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:

@@ -1,0 +1,28 @@
+"""Unit tests run spans through an in-memory exporter installed as the global provider.
+
+Stack tests pass their own provider explicitly (see tests/stack/conftest.py), so the two
+never mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Finished spans of this test (the exporter is cleared before and after)."""
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()

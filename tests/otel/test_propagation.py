@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+
+from otel.propagation import (
+    extract_frame,
+    extract_untrusted,
+    inject_frame,
+    remote_span_context,
+    w3c_carrier,
+)
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
+def test_valid_traceparent_is_continued() -> None:
+    ctx = remote_span_context(extract_untrusted({"traceparent": PARENT}))
+    assert ctx is not None
+    assert f"{ctx.trace_id:032x}" == TRACE_ID
+    assert ctx.is_remote
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        {"traceparent": "garbage"},
+        {"traceparent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"},  # all-zero trace id
+        {"traceparent": PARENT + "x" * 100},  # oversize
+        {"traceparent": 42},
+        {},
+        None,
+        "not a mapping",
+    ],
+)
+def test_malformed_context_starts_fresh(carrier: object) -> None:
+    assert remote_span_context(extract_untrusted(carrier)) is None  # type: ignore[arg-type]
+
+
+def test_baggage_from_clients_is_ignored() -> None:
+    from opentelemetry import baggage
+
+    ctx = extract_untrusted({"traceparent": PARENT, "baggage": "user.id=admin"})
+    assert baggage.get_all(ctx) == {}
+
+
+def test_frame_round_trip_rewrites_parent() -> None:
+    tracer = trace.get_tracer("t")
+    frame: dict[str, object] = {"type": "message", "text": "hi", "trace": {"traceparent": PARENT}}
+    parent = extract_frame(frame)
+    with tracer.start_as_current_span("relay", context=parent) as span:
+        inject_frame(frame, span)
+    child = remote_span_context(extract_frame(frame))
+    assert child is not None
+    assert f"{child.trace_id:032x}" == TRACE_ID
+    assert child.span_id == span.get_span_context().span_id
+
+
+def test_w3c_carrier_has_traceparent_only_for_valid_span() -> None:
+    with trace.get_tracer("t").start_as_current_span("s") as span:
+        assert w3c_carrier(span)["traceparent"].startswith("00-")
+    assert w3c_carrier(trace.INVALID_SPAN) == {}

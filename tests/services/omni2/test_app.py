@@ -1,0 +1,153 @@
+"""OMNI2 in process: gateway identity, the turn's spans and links, malformed frames."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from starlette.websockets import WebSocketDisconnect
+
+from otel.names import Attr, LinkRole, SpanName
+from services.common.protocol import CloseCode
+from services.common.tokens import issue_token
+from services.omni2.app import create_app
+from services.omni2.settings import Omni2Settings
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+GATEWAY_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+GATEWAY_SPAN = "00f067aa0ba902b7"
+FRAME_TRACE = "0af7651916cd43dd8448eb211c80319c"
+FRAME_SPAN = "b7ad6b7169203331"
+
+
+@pytest.fixture
+def client() -> TestClient:
+    settings = Omni2Settings(OMNI_JWT_SECRET=SECRET, model_token_delay_ms=0)  # type: ignore[call-arg]
+    return TestClient(create_app(settings))
+
+
+def gateway_headers(user: str = "alice", token_user: str | None = None) -> dict[str, str]:
+    return {
+        "x-user-id": user,
+        "authorization": f"Bearer {issue_token(token_user or user, SECRET)}",
+        "traceparent": f"00-{GATEWAY_TRACE}-{GATEWAY_SPAN}-01",
+    }
+
+
+def refusal(client: TestClient, headers: dict[str, str]) -> WebSocketDisconnect:
+    with (
+        client.websocket_connect("/ws/chat", headers=headers) as ws,
+        pytest.raises(WebSocketDisconnect) as err,
+    ):
+        ws.receive_json()
+    return err.value
+
+
+def test_refuses_connection_without_gateway_identity(client: TestClient) -> None:
+    closed = refusal(client, {"x-user-id": "alice"})
+    assert closed.code == CloseCode.FORBIDDEN
+    assert "gateway" in closed.reason
+
+
+def test_refuses_identity_header_that_disagrees_with_token(client: TestClient) -> None:
+    closed = refusal(client, gateway_headers(user="alice", token_user="bob"))
+    assert closed.code == CloseCode.FORBIDDEN
+    assert "does not match" in closed.reason
+
+
+def test_refusal_is_traced(client: TestClient, spans: InMemorySpanExporter) -> None:
+    refusal(client, {"x-user-id": "alice"})
+    (connect,) = [s for s in spans.get_finished_spans() if s.name == SpanName.CONNECT]
+    assert connect.attributes is not None
+    assert connect.attributes[Attr.ERROR_TYPE] == "not_via_gateway"
+    assert connect.attributes[Attr.CLOSE_CODE] == CloseCode.FORBIDDEN
+
+
+def test_turn_continues_frame_context_and_links_to_gateway(
+    client: TestClient, spans: InMemorySpanExporter
+) -> None:
+    with client.websocket_connect("/ws/chat", headers=gateway_headers()) as ws:
+        welcome = ws.receive_json()
+        assert welcome["type"] == "welcome"
+        assert welcome["user_id"] == "alice"
+        ws.send_json(
+            {
+                "type": "message",
+                "text": "hello",
+                "trace": {"traceparent": f"00-{FRAME_TRACE}-{FRAME_SPAN}-01"},
+            }
+        )
+        frames = []
+        while (frame := ws.receive_json())["type"] == "token":
+            frames.append(frame)
+    assert frames, "no token frames streamed"
+    assert frame["type"] == "done"
+    assert frame["trace_id"] == FRAME_TRACE
+    assert frame["result"]["tokens_used"] == (
+        frame["result"]["tokens_input"] + frame["result"]["tokens_output"]
+    )
+
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    turn = finished[SpanName.TURN]
+    connect = finished[SpanName.CONNECT]
+    assert turn.parent is not None and f"{turn.parent.span_id:016x}" == FRAME_SPAN
+    assert turn.kind is SpanKind.SERVER
+    (link,) = turn.links
+    assert f"{link.context.span_id:016x}" == GATEWAY_SPAN
+    assert link.attributes == {Attr.LINK_ROLE: LinkRole.GATEWAY}
+    assert connect.parent is not None and f"{connect.parent.span_id:016x}" == GATEWAY_SPAN
+    assert turn.attributes is not None
+    assert turn.attributes[Attr.CONVERSATION_ID] == welcome["conversation_id"]
+    assert turn.attributes[Attr.USER_ID] == "alice"
+
+    model = finished[SpanName.model_call("omni2-offline-1")]
+    assert model.parent is not None and model.parent.span_id == turn.context.span_id
+    assert model.attributes is not None
+    assert model.attributes[Attr.GEN_AI_PROVIDER] == "offline"
+    assert model.attributes[Attr.GEN_AI_OUTPUT_TOKENS] == frame["result"]["tokens_output"]
+    assert Attr.TIME_TO_FIRST_CHUNK in model.attributes
+
+
+def test_second_turn_sees_history(client: TestClient) -> None:
+    with client.websocket_connect("/ws/chat", headers=gateway_headers()) as ws:
+        ws.receive_json()
+        replies = []
+        for text in ("one", "two"):
+            ws.send_json({"type": "message", "text": text})
+            reply = ""
+            while (frame := ws.receive_json())["type"] == "token":
+                reply += frame["text"]
+            replies.append(reply)
+    assert "start of our conversation" in replies[0]
+    assert "1 earlier message" in replies[1]
+
+
+def test_malformed_frames_get_errors_and_connection_stays_usable(
+    client: TestClient, spans: InMemorySpanExporter
+) -> None:
+    with client.websocket_connect("/ws/chat", headers=gateway_headers()) as ws:
+        ws.receive_json()
+        for send in (
+            lambda: ws.send_text("not json"),
+            lambda: ws.send_bytes(b"\x00\x01"),
+            lambda: ws.send_json({"type": "bogus"}),
+            lambda: ws.send_json({"type": "message"}),
+        ):
+            send()
+            frame = ws.receive_json()
+            assert frame["type"] == "error"
+            assert frame["error"]
+            assert len(frame["trace_id"]) == 32
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+        ws.send_json({"type": "message", "text": "still there?"})
+        while (frame := ws.receive_json())["type"] == "token":
+            pass
+        assert frame["type"] == "done"
+    errors = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == SpanName.TURN and s.status.status_code.name == "ERROR"
+    ]
+    assert len(errors) == 4

@@ -1,0 +1,63 @@
+"""Malformed frames through the whole stack: an error frame each, and the chat goes on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.client import login, open_chat
+from omni_trace.jaeger import JaegerClient, has_services
+from omni_trace.stack import Stack
+from otel.names import Attr, Service, SpanName
+from tests.stack.traces import expect, one
+
+pytestmark = pytest.mark.stack
+
+MALFORMED: list[tuple[str | bytes, str]] = [
+    ("this is not JSON", "invalid_json"),
+    ('["a", "list"]', "invalid_frame"),
+    (json.dumps({"type": "shout", "text": "hi"}), "unknown_type"),
+    (json.dumps({"type": "message"}), "missing_text"),
+    (json.dumps({"type": "message", "text": ""}), "missing_text"),
+    (json.dumps({"type": "message", "text": "x", "trace": {"traceparent": "00-zz"}}), ""),
+    (b"\x00\x01binary", "binary_frame"),
+]
+
+
+async def test_malformed_frames_get_error_frames_and_connection_stays_usable(
+    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+) -> None:
+    token = await login(stack.info.dashboard_url, "bob", "bob-demo")
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        answers = [await chat.send_raw(frame) for frame, _ in MALFORMED]
+        after = await chat.send("still working?")
+    for (frame, code), answer in zip(MALFORMED, answers, strict=True):
+        if not code:  # bad trace context is not an error: the message is answered
+            assert answer["type"] == "done", (frame, answer)
+            continue
+        assert answer["type"] == "error", (frame, answer)
+        assert answer["code"] == code and answer["error"], answer
+        assert len(answer["trace_id"]) == 32
+    assert after.ok and after.text
+
+    # A message frame without text is still one traced exchange: relayed, refused by OMNI2.
+    client_provider.force_flush()
+    missing_text = answers[3]
+    spans = jaeger.wait_for_trace(
+        missing_text["trace_id"],
+        has_services(Service.DASHBOARD, Service.OMNI2),
+        what="the refused frame's relay and turn",
+    )
+    relay = one(spans, Service.DASHBOARD, SpanName.RELAY)
+    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    expect(turn.parent_span_id == relay.span_id, "turn < relay", spans)
+    expect(
+        turn.status == "ERROR" and turn.attributes.get(Attr.ERROR_TYPE) == "missing_text",
+        "OMNI2's span records why the frame was refused",
+        spans,
+    )
+    expect(relay.status == "ERROR", "the relay span ends with the error frame", spans)

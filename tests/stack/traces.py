@@ -1,0 +1,32 @@
+"""Assertions on traces that print the trace tree when they fail."""
+
+from __future__ import annotations
+
+from omni_trace.jaeger import TraceSpan
+from omni_trace.tracetree import render_tree
+
+
+def expect(condition: bool, message: str, *traces: list[TraceSpan]) -> None:
+    if not condition:
+        trees = "\n\n".join(render_tree(t) for t in traces)
+        raise AssertionError(f"{message}\n\n{trees}")
+
+
+def one(spans: list[TraceSpan], service: str, name: str) -> TraceSpan:
+    found = [s for s in spans if s.service == service and s.name == name]
+    expect(len(found) == 1, f"expected one {service} span {name!r}, found {len(found)}", spans)
+    return found[0]
+
+
+def ancestors(spans: list[TraceSpan], span: TraceSpan) -> list[TraceSpan]:
+    """Parents of `span`, nearest first, as far as the trace holds them."""
+    by_id = {s.span_id: s for s in spans}
+    chain = []
+    while span.parent_span_id in by_id:
+        span = by_id[span.parent_span_id]
+        chain.append(span)
+    return chain
+
+
+def chain_names(spans: list[TraceSpan], span: TraceSpan) -> list[tuple[str, str]]:
+    return [(s.service, s.name) for s in ancestors(spans, span)]
