@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -100,11 +100,14 @@ def run_until_stopped(stack: Stack) -> None:
             _progress(f"warning: {name} exited; last lines of its log:\n{stack.log_tail(name)}")
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def serve_stack(args: argparse.Namespace, then: Callable[[StackInfo], bool] | None = None) -> int:
+    """Start the stack, run `then` (False: stop right away), keep serving until a signal."""
     stack = start_stack(args)
     try:
         print_urls(stack.info, args.stack_file)
-        print("\nCtrl-C stops everything.", flush=True)
+        if then is not None and not then(stack.info):
+            return 0
+        print('\nChat with `omni-trace chat "..."`. Ctrl-C stops everything.', flush=True)
         run_until_stopped(stack)
     except (KeyboardInterrupt, _Stop):
         _progress("\nstopping ...")
@@ -112,27 +115,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop()
         args.stack_file.unlink(missing_ok=True)
     return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    return serve_stack(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    stack = start_stack(args)
-    try:
-        print_urls(stack.info, args.stack_file)
-        demo_mod.run_demo(stack.info, user=args.user, messages=args.message or None)
-        if args.once:
-            return 0
-        print(
-            '\nThe stack keeps running for more chats (`omni-trace chat "..."`). '
-            "Ctrl-C stops everything.",
-            flush=True,
-        )
-        run_until_stopped(stack)
-    except (KeyboardInterrupt, _Stop):
-        _progress("\nstopping ...")
-    finally:
-        stack.stop()
-        args.stack_file.unlink(missing_ok=True)
-    return 0
+    def demo(info: StackInfo) -> bool:
+        demo_mod.run_demo(info, user=args.user, messages=args.message or None)
+        return not args.once
+
+    return serve_stack(args, demo)
 
 
 def _password(args: argparse.Namespace) -> str:

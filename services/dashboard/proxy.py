@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosed
 
@@ -15,9 +15,10 @@ from otel.names import Attr, SpanName
 from otel.propagation import extract_untrusted
 from otel.redaction import redact_url
 from services.common.protocol import CloseCode, close_reason
+from services.common.refusal import Refusal, refuse
 from services.dashboard.relay import MessageRelay
 from services.dashboard.settings import DashboardSettings
-from services.dashboard.upstream import Upstream, UpstreamRefused, connect_upstream
+from services.dashboard.upstream import Upstream, connect_upstream
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -44,25 +45,21 @@ async def proxy_chat(websocket: WebSocket, settings: DashboardSettings) -> None:
         token = params.get("token")
         try:
             if not token:
-                raise UpstreamRefused(CloseCode.UNAUTHENTICATED, "missing token", "missing_token")
+                raise Refusal(CloseCode.UNAUTHENTICATED, "missing token", "missing_token")
             upstream = await connect_upstream(
                 settings.upstream_ws_url, token, settings.upstream_open_timeout_s
             )
-        except UpstreamRefused as refusal:
+        except Refusal as refusal:
             log.info("refused chat connection: %s", refusal.reason)
-            span.set_attributes(
-                {
-                    Attr.ERROR_TYPE: refusal.error_type,
-                    Attr.CLOSE_CODE: int(refusal.code),
-                    Attr.CLOSE_REASON: refusal.reason,
-                }
-            )
-            span.set_status(Status(StatusCode.ERROR, refusal.reason))
-            # Accept, then close: a close before accept reaches the browser as a bare 403.
-            await websocket.accept()
-            await websocket.close(code=refusal.code, reason=close_reason(refusal.reason))
+            await refuse(websocket, span, refusal)
             return
-        await websocket.accept()
+        try:
+            await websocket.accept()
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            # The browser left while we were connecting upstream: release the upstream side.
+            span.set_attribute(Attr.ERROR_TYPE, "client_gone")
+            await upstream.connection.close()
+            return
     await relay_frames(websocket, upstream)
 
 

@@ -14,18 +14,11 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from otel.names import Attr, SpanName
 from otel.propagation import inject_headers
 from services.common.protocol import CloseCode
+from services.common.refusal import Refusal
 
 tracer = trace.get_tracer(__name__)
 
 MAX_FRAME_BYTES = 1 << 20
-
-
-class UpstreamRefused(Exception):
-    def __init__(self, code: CloseCode, reason: str, error_type: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.error_type = error_type
 
 
 @dataclass
@@ -45,17 +38,17 @@ def _reason_from_body(body: bytes | bytearray | None) -> str:
     return ""
 
 
-def refusal_for_status(status: int, body: bytes | bytearray | None) -> UpstreamRefused:
+def refusal_for_status(status: int, body: bytes | bytearray | None) -> Refusal:
     reason = _reason_from_body(body)
     if status == 401:
-        return UpstreamRefused(
+        return Refusal(
             CloseCode.UNAUTHENTICATED,
             f"authentication failed: {reason or 'token refused'}",
             "unauthenticated",
         )
     if status == 403:
-        return UpstreamRefused(CloseCode.FORBIDDEN, f"forbidden: {reason or status}", "forbidden")
-    return UpstreamRefused(
+        return Refusal(CloseCode.FORBIDDEN, f"forbidden: {reason or status}", "forbidden")
+    return Refusal(
         CloseCode.GATEWAY_UNREACHABLE,
         f"chat service unavailable (gateway answered HTTP {status})",
         f"http_{status}",
@@ -92,13 +85,13 @@ async def connect_upstream(url: str, token: str, open_timeout: float) -> Upstrea
             _fail(span, refusal)
             raise refusal from None
         except TimeoutError:
-            refusal = UpstreamRefused(
+            refusal = Refusal(
                 CloseCode.GATEWAY_TIMEOUT, "chat gateway did not answer in time", "timeout"
             )
             _fail(span, refusal)
             raise refusal from None
         except (OSError, InvalidHandshake, InvalidURI) as err:
-            refusal = UpstreamRefused(
+            refusal = Refusal(
                 CloseCode.GATEWAY_UNREACHABLE,
                 "chat gateway unreachable",
                 type(err).__name__,
@@ -108,6 +101,6 @@ async def connect_upstream(url: str, token: str, open_timeout: float) -> Upstrea
         return Upstream(connection, span.get_span_context())
 
 
-def _fail(span: trace.Span, refusal: UpstreamRefused) -> None:
+def _fail(span: trace.Span, refusal: Refusal) -> None:
     span.set_attribute(Attr.ERROR_TYPE, refusal.error_type)
     span.set_status(Status(StatusCode.ERROR, refusal.reason))

@@ -6,16 +6,17 @@ import json
 import logging
 import uuid
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
+from opentelemetry.trace import SpanKind, format_trace_id
 
 from otel.fastapi import telemetry_config
 from otel.names import Attr, SpanName
 from otel.propagation import extract_headers, remote_span_context
-from services.common.protocol import close_reason, welcome_frame
+from services.common.protocol import welcome_frame
+from services.common.refusal import Refusal, refuse
 from services.omni2.chat import ChatSession
-from services.omni2.gateway import Refusal, gateway_identity
+from services.omni2.gateway import gateway_identity
 from services.omni2.model import ChatModel, create_model
 from services.omni2.settings import Omni2Settings
 
@@ -47,21 +48,19 @@ def create_app(settings: Omni2Settings, model: ChatModel | None = None) -> FastA
                 identity = gateway_identity(websocket.headers, secret)
             except Refusal as refusal:
                 log.warning("refused connection: %s", refusal.reason)
-                span.set_attributes(
-                    {
-                        Attr.ERROR_TYPE: refusal.error_type,
-                        Attr.CLOSE_CODE: int(refusal.code),
-                        Attr.CLOSE_REASON: refusal.reason,
-                    }
-                )
-                span.set_status(Status(StatusCode.ERROR, refusal.reason))
-                await websocket.close(code=refusal.code, reason=close_reason(refusal.reason))
+                await refuse(websocket, span, refusal)
                 return
             conversation_id = str(uuid.uuid4())
             span.set_attributes(
                 {Attr.USER_ID: identity.user_id, Attr.CONVERSATION_ID: conversation_id}
             )
-            await websocket.send_text(json.dumps(welcome_frame(conversation_id, identity.user_id)))
+            try:
+                await websocket.send_text(
+                    json.dumps(welcome_frame(conversation_id, identity.user_id))
+                )
+            except (OSError, RuntimeError, WebSocketDisconnect):
+                span.set_attribute(Attr.ERROR_TYPE, "client_gone")
+                return
             log.info(
                 "connection user=%s conversation=%s trace=%s",
                 identity.user_id,

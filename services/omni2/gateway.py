@@ -10,17 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from services.common.protocol import CloseCode
+from services.common.refusal import Refusal
 from services.common.tokens import Identity, TokenError, bearer_token, verify_token
 
 USER_ID_HEADER = "x-user-id"
-
-
-class Refusal(Exception):
-    def __init__(self, code: CloseCode, reason: str, error_type: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.error_type = error_type
 
 
 def gateway_identity(headers: Mapping[str, str], secret: str) -> Identity:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from otel.names import Service
 from otel.setup import create_tracer_provider
 
 
-def start_stack(run_dir: Path, jwt_secret: str) -> Stack:
+@contextmanager
+def running_stack(run_dir: Path, jwt_secret: str) -> Iterator[Stack]:
+    """A whole stack on free ports, stopped on exit."""
     stack = Stack(
         run_dir,
         Ports.free(),
@@ -29,8 +32,8 @@ def start_stack(run_dir: Path, jwt_secret: str) -> Stack:
         jwt_secret=jwt_secret,
         progress=lambda message: print(message, flush=True),
     )
-    stack.start()
-    return stack
+    with stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +43,8 @@ def jwt_secret() -> str:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("stack"), jwt_secret)
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack"), jwt_secret) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="session")

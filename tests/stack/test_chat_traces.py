@@ -10,7 +10,7 @@ from omni_trace.demo import SESSION_SERVICES, message_trace_complete
 from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
 from otel.names import Attr, LinkRole, Service, SpanName
-from tests.stack.traces import chain_names, expect, one
+from tests.stack.traces import chain_names, expect, link_targets, one
 
 pytestmark = pytest.mark.stack
 
@@ -111,14 +111,14 @@ async def test_two_messages_one_connection(
         )
         # The hop through Traefik is reached through the links into the session trace.
         expect(
-            [(lk.trace_id, lk.span_id, lk.attributes.get(Attr.LINK_ROLE)) for lk in relay.links]
+            link_targets(relay)
             == [(chat.session_trace_id, upstream.span_id, LinkRole.UPSTREAM_CONNECT)],
             "chat.relay links to its upstream connect span",
             spans,
             session,
         )
         expect(
-            [(lk.trace_id, lk.span_id, lk.attributes.get(Attr.LINK_ROLE)) for lk in turn.links]
+            link_targets(turn)
             == [(chat.session_trace_id, reverse_proxy.span_id, LinkRole.GATEWAY)],
             "chat.turn links to the Traefik ReverseProxy span it came through",
             spans,

@@ -14,18 +14,15 @@ from websockets.exceptions import ConnectionClosed
 from omni_trace.client import ChatRefused, login, open_chat
 from omni_trace.stack import Stack
 from services.common.protocol import CloseCode
-from tests.stack.conftest import start_stack
+from tests.stack.conftest import running_stack
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("degraded"), jwt_secret)
-    try:
+    with running_stack(tmp_path_factory.mktemp("degraded"), jwt_secret) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 async def test_chat_works_with_jaeger_stopped(own_stack: Stack) -> None:

