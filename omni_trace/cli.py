@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import time
@@ -12,15 +13,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from omni_trace import audit, doctor
 from omni_trace import demo as demo_mod
+from omni_trace.audit import AuditQuery
+from omni_trace.chain import analyze_chain
 from omni_trace.client import ChatError, login, open_chat
-from omni_trace.jaeger import JaegerError
+from omni_trace.jaeger import JaegerClient, JaegerError
 from omni_trace.jaeger_build import JaegerBuildError, ensure_jaeger
 from omni_trace.paths import DEFAULT_STACK_FILE
 from omni_trace.ports import Ports, busy_ports
 from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
-from otel.names import Service
+from omni_trace.waterfall import render_waterfall
+from otel.names import Service, telemetry_markdown
 from otel.setup import create_tracer_provider
 from services.dashboard.users import DEMO_USERS
 
@@ -36,6 +41,9 @@ quick start:
   omni-trace demo            start everything, chat, show the traces (Ctrl-C stops)
   omni-trace up              start the stack and keep it running
   omni-trace chat "hello"    chat through a running stack and print the trace id
+  omni-trace trace show last a waterfall of the newest message trace
+  omni-trace audit --since 15m   is every message's chain whole? (exit 1 if not)
+  omni-trace doctor          where does the chain break?
 """
 
 
@@ -174,6 +182,96 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return code
 
 
+def _jaeger_url(args: argparse.Namespace) -> str:
+    return str(args.jaeger or StackInfo.read(args.stack_file).jaeger_query_url)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `2h`, `1d` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h)") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    query = AuditQuery(
+        conversation_id=args.conversation, user_id=args.user, since_s=args.since, limit=args.limit
+    )
+    with JaegerClient(_jaeger_url(args)) as jaeger:
+        reports = audit.run_audit(jaeger, query, _progress, settle_s=args.settle)
+    if args.json:
+        print(audit.render_json(reports))
+    else:
+        print(audit.render_table(reports))
+        print(
+            "\nlayers: C client, D dashboard, T traefik (through the link), O omni2; "
+            "latencies in ms"
+        )
+        print(audit.summary(reports))
+    if not reports:
+        _progress(f"no message traces found for {query.describe()}")
+    return audit.exit_code(reports, query, args.allow_errors)
+
+
+def _latest_message_trace(jaeger: JaegerClient) -> str:
+    candidates: list[tuple[int, str]] = []
+    services = set(jaeger.services())
+    for service, operation in audit.MESSAGE_SPANS:
+        if service in services:
+            for trace_id in jaeger.find_trace_ids(service, operation=operation, limit=20):
+                spans = jaeger.get_trace(trace_id)
+                if spans:
+                    candidates.append((spans[0].start_ns, trace_id))
+    if not candidates:
+        raise JaegerError("no message traces in Jaeger yet: chat first (`omni-trace chat ...`)")
+    return max(candidates)[1]
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    width = args.width or shutil.get_terminal_size((120, 40)).columns
+    with JaegerClient(_jaeger_url(args)) as jaeger:
+        trace_id = _latest_message_trace(jaeger) if args.trace_id == "last" else args.trace_id
+        spans = jaeger.get_trace(trace_id)
+        if not spans:
+            raise JaegerError(f"trace {trace_id} not found in Jaeger")
+        report = analyze_chain(spans, jaeger.get_trace)
+        print(render_waterfall(spans, width, f"message trace {trace_id}"))
+        for session_id in report.session_trace_ids:
+            print()
+            print(
+                render_waterfall(
+                    jaeger.get_trace(session_id), width, f"linked session trace {session_id}"
+                )
+            )
+    hops = ", ".join(f"{k} {v:.1f} ms" for k, v in report.hops.items() if v is not None)
+    print(f"\nhops: {hops}\nchain: {report.status}")
+    return 1 if report.broken else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    info = StackInfo.read(args.stack_file)
+    password = "" if args.token else _password(args)
+    result = doctor.diagnose(
+        info,
+        user=args.user,
+        password=password,
+        token=args.token,
+        timeout=args.timeout,
+        progress=_progress,
+    )
+    print(result.render())
+    return 0 if result.healthy else 1
+
+
+def cmd_names(args: argparse.Namespace) -> int:
+    print(telemetry_markdown(), end="")
+    return 0
+
+
 def cmd_build_jaeger(args: argparse.Namespace) -> int:
     print(ensure_jaeger(_progress, StackSettings().jaeger_bin))
     return 0
@@ -257,6 +355,75 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--password", help="password (default: the demo user's)")
     stack_file(token)
     token.set_defaults(func=cmd_token)
+
+    def jaeger_source(p: argparse.ArgumentParser) -> None:
+        stack_file(p)
+        p.add_argument(
+            "--jaeger",
+            metavar="URL",
+            help="Jaeger query URL (default: the running stack's, from the stack file)",
+        )
+
+    aud = sub.add_parser(
+        "audit",
+        help="prove every message's chain is whole, or say where it broke",
+        description="For a conversation, a user or a time window: each message with the layers "
+        "present (client, dashboard, traefik through the link, omni2), per-hop latency, and each "
+        "broken chain with its reason. Exits 1 if a chain is broken (or has an error span, "
+        "unless --allow-errors), so it can gate CI.",
+    )
+    aud.add_argument("--conversation", help="a conversation id (gen_ai.conversation.id)")
+    aud.add_argument("--user", help="a user id (user.id)")
+    aud.add_argument(
+        "--since",
+        type=parse_duration,
+        default=3600.0,
+        help="how far back to look: 90s, 15m, 2h (default 1h)",
+    )
+    aud.add_argument("--limit", type=int, default=500, help="at most this many traces per layer")
+    aud.add_argument(
+        "--settle",
+        type=parse_duration,
+        default=10.0,
+        help="re-check chains broken only by spans younger than this (default 10s;"
+        " Traefik exports every 5 s)",
+    )
+    aud.add_argument("--json", action="store_true", help="machine-readable output")
+    aud.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="exit 0 for whole chains whose message failed (error spans)",
+    )
+    jaeger_source(aud)
+    aud.set_defaults(func=cmd_audit)
+
+    trace_cmd = sub.add_parser("trace", help="look at traces")
+    trace_sub = trace_cmd.add_subparsers(dest="trace_command", required=True, metavar="COMMAND")
+    show = trace_sub.add_parser(
+        "show", help="a terminal waterfall of a message trace and its linked session trace"
+    )
+    show.add_argument("trace_id", help="a trace id, or `last` for the newest message trace")
+    show.add_argument("--width", type=int, help="output width (default: the terminal's)")
+    jaeger_source(show)
+    show.set_defaults(func=cmd_trace_show)
+
+    doc = sub.add_parser(
+        "doctor",
+        help="find where the chat chain breaks",
+        description="Check each layer, log in, send a probe message, and read its traces to "
+        "report where the chain breaks: connection refused at which hop, authentication "
+        "failed and why, or which layer went quiet. Exits 1 when the chain is broken.",
+    )
+    doc.add_argument("--user", default="alice", help="user to probe as (default alice)")
+    doc.add_argument("--password", help="password (default: the demo user's)")
+    doc.add_argument("--token", help="probe with this JWT instead of logging in")
+    doc.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for answers")
+    stack_file(doc)
+    doc.set_defaults(func=cmd_doctor)
+
+    names = sub.add_parser("names", help="print the table of span names and attributes")
+    names.add_argument("--markdown", action="store_true", help="(the only format; for docs)")
+    names.set_defaults(func=cmd_names)
 
     build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")
     build.set_defaults(func=cmd_build_jaeger)

@@ -56,6 +56,12 @@ class SpanLink:
 
 
 @dataclass(frozen=True)
+class SpanEvent:
+    name: str
+    time_ns: int
+
+
+@dataclass(frozen=True)
 class TraceSpan:
     trace_id: str
     span_id: str
@@ -69,11 +75,22 @@ class TraceSpan:
     links: tuple[SpanLink, ...] = ()
     status: str = "UNSET"
     status_message: str = ""
-    events: tuple[str, ...] = ()
+    events: tuple[SpanEvent, ...] = ()
 
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+    @property
+    def event_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.events)
+
+    def event_offset_ms(self, name: str) -> float | None:
+        """Milliseconds from the span's start to its first event called `name`."""
+        for event in self.events:
+            if event.name == name:
+                return (event.time_ns - self.start_ns) / 1e6
+        return None
 
 
 def _hex_id(value: str | None, size: int) -> str | None:
@@ -142,7 +159,10 @@ def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
                         ),
                         status=_STATUS.get(status.get("code", 0), "UNSET"),
                         status_message=status.get("message", ""),
-                        events=tuple(e.get("name", "") for e in s.get("events", [])),
+                        events=tuple(
+                            SpanEvent(e.get("name", ""), int(e.get("timeUnixNano", 0)))
+                            for e in s.get("events", [])
+                        ),
                     )
                 )
     spans.sort(key=lambda span: span.start_ns)
@@ -198,9 +218,14 @@ class JaegerClient:
         lookback: str = "1h",
         limit: int = 100,
         operation: str | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
     ) -> list[str]:
-        """Trace ids with a span of `service` carrying all `tags` (Jaeger's tag search)."""
+        """Trace ids with a span of `service` carrying all `tags` (Jaeger's tag search),
+        optionally within [start_us, end_us] (Unix microseconds) instead of `lookback`."""
         params: dict[str, Any] = {"service": service, "lookback": lookback, "limit": limit}
+        if start_us is not None and end_us is not None:
+            params |= {"start": start_us, "end": end_us, "lookback": "custom"}
         if tags:
             params["tags"] = json.dumps(tags)
         if operation:

@@ -176,6 +176,12 @@ class Stack:
             process.kill()
             process.wait()
 
+    def restart_service(self, name: str, env: Mapping[str, str] | None = None) -> None:
+        """Stop a service and start it again, with `env` added to its environment."""
+        self.stop_service(name)
+        self._services[name].env.update(env or {})
+        self.start_service(name)
+
     def kill_service(self, name: str) -> None:
         """SIGKILL, as a crash would (for failure tests)."""
         process = self._services[name].process

@@ -1,11 +1,44 @@
-"""Every service name, span name and custom attribute the project emits, in one place.
+"""Every service name, span name and attribute the project emits: the one documented table.
 
-Tests and the docs read these tables; code never spells a name inline.
+Each constant is registered with a description, so `SPANS` and `ATTRIBUTES` are the table
+(rendered into docs/telemetry.md by `omni-trace names --markdown`); a stack test checks that
+our services emit nothing outside it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Final
+
+
+@dataclass(frozen=True)
+class SpanDoc:
+    name: str  # exact name, or an fnmatch pattern such as "chat *"
+    services: tuple[str, ...]
+    kind: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AttrDoc:
+    key: str
+    description: str
+    source: str  # "project", "semconv" (set by our code), or "fastapi" (its HTTP server spans)
+
+
+SPANS: dict[str, SpanDoc] = {}
+ATTRIBUTES: dict[str, AttrDoc] = {}
+
+
+def _span(name: str, services: tuple[str, ...], kind: str, description: str) -> str:
+    SPANS[name] = SpanDoc(name, services, kind, description)
+    return name
+
+
+def _attr(key: str, description: str, source: str = "project") -> str:
+    ATTRIBUTES[key] = AttrDoc(key, description, source)
+    return key
 
 
 class Service:
@@ -20,15 +53,62 @@ class Service:
     MCP_TOOLS: Final = "mcp-tools"  # the MCP tool server
 
 
+CLIENTS = (Service.CHAT_CLIENT, Service.CHAT_BROWSER)
+# Services whose spans our code emits (Traefik's spans are Traefik's own).
+OWN_SERVICES = (*CLIENTS, Service.DASHBOARD, Service.AUTH, Service.OMNI2, Service.MCP_TOOLS)
+
+
 class SpanName:
     """Span names of the session trace and the message trace (DESIGN.md section 3)."""
 
-    CONNECT: Final = "chat.connect"  # one WebSocket connection being set up, at each layer
-    UPSTREAM_CONNECT: Final = "upstream connect"  # dashboard's handshake with Traefik
-    MESSAGE: Final = "chat.message"  # client: one chat message, send .. done/error
-    RELAY: Final = "chat.relay"  # dashboard: one message relayed, receive .. done/error
-    TURN: Final = "chat.turn"  # omni2: one message answered
-    AUTH_VERIFY: Final = "GET /verify"  # auth service: FastAPI's server span for ForwardAuth
+    CONNECT: Final = _span(
+        "chat.connect",
+        (*CLIENTS, Service.DASHBOARD, Service.OMNI2),
+        "CLIENT at the client, SERVER elsewhere",
+        "one WebSocket connection being set up at this layer (session trace)",
+    )
+    UPSTREAM_CONNECT: Final = _span(
+        "upstream connect",
+        (Service.DASHBOARD,),
+        "CLIENT",
+        "the dashboard's WebSocket handshake with Traefik; message relays link to it",
+    )
+    MESSAGE: Final = _span(
+        "chat.message",
+        CLIENTS,
+        "CLIENT",
+        "one chat message, from send to its done/error frame: the message trace's root",
+    )
+    RELAY: Final = _span(
+        "chat.relay",
+        (Service.DASHBOARD,),
+        "SERVER",
+        "one message relayed by the dashboard, receive to done/error; links to upstream connect",
+    )
+    TURN: Final = _span(
+        "chat.turn",
+        (Service.OMNI2,),
+        "SERVER",
+        "one message answered (or refused) by OMNI2; links to Traefik's ReverseProxy span",
+    )
+    MODEL_CALL: Final = _span(
+        "chat *",
+        (Service.OMNI2,),
+        "CLIENT",
+        "GenAI convention `chat <model>`: one streamed model call",
+    )
+    AUTH_VERIFY: Final = _span(
+        "GET /verify",
+        (Service.AUTH,),
+        "SERVER",
+        "FastAPI's server span of the ForwardAuth check",
+    )
+    HTTP_SERVER: Final = _span(
+        "* /*",
+        (Service.DASHBOARD, Service.AUTH, Service.OMNI2),
+        "SERVER",
+        "FastAPI's server span of any other HTTP route (login, healthz)",
+    )
 
     @staticmethod
     def model_call(model: str) -> str:
@@ -37,35 +117,58 @@ class SpanName:
 
 
 class Attr:
-    """Attribute keys. Standard semantic-convention keys first, then our own (`chat.*`)."""
+    """Attribute keys: OpenTelemetry semantic conventions first, then our own (`chat.*`)."""
 
-    # OpenTelemetry semantic conventions
-    CONVERSATION_ID: Final = "gen_ai.conversation.id"  # on every span of a message trace
-    USER_ID: Final = "user.id"  # verified identity only, never client-supplied
-    GEN_AI_OPERATION: Final = "gen_ai.operation.name"  # "chat"
-    GEN_AI_PROVIDER: Final = "gen_ai.provider.name"  # model provider, e.g. "offline"
-    GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"  # model asked for
-    GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"  # model that answered
-    GEN_AI_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"  # prompt tokens
-    GEN_AI_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"  # completion tokens
-    GEN_AI_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"  # e.g. ["stop"]
-    ERROR_TYPE: Final = "error.type"  # short machine-readable failure class
-    SERVER_ADDRESS: Final = "server.address"  # peer host of a client span
-    SERVER_PORT: Final = "server.port"  # peer port of a client span
-    URL_FULL: Final = "url.full"  # redacted URL of a client span
+    CONVERSATION_ID: Final = _attr(
+        "gen_ai.conversation.id", "the conversation; on every span of a message trace", "semconv"
+    )
+    USER_ID: Final = _attr("user.id", "verified identity only, never client-supplied", "semconv")
+    GEN_AI_OPERATION: Final = _attr("gen_ai.operation.name", "`chat`", "semconv")
+    GEN_AI_PROVIDER: Final = _attr("gen_ai.provider.name", "model provider", "semconv")
+    GEN_AI_REQUEST_MODEL: Final = _attr("gen_ai.request.model", "model asked for", "semconv")
+    GEN_AI_RESPONSE_MODEL: Final = _attr("gen_ai.response.model", "model that answered", "semconv")
+    GEN_AI_INPUT_TOKENS: Final = _attr("gen_ai.usage.input_tokens", "prompt tokens", "semconv")
+    GEN_AI_OUTPUT_TOKENS: Final = _attr(
+        "gen_ai.usage.output_tokens", "completion tokens", "semconv"
+    )
+    GEN_AI_FINISH_REASONS: Final = _attr(
+        "gen_ai.response.finish_reasons", "why the model stopped, e.g. [stop]", "semconv"
+    )
+    TIME_TO_FIRST_CHUNK: Final = _attr(
+        "gen_ai.response.time_to_first_chunk", "seconds until the model's first chunk", "semconv"
+    )
+    ERROR_TYPE: Final = _attr("error.type", "short machine-readable failure class", "semconv")
+    SERVER_ADDRESS: Final = _attr("server.address", "peer host of a client span", "semconv")
+    SERVER_PORT: Final = _attr("server.port", "peer port of a client span", "semconv")
+    URL_FULL: Final = _attr("url.full", "URL with secret query values redacted", "semconv")
 
-    # Project attributes
-    CLOSE_CODE: Final = "chat.close.code"  # WebSocket close code sent or received
-    CLOSE_REASON: Final = "chat.close.reason"  # WebSocket close reason sent or received
-    FRAME_TYPE: Final = "chat.frame.type"  # type of the frame that ended a span
-    MESSAGE_CHARS: Final = "chat.message.chars"  # length of the user's text (content is off)
-    REPLY_CHARS: Final = "chat.reply.chars"  # length of the streamed reply
-    TOKEN_FRAMES: Final = "chat.token_frames"  # token frames streamed for one message
-    TIME_TO_FIRST_TOKEN: Final = "chat.time_to_first_token_ms"  # first token frame after send
-    TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"  # model's first chunk, s
-    AUTH_RESULT: Final = "auth.result"  # "allowed" or "denied"
-    AUTH_FAILURE: Final = "auth.failure_reason"  # why a token was refused
-    LINK_ROLE: Final = "chat.link.role"  # on a span link: what the linked span is
+    CLOSE_CODE: Final = _attr("chat.close.code", "WebSocket close code sent or received")
+    CLOSE_REASON: Final = _attr("chat.close.reason", "WebSocket close reason sent or received")
+    FRAME_TYPE: Final = _attr("chat.frame.type", "type of the frame that ended the span")
+    MESSAGE_CHARS: Final = _attr("chat.message.chars", "length of the user's text (no content)")
+    REPLY_CHARS: Final = _attr("chat.reply.chars", "length of the streamed reply")
+    TOKEN_FRAMES: Final = _attr("chat.token_frames", "token frames streamed for one message")
+    TIME_TO_FIRST_TOKEN: Final = _attr(
+        "chat.time_to_first_token_ms", "client: ms from send to the first token frame"
+    )
+    AUTH_RESULT: Final = _attr("auth.result", "`allowed` or `denied`")
+    AUTH_FAILURE: Final = _attr("auth.failure_reason", "why a token was refused")
+    LINK_ROLE: Final = _attr("chat.link.role", "on a span link: what the linked span is")
+
+
+# Attributes of FastAPI's own HTTP server spans (emitted by FastAPI, listed so the table is
+# complete).
+for _key in (
+    "http.request.method",
+    "http.request.method_original",
+    "http.response.status_code",
+    "http.route",
+    "network.protocol.version",
+    "url.path",
+    "url.query",
+    "url.scheme",
+):
+    _attr(_key, "FastAPI's HTTP server span (semantic conventions)", "fastapi")
 
 
 class LinkRole:
@@ -79,3 +182,37 @@ class Event:
     """Span event names."""
 
     FIRST_TOKEN: Final = "first_token"  # first token frame seen by this layer
+
+
+def documented_span(service: str, name: str) -> SpanDoc | None:
+    """The table entry that covers a span, if any."""
+    for doc in SPANS.values():
+        if service in doc.services and fnmatchcase(name, doc.name):
+            return doc
+    return None
+
+
+def telemetry_markdown() -> str:
+    """The table as Markdown (docs/telemetry.md)."""
+    lines = [
+        "# Telemetry emitted by omni-trace",
+        "",
+        "Generated from `otel/names.py` by `omni-trace names --markdown`; a test keeps it in",
+        "sync, and a stack test checks that the services emit nothing outside it.",
+        "",
+        "## Spans",
+        "",
+        "| name | services | kind | what |",
+        "|---|---|---|---|",
+    ]
+    for span in SPANS.values():
+        lines.append(
+            f"| `{span.name}` | {', '.join(span.services)} | {span.kind} | {span.description} |"
+        )
+    lines += ["", "## Attributes", "", "| key | source | what |", "|---|---|---|"]
+    for attr in ATTRIBUTES.values():
+        lines.append(f"| `{attr.key}` | {attr.source} | {attr.description} |")
+    lines += ["", "## Span links", "", "| `chat.link.role` | target |", "|---|---|"]
+    lines.append(f"| `{LinkRole.UPSTREAM_CONNECT}` | the dashboard's `upstream connect` span |")
+    lines.append(f"| `{LinkRole.GATEWAY}` | Traefik's `ReverseProxy` span of the connection |")
+    return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ def test_message_trace_parses_parents_links_and_values() -> None:
     assert turn.parent_span_id == relay.span_id
     assert len(message.trace_id) == 32 and len(message.span_id) == 16
     assert isinstance(message.attributes[Attr.MESSAGE_CHARS], int)
-    assert message.events == ("first_token",)
+    assert message.event_names == ("first_token",)
     (link,) = relay.links
     assert link.attributes[Attr.LINK_ROLE] == LinkRole.UPSTREAM_CONNECT
     assert not any(k.startswith("@jaeger@") for s in spans for k in s.attributes)

@@ -125,7 +125,7 @@ async def test_two_messages_one_connection(
             session,
         )
         expect(
-            "first_token" in message.events and "first_token" in relay.events,
+            "first_token" in message.event_names and "first_token" in relay.event_names,
             "first token recorded at the client and the dashboard",
             spans,
         )

@@ -1,0 +1,177 @@
+"""`omni-trace audit`: for a conversation, a user or a time window, is every message's chain
+whole? Per-hop latency for each message, and for each broken chain the reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from omni_trace.chain import ChainReport, analyze_chain
+from omni_trace.jaeger import JaegerClient, TraceSpan
+from otel.names import CLIENTS, Attr, Service, SpanName
+
+Progress = Callable[[str], None]
+
+# Where a message trace can be found: each layer's message span (any one may be missing).
+MESSAGE_SPANS = (
+    *((service, SpanName.MESSAGE) for service in CLIENTS),
+    (Service.DASHBOARD, SpanName.RELAY),
+    (Service.OMNI2, SpanName.TURN),
+)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    conversation_id: str | None = None
+    user_id: str | None = None
+    since_s: float = 3600.0
+    limit: int = 500
+
+    def tags(self) -> dict[str, str]:
+        tags = {}
+        if self.conversation_id:
+            tags[Attr.CONVERSATION_ID] = self.conversation_id
+        if self.user_id:
+            tags[Attr.USER_ID] = self.user_id
+        return tags
+
+    def describe(self) -> str:
+        parts = [f"conversation {self.conversation_id}"] if self.conversation_id else []
+        parts += [f"user {self.user_id}"] if self.user_id else []
+        return " and ".join(parts) or f"the last {self.since_s:.0f} s"
+
+
+def find_message_traces(jaeger: JaegerClient, query: AuditQuery) -> list[str]:
+    """Trace ids of message traces matching the query, at any layer that recorded them."""
+    services = set(jaeger.services())
+    end_us = int(time.time() * 1e6)
+    start_us = end_us - int(query.since_s * 1e6)
+    ids: dict[str, None] = {}
+    for service, operation in MESSAGE_SPANS:
+        if service not in services:
+            continue
+        for trace_id in jaeger.find_trace_ids(
+            service,
+            query.tags(),
+            operation=operation,
+            limit=query.limit,
+            start_us=start_us,
+            end_us=end_us,
+        ):
+            ids.setdefault(trace_id)
+    return list(ids)
+
+
+def run_audit(
+    jaeger: JaegerClient,
+    query: AuditQuery,
+    progress: Progress = lambda _: None,
+    settle_s: float = 10.0,
+) -> list[ChainReport]:
+    progress(f"searching Jaeger for messages of {query.describe()} ...")
+    trace_ids = find_message_traces(jaeger, query)
+    sessions: dict[str, list[TraceSpan]] = {}
+
+    def session(trace_id: str) -> list[TraceSpan]:
+        if trace_id not in sessions:
+            sessions[trace_id] = jaeger.get_trace(trace_id)
+        return sessions[trace_id]
+
+    reports: dict[str, ChainReport] = {}
+    for i, trace_id in enumerate(trace_ids, 1):
+        progress(f"  checking trace {i}/{len(trace_ids)} {trace_id}")
+        reports[trace_id] = analyze_chain(jaeger.get_trace(trace_id), session)
+    # Spans reach Jaeger in batches (Traefik's every 5 s): a chain broken only for want of
+    # spans from the last few seconds is re-checked until `settle_s` after the message.
+    while True:
+        recent = [
+            r for r in reports.values() if r.broken and time.time() - r.end_ns / 1e9 < settle_s
+        ]
+        if not recent:
+            break
+        progress(f"  waiting for late spans of {len(recent)} recent message(s) ...")
+        time.sleep(1.0)
+        for r in recent:
+            for session_id in r.session_trace_ids:
+                sessions.pop(session_id, None)
+            reports[r.trace_id] = analyze_chain(jaeger.get_trace(r.trace_id), session)
+    return sorted(reports.values(), key=lambda r: r.start_ns)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+COLUMNS = (
+    ("trace", 12),
+    ("start", 8),
+    ("user", 8),
+    ("layers", 6),
+    ("c>d", 6),
+    ("d>o", 6),
+    ("ttft c/d/o", 17),
+    ("model", 7),
+    ("tools", 6),
+    ("total", 7),
+)
+
+
+def render_table(reports: Iterable[ChainReport]) -> str:
+    header = "  ".join(f"{name:<{width}}" for name, width in COLUMNS) + "  status"
+    lines = [header, "-" * len(header)]
+    for r in reports:
+        h = r.hops
+        layers = "".join(
+            letter if r.layers[layer] else "-"
+            for letter, layer in zip(
+                "CDTO", ("client", "dashboard", "traefik", "omni2"), strict=True
+            )
+        )
+        row = (
+            r.trace_id[:12],
+            datetime.fromtimestamp(r.start_ns / 1e9).strftime("%H:%M:%S"),
+            (r.user_id or "-")[:8],
+            layers,
+            _ms(h.get("client_to_dashboard")),
+            _ms(h.get("dashboard_to_omni2")),
+            "/".join(_ms(h.get(k)) for k in ("ttft_client", "ttft_dashboard", "ttft_omni2")),
+            _ms(h.get("model")),
+            _ms(h.get("tools")),
+            _ms(h.get("total")),
+        )
+        cells = "  ".join(f"{v:<{w}}" for v, (_, w) in zip(row, COLUMNS, strict=True))
+        lines.append(f"{cells}  {r.status}")
+    return "\n".join(lines)
+
+
+def summary(reports: list[ChainReport]) -> str:
+    broken = sum(r.broken for r in reports)
+    failed = sum(bool(r.errors) and not r.broken for r in reports)
+    return (
+        f"{len(reports)} message(s): {len(reports) - broken - failed} whole, {broken} broken "
+        f"chain(s), {failed} with error spans"
+    )
+
+
+def render_json(reports: list[ChainReport]) -> str:
+    return json.dumps(
+        {
+            "messages": [r.as_dict() for r in reports],
+            "broken": sum(r.broken for r in reports),
+            "errors": sum(bool(r.errors) for r in reports),
+        },
+        indent=2,
+    )
+
+
+def exit_code(reports: list[ChainReport], query: AuditQuery, allow_errors: bool) -> int:
+    if not reports and query.tags():
+        return 1  # asked about a conversation or user that left no trace at all
+    if any(r.broken for r in reports):
+        return 1
+    if not allow_errors and any(r.errors for r in reports):
+        return 1
+    return 0

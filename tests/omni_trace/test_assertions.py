@@ -1,0 +1,119 @@
+"""The assertion toolkit on recorded traces: passing cases, and failures that print the tree."""
+
+from __future__ import annotations
+
+import pytest
+
+from omni_trace.assertions import Selector, Trace, TraceAssertionError, assert_message_chain
+from tests.omni_trace.recorded import message_spans, session_spans
+
+CHAIN = "chat-client:chat.message > dashboard-backend:chat.relay > omni2:chat.turn"
+
+
+@pytest.fixture
+def message() -> Trace:
+    return Trace(message_spans())
+
+
+@pytest.fixture
+def session() -> Trace:
+    return Trace(session_spans())
+
+
+def test_selector_parsing() -> None:
+    sel = Selector.parse("omni2:chat.turn[user.id=alice, kind=SERVER]")
+    assert (sel.service, sel.name, sel.attrs) == (
+        "omni2",
+        "chat.turn",
+        {"user.id": "alice", "kind": "SERVER"},
+    )
+    assert Selector.parse("upstream connect").service == "*"
+    with pytest.raises(ValueError, match="expected key=value"):
+        Selector.parse("omni2:chat.turn[user.id]")
+
+
+def test_select_by_service_name_glob_and_attributes(message: Trace) -> None:
+    assert [s.name for s in message.select("omni2:chat *")] == ["chat omni2-offline-1"]
+    assert len(message.select("*:chat.*[kind=SERVER]")) == 2
+    assert message.select("omni2:chat.turn[user.id=alice]")
+    assert not message.select("omni2:chat.turn[user.id=bob]")
+
+
+def test_child_and_descendant_chains(message: Trace) -> None:
+    path = message.assert_chain(CHAIN)
+    assert [s.service for s in path] == ["chat-client", "dashboard-backend", "omni2"]
+    message.assert_chain("chat-client:chat.message >> omni2:chat omni2-*")
+
+
+def test_broken_chain_names_the_step_and_prints_the_tree(message: Trace) -> None:
+    with pytest.raises(TraceAssertionError) as err:
+        message.assert_chain("chat-client:chat.message > omni2:chat.turn")
+    text = str(err.value)
+    assert "breaks after 1 step(s): no child matching 'omni2:chat.turn'" in text
+    assert "under chat-client 'chat.message'" in text
+    assert f"trace {message.trace_id}" in text  # the tree
+    assert "dashboard-backend  chat.relay" in text
+
+
+def test_counts_attributes_and_durations(message: Trace) -> None:
+    message.assert_count("*:*", 4)
+    message.assert_count("omni2:*", at_least=2, at_most=2)
+    message.assert_attribute("omni2:chat.turn", "user.id", "alice")
+    message.assert_attribute("omni2:chat *", "gen_ai.usage.output_tokens", check=lambda v: v > 0)
+    message.assert_everywhere(
+        "gen_ai.conversation.id",
+        message.one("omni2:chat.turn").attributes["gen_ai.conversation.id"],
+    )
+    message.assert_duration("omni2:chat.turn", max_ms=10_000)
+    with pytest.raises(TraceAssertionError, match="expected 3 span"):
+        message.assert_count("*:*", 3)
+    with pytest.raises(TraceAssertionError, match=r"'user.id' is 'alice', expected 'bob'"):
+        message.assert_attribute("omni2:chat.turn", "user.id", "bob")
+    with pytest.raises(TraceAssertionError, match=r"took .* ms, expected 0.0..0.0 ms"):
+        message.assert_duration("omni2:chat.turn", max_ms=0)
+    with pytest.raises(TraceAssertionError, match="expected exactly one"):
+        message.one("*:chat.*")
+
+
+def test_links_into_the_session_trace(message: Trace, session: Trace) -> None:
+    linked = message.assert_linked(
+        "dashboard-backend:chat.relay", session, "dashboard-backend:upstream connect"
+    )
+    assert linked.name == "upstream connect"
+    message.assert_linked("omni2:chat.turn", session, "traefik:ReverseProxy")
+    with pytest.raises(TraceAssertionError) as err:
+        message.assert_linked("omni2:chat.turn", session, "traefik:AuthRequest")
+    assert "no link from 'omni2:chat.turn' to 'traefik:AuthRequest'" in str(err.value)
+    assert f"trace {session.trace_id}" in str(err.value)  # both trees printed
+
+
+def test_orphans(message: Trace) -> None:
+    message.assert_no_orphans()
+    without_relay = Trace(s for s in message.spans if s.name != "chat.relay")
+    with pytest.raises(TraceAssertionError, match=r"orphan span.*omni2 'chat.turn'"):
+        without_relay.assert_no_orphans()
+
+
+def test_message_chain_covers_four_layers(message: Trace, session: Trace) -> None:
+    assert_message_chain(message, session)
+
+
+@pytest.mark.parametrize(
+    ("drop", "problem"),
+    [
+        (lambda s: s.service == "omni2", "missing layer omni2"),
+        (lambda s: s.service == "dashboard-backend", "missing layer dashboard"),
+        (lambda s: s.service == "chat-client", "missing layer client"),
+    ],
+)
+def test_message_chain_names_the_missing_layer(
+    message: Trace, session: Trace, drop: object, problem: str
+) -> None:
+    broken = Trace(s for s in message.spans if not drop(s))  # type: ignore[operator]
+    with pytest.raises(TraceAssertionError, match=problem):
+        assert_message_chain(broken, session)
+
+
+def test_message_chain_without_session_lacks_traefik(message: Trace) -> None:
+    with pytest.raises(TraceAssertionError, match="missing layer traefik"):
+        assert_message_chain(message, Trace([]))

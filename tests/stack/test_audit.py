@@ -1,0 +1,138 @@
+"""`omni-trace audit` on a healthy run, and after breaking a hop (a layer with tracing off)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.audit import AuditQuery, run_audit
+from omni_trace.cli import main
+from omni_trace.client import login, open_chat
+from omni_trace.jaeger import JaegerClient, has_services
+from omni_trace.stack import Stack
+from otel.names import Service
+from otel.setup import create_tracer_provider
+from tests.stack.conftest import running_stack
+
+pytestmark = pytest.mark.stack
+
+
+async def _chat(
+    stack: Stack,
+    provider: TracerProvider,
+    *texts: str,
+    layers: tuple[str, ...] = (Service.CHAT_CLIENT, Service.DASHBOARD),
+) -> str:
+    """Chat, then wait until Jaeger holds each message's spans of `layers` (audit's input)."""
+    token = await login(stack.info.dashboard_url, "alice", "alice-demo")
+    async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
+        replies = [await chat.send(text) for text in texts]
+    assert all(reply.ok for reply in replies)
+    provider.force_flush()
+    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        for reply in replies:
+            jaeger.wait_for_trace(reply.trace_id, has_services(*layers), what=f"{layers}")
+    assert chat.conversation_id
+    return chat.conversation_id
+
+
+def _audit_cli(
+    stack: Stack, conversation: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, object]]:
+    code = main(
+        [
+            "audit",
+            "--conversation",
+            conversation,
+            "--json",
+            "--settle",
+            "3s",
+            "--jaeger",
+            stack.info.jaeger_query_url,
+        ]
+    )
+    return code, json.loads(capsys.readouterr().out)
+
+
+async def test_healthy_run_has_no_broken_chain(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conversation = await _chat(stack, client_provider, "audit me", "and me", "and me too")
+    reports = run_audit(jaeger, AuditQuery(conversation_id=conversation))
+    assert len(reports) == 3, [r.trace_id for r in reports]
+    for report in reports:
+        assert not report.broken, report.problems
+        assert all(report.layers.values()), report.layers
+        assert report.conversation_id == conversation and report.user_id == "alice"
+        for hop in (
+            "client_to_dashboard",
+            "dashboard_to_omni2",
+            "ttft_client",
+            "ttft_dashboard",
+            "ttft_omni2",
+            "model",
+            "total",
+        ):
+            value = report.hops[hop]
+            assert value is not None and value >= 0, (hop, value)
+        assert report.hops["total"] >= report.hops["model"]  # type: ignore[operator]
+
+    code, data = _audit_cli(stack, conversation, capsys)
+    assert code == 0
+    assert data["broken"] == 0 and len(data["messages"]) == 3  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def untraced_omni2(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("broken"), jwt_secret) as stack:
+        stack.restart_service("omni2", {"OTEL_SDK_DISABLED": "true"})
+        yield stack
+
+
+async def test_audit_names_the_missing_layer_and_fails(
+    untraced_omni2: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=untraced_omni2.info.otlp_http_endpoint
+    )
+    conversation = await _chat(untraced_omni2, provider, "is omni2 traced?")
+    code, data = _audit_cli(untraced_omni2, conversation, capsys)
+    assert code == 1
+    (message,) = data["messages"]  # type: ignore[misc]
+    assert message["layers"] == {
+        "client": True,
+        "dashboard": True,
+        "traefik": False,
+        "omni2": False,
+    }
+    assert "missing layer omni2" in message["problems"]
+
+    # The dashboard with tracing off as well: the frame context passes through untouched,
+    # so the message trace lacks the dashboard too.
+    untraced_omni2.restart_service("dashboard", {"OTEL_SDK_DISABLED": "true"})
+    conversation = await _chat(
+        untraced_omni2, provider, "and the dashboard?", layers=(Service.CHAT_CLIENT,)
+    )
+    provider.shutdown()
+    assert (
+        main(
+            [
+                "audit",
+                "--conversation",
+                conversation,
+                "--settle",
+                "3s",
+                "--jaeger",
+                untraced_omni2.info.jaeger_query_url,
+            ]
+        )
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "missing layer dashboard" in out and "BROKEN" in out

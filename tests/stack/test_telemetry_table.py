@@ -1,0 +1,61 @@
+"""Our services emit no span name, attribute, event or link attribute outside the table."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.client import ChatRefused, login, open_chat
+from omni_trace.demo import message_trace_complete
+from omni_trace.jaeger import JaegerClient
+from omni_trace.stack import Stack
+from otel.names import ATTRIBUTES, OWN_SERVICES, Event, Service, documented_span
+
+pytestmark = pytest.mark.stack
+
+
+async def test_services_emit_only_documented_telemetry(
+    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+) -> None:
+    # Traffic that exercises every code path we trace: login, chat, a malformed frame,
+    # a refused token.
+    token = await login(stack.info.dashboard_url, "alice", "alice-demo")
+    async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=client_provider) as c:
+        reply = await c.send("table check")
+        await c.send_raw("not json")
+    with pytest.raises(ChatRefused):
+        async with open_chat(stack.info.dashboard_ws_url, "bad", tracer_provider=client_provider):
+            pass
+    client_provider.force_flush()
+    jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
+
+    events = {v for k, v in vars(Event).items() if k.isupper()}
+    checked: dict[str, int] = {}
+    problems: set[str] = set()
+    for service in sorted(set(jaeger.services()) & set(OWN_SERVICES)):
+        for trace_id in jaeger.find_trace_ids(service, lookback="2h", limit=2000):
+            for span in jaeger.get_trace(trace_id):
+                if span.service != service:
+                    continue
+                checked[service] = checked.get(service, 0) + 1
+                if documented_span(span.service, span.name) is None:
+                    problems.add(f"span {span.service} {span.name!r}")
+                problems |= {
+                    f"attribute {k!r} on {span.name!r}"
+                    for k in span.attributes
+                    if k not in ATTRIBUTES
+                }
+                problems |= {
+                    f"event {e!r} on {span.name!r}" for e in span.event_names if e not in events
+                }
+                problems |= {
+                    f"link attribute {k!r} on {span.name!r}"
+                    for link in span.links
+                    for k in link.attributes
+                    if k not in ATTRIBUTES
+                }
+    assert set(checked) >= {Service.CHAT_CLIENT, Service.DASHBOARD, Service.AUTH, Service.OMNI2}
+    assert sum(checked.values()) >= 15, checked
+    assert not problems, "undocumented telemetry (add it to otel/names.py):\n" + "\n".join(
+        sorted(problems)
+    )
