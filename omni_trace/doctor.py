@@ -58,6 +58,8 @@ def _probe_http(name: str, url: str, expect: int = 200) -> Check:
         status = httpx.get(url, timeout=3).status_code
     except httpx.ConnectError:
         return Check(name, False, f"connection refused ({url})")
+    except httpx.TimeoutException:
+        return Check(name, False, f"no answer within 3 s: hung? ({url})")
     except httpx.HTTPError as err:
         return Check(name, False, f"{type(err).__name__} ({url})")
     if status == expect:
@@ -80,6 +82,7 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
 class _Probe:
     session_trace_id: str | None = None
     message_trace_id: str | None = None
+    conversation_id: str | None = None
     refused: ChatRefused | None = None
     error: str | None = None
     reply_error: str | None = None
@@ -95,6 +98,7 @@ async def _send_probe(
             info.dashboard_ws_url, token, tracer_provider=provider, open_timeout=wait_s
         ) as chat:
             probe.session_trace_id = chat.session_trace_id
+            probe.conversation_id = chat.conversation_id
             reply = await asyncio.wait_for(chat.send("doctor probe: are you there?"), wait_s)
             probe.message_trace_id = reply.trace_id
             probe.reply_ms = reply.duration_s * 1000
@@ -125,6 +129,19 @@ def _fetch(jaeger: JaegerClient, trace_id: str | None, settle_s: float) -> list[
             break
         time.sleep(0.3)
     return spans
+
+
+def _probe_message_id(jaeger: JaegerClient, probe: _Probe) -> str | None:
+    """An unanswered probe's message trace, found through its conversation id."""
+    if probe.conversation_id is None:
+        return None
+    try:
+        ids = jaeger.find_trace_ids(
+            Service.CHAT_CLIENT, {Attr.CONVERSATION_ID: probe.conversation_id}, limit=5
+        )
+    except JaegerError:
+        return None
+    return ids[0] if ids else None
 
 
 def _span(spans: list[TraceSpan], service: str, name: str) -> TraceSpan | None:
@@ -177,7 +194,8 @@ def diagnose(
         progress("reading the probe's traces from Jaeger ...")
         with JaegerClient(info.jaeger_query_url) as jaeger:
             session = _fetch(jaeger, probe.session_trace_id, settle_s)
-            message = _fetch(jaeger, probe.message_trace_id, 2.0) if probe.message_trace_id else []
+            message_id = probe.message_trace_id or _probe_message_id(jaeger, probe)
+            message = _fetch(jaeger, message_id, 2.0)
     seen = sorted({s.service for s in session + message})
     result.checks.append(
         Check(
@@ -194,13 +212,15 @@ def diagnose(
     if probe.error is not None:
         if probe.session_trace_id is None:
             return broken("client -> dashboard", probe.error)
-        relay = _span(message, Service.DASHBOARD, SpanName.RELAY)
-        turn = _span(message, Service.OMNI2, SpanName.TURN)
-        quiet = "omni2" if relay is not None and turn is None else "the chain"
-        return broken(
-            "dashboard -> omni2" if quiet == "omni2" else "unknown",
-            f"no response: {probe.error}; {quiet} went quiet",
-        )
+        # The deepest layer that recorded the probe message is the last one that worked.
+        layers_seen = {s.service for s in message}
+        if Service.OMNI2 in layers_seen:
+            hop, quiet = "omni2", "omni2 took the message but did not finish its answer"
+        elif Service.DASHBOARD in layers_seen:
+            hop, quiet = "dashboard -> omni2", "the dashboard relayed it; omni2 went quiet"
+        else:
+            hop, quiet = "client -> dashboard", "the dashboard never relayed it"
+        return broken(hop, f"no response: {probe.error}; {quiet}")
     if probe.reply_error is not None:
         return broken("omni2", f"the message got an error: {probe.reply_error}")
     result.verdict = (

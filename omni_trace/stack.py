@@ -182,6 +182,12 @@ class Stack:
         self._services[name].env.update(env or {})
         self.start_service(name)
 
+    def signal_service(self, name: str, signum: int) -> None:
+        """Send a signal, e.g. SIGSTOP/SIGCONT to freeze a service as a hang would."""
+        process = self._services[name].process
+        if process is not None and process.poll() is None:
+            process.send_signal(signum)
+
     def kill_service(self, name: str) -> None:
         """SIGKILL, as a crash would (for failure tests)."""
         process = self._services[name].process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -49,3 +50,13 @@ def test_bad_token_is_named_with_its_reason(own_stack: Stack) -> None:
     result = diagnose(own_stack.info, user="alice", password="", token="not-a-jwt")
     assert result.hop == "traefik -> auth", result.render()
     assert "authentication failed: token invalid" in result.verdict
+
+
+def test_hung_backend_is_named(own_stack: Stack) -> None:
+    own_stack.signal_service("omni2", signal.SIGSTOP)
+    try:
+        result = diagnose(own_stack.info, user="alice", password="alice-demo", settle_s=2)
+    finally:
+        own_stack.signal_service("omni2", signal.SIGCONT)
+    assert result.hop == "traefik -> omni2", result.render()
+    assert "no answer" in result.verdict, result.render()
