@@ -34,7 +34,7 @@ def render_waterfall(spans: list[TraceSpan], width: int = 100, title: str = "") 
     total = max(end - start, 1)
     labels = [f"{'  ' * depth}{span.service} {span.name}" for depth, span in rows]
     label_width = min(max(len(label) for label in labels), 48)
-    bar_width = max(width - label_width - 14, 20)
+    bar_width = max(width - label_width - 15, 20)  # " |", "| ", "%8.1f", " ms"
     lines = [title or f"trace {spans[0].trace_id}  ({total / 1e6:.1f} ms)"]
     for label, (_, span) in zip(labels, rows, strict=True):
         left = int((span.start_ns - start) / total * bar_width)

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.audit import AuditQuery, run_audit
+from omni_trace.chain import wait_for_chain
 from omni_trace.cli import main
 from omni_trace.client import login, open_chat
 from omni_trace.jaeger import JaegerClient, has_services
@@ -136,3 +137,22 @@ async def test_audit_names_the_missing_layer_and_fails(
     )
     out = capsys.readouterr().out
     assert "missing layer dashboard" in out and "BROKEN" in out
+
+
+async def test_trace_show_draws_message_and_session_waterfalls(
+    stack: Stack, client_provider: TracerProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conversation = await _chat(stack, client_provider, "show me")
+    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        (trace_id,) = jaeger.find_trace_ids(
+            Service.CHAT_CLIENT, {"gen_ai.conversation.id": conversation}, operation="chat.message"
+        )
+        wait_for_chain(jaeger, trace_id)
+    code = main(
+        ["trace", "show", trace_id, "--width", "100", "--jaeger", stack.info.jaeger_query_url]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"message trace {trace_id}" in out and "linked session trace" in out
+    assert "omni2 chat.turn" in out and "traefik ReverseProxy" in out
+    assert "chain: ok" in out
