@@ -18,6 +18,18 @@ from omni_trace.jaeger import JaegerClient, TraceSpan
 from otel.names import CLIENTS, Attr, Event, LinkRole, Service, SpanName
 
 LAYERS = ("client", "dashboard", "traefik", "omni2")
+# Milliseconds reported per message: hop latencies, time to first token at each layer,
+# time in the model and in tools, and the client's whole wait.
+HOPS = (
+    "client_to_dashboard",
+    "dashboard_to_omni2",
+    "ttft_client",
+    "ttft_dashboard",
+    "ttft_omni2",
+    "model",
+    "tools",
+    "total",
+)
 
 SessionLookup = Callable[[str], list[TraceSpan]]
 
