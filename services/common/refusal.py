@@ -5,8 +5,10 @@ Closing before `accept()` reaches a browser as a bare HTTP 403 with no reason at
 
 from __future__ import annotations
 
+import contextlib
+
 from opentelemetry.trace import Span, Status, StatusCode
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from otel.names import Attr
 from services.common.protocol import CloseCode, close_reason
@@ -29,6 +31,8 @@ async def refuse(websocket: WebSocket, span: Span, refusal: Refusal) -> None:
         }
     )
     span.set_status(Status(StatusCode.ERROR, refusal.reason))
-    if websocket.application_state is WebSocketState.CONNECTING:
-        await websocket.accept()
-    await websocket.close(code=refusal.code, reason=close_reason(refusal.reason))
+    # The client may already be gone; there is nobody left to tell then.
+    with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+        if websocket.application_state is WebSocketState.CONNECTING:
+            await websocket.accept()
+        await websocket.close(code=refusal.code, reason=close_reason(refusal.reason))
