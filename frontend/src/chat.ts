@@ -16,7 +16,7 @@ export type Frame = Record<string, unknown>;
 
 export type ConnectionState =
   | { kind: "idle" }
-  | { kind: "connecting"; attempt: number }
+  | { kind: "connecting"; attempt: number; sessionTraceId: string }
   | {
       kind: "connected";
       conversationId: string | null;
@@ -24,7 +24,7 @@ export type ConnectionState =
       sessionTraceId: string;
     }
   | { kind: "reconnecting"; until: number; reason: string; attempt: number }
-  | { kind: "closed"; reason: string; code: number | null; refused: boolean };
+  | { kind: "closed"; reason: string; code: number | null; refused: boolean; sessionTraceId: string };
 
 export interface Reply {
   ok: boolean;
@@ -74,6 +74,7 @@ export class ChatClient {
   private readonly backoff: Backoff;
   private current: ConnectionState = { kind: "idle" };
   private welcomeFrame: Frame | null = null;
+  private sessionTraceId = ""; // trace of the latest connection attempt (its chat.connect)
 
   constructor(private readonly options: ChatClientOptions) {
     this.backoff = new Backoff(options.reconnect.initial_ms, options.reconnect.max_ms);
@@ -98,7 +99,7 @@ export class ChatClient {
   disconnect(reason = "disconnected"): void {
     this.wanted = false;
     this.teardown(reason);
-    this.setState({ kind: "closed", reason, code: CloseCode.NORMAL, refused: false });
+    this.setState({ kind: "closed", reason, code: CloseCode.NORMAL, refused: false, sessionTraceId: "" });
   }
 
   /** Sends one message; returns its trace id, or null when not connected. */
@@ -132,7 +133,6 @@ export class ChatClient {
     this.retryTimer = undefined;
     this.refusal = null;
     this.welcomeFrame = null;
-    this.setState({ kind: "connecting", attempt: this.backoff.attempts + 1 });
     const url = new URL(this.options.wsUrl);
     const span = this.options.tracer.startSpan(SpanName.CONNECT, {
       kind: SpanKind.CLIENT,
@@ -140,6 +140,12 @@ export class ChatClient {
         [Attr.SERVER_ADDRESS]: url.hostname,
         [Attr.SERVER_PORT]: Number(url.port) || (url.protocol === "wss:" ? 443 : 80),
       }),
+    });
+    this.sessionTraceId = traceIdOf(span);
+    this.setState({
+      kind: "connecting",
+      attempt: this.backoff.attempts + 1,
+      sessionTraceId: this.sessionTraceId,
     });
     if (this.token !== null) url.searchParams.set("token", this.token);
     for (const [key, value] of Object.entries(carrierOf(span))) {
@@ -202,16 +208,14 @@ export class ChatClient {
     const userId = str(frame.user_id);
     const span = this.connectSpan;
     this.connectSpan = null;
-    let sessionTraceId = "";
     if (span) {
       if (conversationId) span.setAttribute(Attr.CONVERSATION_ID, conversationId);
       if (userId) span.setAttribute(Attr.USER_ID, userId);
       span.setAttribute(Attr.FRAME_TYPE, "welcome");
-      sessionTraceId = traceIdOf(span);
       span.end(); // chat.connect lasts until the welcome frame, as in the Python client
     }
     this.backoff.reset();
-    this.setState({ kind: "connected", conversationId, userId, sessionTraceId });
+    this.setState({ kind: "connected", conversationId, userId, sessionTraceId: this.sessionTraceId });
   }
 
   private onToken(text: string): void {
@@ -270,7 +274,13 @@ export class ChatClient {
     if (!this.wanted) return;
     if (!meaning.retry) {
       this.wanted = false;
-      this.setState({ kind: "closed", reason: meaning.text, code, refused: true });
+      this.setState({
+        kind: "closed",
+        reason: meaning.text,
+        code,
+        refused: true,
+        sessionTraceId: this.sessionTraceId,
+      });
       return;
     }
     const delay = this.backoff.next();

@@ -35,7 +35,10 @@ async function main(): Promise<void> {
     },
     onLog: append,
   });
-  byId("connect").addEventListener("click", () => client.connect(tokenField.value.trim()));
+  byId("connect-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    client.connect(tokenField.value.trim());
+  });
   byId("disconnect").addEventListener("click", () => client.disconnect());
   byId("clear").addEventListener("click", () => log.replaceChildren());
   byId("send-form").addEventListener("submit", (event) => {

@@ -86,9 +86,9 @@ class ChatWidget {
   private onState(state: ConnectionState): void {
     this.status.update(state);
     this.sendButton.disabled = state.kind !== "connected";
+    if ("sessionTraceId" in state) this.panel.dataset.sessionTraceId = state.sessionTraceId;
     if (state.kind === "connected") {
       this.panel.dataset.conversationId = state.conversationId ?? "";
-      this.panel.dataset.sessionTraceId = state.sessionTraceId;
       this.session.replaceChildren(
         `conversation ${state.conversationId ?? "?"} · `,
         this.traceLink(state.sessionTraceId, "connection trace"),
