@@ -336,21 +336,3 @@ export class ChatClient {
     this.options.onLog?.(direction, redactText(text, this.token));
   }
 }
-
-/** One line for the user: "connected", "reconnecting in 3s (...)", "closed: <reason>". */
-export function describeState(state: ConnectionState, now = Date.now()): string {
-  switch (state.kind) {
-    case "idle":
-      return "not connected";
-    case "connecting":
-      return state.attempt > 1 ? `connecting (attempt ${state.attempt})` : "connecting";
-    case "connected":
-      return "connected";
-    case "reconnecting": {
-      const seconds = Math.max(0, Math.ceil((state.until - now) / 1000));
-      return `reconnecting in ${seconds}s (${state.reason})`;
-    }
-    case "closed":
-      return `closed: ${state.reason}`;
-  }
-}

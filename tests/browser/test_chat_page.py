@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -63,3 +65,5 @@ def test_two_messages_traced_from_the_browser(
     for trace_id in (session_id, first.trace_id, second.trace_id):
         assert token not in raw_trace(jaeger, trace_id), f"JWT exported in trace {trace_id}"
     assert Service.CHAT_BROWSER in jaeger.services()
+    for log in Path(stack.info.logs_dir).glob("*.log"):
+        assert token not in log.read_text(errors="replace"), f"JWT written to {log.name}"
