@@ -39,7 +39,7 @@ environment:
 
 quick start:
   omni-trace demo            start everything, chat, show the traces (Ctrl-C stops)
-  omni-trace up              start the stack and keep it running
+  omni-trace up              start the stack and keep it running; open the printed chat page
   omni-trace chat "hello"    chat through a running stack and print the trace id
   omni-trace trace show last a waterfall of the newest message trace
   omni-trace audit --since 15m   is every message's chain whole? (exit 1 if not)
@@ -115,7 +115,12 @@ def serve_stack(args: argparse.Namespace, then: Callable[[StackInfo], bool] | No
         print_urls(stack.info, args.stack_file)
         if then is not None and not then(stack.info):
             return 0
-        print('\nChat with `omni-trace chat "..."`. Ctrl-C stops everything.', flush=True)
+        print(
+            f"\nChat in the browser at {stack.info.frontend_url} (WebSocket test page: "
+            f'{stack.info.frontend_url}/test_ws_chat.html)\nor with `omni-trace chat "..."`. '
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         run_until_stopped(stack)
     except (KeyboardInterrupt, _Stop):
         _progress("\nstopping ...")
@@ -303,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--free-ports",
             action="store_true",
-            help="pick free ports instead of the defaults (8091, 8090, 8700, 8000, "
+            help="pick free ports instead of the defaults (3001, 8091, 8090, 8700, 8000, "
             "4317/4318, 16686)",
         )
         p.add_argument(
@@ -312,9 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser(
         "up",
-        help="start Jaeger, auth, OMNI2, Traefik and the dashboard",
+        help="start Jaeger, auth, OMNI2, Traefik, the dashboard and the chat page",
         description="Start every layer as a local process, wait until each is "
-        "ready, write the stack file, and run until Ctrl-C or SIGTERM.",
+        "ready, write the stack file, print the URLs (the chat page first), and run until "
+        "Ctrl-C or SIGTERM.",
     )
     starter(up)
     up.set_defaults(func=cmd_up)

@@ -10,6 +10,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICES_DIR = REPO_ROOT / "services"
 JAEGER_MODULE_DIR = REPO_ROOT / "tools" / "jaeger"
+FRONTEND_DIST = REPO_ROOT / "frontend" / "dist"  # built by scripts/bootstrap
 DEFAULT_STACK_FILE = Path("var/stack.json")
 
 

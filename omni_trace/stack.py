@@ -1,6 +1,6 @@
 """Start the whole chat stack as local processes, wait until each is really ready, stop it.
 
-Order: Jaeger, auth, OMNI2, Traefik, dashboard, so each service finds what it needs.
+Order: Jaeger, auth, OMNI2, Traefik, dashboard, frontend, so each service finds what it needs.
 Each process writes to <run_dir>/logs/<name>.log; secrets travel in the environment only.
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 
 from omni_trace.jaeger_build import ensure_jaeger
-from omni_trace.paths import SERVICES_DIR, traefik_binary
+from omni_trace.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
 from omni_trace.ports import Ports
 from omni_trace.settings import StackSettings
 
 Progress = Callable[[str], None]
-SERVICE_ORDER = ("jaeger", "auth", "omni2", "traefik", "dashboard")
+SERVICE_ORDER = ("jaeger", "auth", "omni2", "traefik", "dashboard", "frontend")
 
 
 class StackError(RuntimeError):
@@ -49,6 +49,8 @@ class StackInfo:
     otlp_http_endpoint: str
     logs_dir: str
     traefik_access_log: str
+    # Defaulted so that a stack file written before the browser layer existed still reads.
+    frontend_url: str = ""
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -118,6 +120,7 @@ class Stack:
             ).rstrip("/"),
             logs_dir=str(self.logs_dir),
             traefik_access_log=str(self.logs_dir / "traefik-access.log"),
+            frontend_url=f"http://{host}:{self.ports.frontend}",
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -274,6 +277,31 @@ class Stack:
             },
             _http_ok(f"{info.dashboard_url}/healthz"),
         )
+        services["frontend"] = _Service(
+            "frontend",
+            [sys.executable, "-m", "services.frontend"],
+            {
+                **base,
+                "PYTHONUNBUFFERED": "1",
+                "FRONTEND_HOST": host,
+                "FRONTEND_PORT": str(p.frontend),
+                "FRONTEND_DASHBOARD_URL": info.dashboard_url,
+                "FRONTEND_CHAT_WS_URL": info.dashboard_ws_url,
+                "FRONTEND_OTLP_TRACES_URL": f"{info.otlp_http_endpoint}/v1/traces",
+                "FRONTEND_JAEGER_QUERY_URL": info.jaeger_query_url,
+                # The Jaeger built here has no web UI: link replies to the trace's JSON instead.
+                "FRONTEND_TRACE_URL_TEMPLATE": (
+                    "{jaeger_query_url}/trace/{trace_id}"
+                    if self.settings.jaeger_query_url
+                    else "{jaeger_query_url}/api/traces/{trace_id}"
+                ),
+            },
+            _http_ok(f"{info.frontend_url}/healthz"),
+        )
+        if not (FRONTEND_DIST / "index.html").is_file():
+            self._progress(
+                f"warning: the chat page is not built ({FRONTEND_DIST}); run scripts/bootstrap"
+            )
         for name, extra in self._service_env.items():
             services[name].env.update(extra)
         return services
@@ -329,6 +357,8 @@ def _http_status(url: str, status: int) -> Callable[[httpx.Client], bool]:
 
 def stack_summary(info: StackInfo) -> dict[str, Any]:
     return {
+        "chat page (browser)": info.frontend_url,
+        "WebSocket test page": f"{info.frontend_url}/test_ws_chat.html",
         "dashboard (login, /ws/chat)": info.dashboard_url,
         "traefik (gateway)": info.traefik_url,
         "auth (ForwardAuth)": info.auth_url,

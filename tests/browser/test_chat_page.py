@@ -1,0 +1,69 @@
+"""The chat page in real Chromium: log in, two streamed replies, each traced from the browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from omni_trace.jaeger import JaegerClient
+from omni_trace.stack import Stack
+from otel.names import Service
+from tests.browser.conftest import Screenshots
+from tests.browser.pages import ChatPage
+from tests.browser.traces import (
+    check_message_trace,
+    check_session_trace,
+    message_chain_complete,
+    raw_trace,
+    session_complete,
+)
+
+pytestmark = pytest.mark.browser
+
+
+def test_two_messages_traced_from_the_browser(
+    page: Page, stack: Stack, jaeger: JaegerClient, screenshots: Screenshots
+) -> None:
+    chat = ChatPage(page, stack.info).open()
+    screenshots.take(page, "login")
+    chat.log_in("alice", "alice-demo")
+    token = chat.token()
+    assert token.count(".") == 2, "the login's JWT is kept in localStorage 'token'"
+    screenshots.take(page, "logged-in")
+
+    chat.open_chat().wait_connected()
+    conversation = chat.conversation_id()
+    session_id = chat.session_trace_id()
+    assert conversation and len(session_id) == 32
+
+    first = chat.send("What can you do?")
+    second = chat.send("And how does my message travel?")
+    screenshots.take(page, "two-replies")
+    for reply in (first, second):
+        assert reply.text.startswith("You said:"), reply
+        assert reply.token_frames > 1, "the reply was streamed token by token"
+        assert len(reply.trace_id) == 32
+        assert reply.trace_id in reply.link, "each reply links to its trace"
+    assert first.trace_id != second.trace_id != session_id
+    expect(page.locator("#chat-session a.trace-link")).to_have_attribute(
+        "data-trace-id", session_id
+    )
+
+    # Closing the connection ends Traefik's entry span, completing the session trace.
+    chat.log_out()
+    session = jaeger.wait_for_trace(session_id, session_complete, what="every layer's connect")
+    check_session_trace(session, "alice", conversation)
+    for reply in (first, second):
+        spans = jaeger.wait_for_trace(
+            reply.trace_id, message_chain_complete, what="browser, dashboard and omni2 spans"
+        )
+        check_message_trace(spans, session, conversation)
+
+    # The JWT rode in the WebSocket URL: it must not reach any exported span of the page.
+    for trace_id in (session_id, first.trace_id, second.trace_id):
+        assert token not in raw_trace(jaeger, trace_id), f"JWT exported in trace {trace_id}"
+    assert Service.CHAT_BROWSER in jaeger.services()
+    for log in Path(stack.info.logs_dir).glob("*.log"):
+        assert token not in log.read_text(errors="replace"), f"JWT written to {log.name}"
