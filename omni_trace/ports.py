@@ -17,6 +17,7 @@ class Ports:
     jaeger_query: int = 16686
     jaeger_query_grpc: int = 16685
     jaeger_health: int = 13133
+    mcp_tools: int = 8765
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:

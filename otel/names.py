@@ -30,10 +30,29 @@ class SpanName:
     TURN: Final = "chat.turn"  # omni2: one message answered
     AUTH_VERIFY: Final = "GET /verify"  # auth service: FastAPI's server span for ForwardAuth
 
+    HISTORY: Final = "chat.history"  # omni2: the conversation's earlier turns read from the DB
+    PERSIST: Final = "chat.persist"  # omni2: one message's rows written (messages, usage, flow)
+    MCP_LIST_TOOLS: Final = "tools/list"  # MCP: the tool catalogue (client and server spans)
+
     @staticmethod
     def model_call(model: str) -> str:
         """GenAI convention: `chat <model>`."""
         return f"chat {model}"
+
+    @staticmethod
+    def check(name: str) -> str:
+        """omni2: one check of a connection or message, e.g. `check rate_limit`."""
+        return f"check {name}"
+
+    @staticmethod
+    def execute_tool(tool: str) -> str:
+        """GenAI convention: `execute_tool <name>`, one tool call of the agent loop."""
+        return f"execute_tool {tool}"
+
+    @staticmethod
+    def mcp(method: str, target: str | None = None) -> str:
+        """MCP convention: `<mcp.method.name> <target>`, e.g. `tools/call database_query`."""
+        return f"{method} {target}" if target else method
 
 
 class Attr:
@@ -53,6 +72,13 @@ class Attr:
     SERVER_ADDRESS: Final = "server.address"  # peer host of a client span
     SERVER_PORT: Final = "server.port"  # peer port of a client span
     URL_FULL: Final = "url.full"  # redacted URL of a client span
+    GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"  # tool the model asked for
+    GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"  # the model's id of that call
+    GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"  # "extension" for MCP tools
+    GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"  # provider's id of the response
+    MCP_METHOD: Final = "mcp.method.name"  # MCP JSON-RPC method, e.g. "tools/call"
+    DB_SYSTEM: Final = "db.system.name"  # "sqlite" or "postgresql"
+    DB_OPERATION: Final = "db.operation.name"  # what a database span did, e.g. "insert"
 
     # Project attributes
     CLOSE_CODE: Final = "chat.close.code"  # WebSocket close code sent or received
@@ -66,6 +92,19 @@ class Attr:
     AUTH_RESULT: Final = "auth.result"  # "allowed" or "denied"
     AUTH_FAILURE: Final = "auth.failure_reason"  # why a token was refused
     LINK_ROLE: Final = "chat.link.role"  # on a span link: what the linked span is
+    USER_ROLE: Final = "chat.user.role"  # omni2: the user's role from its database
+    CHECK_NAME: Final = "chat.check.name"  # which check a `check <name>` span ran
+    CHECK_RESULT: Final = "chat.check.result"  # "pass" or "deny"
+    LIMIT: Final = "chat.limit"  # the limit a check compared against
+    LIMIT_USED: Final = "chat.limit.used"  # how much of it was used before this message
+    HISTORY_MESSAGES: Final = "chat.history.messages"  # earlier messages given to the model
+    AGENT_ITERATIONS: Final = "chat.agent.iterations"  # model calls in one turn
+    AGENT_MAX_ITERATIONS: Final = "chat.agent.max_iterations"  # the loop's cap
+    TOOL_CALLS: Final = "chat.tool_calls"  # tool calls in one turn
+    TOOL_STATUS: Final = "chat.tool.status"  # "ok" or "error" (the tool's real outcome)
+    USAGE_COST: Final = "chat.usage.cost"  # cost of one message (USD, from model prices)
+    FLOW_EVENTS: Final = "chat.flow_events"  # flow events stored for one message
+    ROWS: Final = "chat.db.rows"  # rows a database span wrote or a tool returned
 
 
 class LinkRole:
@@ -73,6 +112,23 @@ class LinkRole:
 
     UPSTREAM_CONNECT: Final = "upstream-connect"  # dashboard relay -> its upstream connect span
     GATEWAY: Final = "gateway"  # omni2 turn -> the Traefik span it was reached through
+
+
+class McpMeta:
+    """Keys OMNI2 puts in an MCP request's `params._meta` beside `traceparent`/`tracestate`."""
+
+    CONVERSATION_ID: Final = "omni2/conversation_id"  # becomes gen_ai.conversation.id there
+    USER_ID: Final = "omni2/user_id"  # becomes user.id there (verified by OMNI2)
+
+
+class Flow:
+    """`kind` of the flow events stored per message (the audit trail)."""
+
+    CONNECT: Final = "connect"  # a connection accepted or refused
+    CHECK: Final = "check"  # one check (user, rate_limit, usage)
+    MODEL_CALL: Final = "model_call"  # one call of the model
+    TOOL_CALL: Final = "tool_call"  # one tool call, with its real status and duration
+    ERROR: Final = "error"  # the message failed
 
 
 class Event:

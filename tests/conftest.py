@@ -14,8 +14,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel.processors import InheritAttributesProcessor
+
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(InheritAttributesProcessor())
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_PROVIDER)
 

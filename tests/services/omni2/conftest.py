@@ -1,0 +1,94 @@
+"""OMNI2 in process: the app on a fresh SQLite database, and the real MCP server in process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.tokens import issue_token
+from services.mcp_tools.server import create_server
+from services.mcp_tools.settings import McpToolsSettings
+from services.omni2.app import create_app
+from services.omni2.db import Database
+from services.omni2.settings import Omni2Settings
+from services.omni2.tools import McpToolbox
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+T = TypeVar("T")
+
+
+def gateway_headers(user: str = "alice", token_user: str | None = None) -> dict[str, str]:
+    return {
+        "x-user-id": user,
+        "authorization": f"Bearer {issue_token(token_user or user, SECRET)}",
+    }
+
+
+class Admin:
+    """Runs repository functions on the app's database from the test (another engine)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async def run() -> T:
+            db = Database(self.url)
+            try:
+                async with db.session() as session:
+                    return await fn(session)
+            finally:
+                await db.dispose()
+
+        return asyncio.run(run())
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
+
+
+@pytest.fixture
+def admin(database_url: str) -> Admin:
+    return Admin(database_url)
+
+
+@pytest.fixture
+def make_client(database_url: str, tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(mcp: Any = "in-process", model: Any = None, **overrides: Any) -> TestClient:
+        settings = Omni2Settings(  # type: ignore[call-arg]
+            OMNI_JWT_SECRET=SECRET,
+            model_token_delay_ms=0,
+            database_url=database_url,
+            **overrides,
+        )
+        if mcp == "in-process":
+            mcp = create_server(McpToolsSettings(sample_db=tmp_path / "sample.db"))
+        client = TestClient(create_app(settings, model=model, toolbox=McpToolbox(mcp)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def converse(ws: Any, text: str) -> tuple[str, list[dict[str, Any]]]:
+    """Send one message; (streamed text, every frame up to done/error/blocked)."""
+    ws.send_json({"type": "message", "text": text})
+    frames, reply = [], ""
+    while True:
+        frame = ws.receive_json()
+        frames.append(frame)
+        if frame["type"] == "token":
+            reply += frame["text"]
+        elif frame["type"] in ("done", "error", "blocked"):
+            return reply, frames
