@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from services.omni2.app import create_app
 from services.omni2.db import Database
 from services.omni2.settings import Omni2Settings
 from services.omni2.tools import McpToolbox
+from tests.pg import create_database
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 T = TypeVar("T")
@@ -48,9 +50,13 @@ class Admin:
         return asyncio.run(run())
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every OMNI2 test runs on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
+    base: str = request.getfixturevalue("postgres")
+    return asyncio.run(create_database(base, f"t_{uuid.uuid4().hex[:12]}"))
 
 
 @pytest.fixture
