@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.tokens import issue_token
 from services.mcp_tools.server import create_server
 from services.mcp_tools.settings import McpToolsSettings
 from services.omni2.app import create_app
-from services.omni2.db import Database
 from services.omni2.settings import Omni2Settings
 from services.omni2.tools import McpToolbox
+from tests.db import Admin
 from tests.pg import create_database
 
 SECRET = "test-secret-0123456789abcdef0123456789"
-T = TypeVar("T")
 
 
 def gateway_headers(user: str = "alice", token_user: str | None = None) -> dict[str, str]:
@@ -30,24 +28,6 @@ def gateway_headers(user: str = "alice", token_user: str | None = None) -> dict[
         "x-user-id": user,
         "authorization": f"Bearer {issue_token(token_user or user, SECRET)}",
     }
-
-
-class Admin:
-    """Runs repository functions on the app's database from the test (another engine)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __call__(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async def run() -> T:
-            db = Database(self.url)
-            try:
-                async with db.session() as session:
-                    return await fn(session)
-            finally:
-                await db.dispose()
-
-        return asyncio.run(run())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

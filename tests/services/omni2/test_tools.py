@@ -19,7 +19,8 @@ from services.omni2.model import (
     TextChunk,
     ToolSpec,
 )
-from tests.services.omni2.conftest import Admin, converse, gateway_headers
+from tests.db import Admin
+from tests.services.omni2.conftest import converse, gateway_headers
 
 
 def tree(spans: tuple[ReadableSpan, ...]) -> str:

@@ -12,7 +12,8 @@ from starlette.websockets import WebSocketDisconnect
 from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.omni2.db import repository as repo
-from tests.services.omni2.conftest import Admin, converse, gateway_headers
+from tests.db import Admin
+from tests.services.omni2.conftest import converse, gateway_headers
 
 
 def close_of(client: TestClient, user: str) -> WebSocketDisconnect:
