@@ -65,11 +65,14 @@ class Agent:
         conversation = list(messages)
         for _ in range(self.max_iterations):
             result.iterations += 1
+            said_before = len(result.text)
             finished = await self._call_model(conversation, tools, send_token, result)
             if finished.finish_reason != "tool_calls" or not finished.tool_calls:
                 result.finish_reason = finished.finish_reason
                 return result
-            conversation.append(ChatMessage("assistant", "", tool_calls=tuple(finished.tool_calls)))
+            # The model's words before its tool calls belong to its turn in the conversation.
+            said = result.text[said_before:]
+            conversation.append(ChatMessage("assistant", said, tool_calls=finished.tool_calls))
             for call in finished.tool_calls:
                 outcome = await self._execute_tool(call, user, result)
                 conversation.append(

@@ -195,7 +195,8 @@ class ChatSession:
         trace.get_current_span().set_attribute(
             Attr.AGENT_MAX_ITERATIONS, self.settings.max_agent_iterations
         )
-        prompt = [*history, ChatMessage("user", text)]
+        system = [ChatMessage("system", self.settings.system_prompt)]
+        prompt = [*system, *history, ChatMessage("user", text)]
         return await agent.run(prompt, tools, self.user, self._send_token, result)
 
     async def _tools(self, result: AgentResult) -> list[ToolSpec]:

@@ -53,6 +53,12 @@ class Omni2Settings(CommonSettings):
         default=3.0, ge=0, description="Cost of a million output tokens (USD) for usage."
     )
 
+    system_prompt: str = Field(
+        default="You are OMNI2 Assistant. Answer briefly. Use the tools you are given when the "
+        "user asks about data in the database.",
+        description="The system message every model call starts with.",
+    )
+
     # -- conversation and tools ---------------------------------------------------------------
     history_turns: int = Field(default=20, ge=0, description="Earlier turns sent to the model.")
     max_agent_iterations: int = Field(
