@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from omni_trace import demo as demo_mod
+from omni_trace import users as users_mod
 from omni_trace.client import ChatError, login, open_chat
 from omni_trace.jaeger import JaegerError
 from omni_trace.jaeger_build import JaegerBuildError, ensure_jaeger
@@ -36,6 +37,7 @@ quick start:
   omni-trace demo            start everything, chat, show the traces (Ctrl-C stops)
   omni-trace up              start the stack and keep it running
   omni-trace chat "hello"    chat through a running stack and print the trace id
+  omni-trace users list      OMNI2's users, roles, limits (also add, block, unblock, limits)
 """
 
 
@@ -258,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack_file(token)
     token.set_defaults(func=cmd_token)
 
+    users_mod.add_parser(sub, stack_file)
+
     build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")
     build.set_defaults(func=cmd_build_jaeger)
     return parser
@@ -268,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         return int(args.func(args))
-    except (StackError, ChatError, JaegerError, JaegerBuildError) as err:
+    except (StackError, ChatError, JaegerError, JaegerBuildError, users_mod.UsersError) as err:
         print(f"omni-trace: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
