@@ -13,10 +13,12 @@ from otel.names import Attr, Flow, SpanName
 from services.omni2.db import repository as repo
 from services.omni2.model import (
     ChatMessage,
+    Finished,
     ModelError,
     ModelEvent,
     OfflineModel,
     TextChunk,
+    ToolCall,
     ToolSpec,
 )
 from tests.db import Admin
@@ -188,3 +190,32 @@ def test_model_error_gives_an_error_frame_span_and_flow_event(
         (Flow.MODEL_CALL, "error"),
         (Flow.ERROR, "error"),
     ]
+
+
+class ToolHungryModel(OfflineModel):
+    """Asks for a tool on every call: only the iteration cap ends its loop."""
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ModelEvent]:
+        yield TextChunk("Checking. ")
+        yield Finished(3, 2, "tool_calls", (ToolCall(f"call_{len(messages)}", "list_tables", {}),))
+
+
+def test_agent_loop_stops_at_its_iteration_cap(
+    make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
+) -> None:
+    client = make_client(model=ToolHungryModel(), max_agent_iterations=3)
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        reply, frames = converse(ws, "loop forever")
+    done = frames[-1]
+    assert done["type"] == "done"
+    assert done["result"]["finish_reason"] == "max_iterations"
+    assert done["result"]["tool_calls"] == 3 and reply == "Checking. " * 3
+    models = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert len(models) == 3
+    (turn,) = [s for s in spans.get_finished_spans() if s.name == SpanName.TURN]
+    assert turn.attributes and turn.attributes[Attr.AGENT_ITERATIONS] == 3
+    events = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    assert [e.name for e in events if e.kind == Flow.ERROR] == ["max_iterations"]
