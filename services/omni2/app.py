@@ -11,11 +11,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, format_trace_id
+from sqlalchemy.exc import SQLAlchemyError
 
 from otel.fastapi import telemetry_config
 from otel.names import Attr, Flow, SpanName
 from otel.propagation import extract_headers, remote_span_context
-from services.common.protocol import welcome_frame
+from services.common.protocol import CloseCode, welcome_frame
 from services.common.refusal import Refusal, refuse
 from services.omni2.chat import ChatSession
 from services.omni2.checks import CheckRun, check_connection
@@ -86,8 +87,18 @@ def create_app(
             span.set_attribute(Attr.USER_ID, identity.user_id)
             checks = CheckRun({Attr.USER_ID: identity.user_id})
             try:
-                async with db.session() as db_session:
-                    user = await check_connection(db_session, checks, identity.user_id)
+                try:
+                    async with db.session() as db_session:
+                        user = await check_connection(db_session, checks, identity.user_id)
+                except (SQLAlchemyError, OSError) as err:
+                    log.error(
+                        "cannot check user %s, database unavailable: %s", identity.user_id, err
+                    )
+                    raise Refusal(
+                        CloseCode.INTERNAL_ERROR,
+                        "service unavailable: OMNI2 cannot reach its database",
+                        "database_unavailable",
+                    ) from err
             except Refusal as refusal:
                 log.warning("refused user %s: %s", identity.user_id, refusal.reason)
                 checks.flow.append(

@@ -15,6 +15,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, format_trace_id
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from otel.names import Attr, Flow, LinkRole, SpanName
@@ -134,6 +135,19 @@ class ChatSession:
                 record.flow = checks.flow
                 await self.store.save_turn(record, attributes)
                 await self._deny(span, denied, trace_id)
+                return
+            except (SQLAlchemyError, OSError) as err:
+                # Without the database no check can pass: refuse, and say why.
+                log.error("checks failed, database unavailable: %s", err)
+                span.set_attribute(Attr.ERROR_TYPE, "database_unavailable")
+                span.set_status(Status(StatusCode.ERROR, "database unavailable"))
+                await self._send(
+                    error_frame(
+                        "Service unavailable: OMNI2 cannot reach its database",
+                        trace_id,
+                        "database_unavailable",
+                    )
+                )
                 return
             self.user = allowance.user
             record.user_text = frame.text

@@ -74,6 +74,12 @@ class CheckRun:
                 record.status = "denied"
                 record.detail = {"error_type": error_type, "reason": reason}
                 raise
+            except Exception as err:  # the check could not run (e.g. database unavailable)
+                span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
+                span.set_status(Status(StatusCode.ERROR, "check failed"))
+                record.status = "error"
+                record.detail = {"error_type": type(err).__name__}
+                raise
             else:
                 span.set_attribute(Attr.CHECK_RESULT, "pass")
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
+from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.services.omni2.conftest import converse, gateway_headers
@@ -170,3 +172,25 @@ def test_history_comes_from_the_database(make_client: Callable[..., TestClient])
     assert "start of our conversation" in replies[0]
     assert "1 earlier message" in replies[1]
     assert "1 earlier message" in replies[2], "history is bounded by history_turns"
+
+
+def test_database_gone_gives_reasons_not_crashes(
+    make_client: Callable[..., TestClient], database_url: str, spans: InMemorySpanExporter
+) -> None:
+    client = make_client()
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        asyncio.run(_break(database_url))
+        _, frames = converse(ws, "hello")
+    assert frames[-1]["code"] == "database_unavailable"
+    assert frames[-1]["error"] == "Service unavailable: OMNI2 cannot reach its database"
+    closed = close_of(client, "alice")
+    assert closed.code == CloseCode.INTERNAL_ERROR
+    assert closed.reason == "service unavailable: OMNI2 cannot reach its database"
+
+
+async def _break(url: str) -> None:
+    """Drop OMNI2's tables, as a database that lost its schema would."""
+    db = Database(url)
+    await db.drop_tables()
+    await db.dispose()
