@@ -123,7 +123,7 @@ class Agent:
             try:
                 async for event in model.stream(conversation, tools):
                     if isinstance(event, TextChunk):
-                        if chunks == 0 and result.chunks == 0:
+                        if chunks == 0:
                             span.set_attribute(
                                 Attr.TIME_TO_FIRST_CHUNK, time.perf_counter() - started
                             )
