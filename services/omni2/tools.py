@@ -7,6 +7,8 @@ mcp-tools server's spans join the message trace with the same attributes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 from opentelemetry import baggage, context
 
 from otel.names import Attr, McpMeta
@@ -40,8 +43,39 @@ class ToolResult:
     error_type: str | None = None
 
 
+class _Connection:
+    """One MCP client session kept open between tool calls, owned by a task of its own:
+    the SDK's transport runs in an anyio task group, which the task that entered it must also
+    leave. Requests may come from any task."""
+
+    def __init__(self, make_client: Any) -> None:
+        self.client: Client | None = None
+        self.error: BaseException | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run(make_client))
+
+    async def _run(self, make_client: Any) -> None:
+        try:
+            async with make_client() as client:
+                self.client = client
+                self.ready.set()
+                await self._stop.wait()
+        except Exception as err:  # connection errors arrive wrapped in exception groups
+            self.error = err
+        finally:
+            self.client = None
+            self.ready.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._task, 5)
+
+
 class McpToolbox:
-    """Tools of one MCP server (streamable HTTP). The catalogue is cached for `ttl_s`."""
+    """Tools of one MCP server (streamable HTTP), over one session kept open and reopened
+    when it fails. The catalogue is cached for `ttl_s`."""
 
     def __init__(self, url: str | Any | None, timeout_s: float = 10.0, ttl_s: float = 60.0) -> None:
         self.url = url  # a URL, or (in tests) an MCPServer object served in-process
@@ -49,7 +83,9 @@ class McpToolbox:
         self.ttl_s = ttl_s
         self._catalogue: list[ToolSpec] | None = None
         self._fetched_at = 0.0
-        self._http: httpx2.AsyncClient | None = None  # shared: no TLS/pool setup per call
+        self._http: httpx2.AsyncClient | None = None  # shared: no TLS/pool setup per session
+        self._connection: _Connection | None = None
+        self._lock: asyncio.Lock | None = None
 
     @property
     def configured(self) -> bool:
@@ -66,7 +102,49 @@ class McpToolbox:
             read_timeout_seconds=self.timeout_s,
         )
 
+    async def _session(self) -> Client:
+        """The open session, connecting first if there is none (the handshake's spans join
+        the trace of the message that needed it)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            connection = self._connection
+            if connection is None or (connection.ready.is_set() and connection.client is None):
+                connection = self._connection = _Connection(self._client)
+            try:
+                await asyncio.wait_for(connection.ready.wait(), self.timeout_s)
+            except TimeoutError:
+                await self._reset()
+                raise ToolsUnavailable("MCP server unreachable: connection timed out") from None
+            if connection.client is None:
+                self._connection = None
+                cause = connection.error or RuntimeError("closed")
+                raise ToolsUnavailable(f"MCP server unreachable: {_describe(cause)}") from cause
+            return connection.client
+
+    async def _reset(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def _request(self, send: Any) -> Any:
+        """Run `send(client)` on the session; a broken session is reopened once."""
+        for attempt in (1, 2):
+            client = await self._session()
+            try:
+                return await send(client)
+            except MCPError as err:
+                if err.error.code != CONNECTION_CLOSED or attempt == 2:
+                    raise
+            except Exception as err:
+                if attempt == 2:
+                    raise ToolsUnavailable(f"MCP server unreachable: {_describe(err)}") from err
+            log.info("MCP session broke; reconnecting")
+            await self._reset()
+        raise AssertionError("unreachable")
+
     async def aclose(self) -> None:
+        await self._reset()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -80,10 +158,9 @@ class McpToolbox:
             return self._catalogue
         try:
             with _baggage(conversation_id, user_id):
-                async with self._client() as client:
-                    listed = await client.list_tools()
-        except Exception as err:  # connection errors arrive wrapped in exception groups
-            raise ToolsUnavailable(f"MCP server unreachable: {_describe(err)}") from err
+                listed = await self._request(lambda client: client.list_tools())
+        except MCPError as err:
+            raise ToolsUnavailable(f"MCP server failed to list its tools: {err}") from err
         self._catalogue = [
             ToolSpec(t.name, t.description or "", dict(t.input_schema or {"type": "object"}))
             for t in listed.tools
@@ -97,13 +174,16 @@ class McpToolbox:
         meta: Any = {McpMeta.CONVERSATION_ID: conversation_id, McpMeta.USER_ID: user_id}
         try:
             with _baggage(conversation_id, user_id):
-                async with self._client() as client:
-                    result = await client.call_tool(call.name, call.arguments, meta=meta)
+                result = await self._request(
+                    lambda client: client.call_tool(call.name, call.arguments, meta=meta)
+                )
         except MCPError as err:
+            if err.error.code == CONNECTION_CLOSED:
+                raise ToolsUnavailable(f"MCP server unreachable: {err}") from err
             return ToolResult(f"tool call failed: {err}", True, f"mcp_{err.error.code}")
-        except Exception as err:
+        except ToolsUnavailable:
             self._catalogue = None  # ask again next time
-            raise ToolsUnavailable(f"MCP server unreachable: {_describe(err)}") from err
+            raise
         text = "\n".join(
             str(getattr(part, "text", "")) for part in result.content if hasattr(part, "text")
         )

@@ -113,7 +113,8 @@ def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(
         ws.receive_json()
         assert converse(ws, "query the database")[1][-1]["type"] == "done"
         toolbox = client.app.state.toolbox  # type: ignore[attr-defined]
-        toolbox.url = "http://127.0.0.1:9/mcp"  # the server goes away
+        toolbox.url = "http://127.0.0.1:9/mcp"  # the server goes away ...
+        client.portal.call(toolbox.aclose)  # type: ignore[union-attr]  # ... with its session
         _, frames = converse(ws, "query the database again")
         ws.send_json({"type": "ping"})
         assert ws.receive_json() == {"type": "pong"}
