@@ -47,12 +47,16 @@ async def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(own_sta
         own_stack.stop_service("mcp-tools")
         failed = await chat.send("query the database again")
         after = await chat.send("hello, still there?")
-    own_stack.start_service("mcp-tools")
+        own_stack.start_service("mcp-tools")
+        recovered = await chat.send("and query the database once more")
     provider.force_flush()
     provider.shutdown()
     assert failed.frame["type"] == "error" and failed.frame["code"] == "mcp_unavailable"
     assert failed.error and failed.error.startswith("MCP server unreachable")
     assert after.ok, "the connection stays usable"
+    assert recovered.ok and recovered.frame["result"]["tools_used"] == ["database_query"], (
+        "tools work again once the MCP server is back"
+    )
     with JaegerClient(own_stack.info.jaeger_query_url) as jaeger:
         spans = jaeger.wait_for_trace(failed.trace_id, _tool_failed, what="execute_tool")
     tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
