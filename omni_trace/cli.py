@@ -161,6 +161,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(f"> {text}", file=sys.stderr)
                 reply = await conn.send(text, on_token=lambda t: print(t, end="", flush=True))
                 print()
+                for frame in reply.frames:
+                    if frame.get("type") == "warning":
+                        print(f"warning: {frame.get('warning')}", file=sys.stderr)
                 if not reply.ok:
                     failures += 1
                     print(f"error: {reply.error}", file=sys.stderr)

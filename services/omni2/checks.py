@@ -175,12 +175,18 @@ async def check_message(
             if cost >= user.daily_cost_limit:
                 raise Denied(
                     "usage",
-                    f"Daily limit exceeded: ${cost:.4f} of ${user.daily_cost_limit:.2f} spent "
-                    "today",
+                    f"Daily limit exceeded: {money(cost)} of {money(user.daily_cost_limit)} "
+                    "spent today",
                     "daily_limit_exceeded",
                 )
             if cost >= warning_ratio * user.daily_cost_limit:
                 warnings.append(
-                    f"You have spent ${cost:.4f} of your ${user.daily_cost_limit:.2f} daily budget"
+                    f"You have spent {money(cost)} of your {money(user.daily_cost_limit)} "
+                    "daily budget"
                 )
     return Allowance(user, tuple(warnings))
+
+
+def money(amount: float) -> str:
+    """Dollars with as many decimals as small amounts need: $5.00, $0.000123."""
+    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.6f}"

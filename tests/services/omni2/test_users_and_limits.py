@@ -194,3 +194,39 @@ async def _break(url: str) -> None:
     db = Database(url)
     await db.drop_tables()
     await db.dispose()
+
+
+def test_daily_cost_limit_refuses_too(make_client: Callable[..., TestClient], admin: Admin) -> None:
+    client = make_client(price_output_per_mtok=1000.0)  # $0.001 a token
+    admin(lambda s: repo.set_limits(s, "carol", daily_cost=0.01))
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("carol")) as ws:
+        ws.receive_json()
+        first = converse(ws, "hello")[1][-1]
+        refused = converse(ws, "hello again")[1][-1]
+    spent = first["result"]["cost"]
+    assert spent >= 0.01
+    assert refused["code"] == "daily_limit_exceeded"
+    assert refused["error"] == f"Daily limit exceeded: ${spent:.2f} of $0.01 spent today"
+
+
+def test_providers_come_from_settings_and_keys_stay_secret() -> None:
+    from pydantic import SecretStr
+
+    from services.omni2.providers import create_model
+    from services.omni2.providers.anthropic import AnthropicModel
+    from services.omni2.providers.openai import OpenAICompatibleModel
+    from services.omni2.settings import Omni2Settings
+
+    key = "sk-ant-secret-value-123"
+    settings = Omni2Settings(  # type: ignore[call-arg]
+        model_provider="anthropic", model_name="claude-x", anthropic_api_key=SecretStr(key)
+    )
+    assert isinstance(create_model(settings), AnthropicModel)
+    assert key not in repr(settings) and key not in str(settings.model_dump())
+    settings = Omni2Settings(  # type: ignore[call-arg]
+        model_provider="openai", openai_base_url="http://127.0.0.1:11434/v1"
+    )
+    model = create_model(settings)
+    assert isinstance(model, OpenAICompatibleModel) and model.provider == "openai"
+    with pytest.raises(ValueError, match="unknown model provider 'nope'"):
+        create_model(Omni2Settings(model_provider="nope"))  # type: ignore[call-arg]
