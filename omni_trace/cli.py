@@ -15,6 +15,7 @@ from types import FrameType
 
 from omni_trace import audit, doctor
 from omni_trace import demo as demo_mod
+from omni_trace import users as users_mod
 from omni_trace.audit import AuditQuery
 from omni_trace.chain import analyze_chain
 from omni_trace.client import ChatError, login, open_chat
@@ -44,6 +45,7 @@ quick start:
   omni-trace trace show last a waterfall of the newest message trace
   omni-trace audit --since 15m   is every message's chain whole? (exit 1 if not)
   omni-trace doctor          where does the chain break?
+  omni-trace users list      OMNI2's users, roles, limits (also add, block, unblock, limits)
 """
 
 
@@ -172,6 +174,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(f"> {text}", file=sys.stderr)
                 reply = await conn.send(text, on_token=lambda t: print(t, end="", flush=True))
                 print()
+                for frame in reply.frames:
+                    if frame.get("type") == "warning":
+                        print(f"warning: {frame.get('warning')}", file=sys.stderr)
                 if not reply.ok:
                     failures += 1
                     print(f"error: {reply.error}", file=sys.stderr)
@@ -430,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     names = sub.add_parser("names", help="print the table of span names and attributes")
     names.add_argument("--markdown", action="store_true", help="(the only format; for docs)")
     names.set_defaults(func=cmd_names)
+    users_mod.add_parser(sub, stack_file)
 
     build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")
     build.set_defaults(func=cmd_build_jaeger)
@@ -441,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         return int(args.func(args))
-    except (StackError, ChatError, JaegerError, JaegerBuildError) as err:
+    except (StackError, ChatError, JaegerError, JaegerBuildError, users_mod.UsersError) as err:
         print(f"omni-trace: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

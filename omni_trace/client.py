@@ -24,6 +24,8 @@ from otel.names import Attr, Event, SpanName
 from otel.propagation import FRAME_TRACE_KEY, w3c_carrier
 
 TokenCallback = Callable[[str], None]
+# Frames that end a message: its answer, its refusal, or the user being blocked (then a close).
+FINAL_FRAMES = ("done", "error", "blocked")
 
 
 class ChatError(Exception):
@@ -91,11 +93,11 @@ class ChatConnection:
         return value if isinstance(value, str) else None
 
     async def send_raw(self, frame: str | bytes) -> dict[str, Any]:
-        """Send any frame (even malformed) and return the next done/error/pong frame."""
+        """Send any frame (even malformed) and return the next done/error/blocked/pong frame."""
         await self.connection.send(frame)
         while True:
             reply = json.loads(await self.connection.recv())
-            if reply.get("type") in ("done", "error", "pong"):
+            if reply.get("type") in ("done", "error", "blocked", "pong"):
                 return dict(reply)
 
     async def send(
@@ -127,7 +129,7 @@ class ChatConnection:
                         pieces.append(str(data.get("text", "")))
                         if on_token:
                             on_token(str(data.get("text", "")))
-                    elif data.get("type") in ("done", "error"):
+                    elif data.get("type") in FINAL_FRAMES:
                         final = data
                         break
             except ConnectionClosed as closed:
@@ -135,7 +137,7 @@ class ChatConnection:
             if first_token is not None:
                 span.set_attribute(Attr.TIME_TO_FIRST_TOKEN, first_token * 1000)
             span.set_attribute(Attr.FRAME_TYPE, str(final.get("type")))
-            if final.get("type") == "error":
+            if final.get("type") in ("error", "blocked"):
                 span.set_attribute(Attr.ERROR_TYPE, str(final.get("code") or "error"))
                 span.set_status(Status(StatusCode.ERROR, str(final.get("error"))[:200]))
             return ChatReply(

@@ -16,7 +16,7 @@ from services.dashboard.users import DEMO_USERS
 
 DEFAULT_MESSAGES = (
     "Hello, what can you do?",
-    "How does one message travel through the stack?",
+    "How many products per category are in the database?",  # a tool call through MCP
     "Thanks, that is all.",
 )
 SESSION_SERVICES = (
@@ -46,7 +46,10 @@ def hop_summary(spans: list[TraceSpan]) -> str:
             parts.append(f"{label} {by_name[name].duration_ms:.1f} ms")
     model = [s for s in spans if s.name.startswith("chat ") and s.service == Service.OMNI2]
     if model:
-        parts.append(f"model {model[0].duration_ms:.1f} ms")
+        parts.append(f"model {sum(m.duration_ms for m in model):.1f} ms")
+    tools = [s for s in spans if s.name.startswith("execute_tool ")]
+    if tools:
+        parts.append(f"tools {sum(t.duration_ms for t in tools):.1f} ms")
     client = by_name.get(SpanName.MESSAGE)
     ttft = client.attributes.get("chat.time_to_first_token_ms") if client else None
     if isinstance(ttft, int | float):

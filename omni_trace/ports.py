@@ -18,6 +18,7 @@ class Ports:
     jaeger_query_grpc: int = 16685
     jaeger_health: int = 13133
     frontend: int = 3001
+    mcp_tools: int = 8765
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:

@@ -26,4 +26,8 @@ class StackSettings(BaseSettings):
     model_token_delay_ms: float = Field(
         default=15.0, ge=0, description="Offline model: pause between streamed tokens."
     )
+    database_url: str | None = Field(
+        default=None,
+        description="OMNI2's database (SQLAlchemy async URL); default SQLite in the run dir.",
+    )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")

@@ -27,7 +27,7 @@ from omni_trace.ports import Ports
 from omni_trace.settings import StackSettings
 
 Progress = Callable[[str], None]
-SERVICE_ORDER = ("jaeger", "auth", "omni2", "traefik", "dashboard", "frontend")
+SERVICE_ORDER = ("jaeger", "auth", "mcp-tools", "omni2", "traefik", "dashboard", "frontend")
 
 
 class StackError(RuntimeError):
@@ -51,6 +51,8 @@ class StackInfo:
     traefik_access_log: str
     # Defaulted so that a stack file written before the browser layer existed still reads.
     frontend_url: str = ""
+    mcp_url: str = ""
+    omni2_database_url: str = ""  # may hold a password: the stack file is for this machine
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -121,6 +123,10 @@ class Stack:
             logs_dir=str(self.logs_dir),
             traefik_access_log=str(self.logs_dir / "traefik-access.log"),
             frontend_url=f"http://{host}:{self.ports.frontend}",
+            mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
+            omni2_database_url=(
+                self.settings.database_url or f"sqlite+aiosqlite:///{self.run_dir / 'omni2.db'}"
+            ),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -240,6 +246,17 @@ class Stack:
             {**python, "AUTH_HOST": host, "AUTH_PORT": str(p.auth)},
             _http_ok(f"{info.auth_url}/healthz"),
         )
+        services["mcp-tools"] = _Service(
+            "mcp-tools",
+            [sys.executable, "-m", "services.mcp_tools"],
+            {
+                **python,
+                "MCP_TOOLS_HOST": host,
+                "MCP_TOOLS_PORT": str(p.mcp_tools),
+                "MCP_TOOLS_SAMPLE_DB": str(self.run_dir / "mcp-sample.db"),
+            },
+            _http_ok(f"http://{host}:{p.mcp_tools}/healthz"),
+        )
         services["omni2"] = _Service(
             "omni2",
             [sys.executable, "-m", "services.omni2"],
@@ -248,6 +265,8 @@ class Stack:
                 "OMNI2_HOST": host,
                 "OMNI2_PORT": str(p.omni2),
                 "OMNI2_MODEL_TOKEN_DELAY_MS": str(self.settings.model_token_delay_ms),
+                "OMNI2_DATABASE_URL": info.omni2_database_url,
+                "OMNI2_MCP_URL": info.mcp_url,
             },
             _http_ok(f"{info.omni2_url}/healthz"),
         )
@@ -363,6 +382,7 @@ def stack_summary(info: StackInfo) -> dict[str, Any]:
         "traefik (gateway)": info.traefik_url,
         "auth (ForwardAuth)": info.auth_url,
         "omni2 (backend)": info.omni2_url,
+        "mcp-tools (MCP server)": info.mcp_url,
         "jaeger query API": info.jaeger_query_url,
         "OTLP/HTTP": info.otlp_http_endpoint,
         "logs": info.logs_dir,

@@ -24,7 +24,7 @@ class SpanDoc:
 class AttrDoc:
     key: str
     description: str
-    source: str  # "project", "semconv" (set by our code), or "fastapi" (its HTTP server spans)
+    source: str  # "project", "semconv" (set by our code), "fastapi" or "mcp-sdk" (their spans)
 
 
 SPANS: dict[str, SpanDoc] = {}
@@ -103,6 +103,48 @@ class SpanName:
         "SERVER",
         "FastAPI's server span of the ForwardAuth check",
     )
+    HISTORY: Final = _span(
+        "chat.history",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "the conversation's earlier turns read from the database",
+    )
+    PERSIST: Final = _span(
+        "chat.persist",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "one message's rows written (messages, usage, flow events)",
+    )
+    CHECK: Final = _span(
+        "check *",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "one check of a connection or message, e.g. `check rate_limit`",
+    )
+    EXECUTE_TOOL: Final = _span(
+        "execute_tool *",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "GenAI convention `execute_tool <name>`: one tool call of the agent loop",
+    )
+    MCP_LIST_TOOLS: Final = _span(
+        "tools/list",
+        (Service.OMNI2, Service.MCP_TOOLS),
+        "CLIENT at omni2, SERVER at mcp-tools",
+        "MCP: the tool catalogue",
+    )
+    MCP_CALL: Final = _span(
+        "tools/call *",
+        (Service.OMNI2, Service.MCP_TOOLS),
+        "CLIENT at omni2, SERVER at mcp-tools",
+        "MCP convention `<mcp.method.name> <tool>`: one tool call over MCP",
+    )
+    MCP_DISCOVER: Final = _span(
+        "server/discover",
+        (Service.OMNI2, Service.MCP_TOOLS),
+        "CLIENT at omni2, SERVER at mcp-tools",
+        "MCP: the session's capability discovery (span of the MCP SDK)",
+    )
     HTTP_SERVER: Final = _span(
         "* /*",
         (Service.DASHBOARD, Service.AUTH, Service.OMNI2),
@@ -114,6 +156,21 @@ class SpanName:
     def model_call(model: str) -> str:
         """GenAI convention: `chat <model>`."""
         return f"chat {model}"
+
+    @staticmethod
+    def check(name: str) -> str:
+        """omni2: one check of a connection or message, e.g. `check rate_limit`."""
+        return f"check {name}"
+
+    @staticmethod
+    def execute_tool(tool: str) -> str:
+        """GenAI convention: `execute_tool <name>`, one tool call of the agent loop."""
+        return f"execute_tool {tool}"
+
+    @staticmethod
+    def mcp(method: str, target: str | None = None) -> str:
+        """MCP convention: `<mcp.method.name> <target>`, e.g. `tools/call database_query`."""
+        return f"{method} {target}" if target else method
 
 
 class Attr:
@@ -141,6 +198,17 @@ class Attr:
     SERVER_ADDRESS: Final = _attr("server.address", "peer host of a client span", "semconv")
     SERVER_PORT: Final = _attr("server.port", "peer port of a client span", "semconv")
     URL_FULL: Final = _attr("url.full", "URL with secret query values redacted", "semconv")
+    GEN_AI_TOOL_NAME: Final = _attr("gen_ai.tool.name", "tool the model asked for", "semconv")
+    GEN_AI_TOOL_CALL_ID: Final = _attr(
+        "gen_ai.tool.call.id", "the model's id of that call", "semconv"
+    )
+    GEN_AI_TOOL_TYPE: Final = _attr("gen_ai.tool.type", "`extension` for MCP tools", "semconv")
+    GEN_AI_RESPONSE_ID: Final = _attr(
+        "gen_ai.response.id", "provider's id of the response", "semconv"
+    )
+    MCP_METHOD: Final = _attr("mcp.method.name", "MCP JSON-RPC method, e.g. tools/call", "semconv")
+    DB_SYSTEM: Final = _attr("db.system.name", "`sqlite` or `postgresql`", "semconv")
+    DB_OPERATION: Final = _attr("db.operation.name", "what a database span did", "semconv")
 
     CLOSE_CODE: Final = _attr("chat.close.code", "WebSocket close code sent or received")
     CLOSE_REASON: Final = _attr("chat.close.reason", "WebSocket close reason sent or received")
@@ -154,6 +222,19 @@ class Attr:
     AUTH_RESULT: Final = _attr("auth.result", "`allowed` or `denied`")
     AUTH_FAILURE: Final = _attr("auth.failure_reason", "why a token was refused")
     LINK_ROLE: Final = _attr("chat.link.role", "on a span link: what the linked span is")
+    USER_ROLE: Final = _attr("chat.user.role", "omni2: the user's role from its database")
+    CHECK_NAME: Final = _attr("chat.check.name", "which check a `check <name>` span ran")
+    CHECK_RESULT: Final = _attr("chat.check.result", "`pass` or `deny`")
+    LIMIT: Final = _attr("chat.limit", "the limit a check compared against")
+    LIMIT_USED: Final = _attr("chat.limit.used", "how much of it was used before this message")
+    HISTORY_MESSAGES: Final = _attr("chat.history.messages", "earlier messages given to the model")
+    AGENT_ITERATIONS: Final = _attr("chat.agent.iterations", "model calls in one turn")
+    AGENT_MAX_ITERATIONS: Final = _attr("chat.agent.max_iterations", "the agent loop's cap")
+    TOOL_CALLS: Final = _attr("chat.tool_calls", "tool calls in one turn")
+    TOOL_STATUS: Final = _attr("chat.tool.status", "`ok` or `error`: the tool's real outcome")
+    USAGE_COST: Final = _attr("chat.usage.cost", "cost of one message (USD, from model prices)")
+    FLOW_EVENTS: Final = _attr("chat.flow_events", "flow events stored for one message")
+    ROWS: Final = _attr("chat.db.rows", "rows a database span wrote or a tool returned")
 
 
 # Attributes of FastAPI's own HTTP server spans (emitted by FastAPI, listed so the table is
@@ -171,11 +252,38 @@ for _key in (
     _attr(_key, "FastAPI's HTTP server span (semantic conventions)", "fastapi")
 
 
+# Attributes that the MCP SDK's own spans carry (we use its spans for MCP, not our own).
+for _key, _what in (
+    ("jsonrpc.request.id", "the JSON-RPC request id"),
+    ("mcp.protocol.version", "the negotiated MCP protocol version"),
+    ("rpc.response.status_code", "the JSON-RPC error code of a failed request"),
+    ("gen_ai.prompt.name", "the MCP prompt asked for"),
+):
+    _attr(_key, _what, "mcp-sdk")
+
+
 class LinkRole:
     """Values of `chat.link.role` on span links from a message trace to its session trace."""
 
     UPSTREAM_CONNECT: Final = "upstream-connect"  # dashboard relay -> its upstream connect span
     GATEWAY: Final = "gateway"  # omni2 turn -> the Traefik span it was reached through
+
+
+class McpMeta:
+    """Keys OMNI2 puts in an MCP request's `params._meta` beside `traceparent`/`tracestate`."""
+
+    CONVERSATION_ID: Final = "omni2/conversation_id"  # becomes gen_ai.conversation.id there
+    USER_ID: Final = "omni2/user_id"  # becomes user.id there (verified by OMNI2)
+
+
+class Flow:
+    """`kind` of the flow events stored per message (the audit trail)."""
+
+    CONNECT: Final = "connect"  # a connection accepted or refused
+    CHECK: Final = "check"  # one check (user, rate_limit, usage)
+    MODEL_CALL: Final = "model_call"  # one call of the model
+    TOOL_CALL: Final = "tool_call"  # one tool call, with its real status and duration
+    ERROR: Final = "error"  # the message failed
 
 
 class Event:

@@ -11,6 +11,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from otel.processors import InheritAttributesProcessor
 from otel.redaction import RedactingSpanExporter
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_tracer_provider(
     provider = TracerProvider(resource=Resource.create(attributes))
     endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
     exporter = RedactingSpanExporter(OTLPSpanExporter(endpoint=endpoint))
+    provider.add_span_processor(InheritAttributesProcessor())
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
     return provider
 

@@ -14,8 +14,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel.processors import InheritAttributesProcessor
+from tests.pg import postgres_server
+
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(InheritAttributesProcessor())
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_PROVIDER)
 
@@ -26,3 +30,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _EXPORTER.clear()
     yield _EXPORTER
     _EXPORTER.clear()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server for this test session (base URL, no database name)."""
+    with postgres_server() as url:
+        yield url

@@ -1,7 +1,8 @@
 """The chat frame protocol of the seed, and the close codes every layer uses.
 
 Client -> server: `{"type": "message", "text": "...", "trace"?: {"traceparent": ...}}`,
-`{"type": "ping"}`. Server -> client: `welcome`, `token`, `done`, `error`, `pong`.
+`{"type": "ping"}`. Server -> client: `welcome`, `token`, `done`, `error`, `pong`, and
+`warning` (close to a limit) and `blocked` (the user was blocked; the connection then closes).
 Extra keys (conversation_id, user_id, trace_id) keep the seed's frames backward compatible.
 """
 
@@ -24,7 +25,9 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     BAD_REQUEST = 4400
     UNAUTHENTICATED = 4401  # token missing, invalid or expired
-    FORBIDDEN = 4403  # identity not established through the gateway
+    FORBIDDEN = 4403  # identity not established through the gateway, or account inactive
+    USER_UNKNOWN = 4404  # a valid token for a user OMNI2 does not know
+    USER_BLOCKED = 4423  # the user is blocked (reason in the close frame / `blocked` frame)
     GATEWAY_UNREACHABLE = 4502  # Traefik or the backend behind it cannot be reached
     GATEWAY_TIMEOUT = 4504  # the upstream handshake timed out
 
@@ -105,6 +108,17 @@ def error_frame(
     frame: dict[str, Any] = {"type": "error", "error": message}
     if code:
         frame["code"] = code
+    if trace_id:
+        frame["trace_id"] = trace_id
+    return frame
+
+
+def warning_frame(message: str, code: str = "usage_warning") -> dict[str, Any]:
+    return {"type": "warning", "warning": message, "code": code}
+
+
+def blocked_frame(reason: str, trace_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "blocked", "error": reason, "code": "user_blocked"}
     if trace_id:
         frame["trace_id"] = trace_id
     return frame

@@ -2,7 +2,7 @@
 
 Client frames of type `message` get a span that continues the frame's context and links
 to the connection's `upstream connect` span; the frame is rewritten to carry the relay span
-to OMNI2. The span ends on the `done`/`error` frame with the same trace id.
+to OMNI2. The span ends on the `done`/`error`/`blocked` frame with the same trace id.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class MessageRelay:
             if pending.token_frames == 0:
                 pending.span.add_event(Event.FIRST_TOKEN)
             pending.token_frames += 1
-        elif kind in ("done", "error"):
+        elif kind in ("done", "error", "blocked"):
             pending_or_none = self._take(frame.get("trace_id"))
             if pending_or_none is not None:
                 self._end(pending_or_none, frame)
@@ -90,7 +90,7 @@ class MessageRelay:
         span.set_attributes(
             self._ids | {Attr.TOKEN_FRAMES: pending.token_frames, Attr.FRAME_TYPE: frame["type"]}
         )
-        if frame["type"] == "error":
+        if frame["type"] in ("error", "blocked"):
             span.set_attribute(Attr.ERROR_TYPE, str(frame.get("code") or "error"))
             span.set_status(Status(StatusCode.ERROR, str(frame.get("error", ""))[:200]))
         span.end()

@@ -1,4 +1,8 @@
-"""Demo accounts the dashboard can log in (the OMNI2 user database comes in its own issue)."""
+"""Demo accounts the dashboard can log in.
+
+Who they are (role, limits, blocked, inactive) is OMNI2's business: its database seeds the
+same users (services/omni2/db/seed.py), and OMNI2 refuses the blocked and inactive ones.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ import hmac
 DEMO_USERS: dict[str, str] = {
     "alice": "alice-demo",
     "bob": "bob-demo",
+    "carol": "carol-demo",  # chat only, no tools
+    "mallory": "mallory-demo",  # blocked in OMNI2
+    "ivan": "ivan-demo",  # inactive in OMNI2
+    "tim": "tim-demo",  # tiny daily token limit in OMNI2
 }
 
 

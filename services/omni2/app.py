@@ -5,35 +5,68 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, format_trace_id
+from sqlalchemy.exc import SQLAlchemyError
 
 from otel.fastapi import telemetry_config
-from otel.names import Attr, SpanName
+from otel.names import Attr, Flow, SpanName
 from otel.propagation import extract_headers, remote_span_context
-from services.common.protocol import welcome_frame
+from services.common.protocol import CloseCode, welcome_frame
 from services.common.refusal import Refusal, refuse
 from services.omni2.chat import ChatSession
+from services.omni2.checks import CheckRun, check_connection
+from services.omni2.db import Database
+from services.omni2.db.engine import redacted_url
+from services.omni2.db.repository import FlowRecord
+from services.omni2.db.seed import seed_demo
 from services.omni2.gateway import gateway_identity
-from services.omni2.model import ChatModel, create_model
+from services.omni2.model import ChatModel
+from services.omni2.providers import create_model
 from services.omni2.settings import Omni2Settings
+from services.omni2.store import Store
+from services.omni2.tools import McpToolbox
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-def create_app(settings: Omni2Settings, model: ChatModel | None = None) -> FastAPI:
-    app = FastAPI(title="omni2", telemetry=telemetry_config())
+def create_app(
+    settings: Omni2Settings,
+    model: ChatModel | None = None,
+    toolbox: McpToolbox | None = None,
+) -> FastAPI:
+    db = Database(settings.database_url)
+    store = Store(db)
+    tools = toolbox or McpToolbox(settings.mcp_url, settings.mcp_timeout_s)
     secret = settings.jwt_secret.get_secret_value()
-    chat_model = model or create_model(
-        settings.model_provider, settings.model_name, settings.model_token_delay_ms
-    )
+    chat_model = model or create_model(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await db.create_tables()
+        if settings.seed_demo_users:
+            added = await seed_demo(db)
+            if added:
+                log.info("seeded %d demo roles and users", added)
+        log.info(
+            "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
+        )
+        yield
+        await tools.aclose()
+        await db.dispose()
+
+    app = FastAPI(title="omni2", telemetry=telemetry_config(), lifespan=lifespan)
+    app.state.db = db
+    app.state.toolbox = tools
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "model": chat_model.name}
+        return {"status": "ok", "model": chat_model.name, "database": db.dialect}
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
@@ -42,6 +75,7 @@ def create_app(settings: Omni2Settings, model: ChatModel | None = None) -> FastA
         with tracer.start_as_current_span(
             SpanName.CONNECT, context=parent, kind=SpanKind.SERVER
         ) as span:
+            session_trace = format_trace_id(span.get_span_context().trace_id)
             # Accept first: a close before accept reaches the client as a bare 403.
             await websocket.accept()
             try:
@@ -50,30 +84,60 @@ def create_app(settings: Omni2Settings, model: ChatModel | None = None) -> FastA
                 log.warning("refused connection: %s", refusal.reason)
                 await refuse(websocket, span, refusal)
                 return
-            conversation_id = str(uuid.uuid4())
-            span.set_attributes(
-                {Attr.USER_ID: identity.user_id, Attr.CONVERSATION_ID: conversation_id}
-            )
+            span.set_attribute(Attr.USER_ID, identity.user_id)
+            checks = CheckRun({Attr.USER_ID: identity.user_id})
             try:
-                await websocket.send_text(
-                    json.dumps(welcome_frame(conversation_id, identity.user_id))
+                try:
+                    async with db.session() as db_session:
+                        user = await check_connection(db_session, checks, identity.user_id)
+                except (SQLAlchemyError, OSError) as err:
+                    log.error(
+                        "cannot check user %s, database unavailable: %s", identity.user_id, err
+                    )
+                    raise Refusal(
+                        CloseCode.INTERNAL_ERROR,
+                        "service unavailable: OMNI2 cannot reach its database",
+                        "database_unavailable",
+                    ) from err
+            except Refusal as refusal:
+                log.warning("refused user %s: %s", identity.user_id, refusal.reason)
+                checks.flow.append(
+                    FlowRecord(Flow.CONNECT, "refused", "denied", detail={"reason": refusal.reason})
                 )
+                await store.record_flow(
+                    checks.flow,
+                    session_trace,
+                    identity.user_id,
+                    None,
+                    {Attr.USER_ID: identity.user_id},
+                )
+                await refuse(websocket, span, refusal)
+                return
+            conversation_id = str(uuid.uuid4())
+            attributes = {Attr.USER_ID: user.user_id, Attr.CONVERSATION_ID: conversation_id}
+            span.set_attributes(attributes | {Attr.USER_ROLE: user.role})
+            await store.open_conversation(conversation_id, user.user_id, session_trace, attributes)
+            try:
+                await websocket.send_text(json.dumps(welcome_frame(conversation_id, user.user_id)))
             except (OSError, RuntimeError, WebSocketDisconnect):
                 span.set_attribute(Attr.ERROR_TYPE, "client_gone")
                 return
             log.info(
-                "connection user=%s conversation=%s trace=%s",
-                identity.user_id,
+                "connection user=%s role=%s conversation=%s trace=%s",
+                user.user_id,
+                user.role,
                 conversation_id,
-                format_trace_id(span.get_span_context().trace_id),
+                session_trace,
             )
         session = ChatSession(
             websocket=websocket,
             model=chat_model,
-            user_id=identity.user_id,
+            store=store,
+            toolbox=tools,
+            settings=settings,
+            user=user,
             conversation_id=conversation_id,
             gateway=remote_span_context(parent),
-            history_turns=settings.history_turns,
         )
         await session.run()
 

@@ -1,21 +1,73 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings
 
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
+
 
 class Omni2Settings(CommonSettings):
-    """Environment: OMNI2_HOST, OMNI2_PORT, OMNI2_MODEL_TOKEN_DELAY_MS, OMNI2_HISTORY_TURNS, ..."""
+    """Environment: OMNI2_HOST, OMNI2_PORT, OMNI2_DATABASE_URL, OMNI2_MODEL_PROVIDER, ...
+
+    API keys are SecretStr: they never reach a span, a log line or a repr.
+    """
 
     model_config = SettingsConfigDict(env_prefix="OMNI2_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 8000
-    model_provider: str = Field(default="offline", description="Which model answers.")
+
+    # -- database ----------------------------------------------------------------------------
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or "
+        "postgresql+asyncpg://user:password@host:port/db (`omni-trace up` passes "
+        "<run dir>/omni2.db).",
+    )
+    seed_demo_users: bool = Field(default=True, description="Add the demo roles and users.")
+
+    # -- model -------------------------------------------------------------------------------
+    model_provider: str = Field(
+        default="offline", description="Which model answers: offline, anthropic or openai."
+    )
     model_name: str = "omni2-offline-1"
     model_token_delay_ms: float = Field(
         default=15.0, ge=0, description="Offline model: pause between streamed tokens."
     )
+    model_max_tokens: int = Field(default=1024, gt=0, description="Providers: max output.")
+    model_timeout_s: float = Field(default=60.0, gt=0, description="Providers: HTTP timeout.")
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="Any OpenAI-compatible server: OpenAI, vLLM (http://host:8000/v1), "
+        "Ollama (http://host:11434/v1).",
+    )
+    price_input_per_mtok: float = Field(
+        default=1.0, ge=0, description="Cost of a million input tokens (USD) for usage."
+    )
+    price_output_per_mtok: float = Field(
+        default=3.0, ge=0, description="Cost of a million output tokens (USD) for usage."
+    )
+
+    system_prompt: str = Field(
+        default="You are OMNI2 Assistant. Answer briefly. Use the tools you are given when the "
+        "user asks about data in the database.",
+        description="The system message every model call starts with.",
+    )
+
+    # -- conversation and tools ---------------------------------------------------------------
     history_turns: int = Field(default=20, ge=0, description="Earlier turns sent to the model.")
+    max_agent_iterations: int = Field(
+        default=5, ge=1, description="Model calls per message (tool rounds + the answer)."
+    )
+    mcp_url: str | None = Field(
+        default=None, description="The MCP tool server (streamable HTTP), e.g. http://host/mcp."
+    )
+    mcp_timeout_s: float = Field(default=10.0, gt=0, description="Per MCP request.")
+    usage_warning_ratio: float = Field(
+        default=0.8, gt=0, le=1, description="Send a `warning` frame past this share of a limit."
+    )

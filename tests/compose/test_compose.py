@@ -42,7 +42,7 @@ def test_every_variable_comes_from_the_env_file() -> None:
 
 def test_services_and_healthchecks() -> None:
     services = compose()["services"]
-    assert set(services) == {"jaeger", "auth", "omni2", "traefik", "dashboard"}
+    assert set(services) == {"jaeger", "auth", "mcp-tools", "omni2", "traefik", "dashboard"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 

@@ -7,12 +7,14 @@ the stack's Jaeger, so unit tests' in-memory provider never sees them.
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni_trace.jaeger import JaegerClient
 from omni_trace.ports import Ports
@@ -20,15 +22,19 @@ from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack
 from otel.names import Service
 from otel.setup import create_tracer_provider
+from services.omni2.db import repository as repo
+from tests.db import Admin
 
 
 @contextmanager
-def running_stack(run_dir: Path, jwt_secret: str) -> Iterator[Stack]:
-    """A whole stack on free ports, stopped on exit."""
+def running_stack(
+    run_dir: Path, jwt_secret: str, database_url: str | None = None
+) -> Iterator[Stack]:
+    """A whole stack on free ports, stopped on exit (OMNI2 on SQLite unless told)."""
     stack = Stack(
         run_dir,
         Ports.free(),
-        StackSettings(model_token_delay_ms=2),
+        StackSettings(model_token_delay_ms=2, database_url=database_url),
         jwt_secret=jwt_secret,
         progress=lambda message: print(message, flush=True),
     )
@@ -60,3 +66,23 @@ def client_provider(stack: Stack) -> Iterator[TracerProvider]:
 def jaeger(stack: Stack) -> Iterator[JaegerClient]:
     with JaegerClient(stack.info.jaeger_query_url) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def admin(stack: Stack) -> Admin:
+    """The running OMNI2's database, from the test (users, limits, the stored rows)."""
+    return Admin(stack.info.omni2_database_url)
+
+
+def new_user(admin: Admin, role: str = "user", **limits: int | float | None) -> str:
+    """A fresh user of `role` (so tests never share usage or rate windows)."""
+    user_id = f"{role}-{uuid.uuid4().hex[:8]}"
+
+    async def add(session: AsyncSession) -> None:
+        await repo.add_user(session, user_id, role)
+        await session.flush()
+        if limits:
+            await repo.set_limits(session, user_id, **limits)  # type: ignore[arg-type]
+
+    admin(add)
+    return user_id

@@ -99,9 +99,14 @@ async def test_two_messages_one_connection(
         expect(relay.parent_span_id == message.span_id, "chat.relay < chat.message", spans)
         expect(turn.parent_span_id == relay.span_id, "chat.turn < chat.relay", spans)
         expect(model.parent_span_id == turn.span_id, "model call < chat.turn", spans)
+        missing = [
+            (s.service, s.name)
+            for s in spans
+            if s.attributes.get(Attr.CONVERSATION_ID) != conversation
+        ]
         expect(
-            all(s.attributes.get(Attr.CONVERSATION_ID) == conversation for s in spans),
-            f"every message span carries {Attr.CONVERSATION_ID}={conversation}",
+            not missing,
+            f"every message span carries {Attr.CONVERSATION_ID}={conversation}; not: {missing}",
             spans,
         )
         expect(

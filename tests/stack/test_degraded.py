@@ -1,4 +1,5 @@
-"""Dead dependencies: chat survives a dead Jaeger; a dead backend or gateway gets a reason.
+"""Dead dependencies: chat survives a dead Jaeger; a dead backend, gateway or MCP server gets a
+reason.
 
 Runs its own stack, since it stops services.
 """
@@ -12,9 +13,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from omni_trace.client import ChatRefused, login, open_chat
+from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
+from otel.names import Attr, Flow, Service, SpanName
+from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
+from services.omni2.db import repository as repo
+from tests.db import Admin
 from tests.stack.conftest import running_stack
+from tests.stack.traces import expect, one
 
 pytestmark = pytest.mark.stack
 
@@ -23,6 +30,49 @@ pytestmark = pytest.mark.stack
 def own_stack(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("degraded"), jwt_secret) as stack:
         yield stack
+
+
+def _tool_failed(spans: list[TraceSpan]) -> bool:
+    return any(s.name == SpanName.execute_tool("database_query") for s in spans)
+
+
+async def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(own_stack: Stack) -> None:
+    """Runs first: the later tests stop Jaeger."""
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=own_stack.info.otlp_http_endpoint
+    )
+    token = await login(own_stack.info.dashboard_url, "bob", "bob-demo")
+    async with open_chat(own_stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
+        assert (await chat.send("query the database")).ok
+        own_stack.stop_service("mcp-tools")
+        failed = await chat.send("query the database again")
+        after = await chat.send("hello, still there?")
+        own_stack.start_service("mcp-tools")
+        recovered = await chat.send("and query the database once more")
+    provider.force_flush()
+    provider.shutdown()
+    assert failed.frame["type"] == "error" and failed.frame["code"] == "mcp_unavailable"
+    assert failed.error and failed.error.startswith("MCP server unreachable")
+    assert after.ok, "the connection stays usable"
+    assert recovered.ok and recovered.frame["result"]["tools_used"] == ["database_query"], (
+        "tools work again once the MCP server is back"
+    )
+    with JaegerClient(own_stack.info.jaeger_query_url) as jaeger:
+        spans = jaeger.wait_for_trace(failed.trace_id, _tool_failed, what="execute_tool")
+    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
+    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    expect(
+        tool.status == "ERROR" and tool.attributes.get(Attr.ERROR_TYPE) == "mcp_unavailable",
+        "execute_tool records the unreachable server",
+        spans,
+    )
+    expect(turn.status == "ERROR", "chat.turn ends in error", spans)
+    admin = Admin(own_stack.info.omni2_database_url)
+    events = admin(lambda s: repo.flow_events(s, trace_id=failed.trace_id))
+    assert [(e.kind, e.name) for e in events if e.status == "error"] == [
+        (Flow.TOOL_CALL, "database_query"),
+        (Flow.ERROR, "mcp_unavailable"),
+    ]
 
 
 async def test_chat_works_with_jaeger_stopped(own_stack: Stack) -> None:

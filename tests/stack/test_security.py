@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -123,11 +124,11 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
 def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
     """Raw JSON of every trace Jaeger holds, per service."""
     raw: dict[str, list[str]] = {}
-    for service in jaeger.services():
-        ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-        raw[service] = [
-            httpx.get(f"{jaeger.query_url}/api/v3/traces/{trace_id}").text for trace_id in ids
-        ]
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        for service in jaeger.services():
+            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
+            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
+            raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
     return raw
 
 

@@ -56,3 +56,19 @@ def test_done_frame_is_backward_compatible() -> None:
     assert frame["type"] == "done"
     assert frame["result"]["tokens_used"] == 3
     assert frame["trace_id"] == frame["result"]["trace_id"] == "ab" * 16
+
+
+def test_warning_and_blocked_frames() -> None:
+    from services.common.protocol import blocked_frame, warning_frame
+
+    assert warning_frame("close to your limit") == {
+        "type": "warning",
+        "warning": "close to your limit",
+        "code": "usage_warning",
+    }
+    assert blocked_frame("user blocked: spam", "ab" * 16) == {
+        "type": "blocked",
+        "error": "user blocked: spam",
+        "code": "user_blocked",
+        "trace_id": "ab" * 16,
+    }

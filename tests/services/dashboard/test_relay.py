@@ -85,3 +85,15 @@ def test_error_frame_marks_span_and_unanswered_spans_end_on_close(
     assert failed.attributes is not None and failed.attributes[Attr.ERROR_TYPE] == "model_error"
     assert unanswered.attributes is not None
     assert unanswered.attributes[Attr.ERROR_TYPE] == "no_reply"
+
+
+def test_blocked_frame_ends_the_relay_span_as_an_error(spans: InMemorySpanExporter) -> None:
+    relay = MessageRelay(UPSTREAM)
+    relay.to_upstream(message())
+    relay.from_upstream(
+        json.dumps({"type": "blocked", "error": "user blocked: spam", "trace_id": CLIENT_TRACE})
+    )
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description == "user blocked: spam"
+    assert span.attributes is not None and span.attributes[Attr.FRAME_TYPE] == "blocked"

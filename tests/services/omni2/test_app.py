@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,9 +25,14 @@ FRAME_SPAN = "b7ad6b7169203331"
 
 
 @pytest.fixture
-def client() -> TestClient:
-    settings = Omni2Settings(OMNI_JWT_SECRET=SECRET, model_token_delay_ms=0)  # type: ignore[call-arg]
-    return TestClient(create_app(settings))
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Omni2Settings(  # type: ignore[call-arg]
+        OMNI_JWT_SECRET=SECRET,
+        model_token_delay_ms=0,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}",
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
 
 
 def gateway_headers(user: str = "alice", token_user: str | None = None) -> dict[str, str]:

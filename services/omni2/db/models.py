@@ -1,0 +1,123 @@
+"""Tables. Every audit row (message, usage, flow event) carries the trace id of its message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(Base):
+    """What a role may do: permissions, MCP tools, and default limits for its users."""
+
+    __tablename__ = "roles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    # e.g. ["chat", "tools"]; a user without "chat" cannot send messages.
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # MCP tool names this role may call; ["*"] means every tool the server offers.
+    mcp_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    daily_token_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_cost_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class User(Base):
+    """A user known to OMNI2. Limits set here override the role's; NULL means the role's."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the JWT subject
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role_name: Mapped[str] = mapped_column(ForeignKey("roles.name"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    daily_token_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_cost_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    role: Mapped[Role] = relationship(lazy="joined")
+    block: Mapped[BlockedUser | None] = relationship(lazy="joined", uselist=False)
+
+
+class BlockedUser(Base):
+    __tablename__ = "blocked_users"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(String(500))
+    blocked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    blocked_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    trace_id: Mapped[str] = mapped_column(String(32))  # the connection's session trace
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # "user" or "assistant"
+    content: Mapped[str] = mapped_column(Text)
+    trace_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
+class Usage(Base):
+    """Tokens and cost of one answered message; the daily limits sum these rows."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"))
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    tokens_input: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_output: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    trace_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
+class FlowEvent(Base):
+    """One step of a message's flow (a check, the model call, a tool call, an error)."""
+
+    __tablename__ = "flow_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    trace_id: Mapped[str] = mapped_column(String(32), index=True)
+    span_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0)  # order within the message
+    kind: Mapped[str] = mapped_column(String(32))  # check, model_call, tool_call, error, connect
+    name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # ok, denied, error
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

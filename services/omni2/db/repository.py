@@ -1,0 +1,304 @@
+"""Every query OMNI2 and `omni-trace users` make, as plain async functions over a session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.omni2.db.models import (
+    BlockedUser,
+    Conversation,
+    FlowEvent,
+    Message,
+    Role,
+    Usage,
+    User,
+)
+
+ALL_TOOLS = "*"
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """What OMNI2 knows about a user: role, permissions, MCP access, effective limits."""
+
+    user_id: str
+    name: str
+    role: str
+    active: bool
+    permissions: tuple[str, ...]
+    mcp_tools: tuple[str, ...]
+    blocked_reason: str | None
+    daily_token_limit: int | None
+    daily_cost_limit: float | None
+    rate_limit_per_minute: int | None
+
+    @property
+    def blocked(self) -> bool:
+        return self.blocked_reason is not None
+
+    def may(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def may_use_tool(self, tool: str) -> bool:
+        return self.may("tools") and (ALL_TOOLS in self.mcp_tools or tool in self.mcp_tools)
+
+
+def _context(user: User) -> UserContext:
+    role = user.role
+
+    def pick(own: Any, default: Any) -> Any:
+        return own if own is not None else default
+
+    return UserContext(
+        user_id=user.id,
+        name=user.name,
+        role=role.name,
+        active=user.active,
+        permissions=tuple(role.permissions or ()),
+        mcp_tools=tuple(role.mcp_tools or ()),
+        blocked_reason=user.block.reason if user.block is not None else None,
+        daily_token_limit=pick(user.daily_token_limit, role.daily_token_limit),
+        daily_cost_limit=pick(user.daily_cost_limit, role.daily_cost_limit),
+        rate_limit_per_minute=pick(user.rate_limit_per_minute, role.rate_limit_per_minute),
+    )
+
+
+async def load_user(session: AsyncSession, user_id: str) -> UserContext | None:
+    user = await session.get(User, user_id, populate_existing=True)
+    return _context(user) if user is not None else None
+
+
+# -- conversations, history, usage -------------------------------------------------------------
+
+
+async def create_conversation(
+    session: AsyncSession, conversation_id: str, user_id: str, trace_id: str
+) -> None:
+    session.add(Conversation(id=conversation_id, user_id=user_id, trace_id=trace_id))
+
+
+async def history(
+    session: AsyncSession, conversation_id: str, max_messages: int
+) -> list[tuple[str, str]]:
+    """The conversation's last `max_messages` messages, oldest first, as (role, content)."""
+    if max_messages <= 0:
+        return []
+    rows = (
+        await session.execute(
+            select(Message.role, Message.content)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.id.desc())
+            .limit(max_messages)
+        )
+    ).all()
+    return [(role, content) for role, content in reversed(rows)]
+
+
+async def messages_since(session: AsyncSession, user_id: str, since: datetime) -> int:
+    """User messages accepted since `since` (the rate limit counts these)."""
+    count = await session.scalar(
+        select(func.count(Message.id)).where(
+            Message.user_id == user_id, Message.role == "user", Message.created_at >= since
+        )
+    )
+    return int(count or 0)
+
+
+def start_of_day(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def usage_since(session: AsyncSession, user_id: str, since: datetime) -> tuple[int, float]:
+    """(tokens, cost) the user used since `since`."""
+    tokens, cost = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(Usage.tokens_input + Usage.tokens_output), 0),
+                func.coalesce(func.sum(Usage.cost), 0.0),
+            ).where(Usage.user_id == user_id, Usage.created_at >= since)
+        )
+    ).one()
+    return int(tokens), float(cost)
+
+
+@dataclass
+class FlowRecord:
+    """A flow event before it is stored (collected during a turn, stored with it)."""
+
+    kind: str
+    name: str
+    status: str
+    duration_ms: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    span_id: str | None = None
+
+
+@dataclass
+class TurnRecord:
+    conversation_id: str
+    user_id: str
+    trace_id: str
+    user_text: str | None = None  # None: the message was refused before it was accepted
+    assistant_text: str | None = None
+    provider: str = ""
+    model: str = ""
+    tokens_input: int = 0
+    tokens_output: int = 0
+    cost: float = 0.0
+    flow: list[FlowRecord] = field(default_factory=list)
+
+
+async def save_turn(session: AsyncSession, turn: TurnRecord) -> None:
+    """Store one message's rows in one transaction, every row with the message's trace id."""
+    ids = {"conversation_id": turn.conversation_id, "user_id": turn.user_id}
+    if turn.user_text is not None:
+        session.add(Message(role="user", content=turn.user_text, trace_id=turn.trace_id, **ids))
+    if turn.assistant_text is not None:
+        session.add(
+            Message(role="assistant", content=turn.assistant_text, trace_id=turn.trace_id, **ids)
+        )
+    if turn.tokens_input or turn.tokens_output or turn.cost:
+        session.add(
+            Usage(
+                provider=turn.provider,
+                model=turn.model,
+                tokens_input=turn.tokens_input,
+                tokens_output=turn.tokens_output,
+                cost=turn.cost,
+                trace_id=turn.trace_id,
+                **ids,
+            )
+        )
+    await add_flow(session, turn.flow, turn.trace_id, turn.user_id, turn.conversation_id)
+
+
+async def add_flow(
+    session: AsyncSession,
+    flow: list[FlowRecord],
+    trace_id: str,
+    user_id: str,
+    conversation_id: str | None,
+) -> None:
+    for seq, record in enumerate(flow):
+        session.add(
+            FlowEvent(
+                conversation_id=conversation_id,
+                user_id=user_id,
+                trace_id=trace_id,
+                span_id=record.span_id,
+                seq=seq,
+                kind=record.kind,
+                name=record.name,
+                status=record.status,
+                duration_ms=record.duration_ms,
+                detail=record.detail,
+            )
+        )
+
+
+# -- reading the audit trail ---------------------------------------------------------------------
+
+
+async def conversation_messages(session: AsyncSession, conversation_id: str) -> list[Message]:
+    rows = await session.scalars(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+    )
+    return list(rows.all())
+
+
+async def flow_events(
+    session: AsyncSession, *, trace_id: str | None = None, conversation_id: str | None = None
+) -> list[FlowEvent]:
+    query = select(FlowEvent).order_by(FlowEvent.id)
+    if trace_id is not None:
+        query = query.where(FlowEvent.trace_id == trace_id)
+    if conversation_id is not None:
+        query = query.where(FlowEvent.conversation_id == conversation_id)
+    return list((await session.scalars(query)).all())
+
+
+async def usage_rows(session: AsyncSession, conversation_id: str) -> list[Usage]:
+    rows = await session.scalars(
+        select(Usage).where(Usage.conversation_id == conversation_id).order_by(Usage.id)
+    )
+    return list(rows.all())
+
+
+# -- administration (`omni-trace users ...`) -------------------------------------------------------
+
+
+async def list_users(session: AsyncSession) -> list[UserContext]:
+    users = (await session.scalars(select(User).order_by(User.id))).unique().all()
+    return [_context(u) for u in users]
+
+
+async def list_roles(session: AsyncSession) -> list[Role]:
+    return list((await session.scalars(select(Role).order_by(Role.name))).all())
+
+
+async def _user(session: AsyncSession, user_id: str) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id!r}")
+    return user
+
+
+async def add_user(
+    session: AsyncSession, user_id: str, role: str, name: str = "", active: bool = True
+) -> None:
+    if await session.get(Role, role) is None:
+        raise NotFound(f"no role {role!r}")
+    if await session.get(User, user_id) is not None:
+        raise ValueError(f"user {user_id!r} exists already")
+    session.add(User(id=user_id, name=name or user_id, role_name=role, active=active))
+
+
+async def set_active(session: AsyncSession, user_id: str, active: bool) -> None:
+    (await _user(session, user_id)).active = active
+
+
+async def block_user(session: AsyncSession, user_id: str, reason: str, by: str = "") -> None:
+    await _user(session, user_id)
+    await session.execute(delete(BlockedUser).where(BlockedUser.user_id == user_id))
+    session.add(BlockedUser(user_id=user_id, reason=reason, blocked_by=by))
+
+
+async def unblock_user(session: AsyncSession, user_id: str) -> bool:
+    await _user(session, user_id)
+    result = await session.execute(delete(BlockedUser).where(BlockedUser.user_id == user_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+_UNSET: Any = object()
+
+
+async def set_limits(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    daily_tokens: int | None = _UNSET,
+    daily_cost: float | None = _UNSET,
+    rate_per_minute: int | None = _UNSET,
+) -> None:
+    """Set a user's own limits (None: back to the role's). Unset arguments stay as they are."""
+    user = await _user(session, user_id)
+    if daily_tokens is not _UNSET:
+        user.daily_token_limit = daily_tokens
+    if daily_cost is not _UNSET:
+        user.daily_cost_limit = daily_cost
+    if rate_per_minute is not _UNSET:
+        user.rate_limit_per_minute = rate_per_minute
+
+
+def minute_ago(now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)) - timedelta(minutes=1)

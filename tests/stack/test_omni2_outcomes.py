@@ -1,0 +1,283 @@
+"""What OMNI2 decides, end to end through the real stack: the reason the client sees, and a
+trace (and the audit trail) that records why."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from websockets.exceptions import ConnectionClosed
+
+from omni_trace.client import ChatRefused, login, open_chat
+from omni_trace.demo import message_trace_complete
+from omni_trace.jaeger import JaegerClient, TraceSpan, has_services
+from omni_trace.stack import Stack
+from otel.names import Attr, Flow, Service, SpanName
+from services.common.protocol import CloseCode
+from services.common.tokens import issue_token
+from services.omni2.db import repository as repo
+from tests.db import Admin
+from tests.stack.conftest import new_user
+from tests.stack.traces import expect, one
+
+pytestmark = pytest.mark.stack
+
+
+async def _refused(stack: Stack, token: str, provider: TracerProvider) -> ChatRefused:
+    with pytest.raises(ChatRefused) as refused:
+        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider):
+            pass
+    return refused.value
+
+
+def _omni2_connect(spans: list[TraceSpan]) -> bool:
+    return any(s.service == Service.OMNI2 and s.name == SpanName.CONNECT for s in spans)
+
+
+@pytest.mark.parametrize(
+    ("user", "code", "reason", "error_type"),
+    [
+        ("ghost", CloseCode.USER_UNKNOWN, "unknown user 'ghost'", "unknown_user"),
+        ("ivan", CloseCode.FORBIDDEN, "account inactive", "user_inactive"),
+        ("mallory", CloseCode.USER_BLOCKED, "user blocked: abusive prompts", "user_blocked"),
+    ],
+)
+async def test_connect_refusals(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+    user: str,
+    code: int,
+    reason: str,
+    error_type: str,
+) -> None:
+    if user == "ghost":  # a valid token for a user OMNI2 does not know
+        token = issue_token(user, jwt_secret)
+    else:  # the dashboard lets them log in: the refusal is OMNI2's
+        token = await login(stack.info.dashboard_url, user, f"{user}-demo")
+    refused = await _refused(stack, token, client_provider)
+    assert refused.code == code
+    assert refused.reason.startswith(reason)
+    client_provider.force_flush()
+
+    spans = jaeger.wait_for_trace(
+        refused.session_trace_id, _omni2_connect, what="omni2's chat.connect"
+    )
+    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
+    check = one(spans, Service.OMNI2, SpanName.check("user"))
+    expect(
+        connect.status == "ERROR"
+        and connect.attributes.get(Attr.ERROR_TYPE) == error_type
+        and connect.attributes.get(Attr.CLOSE_CODE) == code
+        and connect.attributes.get(Attr.USER_ID) == user,
+        f"omni2's chat.connect records the refusal ({error_type}, {code})",
+        spans,
+    )
+    expect(
+        check.parent_span_id == connect.span_id
+        and check.attributes.get(Attr.CHECK_RESULT) == "deny",
+        "the user check below it denied",
+        spans,
+    )
+    client = one(spans, Service.CHAT_CLIENT, SpanName.CONNECT)
+    expect(client.attributes.get(Attr.CLOSE_CODE) == code, "the client saw the code", spans)
+    events = admin(lambda s: repo.flow_events(s, trace_id=refused.session_trace_id))
+    assert [(e.kind, e.status) for e in events] == [
+        (Flow.CHECK, "denied"),
+        (Flow.CONNECT, "denied"),
+    ]
+
+
+def _turn_denied(spans: list[TraceSpan], error_type: str, check: str) -> None:
+    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    denied = one(spans, Service.OMNI2, SpanName.check(check))
+    expect(
+        turn.status == "ERROR" and turn.attributes.get(Attr.ERROR_TYPE) == error_type,
+        f"chat.turn records {error_type}",
+        spans,
+    )
+    expect(
+        denied.parent_span_id == turn.span_id
+        and denied.attributes.get(Attr.CHECK_RESULT) == "deny",
+        f"check {check} denied the message",
+        spans,
+    )
+    expect(
+        not any(s.name.startswith("chat ") and s.service == Service.OMNI2 for s in spans),
+        "no model call for a refused message",
+        spans,
+    )
+    relay = one(spans, Service.DASHBOARD, SpanName.RELAY)
+    expect(relay.status == "ERROR", "the relay span ends with the refusal", spans)
+
+
+async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    user = new_user(admin, rate_per_minute=3)
+    token = issue_token(user, jwt_secret)
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        replies = [await chat.send(f"burst {i}") for i in range(5)]
+        pong = await chat.send_raw('{"type": "ping"}')
+    assert [r.frame["type"] for r in replies] == ["done", "done", "done", "error", "error"]
+    refused = replies[3]
+    assert refused.error == "Rate limit exceeded: 3 messages per minute"
+    assert refused.frame["code"] == "rate_limited"
+    assert pong == {"type": "pong"}, "the connection stays open"
+    client_provider.force_flush()
+    spans = jaeger.wait_for_trace(
+        refused.trace_id, has_services(Service.DASHBOARD, Service.OMNI2), what="the refusal"
+    )
+    _turn_denied(spans, "rate_limited", "rate_limit")
+    events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
+    assert [(e.name, e.status) for e in events] == [("user", "ok"), ("rate_limit", "denied")]
+
+
+async def test_usage_accumulates_until_the_daily_limit_refuses(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    user = new_user(admin, daily_tokens=150)
+    token = issue_token(user, jwt_secret)
+    used: list[int] = []
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        for i in range(10):
+            reply = await chat.send(f"tell me something, number {i}")
+            if not reply.ok:
+                break
+            used.append(reply.frame["result"]["tokens_used"])
+        assert (await chat.send_raw('{"type": "ping"}')) == {"type": "pong"}
+    assert reply.frame["code"] == "daily_limit_exceeded", reply.frame
+    assert reply.error == f"Daily limit exceeded: {sum(used)} of 150 tokens used today"
+    assert len(used) >= 2 and sum(used[:-1]) < 150 <= sum(used)
+    client_provider.force_flush()
+    spans = jaeger.wait_for_trace(
+        reply.trace_id, has_services(Service.DASHBOARD, Service.OMNI2), what="the refusal"
+    )
+    _turn_denied(spans, "daily_limit_exceeded", "usage")
+    check = one(spans, Service.OMNI2, SpanName.check("usage"))
+    expect(
+        check.attributes.get(Attr.LIMIT) == 150
+        and check.attributes.get(Attr.LIMIT_USED) == sum(used),
+        "the usage check records the limit and what was used",
+        spans,
+    )
+
+
+async def test_user_blocked_while_connected_gets_blocked_then_a_close(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    user = new_user(admin)
+    token = issue_token(user, jwt_secret)
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        assert (await chat.send("hello")).ok
+        admin(lambda s: repo.block_user(s, user, "suspicious activity", by="test"))
+        blocked = await chat.send("hello again")
+        with pytest.raises(ConnectionClosed) as closed:
+            await chat.connection.recv()
+    assert blocked.frame["type"] == "blocked"
+    assert blocked.error == "user blocked: suspicious activity"
+    rcvd = closed.value.rcvd
+    assert rcvd is not None and rcvd.code == CloseCode.USER_BLOCKED, rcvd
+    assert rcvd.reason == "user blocked: suspicious activity"
+    client_provider.force_flush()
+    spans = jaeger.wait_for_trace(
+        blocked.trace_id, has_services(Service.DASHBOARD, Service.OMNI2), what="the block"
+    )
+    _turn_denied(spans, "user_blocked", "user")
+    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    expect(
+        turn.attributes.get(Attr.CLOSE_CODE) == CloseCode.USER_BLOCKED,
+        "chat.turn records the close",
+        spans,
+    )
+    # ... and a new connection is refused at connect.
+    refused = await _refused(stack, token, client_provider)
+    assert refused.code == CloseCode.USER_BLOCKED
+
+
+def _tool_trace_complete(spans: list[TraceSpan]) -> bool:
+    return message_trace_complete(spans) and any(
+        s.service == Service.MCP_TOOLS and s.name == "tools/call database_query" for s in spans
+    )
+
+
+async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
+    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+) -> None:
+    token = await login(stack.info.dashboard_url, "bob", "bob-demo")
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        first = await chat.send("How many products per category are in the database?")
+        second = await chat.send("Thanks!")
+    assert first.ok and second.ok, (first.frame, second.frame)
+    result = first.frame["result"]
+    assert result["tools_used"] == ["database_query"] and result["tool_calls"] == 1
+    assert "The database_query tool returned" in first.text and "observability" in first.text
+    assert "1 earlier message" in second.text, "history reaches the model on the second turn"
+    client_provider.force_flush()
+
+    spans = jaeger.wait_for_trace(
+        first.trace_id, _tool_trace_complete, what="client to mcp-tools spans"
+    )
+    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    models = [s for s in spans if s.name == SpanName.model_call("omni2-offline-1")]
+    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
+    mcp_client = one(spans, Service.OMNI2, SpanName.mcp("tools/call", "database_query"))
+    mcp_server = one(spans, Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))
+    expect(
+        len(models) == 2 and all(m.parent_span_id == turn.span_id for m in models),
+        "two model calls (tool request, answer) below chat.turn",
+        spans,
+    )
+    expect(
+        models[0].attributes.get(Attr.GEN_AI_FINISH_REASONS) == ["tool_calls"]
+        and models[1].attributes.get(Attr.GEN_AI_FINISH_REASONS) == ["stop"],
+        "the first model call asked for tools, the second answered",
+        spans,
+    )
+    expect(tool.parent_span_id == turn.span_id, "execute_tool < chat.turn", spans)
+    expect(
+        tool.attributes.get(Attr.GEN_AI_TOOL_NAME) == "database_query"
+        and str(tool.attributes.get(Attr.GEN_AI_TOOL_CALL_ID, "")).startswith("call_")
+        and tool.attributes.get(Attr.TOOL_STATUS) == "ok",
+        "execute_tool carries the tool name, call id and status",
+        spans,
+    )
+    expect(
+        mcp_client.parent_span_id == tool.span_id
+        and mcp_client.kind == "CLIENT"
+        and mcp_client.attributes.get(Attr.MCP_METHOD) == "tools/call",
+        "MCP client span < execute_tool",
+        spans,
+    )
+    expect(
+        mcp_server.parent_span_id == mcp_client.span_id and mcp_server.kind == "SERVER",
+        "mcp-tools server span < MCP client span (context from params._meta)",
+        spans,
+    )
+    missing = [
+        (s.service, s.name)
+        for s in spans
+        if s.attributes.get(Attr.CONVERSATION_ID) != chat.conversation_id
+    ]
+    expect(not missing, f"every span carries the conversation id; not: {missing}", spans)
