@@ -152,17 +152,14 @@ def analyze_chain(spans: list[TraceSpan], session_lookup: SessionLookup) -> Chai
         report.hops["dashboard_to_omni2"] = (turn.start_ns - relay.start_ns) / 1e6
     report.hops["ttft_client"] = message.event_offset_ms(Event.FIRST_TOKEN) if message else None
     report.hops["ttft_dashboard"] = relay.event_offset_ms(Event.FIRST_TOKEN) if relay else None
-    model = next(
-        (s for s in spans if s.service == Service.OMNI2 and s.name.startswith("chat ")), None
-    )
-    if model is not None and turn is not None:
-        chunk = model.attributes.get(Attr.TIME_TO_FIRST_CHUNK)
-        report.hops["ttft_omni2"] = (
-            (model.start_ns - turn.start_ns) / 1e6 + float(chunk) * 1000
-            if isinstance(chunk, int | float)
-            else None
-        )
-    report.hops["model"] = model.duration_ms if model else None
+    models = [s for s in spans if s.service == Service.OMNI2 and s.name.startswith("chat ")]
+    if turn is not None:
+        report.hops["ttft_omni2"] = turn.event_offset_ms(Event.FIRST_TOKEN)
+        chunk = models[0].attributes.get(Attr.TIME_TO_FIRST_CHUNK) if models else None
+        if report.hops["ttft_omni2"] is None and isinstance(chunk, int | float):
+            # Older OMNI2 without the event: the first model call's first chunk.
+            report.hops["ttft_omni2"] = (models[0].start_ns - turn.start_ns) / 1e6 + chunk * 1000
+    report.hops["model"] = sum(s.duration_ms for s in models) if models else None
     tools = [s for s in spans if s.name.startswith("execute_tool")]
     report.hops["tools"] = sum(s.duration_ms for s in tools) if tools else None
     report.hops["total"] = (
