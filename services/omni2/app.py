@@ -116,7 +116,12 @@ def create_app(
             conversation_id = str(uuid.uuid4())
             attributes = {Attr.USER_ID: user.user_id, Attr.CONVERSATION_ID: conversation_id}
             span.set_attributes(attributes | {Attr.USER_ROLE: user.role})
-            await store.open_conversation(conversation_id, user.user_id, session_trace, attributes)
+            checks.flow.append(
+                FlowRecord(Flow.CONNECT, "accepted", "ok", detail={"role": user.role})
+            )
+            await store.open_conversation(
+                conversation_id, user.user_id, session_trace, checks.flow, attributes
+            )
             try:
                 await websocket.send_text(json.dumps(welcome_frame(conversation_id, user.user_id)))
             except (OSError, RuntimeError, WebSocketDisconnect):

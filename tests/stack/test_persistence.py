@@ -105,8 +105,10 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     assert "no such table" in failed.detail["error"]
     assert failed.duration_ms is not None and failed.duration_ms > 0
 
+    connect = [(e.kind, e.name, e.status) for e in events if e.trace_id == chat.session_trace_id]
+    assert connect == [(Flow.CHECK, "user", "ok"), (Flow.CONNECT, "accepted", "ok")]
     trace_ids = {m.trace_id for m in messages} | {u.trace_id for u in usage}
-    trace_ids |= {e.trace_id for e in events}
+    trace_ids |= {e.trace_id for e in events if e.trace_id != chat.session_trace_id}
     assert trace_ids == {r.trace_id for r in replies}
     for trace_id in sorted(trace_ids):
         spans = backend.jaeger.wait_for_trace(trace_id, _persisted, what="omni2's chat.persist")
