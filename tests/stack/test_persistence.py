@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.client import open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan
+from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -22,7 +22,7 @@ from services.omni2.db.models import Conversation
 from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
-from tests.stack.traces import expect, one
+from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -61,8 +61,7 @@ def backend(
         provider.shutdown()
 
 
-def _persisted(spans: list[TraceSpan]) -> bool:
-    return any(s.service == Service.OMNI2 and s.name == SpanName.PERSIST for s in spans)
+_persisted = has((Service.OMNI2, SpanName.TURN), (Service.OMNI2, SpanName.PERSIST))
 
 
 async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(

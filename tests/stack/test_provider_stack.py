@@ -16,14 +16,14 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan
+from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import running_stack
-from tests.stack.traces import expect, one
+from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -93,10 +93,11 @@ def openai_stack(
         yield stack
 
 
-def _tool_trace(spans: list[TraceSpan]) -> bool:
-    return any(s.service == Service.MCP_TOOLS for s in spans) and any(
-        s.name == SpanName.PERSIST for s in spans
-    )
+_tool_trace = has(
+    (Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query")),
+    (Service.OMNI2, SpanName.execute_tool("database_query")),
+    (Service.OMNI2, SpanName.TURN),
+)
 
 
 async def test_provider_error_then_tool_call_and_the_key_never_leaks(
@@ -132,7 +133,7 @@ async def test_provider_error_then_tool_call_and_the_key_never_leaks(
         spans = jaeger.wait_for_trace(answered.trace_id, _tool_trace, what="tool call to MCP")
         errored = jaeger.wait_for_trace(
             failed.trace_id,
-            lambda s: any(x.name == SpanName.PERSIST for x in s),
+            has((Service.OMNI2, SpanName.model_call(MODEL)), (Service.OMNI2, SpanName.TURN)),
             what="the failed message",
         )
         raw = [
