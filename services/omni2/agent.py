@@ -115,6 +115,11 @@ class Agent:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            endpoint = getattr(model, "endpoint", None)  # providers reached over HTTP
+            if endpoint is not None:
+                span.set_attributes(
+                    {Attr.SERVER_ADDRESS: endpoint.host, Attr.SERVER_PORT: endpoint.port or 443}
+                )
             started = time.perf_counter()
             record = FlowRecord(Flow.MODEL_CALL, model.name, "ok", span_id=_span_id(span))
             result.flow.append(record)
