@@ -33,6 +33,10 @@ tracer = trace.get_tracer(__name__)
 SendToken = Callable[[str], Awaitable[None]]
 
 
+class ClientGone(Exception):
+    """The client closed while we were answering (raised by SendToken)."""
+
+
 @dataclass
 class AgentResult:
     text: str = ""
@@ -145,6 +149,13 @@ class Agent:
                 span.set_status(Status(StatusCode.ERROR, str(err)))
                 record.status = "error"
                 record.detail = {"error_type": err.error_type, "error": str(err)}
+                raise
+            except Exception as err:
+                if not isinstance(err, ClientGone):  # chat.py records a client that left
+                    span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
+                    span.set_status(Status(StatusCode.ERROR, "model call failed"))
+                    record.status = "error"
+                    record.detail = {"error_type": type(err).__name__}
                 raise
             finally:
                 record.duration_ms = (time.perf_counter() - started) * 1000

@@ -262,3 +262,31 @@ def test_a_role_without_chat_permission_gets_an_error_frame(
         assert ws.receive_json() == {"type": "pong"}
     assert frames[-1]["code"] == "permission_denied"
     assert frames[-1]["error"] == "your role may not chat"
+
+
+class BuggyModel(OfflineModel):
+    async def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ModelEvent]:
+        yield TextChunk("Oops")
+        raise KeyError("choices")
+
+
+def test_an_unexpected_failure_gives_an_internal_error_frame_and_the_chat_goes_on(
+    make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
+) -> None:
+    client = make_client(model=BuggyModel())
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        _, frames = converse(ws, "hello")
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+    error = frames[-1]
+    assert (error["type"], error["code"]) == ("error", "internal_error")
+    (model,) = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert model.status.status_code.name == "ERROR"
+    events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
+    assert [(e.kind, e.name) for e in events if e.status == "error"] == [
+        (Flow.MODEL_CALL, "omni2-offline-1"),
+        (Flow.ERROR, "internal_error"),
+    ]
