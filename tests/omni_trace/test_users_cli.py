@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import pytest
 
 from omni_trace.cli import main
-from tests.pg import create_database
+from tests.pg import emptied
 
 
 def run(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[int, str, str]:
@@ -22,8 +21,7 @@ def run(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[int, s
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
-    base: str = request.getfixturevalue("postgres")
-    return asyncio.run(create_database(base, f"cli_{uuid.uuid4().hex[:8]}"))
+    return asyncio.run(emptied(request.getfixturevalue("postgres_database")))
 
 
 def test_list_add_block_limits_unblock(db: str, capsys: pytest.CaptureFixture[str]) -> None:
