@@ -1,6 +1,7 @@
 """Start the whole chat stack as local processes, wait until each is really ready, stop it.
 
-Order: Jaeger, auth, OMNI2, Traefik, dashboard, frontend, so each service finds what it needs.
+Order: Jaeger; then auth, mcp-tools, OMNI2, the dashboard and the frontend together; then
+Traefik, so each service finds what it needs.
 Each process writes to <run_dir>/logs/<name>.log; secrets travel in the environment only.
 """
 
@@ -28,6 +29,14 @@ from omni_trace.settings import StackSettings
 
 Progress = Callable[[str], None]
 SERVICE_ORDER = ("jaeger", "auth", "mcp-tools", "omni2", "traefik", "dashboard", "frontend")
+# Services of a stage start together; a stage waits until the one before is ready. Jaeger
+# first (so no span is lost), Traefik last (its readiness is a request through auth to the
+# route); OMNI2 reaches mcp-tools only when a message needs a tool.
+START_STAGES = (
+    ("jaeger",),
+    ("auth", "mcp-tools", "omni2", "dashboard", "frontend"),
+    ("traefik",),
+)
 
 
 class StackError(RuntimeError):
@@ -143,9 +152,14 @@ class Stack:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self._services = self._plan()
         try:
-            for name in SERVICE_ORDER:
-                if name in self._services:
-                    self.start_service(name)
+            for stage in START_STAGES:
+                names = [name for name in stage if name in self._services]
+                started = time.monotonic()
+                for name in names:  # a stage's services start together, then each must be ready
+                    self._spawn(name)
+                for name in names:
+                    self._wait_ready(self._services[name])
+                    self._progress(f"  {name} ready ({time.monotonic() - started:.1f} s)")
         except BaseException:
             self.stop()
             raise
@@ -157,8 +171,13 @@ class Stack:
                 self.stop_service(name)
 
     def start_service(self, name: str) -> None:
-        service = self._services[name]
         started = time.monotonic()
+        self._spawn(name)
+        self._wait_ready(self._services[name])
+        self._progress(f"  {name} ready ({time.monotonic() - started:.1f} s)")
+
+    def _spawn(self, name: str) -> None:
+        service = self._services[name]
         self._progress(f"starting {name} ...")
         log = (self.logs_dir / f"{name}.log").open("ab")
         service.process = subprocess.Popen(
@@ -170,8 +189,6 @@ class Stack:
             start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
         )
         log.close()
-        self._wait_ready(service)
-        self._progress(f"  {name} ready ({time.monotonic() - started:.1f} s)")
 
     def stop_service(self, name: str, timeout: float = 5.0) -> None:
         service = self._services.get(name)

@@ -6,6 +6,7 @@ never mix.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.processors import InheritAttributesProcessor
-from tests.pg import postgres_server
+from tests.pg import create_database, postgres_server
 
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
@@ -37,3 +38,9 @@ def postgres() -> Iterator[str]:
     """A PostgreSQL server for this test session (base URL, no database name)."""
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres: str) -> str:
+    """One database for the in-process tests; `tests.pg.emptied` resets it per test."""
+    return asyncio.run(create_database(postgres, "omni2_tests"))

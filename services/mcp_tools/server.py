@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ from services.mcp_tools.sample_db import ensure_sample_db
 from services.mcp_tools.settings import McpToolsSettings
 
 # Read-only: only these SQLite authorizer actions pass; writes, ATTACH and PRAGMA are denied.
-_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+QUERY_TIMEOUT_S = 2.0
+_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),  # WITH RECURSIVE (a read too)
+}
 
 
 def _authorize(action: int, *_args: Any) -> int:
@@ -36,12 +43,17 @@ def _authorize(action: int, *_args: Any) -> int:
 def run_query(db: Path, sql: str, max_rows: int) -> dict[str, Any]:
     """Run one read-only statement; raises ToolError with a reason the model can read."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    deadline = time.monotonic() + QUERY_TIMEOUT_S
     try:
         conn.set_authorizer(_authorize)
+        # A runaway query (say, an endless recursive CTE) is interrupted at the deadline.
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             cursor = conn.execute(sql)
             rows = cursor.fetchmany(max_rows + 1)
         except sqlite3.Error as err:
+            if str(err) == "interrupted":
+                raise ToolError(f"query took longer than {QUERY_TIMEOUT_S:g} s") from err
             raise ToolError(f"query failed: {err}") from err
         columns = [d[0] for d in cursor.description or ()]
         return {

@@ -33,6 +33,10 @@ tracer = trace.get_tracer(__name__)
 SendToken = Callable[[str], Awaitable[None]]
 
 
+class ClientGone(Exception):
+    """The client closed while we were answering (raised by SendToken)."""
+
+
 @dataclass
 class AgentResult:
     text: str = ""
@@ -115,6 +119,11 @@ class Agent:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            endpoint = getattr(model, "endpoint", None)  # providers reached over HTTP
+            if endpoint is not None:
+                span.set_attributes(
+                    {Attr.SERVER_ADDRESS: endpoint.host, Attr.SERVER_PORT: endpoint.port or 443}
+                )
             started = time.perf_counter()
             record = FlowRecord(Flow.MODEL_CALL, model.name, "ok", span_id=_span_id(span))
             result.flow.append(record)
@@ -140,6 +149,13 @@ class Agent:
                 span.set_status(Status(StatusCode.ERROR, str(err)))
                 record.status = "error"
                 record.detail = {"error_type": err.error_type, "error": str(err)}
+                raise
+            except Exception as err:
+                if not isinstance(err, ClientGone):  # chat.py records a client that left
+                    span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
+                    span.set_status(Status(StatusCode.ERROR, "model call failed"))
+                    record.status = "error"
+                    record.detail = {"error_type": type(err).__name__}
                 raise
             finally:
                 record.duration_ms = (time.perf_counter() - started) * 1000

@@ -22,7 +22,7 @@ from services.omni2.chat import ChatSession
 from services.omni2.checks import CheckRun, check_connection
 from services.omni2.db import Database
 from services.omni2.db.engine import redacted_url
-from services.omni2.db.repository import FlowRecord
+from services.omni2.db.repository import FlowRecord, UserContext
 from services.omni2.db.seed import seed_demo
 from services.omni2.gateway import gateway_identity
 from services.omni2.model import ChatModel
@@ -68,6 +68,15 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "model": chat_model.name, "database": db.dialect}
 
+    async def load_user(checks: CheckRun, user_id: str) -> UserContext:
+        """The user's context, or Refusal (unknown, inactive, blocked, no database)."""
+        try:
+            async with db.session() as session:
+                return await check_connection(session, checks, user_id)
+        except (SQLAlchemyError, OSError) as err:
+            log.error("cannot check user %s, database unavailable: %s", user_id, err)
+            raise database_unavailable() from err
+
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
         # Traefik's ReverseProxy span is the parent; message turns link back to it.
@@ -87,18 +96,7 @@ def create_app(
             span.set_attribute(Attr.USER_ID, identity.user_id)
             checks = CheckRun({Attr.USER_ID: identity.user_id})
             try:
-                try:
-                    async with db.session() as db_session:
-                        user = await check_connection(db_session, checks, identity.user_id)
-                except (SQLAlchemyError, OSError) as err:
-                    log.error(
-                        "cannot check user %s, database unavailable: %s", identity.user_id, err
-                    )
-                    raise Refusal(
-                        CloseCode.INTERNAL_ERROR,
-                        "service unavailable: OMNI2 cannot reach its database",
-                        "database_unavailable",
-                    ) from err
+                user = await load_user(checks, identity.user_id)
             except Refusal as refusal:
                 log.warning("refused user %s: %s", identity.user_id, refusal.reason)
                 checks.flow.append(
@@ -116,7 +114,17 @@ def create_app(
             conversation_id = str(uuid.uuid4())
             attributes = {Attr.USER_ID: user.user_id, Attr.CONVERSATION_ID: conversation_id}
             span.set_attributes(attributes | {Attr.USER_ROLE: user.role})
-            await store.open_conversation(conversation_id, user.user_id, session_trace, attributes)
+            checks.flow.append(
+                FlowRecord(Flow.CONNECT, "accepted", "ok", detail={"role": user.role})
+            )
+            try:
+                await store.open_conversation(
+                    conversation_id, user.user_id, session_trace, checks.flow, attributes
+                )
+            except (SQLAlchemyError, OSError) as err:
+                log.error("cannot store conversation %s: %s", conversation_id, err)
+                await refuse(websocket, span, database_unavailable())
+                return
             try:
                 await websocket.send_text(json.dumps(welcome_frame(conversation_id, user.user_id)))
             except (OSError, RuntimeError, WebSocketDisconnect):
@@ -142,3 +150,11 @@ def create_app(
         await session.run()
 
     return app
+
+
+def database_unavailable() -> Refusal:
+    return Refusal(
+        CloseCode.INTERNAL_ERROR,
+        "service unavailable: OMNI2 cannot reach its database",
+        "database_unavailable",
+    )

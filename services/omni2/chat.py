@@ -32,7 +32,7 @@ from services.common.protocol import (
     token_frame,
     warning_frame,
 )
-from services.omni2.agent import Agent, AgentResult
+from services.omni2.agent import Agent, AgentResult, ClientGone
 from services.omni2.checks import CheckRun, Denied, check_message
 from services.omni2.db.repository import FlowRecord, TurnRecord, UserContext
 from services.omni2.model import ChatMessage, ChatModel, ModelError, ToolSpec
@@ -42,10 +42,6 @@ from services.omni2.tools import McpToolbox, ToolsUnavailable
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
-
-
-class ClientGone(Exception):
-    """The client closed while we were answering."""
 
 
 class SessionClosed(Exception):
@@ -174,6 +170,19 @@ class ChatSession:
                 record.flow.append(FlowRecord(Flow.ERROR, "client_gone", "error"))
                 await self.store.save_turn(record, attributes)
                 raise
+            except Exception as err:  # a bug or an unexpected failure: say so, keep the chat
+                log.exception("message of trace %s failed", trace_id)
+                self._usage(record, result)
+                record.flow.append(
+                    FlowRecord(Flow.ERROR, "internal_error", "error", detail={"error": repr(err)})
+                )
+                span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
+                span.set_status(Status(StatusCode.ERROR, "internal error"))
+                await self.store.save_turn(record, attributes)
+                await self._send(
+                    error_frame("internal error while answering", trace_id, "internal_error")
+                )
+                return
             record.assistant_text = reply.text
             self._usage(record, reply)
             span.set_attributes(

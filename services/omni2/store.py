@@ -55,16 +55,24 @@ class Store:
             return True
 
     async def open_conversation(
-        self, conversation_id: str, user_id: str, trace_id: str, attributes: dict[str, Any]
+        self,
+        conversation_id: str,
+        user_id: str,
+        trace_id: str,
+        flow: Sequence[FlowRecord],
+        attributes: dict[str, Any],
     ) -> None:
+        """The conversation row and the flow events of the accepted connection."""
         with tracer.start_as_current_span(
             SpanName.PERSIST,
             kind=SpanKind.CLIENT,
             attributes=self._span_attributes(attributes, "insert"),
         ) as span:
-            span.set_attribute(Attr.ROWS, 1)
+            span.set_attributes({Attr.ROWS: 1 + len(flow), Attr.FLOW_EVENTS: len(flow)})
             async with self.db.session() as session:
                 await repo.create_conversation(session, conversation_id, user_id, trace_id)
+                await session.flush()
+                await repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)
 
     async def record_flow(
         self,

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from omni_trace.cli import main
+from tests.pg import emptied
 
 
-def run(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
-    code = main(["users", "--database-url", f"sqlite+aiosqlite:///{db}", *args])
+def run(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[int, str, str]:
+    code = main(["users", "--database-url", db, *args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_list_add_block_limits_unblock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "omni2.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
+    return asyncio.run(emptied(request.getfixturevalue("postgres_database")))
+
+
+def test_list_add_block_limits_unblock(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, db, "list")
     assert code == 0
     lines = out.splitlines()
@@ -51,10 +59,7 @@ def test_list_add_block_limits_unblock(tmp_path: Path, capsys: pytest.CaptureFix
     assert "dave     viewer  inactive  20000" in run(capsys, db, "list")[1]
 
 
-def test_errors_are_reported_with_exit_code_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = tmp_path / "omni2.db"
+def test_errors_are_reported_with_exit_code_2(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, db, "block", "nobody", "--reason", "x")
     assert code == 2 and err == "omni-trace: no user 'nobody'\n"
     code, _, err = run(capsys, db, "add", "alice")

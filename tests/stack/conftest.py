@@ -28,7 +28,10 @@ from tests.db import Admin
 
 @contextmanager
 def running_stack(
-    run_dir: Path, jwt_secret: str, database_url: str | None = None
+    run_dir: Path,
+    jwt_secret: str,
+    database_url: str | None = None,
+    service_env: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[Stack]:
     """A whole stack on free ports, stopped on exit (OMNI2 on SQLite unless told)."""
     stack = Stack(
@@ -36,6 +39,7 @@ def running_stack(
         Ports.free(),
         StackSettings(model_token_delay_ms=2, database_url=database_url),
         jwt_secret=jwt_secret,
+        service_env=service_env,
         progress=lambda message: print(message, flush=True),
     )
     with stack:

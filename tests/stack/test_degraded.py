@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from omni_trace.client import ChatRefused, login, open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan
+from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -21,7 +21,7 @@ from services.common.protocol import CloseCode
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import running_stack
-from tests.stack.traces import expect, one
+from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -32,8 +32,9 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iter
         yield stack
 
 
-def _tool_failed(spans: list[TraceSpan]) -> bool:
-    return any(s.name == SpanName.execute_tool("database_query") for s in spans)
+_tool_failed = has(
+    (Service.OMNI2, SpanName.execute_tool("database_query")), (Service.OMNI2, SpanName.TURN)
+)
 
 
 async def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(own_stack: Stack) -> None:

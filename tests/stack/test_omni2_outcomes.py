@@ -9,7 +9,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omni_trace.client import ChatRefused, login, open_chat
 from omni_trace.demo import message_trace_complete
-from omni_trace.jaeger import JaegerClient, TraceSpan, has_services
+from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
@@ -17,7 +17,7 @@ from services.common.tokens import issue_token
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import new_user
-from tests.stack.traces import expect, one
+from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -29,8 +29,12 @@ async def _refused(stack: Stack, token: str, provider: TracerProvider) -> ChatRe
     return refused.value
 
 
-def _omni2_connect(spans: list[TraceSpan]) -> bool:
-    return any(s.service == Service.OMNI2 and s.name == SpanName.CONNECT for s in spans)
+_omni2_connect = has(
+    (Service.OMNI2, SpanName.CONNECT),
+    (Service.OMNI2, SpanName.check("user")),
+    (Service.CHAT_CLIENT, SpanName.CONNECT),
+)
+_TURN_AND_RELAY = has((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanName.RELAY))
 
 
 @pytest.mark.parametrize(
@@ -132,9 +136,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     assert refused.frame["code"] == "rate_limited"
     assert pong == {"type": "pong"}, "the connection stays open"
     client_provider.force_flush()
-    spans = jaeger.wait_for_trace(
-        refused.trace_id, has_services(Service.DASHBOARD, Service.OMNI2), what="the refusal"
-    )
+    spans = jaeger.wait_for_trace(refused.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "rate_limited", "rate_limit")
     events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
     assert [(e.name, e.status) for e in events] == [("user", "ok"), ("rate_limit", "denied")]
@@ -163,9 +165,7 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
     assert reply.error == f"Daily limit exceeded: {sum(used)} of 150 tokens used today"
     assert len(used) >= 2 and sum(used[:-1]) < 150 <= sum(used)
     client_provider.force_flush()
-    spans = jaeger.wait_for_trace(
-        reply.trace_id, has_services(Service.DASHBOARD, Service.OMNI2), what="the refusal"
-    )
+    spans = jaeger.wait_for_trace(reply.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "daily_limit_exceeded", "usage")
     check = one(spans, Service.OMNI2, SpanName.check("usage"))
     expect(
@@ -199,9 +199,7 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     assert rcvd is not None and rcvd.code == CloseCode.USER_BLOCKED, rcvd
     assert rcvd.reason == "user blocked: suspicious activity"
     client_provider.force_flush()
-    spans = jaeger.wait_for_trace(
-        blocked.trace_id, has_services(Service.DASHBOARD, Service.OMNI2), what="the block"
-    )
+    spans = jaeger.wait_for_trace(blocked.trace_id, _TURN_AND_RELAY, what="the block")
     _turn_denied(spans, "user_blocked", "user")
     turn = one(spans, Service.OMNI2, SpanName.TURN)
     expect(
@@ -215,9 +213,12 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
 
 
 def _tool_trace_complete(spans: list[TraceSpan]) -> bool:
-    return message_trace_complete(spans) and any(
-        s.service == Service.MCP_TOOLS and s.name == "tools/call database_query" for s in spans
-    )
+    return message_trace_complete(spans) and has(
+        (Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query")),
+        (Service.OMNI2, SpanName.mcp("tools/call", "database_query")),
+        (Service.OMNI2, SpanName.execute_tool("database_query")),
+        (Service.OMNI2, SpanName.TURN),
+    )(spans)
 
 
 async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(

@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.client import open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan
+from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -22,7 +22,7 @@ from services.omni2.db.models import Conversation
 from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
-from tests.stack.traces import expect, one
+from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -61,8 +61,7 @@ def backend(
         provider.shutdown()
 
 
-def _persisted(spans: list[TraceSpan]) -> bool:
-    return any(s.service == Service.OMNI2 and s.name == SpanName.PERSIST for s in spans)
+_persisted = has((Service.OMNI2, SpanName.TURN), (Service.OMNI2, SpanName.PERSIST))
 
 
 async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
@@ -105,8 +104,10 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     assert "no such table" in failed.detail["error"]
     assert failed.duration_ms is not None and failed.duration_ms > 0
 
+    connect = [(e.kind, e.name, e.status) for e in events if e.trace_id == chat.session_trace_id]
+    assert connect == [(Flow.CHECK, "user", "ok"), (Flow.CONNECT, "accepted", "ok")]
     trace_ids = {m.trace_id for m in messages} | {u.trace_id for u in usage}
-    trace_ids |= {e.trace_id for e in events}
+    trace_ids |= {e.trace_id for e in events if e.trace_id != chat.session_trace_id}
     assert trace_ids == {r.trace_id for r in replies}
     for trace_id in sorted(trace_ids):
         spans = backend.jaeger.wait_for_trace(trace_id, _persisted, what="omni2's chat.persist")

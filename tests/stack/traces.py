@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from omni_trace.jaeger import TraceSpan
 from omni_trace.tracetree import render_tree
 
@@ -35,3 +37,9 @@ def chain_names(spans: list[TraceSpan], span: TraceSpan) -> list[tuple[str, str]
 def link_targets(span: TraceSpan) -> list[tuple[str, str, object]]:
     """(trace id, span id, chat.link.role) of each of a span's links."""
     return [(lk.trace_id, lk.span_id, lk.attributes.get("chat.link.role")) for lk in span.links]
+
+
+def has(*wanted: tuple[str, str]) -> Callable[[list[TraceSpan]], bool]:
+    """Condition: the trace holds a span of each (service, name); a span reaches Jaeger only
+    when it ends, and each service exports in its own batches, so wait for what you assert."""
+    return lambda spans: set(wanted) <= {(s.service, s.name) for s in spans}

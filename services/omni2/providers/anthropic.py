@@ -83,6 +83,7 @@ class AnthropicModel:
         self.name = name
         self._key = api_key
         self._url = base_url.rstrip("/") + "/v1/messages"
+        self.endpoint = httpx.URL(self._url)  # server.address / server.port of its spans
         self._max_tokens = max_tokens
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
 

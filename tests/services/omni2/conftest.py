@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from services.omni2.app import create_app
 from services.omni2.settings import Omni2Settings
 from services.omni2.tools import McpToolbox
 from tests.db import Admin
-from tests.pg import create_database
+from tests.pg import emptied
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
@@ -35,8 +34,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Every OMNI2 test runs on SQLite and on a real PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
-    base: str = request.getfixturevalue("postgres")
-    return asyncio.run(create_database(base, f"t_{uuid.uuid4().hex[:12]}"))
+    return asyncio.run(emptied(request.getfixturevalue("postgres_database")))
 
 
 @pytest.fixture

@@ -108,6 +108,8 @@ def test_anthropic_streams_and_calls_tools_through_mcp(
     assert models[0].attributes and models[0].attributes[Attr.GEN_AI_PROVIDER] == "anthropic"
     assert models[0].attributes[Attr.GEN_AI_RESPONSE_ID] == "msg_014p7gG3wDgGV9EUtLvnow3U"
     assert models[0].attributes[Attr.GEN_AI_INPUT_TOKENS] == 472
+    assert models[0].attributes[Attr.SERVER_ADDRESS] == "api.anthropic.com"
+    assert models[0].attributes[Attr.SERVER_PORT] == 443
     assert all(Attr.TIME_TO_FIRST_CHUNK in (m.attributes or {}) for m in models)
     no_key_in_spans(spans)
     usage = admin(lambda s: repo.usage_since(s, "bob", repo.start_of_day()))

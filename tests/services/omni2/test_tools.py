@@ -8,9 +8,11 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from otel.names import Attr, Flow, SpanName
 from services.omni2.db import repository as repo
+from services.omni2.db.models import Role
 from services.omni2.model import (
     ChatMessage,
     Finished,
@@ -220,3 +222,71 @@ def test_agent_loop_stops_at_its_iteration_cap(
     assert turn.attributes and turn.attributes[Attr.AGENT_ITERATIONS] == 3
     events = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
     assert [e.name for e in events if e.kind == Flow.ERROR] == ["max_iterations"]
+
+
+def test_a_tool_the_role_may_not_use_is_refused_without_calling_mcp(
+    make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
+) -> None:
+    client = make_client(model=ToolHungryModel(), max_agent_iterations=2)
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("carol")) as ws:
+        ws.receive_json()
+        _, frames = converse(ws, "list the tables")
+    done = frames[-1]
+    assert done["type"] == "done" and done["result"]["tools_used"] == ["list_tables"]
+    finished = spans.get_finished_spans()
+    tools = [s for s in finished if s.name == SpanName.execute_tool("list_tables")]
+    assert tools and all(
+        s.attributes and s.attributes[Attr.ERROR_TYPE] == "tool_not_allowed" for s in tools
+    )
+    assert not [s for s in finished if s.name.startswith("tools/call")], "MCP never called"
+    events = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    assert {e.detail.get("error_type") for e in events if e.kind == Flow.TOOL_CALL} == {
+        "tool_not_allowed"
+    }
+
+
+def test_a_role_without_chat_permission_gets_an_error_frame(
+    make_client: Callable[..., TestClient], admin: Admin
+) -> None:
+    async def mute(session: AsyncSession) -> None:
+        session.add(Role(name="muted", description="", permissions=[], mcp_tools=[]))
+        await session.flush()
+        await repo.add_user(session, "quiet", "muted")
+
+    client = make_client()
+    admin(mute)
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("quiet")) as ws:
+        assert ws.receive_json()["type"] == "welcome"
+        _, frames = converse(ws, "hello")
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+    assert frames[-1]["code"] == "permission_denied"
+    assert frames[-1]["error"] == "your role may not chat"
+
+
+class BuggyModel(OfflineModel):
+    async def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ModelEvent]:
+        yield TextChunk("Oops")
+        raise KeyError("choices")
+
+
+def test_an_unexpected_failure_gives_an_internal_error_frame_and_the_chat_goes_on(
+    make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
+) -> None:
+    client = make_client(model=BuggyModel())
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        _, frames = converse(ws, "hello")
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+    error = frames[-1]
+    assert (error["type"], error["code"]) == ("error", "internal_error")
+    (model,) = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert model.status.status_code.name == "ERROR"
+    events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
+    assert [(e.kind, e.name) for e in events if e.status == "error"] == [
+        (Flow.MODEL_CALL, "omni2-offline-1"),
+        (Flow.ERROR, "internal_error"),
+    ]

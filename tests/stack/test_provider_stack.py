@@ -1,0 +1,172 @@
+"""OMNI2 on a real provider's wire protocol, end to end: an OpenAI-compatible server (a local
+fake that replays recorded exchanges) chosen by settings, its error, a tool call through MCP,
+and the API key nowhere in Jaeger or the logs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.client import login, open_chat
+from omni_trace.jaeger import JaegerClient
+from omni_trace.stack import Stack
+from otel.names import Attr, Flow, Service, SpanName
+from otel.setup import create_tracer_provider
+from services.omni2.db import repository as repo
+from tests.db import Admin
+from tests.stack.conftest import running_stack
+from tests.stack.traces import expect, has, one
+
+pytestmark = pytest.mark.stack
+
+RECORDINGS = Path(__file__).parents[1] / "services" / "omni2" / "recordings"
+KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
+MODEL = "gpt-4o-mini"
+
+
+class FakeOpenAI:
+    """Answers POST /v1/chat/completions with the queued recordings, in order."""
+
+    def __init__(self) -> None:
+        self.queue: list[str] = []
+        self.requests: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                fake.requests.append(json.loads(body))
+                fake.auth.append(self.headers.get("authorization"))
+                text = (RECORDINGS / f"{fake.queue.pop(0)}.http").read_text()
+                head, _, payload = text.partition("\n\n")
+                status, *headers = head.splitlines()
+                self.send_response(int(status.split()[1]))
+                for header in headers:
+                    name, _, value = header.partition(": ")
+                    self.send_header(name, value)
+                data = payload.encode()
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def openai_stack(
+    tmp_path_factory: pytest.TempPathFactory, jwt_secret: str, fake_openai: FakeOpenAI
+) -> Iterator[Stack]:
+    env = {
+        "OMNI2_MODEL_PROVIDER": "openai",
+        "OMNI2_MODEL_NAME": MODEL,
+        "OMNI2_OPENAI_BASE_URL": fake_openai.url,
+        "OMNI2_OPENAI_API_KEY": KEY,
+    }
+    with running_stack(
+        tmp_path_factory.mktemp("openai"), jwt_secret, service_env={"omni2": env}
+    ) as stack:
+        yield stack
+
+
+_tool_trace = has(
+    (Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query")),
+    (Service.OMNI2, SpanName.execute_tool("database_query")),
+    (Service.OMNI2, SpanName.TURN),
+)
+
+
+async def test_provider_error_then_tool_call_and_the_key_never_leaks(
+    openai_stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue += ["openai_bad_key", "openai_tool_calls", "openai_answer"]
+    provider: TracerProvider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=openai_stack.info.otlp_http_endpoint
+    )
+    token = await login(openai_stack.info.dashboard_url, "bob", "bob-demo")
+    async with open_chat(
+        openai_stack.info.dashboard_ws_url, token, tracer_provider=provider
+    ) as chat:
+        failed = await chat.send("How many products are there?")
+        answered = await chat.send("How many products are there?")
+    provider.force_flush()
+    provider.shutdown()
+
+    assert failed.frame["code"] == "provider_auth"
+    assert failed.error == (
+        "model failed: openai returned HTTP 401: Incorrect API key provided: ***. "
+        "You can find your API key at https://platform.openai.com/account/api-keys."
+    )
+    assert answered.ok, answered.frame
+    assert answered.text == "There are 6 products in the database."
+    assert answered.frame["result"]["tools_used"] == ["database_query"]
+    assert fake_openai.auth == [f"Bearer {KEY}"] * 3
+    assert fake_openai.requests[0]["model"] == MODEL
+    tool_result = fake_openai.requests[2]["messages"][-1]
+    assert tool_result["role"] == "tool" and '"rows": [[6]]' in tool_result["content"]
+
+    with JaegerClient(openai_stack.info.jaeger_query_url) as jaeger:
+        spans = jaeger.wait_for_trace(answered.trace_id, _tool_trace, what="tool call to MCP")
+        errored = jaeger.wait_for_trace(
+            failed.trace_id,
+            has((Service.OMNI2, SpanName.model_call(MODEL)), (Service.OMNI2, SpanName.TURN)),
+            what="the failed message",
+        )
+        raw = [
+            httpx.get(f"{jaeger.query_url}/api/v3/traces/{t}").text
+            for t in (answered.trace_id, failed.trace_id, chat.session_trace_id)
+        ]
+    models = [s for s in spans if s.name == SpanName.model_call(MODEL)]
+    expect(
+        [m.attributes.get(Attr.GEN_AI_PROVIDER) for m in models] == ["openai", "openai"]
+        and models[1].attributes.get(Attr.GEN_AI_RESPONSE_MODEL) == "gpt-4o-mini-2024-07-18",
+        "two openai model calls with GenAI attributes",
+        spans,
+    )
+    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
+    server = one(spans, Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))
+    expect(
+        tool.attributes.get(Attr.GEN_AI_TOOL_CALL_ID) == "call_Qk9vYB2cX7mN1pL4sT8wR3eZ"
+        and server.attributes.get(Attr.CONVERSATION_ID) == chat.conversation_id,
+        "the provider's call id on execute_tool; the MCP server span in the conversation",
+        spans,
+    )
+    model = one(errored, Service.OMNI2, SpanName.model_call(MODEL))
+    expect(
+        model.status == "ERROR" and model.attributes.get(Attr.ERROR_TYPE) == "provider_auth",
+        "the model span records the provider error",
+        errored,
+    )
+    admin = Admin(openai_stack.info.omni2_database_url)
+    events = admin(lambda s: repo.flow_events(s, trace_id=failed.trace_id))
+    assert [(e.kind, e.status) for e in events if e.status == "error"] == [
+        (Flow.MODEL_CALL, "error"),
+        (Flow.ERROR, "error"),
+    ]
+    assert all(KEY not in doc for doc in raw), "the API key reached Jaeger"
+    for log in Path(openai_stack.info.logs_dir).glob("*.log"):
+        assert KEY not in log.read_text(errors="replace"), f"the API key is in {log.name}"
