@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from otel.names import Attr, Flow, LinkRole, SpanName
+from otel.names import Attr, Event, Flow, LinkRole, SpanName
 from otel.propagation import extract_frame
 from services.common.protocol import (
     ClientMessage,
@@ -58,6 +58,8 @@ class ChatSession:
     user: UserContext
     conversation_id: str
     gateway: SpanContext | None  # the Traefik span this connection came through
+    # The turn being answered, until its first token frame is sent (for the first_token event).
+    _awaiting_first_token: trace.Span | None = field(default=None, init=False)
 
     @property
     def user_id(self) -> str:
@@ -119,6 +121,7 @@ class ChatSession:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            self._awaiting_first_token = span
             trace_id = _trace_id(span)
             record = TurnRecord(self.conversation_id, self.user_id, trace_id)
             checks = CheckRun(attributes)
@@ -266,6 +269,10 @@ class ChatSession:
             raise SessionClosed
 
     async def _send_token(self, text: str) -> None:
+        if self._awaiting_first_token is not None:
+            # Same event as the client's and the dashboard's: time to first token per layer.
+            self._awaiting_first_token.add_event(Event.FIRST_TOKEN)
+            self._awaiting_first_token = None
         await self._send(token_frame(text))
 
     async def _send(self, frame: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocketDisconnect
 
-from otel.names import Attr, LinkRole, SpanName
+from otel.names import Attr, Event, LinkRole, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.omni2.app import create_app
@@ -98,6 +98,7 @@ def test_turn_continues_frame_context_and_links_to_gateway(
 
     finished = {s.name: s for s in spans.get_finished_spans()}
     turn = finished[SpanName.TURN]
+    assert [e.name for e in turn.events] == [Event.FIRST_TOKEN]
     connect = finished[SpanName.CONNECT]
     assert turn.parent is not None and f"{turn.parent.span_id:016x}" == FRAME_SPAN
     assert turn.kind is SpanKind.SERVER
