@@ -7,12 +7,10 @@ content_block_start/delta/stop (text_delta, or tool_use with input_json_delta), 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from services.omni2.model import (
     ChatMessage,
@@ -20,10 +18,10 @@ from services.omni2.model import (
     ModelError,
     ModelEvent,
     TextChunk,
-    ToolCall,
     ToolSpec,
 )
-from services.omni2.providers.sse import raise_for_status, sse_events, transport_error
+from services.omni2.providers.http import StreamingHttpModel, tool_calls
+from services.omni2.providers.sse import sse_events
 
 API_VERSION = "2023-06-01"
 _FINISH = {
@@ -67,25 +65,22 @@ def to_anthropic(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, A
     return system, out
 
 
-class AnthropicModel:
+class AnthropicModel(StreamingHttpModel):
     provider = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    path = "/v1/messages"
 
-    def __init__(
-        self,
-        name: str,
-        api_key: SecretStr | None,
-        *,
-        base_url: str = "https://api.anthropic.com",
-        max_tokens: int = 1024,
-        timeout_s: float = 60.0,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.name = name
-        self._key = api_key
-        self._url = base_url.rstrip("/") + "/v1/messages"
-        self.endpoint = httpx.URL(self._url)  # server.address / server.port of its spans
-        self._max_tokens = max_tokens
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+    def headers(self, key: str | None) -> dict[str, str]:
+        if key is None:
+            raise ModelError(
+                "anthropic: no API key configured (OMNI2_ANTHROPIC_API_KEY)", "provider_auth"
+            )
+        return {
+            "x-api-key": key,
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+        }
 
     def request(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> dict[str, Any]:
         system, converted = to_anthropic(messages)
@@ -104,32 +99,7 @@ class AnthropicModel:
             ]
         return body
 
-    async def stream(
-        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
-    ) -> AsyncIterator[ModelEvent]:
-        if self._key is None:
-            raise ModelError(
-                "anthropic: no API key configured (OMNI2_ANTHROPIC_API_KEY)", "provider_auth"
-            )
-        key = self._key.get_secret_value()
-        headers = {
-            "x-api-key": key,
-            "anthropic-version": API_VERSION,
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-        }
-        body = self.request(messages, tools)
-        try:
-            async with self._client.stream(
-                "POST", self._url, json=body, headers=headers
-            ) as response:
-                await raise_for_status(response, "anthropic", key)
-                async for event in self._events(response):
-                    yield event
-        except httpx.HTTPError as err:
-            raise transport_error("anthropic", err) from err
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[ModelEvent]:
+    async def events(self, response: httpx.Response) -> AsyncIterator[ModelEvent]:
         input_tokens = output_tokens = 0
         model, message_id, stop = self.name, None, "stop"
         tools: dict[int, dict[str, Any]] = {}
@@ -177,19 +147,13 @@ class AnthropicModel:
                 )
         if not finished:
             raise ModelError("anthropic stream ended early", "incomplete")
-        calls = []
-        for index in sorted(tools):
-            tool = tools[index]
-            try:
-                arguments = json.loads(tool["json"]) if tool["json"] else {}
-            except ValueError as err:
-                raise ModelError("anthropic sent malformed tool input", "bad_response") from err
-            calls.append(ToolCall(tool["id"], tool["name"], arguments))
         yield Finished(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             finish_reason=_FINISH.get(stop, stop),
-            tool_calls=tuple(calls),
+            tool_calls=tool_calls(
+                {i: (t["id"], t["name"], t["json"]) for i, t in tools.items()}, self.provider
+            ),
             response_model=model,
             response_id=message_id,
         )

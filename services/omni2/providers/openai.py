@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from services.omni2.model import (
     ChatMessage,
@@ -21,10 +20,10 @@ from services.omni2.model import (
     ModelError,
     ModelEvent,
     TextChunk,
-    ToolCall,
     ToolSpec,
 )
-from services.omni2.providers.sse import raise_for_status, sse_events, transport_error
+from services.omni2.providers.http import StreamingHttpModel, tool_calls
+from services.omni2.providers.sse import sse_events
 
 
 def to_openai(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -53,25 +52,16 @@ def to_openai(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-class OpenAICompatibleModel:
+class OpenAICompatibleModel(StreamingHttpModel):
     provider = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    path = "/chat/completions"
 
-    def __init__(
-        self,
-        name: str,
-        api_key: SecretStr | None,
-        *,
-        base_url: str = "https://api.openai.com/v1",
-        max_tokens: int = 1024,
-        timeout_s: float = 60.0,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.name = name
-        self._key = api_key
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self.endpoint = httpx.URL(self._url)  # server.address / server.port of its spans
-        self._max_tokens = max_tokens
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+    def headers(self, key: str | None) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if key:  # local servers (vLLM, Ollama) need none
+            headers["authorization"] = f"Bearer {key}"
+        return headers
 
     def request(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -95,26 +85,7 @@ class OpenAICompatibleModel:
             ]
         return body
 
-    async def stream(
-        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
-    ) -> AsyncIterator[ModelEvent]:
-        # Local servers (vLLM, Ollama) need no key.
-        key = self._key.get_secret_value() if self._key is not None else None
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        body = self.request(messages, tools)
-        try:
-            async with self._client.stream(
-                "POST", self._url, json=body, headers=headers
-            ) as response:
-                await raise_for_status(response, "openai", key)
-                async for event in self._events(response):
-                    yield event
-        except httpx.HTTPError as err:
-            raise transport_error("openai", err) from err
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[ModelEvent]:
+    async def events(self, response: httpx.Response) -> AsyncIterator[ModelEvent]:
         input_tokens = output_tokens = 0
         model, response_id, finish = self.name, None, None
         calls: dict[int, dict[str, Any]] = {}
@@ -151,19 +122,13 @@ class OpenAICompatibleModel:
                 finish = choice.get("finish_reason") or finish
         if not done and finish is None:
             raise ModelError("openai stream ended early", "incomplete")
-        tool_calls = []
-        for index in sorted(calls):
-            slot = calls[index]
-            try:
-                arguments = json.loads(slot["args"]) if slot["args"] else {}
-            except ValueError as err:
-                raise ModelError("openai sent malformed tool arguments", "bad_response") from err
-            tool_calls.append(ToolCall(slot["id"], slot["name"], arguments))
         yield Finished(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             finish_reason=finish or "stop",
-            tool_calls=tuple(tool_calls),
+            tool_calls=tool_calls(
+                {i: (c["id"], c["name"], c["args"]) for i, c in calls.items()}, self.provider
+            ),
             response_model=model,
             response_id=response_id,
         )
