@@ -42,7 +42,15 @@ def test_every_variable_comes_from_the_env_file() -> None:
 
 def test_services_and_healthchecks() -> None:
     services = compose()["services"]
-    assert set(services) == {"jaeger", "auth", "mcp-tools", "omni2", "traefik", "dashboard"}
+    assert set(services) == {
+        "jaeger",
+        "auth",
+        "mcp-tools",
+        "omni2",
+        "traefik",
+        "dashboard",
+        "frontend",
+    }
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
@@ -54,8 +62,16 @@ def test_images_are_pinned(name: str) -> None:
     assert repo and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned"
 
 
-def test_python_image_is_pinned() -> None:
+def test_build_images_are_pinned() -> None:
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim", env_file()["PYTHON_IMAGE"])
+    assert re.fullmatch(r"node:\d+\.\d+\.\d+-slim", env_file()["NODE_IMAGE"])
+
+
+def test_the_page_is_built_from_the_lockfile_and_served() -> None:
+    dockerfile = (COMPOSE / "Dockerfile").read_text()
+    assert "npm ci" in dockerfile and "COPY --from=page /page/dist ./frontend/dist" in dockerfile
+    env = compose()["services"]["frontend"]["environment"]
+    assert env["FRONTEND_DIST_DIR"] == "/app/frontend/dist"
 
 
 def test_versions_match_the_local_stack() -> None:
