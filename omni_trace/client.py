@@ -22,10 +22,9 @@ from websockets.exceptions import ConnectionClosed
 
 from otel.names import Attr, Event, SpanName
 from otel.propagation import FRAME_TRACE_KEY, w3c_carrier
+from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES
 
 TokenCallback = Callable[[str], None]
-# Frames that end a message: its answer, its refusal, or the user being blocked (then a close).
-FINAL_FRAMES = ("done", "error", "blocked")
 
 
 class ChatError(Exception):
@@ -97,7 +96,7 @@ class ChatConnection:
         await self.connection.send(frame)
         while True:
             reply = json.loads(await self.connection.recv())
-            if reply.get("type") in ("done", "error", "blocked", "pong"):
+            if reply.get("type") in FINAL_FRAMES or reply.get("type") == "pong":
                 return dict(reply)
 
     async def send(
@@ -137,7 +136,7 @@ class ChatConnection:
             if first_token is not None:
                 span.set_attribute(Attr.TIME_TO_FIRST_TOKEN, first_token * 1000)
             span.set_attribute(Attr.FRAME_TYPE, str(final.get("type")))
-            if final.get("type") in ("error", "blocked"):
+            if final.get("type") in FAILED_FRAMES:
                 span.set_attribute(Attr.ERROR_TYPE, str(final.get("code") or "error"))
                 span.set_status(Status(StatusCode.ERROR, str(final.get("error"))[:200]))
             return ChatReply(

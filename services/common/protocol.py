@@ -32,6 +32,12 @@ class CloseCode(IntEnum):
     GATEWAY_TIMEOUT = 4504  # the upstream handshake timed out
 
 
+# Server frames that end a message (its answer, its refusal, or the user being blocked), and
+# those of them that mean it failed. The client and the dashboard's relay both end spans on them.
+FINAL_FRAMES = frozenset({"done", "error", "blocked"})
+FAILED_FRAMES = frozenset({"error", "blocked"})
+
+
 def close_reason(text: str) -> str:
     """Trim a reason to what a close frame can carry (UTF-8 safe)."""
     data = text.encode()[:MAX_REASON_BYTES]

@@ -16,6 +16,7 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, Statu
 
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.propagation import extract_frame, inject_frame
+from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES
 
 tracer = trace.get_tracer(__name__)
 
@@ -60,7 +61,7 @@ class MessageRelay:
             if pending.token_frames == 0:
                 pending.span.add_event(Event.FIRST_TOKEN)
             pending.token_frames += 1
-        elif kind in ("done", "error", "blocked"):
+        elif kind in FINAL_FRAMES:
             pending_or_none = self._take(frame.get("trace_id"))
             if pending_or_none is not None:
                 self._end(pending_or_none, frame)
@@ -90,7 +91,7 @@ class MessageRelay:
         span.set_attributes(
             self._ids | {Attr.TOKEN_FRAMES: pending.token_frames, Attr.FRAME_TYPE: frame["type"]}
         )
-        if frame["type"] in ("error", "blocked"):
+        if frame["type"] in FAILED_FRAMES:
             span.set_attribute(Attr.ERROR_TYPE, str(frame.get("code") or "error"))
             span.set_status(Status(StatusCode.ERROR, str(frame.get("error", ""))[:200]))
         span.end()
