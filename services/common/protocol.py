@@ -22,14 +22,44 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008  # the client kept sending frames faster than allowed
+    MESSAGE_TOO_BIG = 1009  # a frame over the size limit
     INTERNAL_ERROR = 1011
     BAD_REQUEST = 4400
-    UNAUTHENTICATED = 4401  # token missing, invalid or expired
-    FORBIDDEN = 4403  # identity not established through the gateway, or account inactive
+    UNAUTHENTICATED = 4401  # token missing, invalid or expired (also mid-connection)
+    FORBIDDEN = 4403  # origin not allowed, not through the gateway, or account inactive
     USER_UNKNOWN = 4404  # a valid token for a user OMNI2 does not know
     USER_BLOCKED = 4423  # the user is blocked (reason in the close frame / `blocked` frame)
+    TOO_MANY_CONNECTIONS = 4429  # the user has as many open connections as allowed
     GATEWAY_UNREACHABLE = 4502  # Traefik or the backend behind it cannot be reached
     GATEWAY_TIMEOUT = 4504  # the upstream handshake timed out
+
+
+@dataclass(frozen=True)
+class CloseMeaning:
+    """What a close code tells the client and the tools that diagnose a broken chain."""
+
+    final: bool  # trying again fails the same way: the page stops and returns to login
+    hop: str  # where the chain stops, in `omni-trace doctor`'s words
+    label: str  # shown to the user before the reason
+
+
+# The one table of close codes; frontend/src/names.ts mirrors it (a test keeps them equal).
+CLOSE_MEANINGS: dict[int, CloseMeaning] = {
+    CloseCode.NORMAL: CloseMeaning(False, "", "connection closed by the server"),
+    CloseCode.GOING_AWAY: CloseMeaning(False, "server", "server unavailable"),
+    CloseCode.POLICY_VIOLATION: CloseMeaning(True, "client -> dashboard", "too many frames"),
+    CloseCode.MESSAGE_TOO_BIG: CloseMeaning(True, "client -> dashboard", "frame too large"),
+    CloseCode.INTERNAL_ERROR: CloseMeaning(False, "omni2", "server unavailable"),
+    CloseCode.BAD_REQUEST: CloseMeaning(True, "client -> dashboard", "request refused"),
+    CloseCode.UNAUTHENTICATED: CloseMeaning(True, "traefik -> auth", "authentication failed"),
+    CloseCode.FORBIDDEN: CloseMeaning(True, "omni2", "access denied"),
+    CloseCode.USER_UNKNOWN: CloseMeaning(True, "omni2", "unknown user"),
+    CloseCode.USER_BLOCKED: CloseMeaning(True, "omni2", "blocked"),
+    CloseCode.TOO_MANY_CONNECTIONS: CloseMeaning(True, "omni2", "too many connections"),
+    CloseCode.GATEWAY_UNREACHABLE: CloseMeaning(False, "dashboard -> traefik", "server unavailable"),
+    CloseCode.GATEWAY_TIMEOUT: CloseMeaning(False, "dashboard -> traefik", "server unavailable"),
+}
 
 
 # Server frames that end a message (its answer, its refusal, or the user being blocked), and
