@@ -9,7 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class StackSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OMNI_TRACE_", extra="ignore")
+    # The service's own variable names work too (OMNI2_MODEL_TOKEN_DELAY_MS, ...), so what the
+    # README lists for a service reaches it under `omni-trace up`.
+    model_config = SettingsConfigDict(
+        env_prefix="OMNI_TRACE_", extra="ignore", populate_by_name=True
+    )
 
     host: str = Field(default="127.0.0.1", description="Address every service binds to.")
     jaeger_bin: Path | None = Field(
@@ -24,10 +28,20 @@ class StackSettings(BaseSettings):
         default=None, description="OTLP/HTTP base URL of that running Jaeger."
     )
     model_token_delay_ms: float = Field(
-        default=15.0, ge=0, description="Offline model: pause between streamed tokens."
+        default=15.0,
+        ge=0,
+        validation_alias=AliasChoices(
+            "model_token_delay_ms",
+            "OMNI_TRACE_MODEL_TOKEN_DELAY_MS",
+            "OMNI2_MODEL_TOKEN_DELAY_MS",
+        ),
+        description="Offline model: pause between streamed tokens.",
     )
     database_url: str | None = Field(
         default=None,
+        validation_alias=AliasChoices(
+            "database_url", "OMNI_TRACE_DATABASE_URL", "OMNI2_DATABASE_URL"
+        ),
         description="OMNI2's database (SQLAlchemy async URL); default SQLite in the run dir.",
     )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")

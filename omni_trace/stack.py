@@ -26,6 +26,7 @@ from omni_trace.jaeger_build import ensure_jaeger
 from omni_trace.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
 from omni_trace.ports import Ports
 from omni_trace.settings import StackSettings
+from otel.setup import sdk_disabled
 
 Progress = Callable[[str], None]
 SERVICE_ORDER = ("jaeger", "auth", "mcp-tools", "omni2", "traefik", "dashboard", "frontend")
@@ -65,9 +66,13 @@ class StackInfo:
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
+        """Written 0600: it may hold a database password and points at this user's stack."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(asdict(self), indent=2) + "\n")
+        os.chmod(tmp, 0o600)  # an existing file keeps its mode through O_CREAT
         tmp.replace(path)
 
     @classmethod
@@ -148,8 +153,11 @@ class Stack:
         self.stop()
 
     def start(self) -> StackInfo:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.config_dir.mkdir(parents=True, exist_ok=True)
+        # Private to this user: the run directory holds the database, logs and configs.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o700)
+        self.logs_dir.mkdir(mode=0o700, exist_ok=True)
+        self.config_dir.mkdir(mode=0o700, exist_ok=True)
         self._services = self._plan()
         try:
             for stage in START_STAGES:
@@ -179,7 +187,8 @@ class Stack:
     def _spawn(self, name: str) -> None:
         service = self._services[name]
         self._progress(f"starting {name} ...")
-        log = (self.logs_dir / f"{name}.log").open("ab")
+        path = self.logs_dir / f"{name}.log"
+        log = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         service.process = subprocess.Popen(
             service.argv,
             env=service.env,
@@ -187,6 +196,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
+            umask=0o077,  # what a service creates (the SQLite database, its WAL) is 0600
         )
         log.close()
 
@@ -254,6 +264,8 @@ class Stack:
                     "JAEGER_QUERY_HTTP": f"{host}:{p.jaeger_query}",
                     "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
                     "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
+                    # The chat page exports its spans to Jaeger: only its origin may.
+                    "JAEGER_CORS_ORIGIN": info.frontend_url,
                 },
                 _http_ok(f"{info.jaeger_query_url}/api/services"),
             )
@@ -310,6 +322,8 @@ class Stack:
                 "DASHBOARD_HOST": host,
                 "DASHBOARD_PORT": str(p.dashboard),
                 "DASHBOARD_UPSTREAM_WS_URL": info.traefik_ws_url,
+                "DASHBOARD_DATABASE_URL": info.omni2_database_url,
+                "DASHBOARD_ALLOWED_ORIGINS": json.dumps([info.frontend_url]),
             },
             _http_ok(f"{info.dashboard_url}/healthz"),
         )
@@ -344,7 +358,11 @@ class Stack:
 
     def _render_traefik_config(self) -> Path:
         dynamic = SERVICES_DIR / "traefik" / "dynamic.yml"
-        static = Template((SERVICES_DIR / "traefik" / "traefik.yml").read_text()).substitute(
+        template = (SERVICES_DIR / "traefik" / "traefik.yml").read_text()
+        if sdk_disabled():
+            # "Off" means off in every layer: the tracing block is the file's last section.
+            template = template[: template.index("\ntracing:")] + "\n"
+        static = Template(template).substitute(
             TRAEFIK_ADDRESS=f"{self.settings.host}:{self.ports.traefik}",
             TRAEFIK_DYNAMIC_FILE=str(dynamic),
             TRAEFIK_ACCESS_LOG=self.info.traefik_access_log,

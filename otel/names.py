@@ -145,6 +145,12 @@ class SpanName:
         "CLIENT at omni2, SERVER at mcp-tools",
         "MCP: the session's capability discovery (span of the MCP SDK)",
     )
+    REFUSED: Final = _span(
+        "chat.refused",
+        (Service.DASHBOARD,),
+        "INTERNAL",
+        "frames of one connection the dashboard refused (rate, size), in its session trace",
+    )
     HTTP_SERVER: Final = _span(
         "* /*",
         (Service.DASHBOARD, Service.AUTH, Service.OMNI2),
@@ -235,6 +241,9 @@ class Attr:
     USAGE_COST: Final = _attr("chat.usage.cost", "cost of one message (USD, from model prices)")
     FLOW_EVENTS: Final = _attr("chat.flow_events", "flow events stored for one message")
     ROWS: Final = _attr("chat.db.rows", "rows a database span wrote or a tool returned")
+    FRAMES_REFUSED: Final = _attr(
+        "chat.frames.refused", "dashboard: frames of a connection refused by its rate limit"
+    )
 
 
 # Attributes of FastAPI's own HTTP server spans (emitted by FastAPI, listed so the table is
@@ -267,6 +276,7 @@ class LinkRole:
 
     UPSTREAM_CONNECT: Final = "upstream-connect"  # dashboard relay -> its upstream connect span
     GATEWAY: Final = "gateway"  # omni2 turn -> the Traefik span it was reached through
+    CLIENT: Final = "client"  # dashboard span -> the client's span (client_trace=link mode)
 
 
 class McpMeta:
@@ -284,6 +294,7 @@ class Flow:
     MODEL_CALL: Final = "model_call"  # one call of the model
     TOOL_CALL: Final = "tool_call"  # one tool call, with its real status and duration
     ERROR: Final = "error"  # the message failed
+    REFUSED: Final = "refused"  # frames or a message refused at the dashboard
 
 
 class Event:
@@ -323,4 +334,5 @@ def telemetry_markdown() -> str:
     lines += ["", "## Span links", "", "| `chat.link.role` | target |", "|---|---|"]
     lines.append(f"| `{LinkRole.UPSTREAM_CONNECT}` | the dashboard's `upstream connect` span |")
     lines.append(f"| `{LinkRole.GATEWAY}` | Traefik's `ReverseProxy` span of the connection |")
+    lines.append(f"| `{LinkRole.CLIENT}` | the client's span, when the dashboard links instead |")
     return "\n".join(lines) + "\n"

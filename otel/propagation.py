@@ -1,7 +1,9 @@
 """Trace-context carriers: the query string, HTTP/WebSocket headers, and the frame `trace` object.
 
-Context from the client side (query string, frames) is untrusted: only W3C `traceparent` and
-`tracestate` are read, size-capped, and anything malformed simply starts a fresh trace.
+Context from the client side (query string, frames) is untrusted: only the W3C `traceparent`
+is read, size-capped, and anything malformed simply starts a fresh trace. Its sampled flag and
+any `tracestate` or baggage are dropped: what is traced is the server's decision
+(`otel.sampling`), and a client's vendor state must not travel on to our other services.
 Headers between our own services go through the globally configured propagators
 (`OTEL_PROPAGATORS`, so a legacy `uber-trace-id` peer can join with `jaeger`).
 """
@@ -13,37 +15,72 @@ from typing import Any
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanContext, get_current_span, set_span_in_context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    TraceFlags,
+    get_current_span,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from otel.names import Attr, LinkRole
+from otel.sampling import with_decision
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 FRAME_TRACE_KEY = "trace"  # frames carry {"trace": {"traceparent": ..., "tracestate": ...}}
 
 _MAX_TRACEPARENT = 55  # 00-<32 hex>-<16 hex>-<2 hex>
-_MAX_TRACESTATE = 512  # W3C allows more; we keep correlation, not arbitrary payloads
 _W3C = TraceContextTextMapPropagator()
 
 
-def _untrusted_carrier(source: Mapping[str, Any]) -> dict[str, str]:
-    carrier: dict[str, str] = {}
+def untrusted_span_context(source: Mapping[str, Any] | None) -> SpanContext | None:
+    """The client's span from a client-controlled mapping (query params, a frame's `trace`
+    object), or None when absent or malformed. The client's flags and trace state are not
+    kept: it is marked sampled, so a client cannot switch tracing off with `-00`; a server
+    that samples applies its own decision on top (`otel.sampling.with_decision`)."""
+    if not isinstance(source, Mapping):
+        return None
     parent = source.get(TRACEPARENT)
-    if isinstance(parent, str) and len(parent) <= _MAX_TRACEPARENT:
-        carrier[TRACEPARENT] = parent.strip()
-        state = source.get(TRACESTATE)
-        if isinstance(state, str) and len(state) <= _MAX_TRACESTATE:
-            carrier[TRACESTATE] = state
-    return carrier
+    if not isinstance(parent, str) or len(parent) > _MAX_TRACEPARENT:
+        return None
+    try:
+        ctx = _W3C.extract({TRACEPARENT: parent.strip()}, context=Context())
+    except (ValueError, TypeError):  # the propagator validates, but never trust a parser
+        return None
+    span_context = get_current_span(ctx).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return SpanContext(
+        span_context.trace_id, span_context.span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
 
 
 def extract_untrusted(source: Mapping[str, Any] | None) -> Context:
-    """Context from a client-controlled mapping (query params, a frame's `trace` object).
+    """Context to continue a client's span (an empty context when there is none).
 
-    Baggage and every other key are ignored; an invalid traceparent yields an empty context.
+    Every key but `traceparent` is ignored, and the client's sampled flag with it.
     """
-    if not isinstance(source, Mapping):
+    span_context = untrusted_span_context(source)
+    if span_context is None:
         return Context()
-    return _W3C.extract(_untrusted_carrier(source), context=Context())
+    return set_span_in_context(NonRecordingSpan(span_context), Context())
+
+
+def client_parent(
+    source: Mapping[str, Any] | None, *, keep: bool, link: bool
+) -> tuple[Context, list[Link]]:
+    """Where a server span for a client's request starts, carrying the server's sampling
+    decision: under the client's span, or (`link`) in a trace of its own that links to it."""
+    client = untrusted_span_context(source)
+    if client is None:
+        return with_decision(Context(), keep), []
+    if link:
+        return with_decision(Context(), keep), [Link(client, {Attr.LINK_ROLE: LinkRole.CLIENT})]
+    return with_decision(set_span_in_context(NonRecordingSpan(client), Context()), keep), []
 
 
 def w3c_carrier(span_or_context: Span | Context) -> dict[str, str]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link
 from opentelemetry.util.types import Attributes
 
 REDACTED = "REDACTED"
@@ -22,17 +25,27 @@ SECRET_QUERY_PARAMS = frozenset({"token", "access_token", "jwt", "password", "ap
 # Span attributes that hold URLs or query strings.
 URL_ATTRIBUTES = frozenset({"url.query", "url.full", "http.url", "http.target", "url.original"})
 
-# query-string style: token=...
-_SECRET_PARAM = re.compile(r"(?i)\b(token|access_token|jwt|password|api_key)=[^&\s\"'<>]+")
+# query-string style: token=..., also with a percent-encoded name (tok%65n=...)
+_PARAM = re.compile(r"([\w.~%-]+)=([^&\s\"'<>]+)")
 # Authorization header values
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 # A JWT anywhere: three base64url parts, the first starting with '{"' encoded.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
+def is_secret_param(name: str) -> bool:
+    """A query parameter whose value is a secret, whatever its case or percent-encoding."""
+    return unquote(unquote(name)).strip().lower() in SECRET_QUERY_PARAMS
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    return f"{match.group(1)}={REDACTED}" if is_secret_param(match.group(1)) else match.group(0)
+
+
 def redact_text(text: str) -> str:
-    """Mask token-like values in free text (log lines, error messages)."""
-    text = _SECRET_PARAM.sub(rf"\1={REDACTED}", text)
+    """Mask token-like values in free text (log lines, error messages, tracebacks)."""
+    if "=" in text:
+        text = _PARAM.sub(_mask_param, text)
     text = _BEARER.sub(rf"\1 {REDACTED}", text)
     return _JWT.sub(REDACTED, text)
 
@@ -40,7 +53,7 @@ def redact_text(text: str) -> str:
 def redact_query(query: str) -> str:
     """Mask the values of secret parameters in a query string."""
     pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, REDACTED if k.lower() in SECRET_QUERY_PARAMS else v) for k, v in pairs])
+    return urlencode([(k, REDACTED if is_secret_param(k) else v) for k, v in pairs])
 
 
 def redact_url(url: str) -> str:
@@ -51,21 +64,49 @@ def redact_url(url: str) -> str:
 
 
 def redact_attributes(attributes: Attributes) -> dict[str, object]:
+    """Attributes with secrets masked in string values and string lists."""
     out: dict[str, object] = {}
     for key, value in (attributes or {}).items():
         if isinstance(value, str):
             if key in URL_ATTRIBUTES:
                 value = redact_query(value) if key == "url.query" else redact_url(value)
             value = redact_text(value)
+        elif isinstance(value, tuple | list) and any(isinstance(v, str) for v in value):
+            value = tuple(redact_text(v) if isinstance(v, str) else v for v in value)
         out[key] = value
     return out
 
 
+class _ResourceCache:
+    """Resources are shared by every span of a provider: redact each one once."""
+
+    def __init__(self) -> None:
+        self._resource: Resource | None = None
+        self._redacted: Resource | None = None
+
+    def redacted(self, resource: Resource) -> Resource:
+        if resource is not self._resource:
+            cleaned = Resource(redact_attributes(resource.attributes), resource.schema_url)  # type: ignore[arg-type]
+            self._resource, self._redacted = resource, cleaned
+        assert self._redacted is not None
+        return self._redacted
+
+
+_RESOURCES = _ResourceCache()
+
+
 def redact_span(span: ReadableSpan) -> ReadableSpan:
-    """A copy of `span` with secrets masked in its attributes, events and status."""
+    """A copy of `span` with secrets masked in its attributes, events, links, resource and
+    status."""
     events = [
         Event(event.name, redact_attributes(event.attributes), event.timestamp)  # type: ignore[arg-type]
         for event in span.events
+    ]
+    links = [
+        Link(link.context, redact_attributes(link.attributes))  # type: ignore[arg-type]
+        if link.attributes
+        else link
+        for link in span.links
     ]
     status = span.status
     if status.description:
@@ -74,10 +115,10 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
         name=span.name,
         context=span.context,
         parent=span.parent,
-        resource=span.resource,
+        resource=_RESOURCES.redacted(span.resource),
         attributes=redact_attributes(span.attributes),  # type: ignore[arg-type]
         events=events,
-        links=span.links,
+        links=links,
         kind=span.kind,
         status=status,
         start_time=span.start_time,
@@ -103,11 +144,21 @@ class RedactingSpanExporter(SpanExporter):
 
 
 class RedactingLogFilter(logging.Filter):
-    """Rewrites each record's message with secrets masked (attach it to handlers)."""
+    """Rewrites each record's message, traceback and stack with secrets masked (attach it to
+    handlers): an exception's text can hold a URL with a token as easily as a message can."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters print exc_text when it is set, so the raw traceback never is.
+            record.exc_text = redact_text(
+                "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            )
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True

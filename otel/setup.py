@@ -13,10 +13,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel.processors import InheritAttributesProcessor
 from otel.redaction import RedactingSpanExporter
+from otel.sampling import ServerDecisionSampler
 
 log = logging.getLogger(__name__)
 
 _TRACES_PATH = "/v1/traces"
+_BSP_DELAY = "OTEL_BSP_SCHEDULE_DELAY"
+_DEFAULT_BSP_DELAY_MS = 200
 
 
 def sdk_disabled() -> bool:
@@ -28,16 +31,21 @@ def create_tracer_provider(
 ) -> TracerProvider:
     """A provider that exports to OTLP/HTTP through the redacting exporter.
 
-    `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+    `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*` and
     `OTEL_EXPORTER_OTLP_*` are honoured by the SDK; `otlp_endpoint` (a base URL such as
     http://127.0.0.1:4318) overrides the endpoint for callers that talk to several stacks.
+    The sampler obeys a server's per-connection decision first (`otel.sampling`).
     """
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    provider = TracerProvider(
+        resource=Resource.create(attributes), sampler=ServerDecisionSampler()
+    )
     endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
     exporter = RedactingSpanExporter(OTLPSpanExporter(endpoint=endpoint))
     provider.add_span_processor(InheritAttributesProcessor())
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    # A short default delay keeps traces queryable soon after a message; OTEL_BSP_* wins.
+    delay = None if os.environ.get(_BSP_DELAY) else _DEFAULT_BSP_DELAY_MS
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
     return provider
 
 

@@ -16,10 +16,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.processors import InheritAttributesProcessor
+from otel.sampling import ServerDecisionSampler
 from tests.pg import create_database, postgres_server
 
 _EXPORTER = InMemorySpanExporter()
-_PROVIDER = TracerProvider()
+_PROVIDER = TracerProvider(sampler=ServerDecisionSampler())  # as setup_tracing installs
 _PROVIDER.add_span_processor(InheritAttributesProcessor())
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_PROVIDER)

@@ -97,12 +97,30 @@ class ClientPing:
 ClientFrame = ClientMessage | ClientPing
 
 
+def load_json(text: str) -> Any:
+    """`json.loads` for client input: nesting too deep for the parser (`[[[[...`) is invalid
+    JSON like any other, not a RecursionError that escapes every `except ValueError`."""
+    try:
+        return json.loads(text)
+    except RecursionError as err:
+        raise ValueError("JSON nested too deeply") from err
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in `text`, or None when it is not one (never raises)."""
+    try:
+        value = load_json(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parse_client_frame(text: str | None, data: bytes | None = None) -> ClientFrame:
     """Validate one client frame; raises FrameError with a reason for the client."""
     if text is None:
         raise FrameError("binary frames are not supported; send JSON text frames", "binary_frame")
     try:
-        frame = json.loads(text)
+        frame = load_json(text)
     except ValueError as err:
         raise FrameError("frame is not valid JSON", "invalid_json") from err
     if not isinstance(frame, dict):

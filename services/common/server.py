@@ -1,20 +1,46 @@
-"""Run a service's ASGI app with uvicorn, our logging, and a short graceful shutdown."""
+"""Run a service's ASGI app with uvicorn, our logging, frame limits and a short graceful
+shutdown."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from otel.logs import logging_config
 
 
-def serve(app: FastAPI, host: str, port: int, log_level: str = "INFO") -> None:
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus one fix: an upgrade request that websockets
+    refuses while parsing it (request line over 8 KiB: 414, header fields too large: 431)
+    gets that answer at once. uvicorn writes only after a complete request, so the refusal
+    sat in the buffer and the client waited until it gave up."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+
+class ServerSettings(Protocol):
+    host: str
+    port: int
+    log_level: str
+    max_frame_bytes: int
+
+
+def serve(app: FastAPI, settings: ServerSettings) -> None:
     uvicorn.run(
         app,
-        host=host,
-        port=port,
-        log_config=logging_config(log_level.upper()),
-        ws="websockets-sansio",
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings.log_level.upper()),
+        ws=WebSocketProtocol,
+        # A larger frame closes the connection with 1009 before the app sees it.
+        ws_max_size=settings.max_frame_bytes,
         # An open WebSocket would otherwise hold shutdown for a long time.
         timeout_graceful_shutdown=2,
         proxy_headers=False,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, HTTPException, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry import trace
@@ -10,9 +13,12 @@ from pydantic import BaseModel
 from otel.fastapi import telemetry_config
 from otel.names import Attr
 from services.common.tokens import issue_token
+from services.dashboard.audit import RefusalLog
 from services.dashboard.proxy import proxy_chat
+from services.dashboard.query import TokenFromQuery
 from services.dashboard.settings import DashboardSettings
 from services.dashboard.users import check_password
+from services.omni2.db import Database
 
 
 class LoginRequest(BaseModel):
@@ -28,14 +34,24 @@ class LoginResponse(BaseModel):
 
 
 def create_app(settings: DashboardSettings) -> FastAPI:
-    app = FastAPI(title="dashboard-backend", telemetry=telemetry_config())
+    db = Database(settings.database_url.get_secret_value())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await db.dispose()
+
+    app = FastAPI(title="dashboard-backend", telemetry=telemetry_config(), lifespan=lifespan)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["*"],
-        allow_headers=["*"],
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "traceparent"],
     )
+    # Outermost: the token leaves the query before any other layer sees the URL.
+    app.add_middleware(TokenFromQuery)
     secret = settings.jwt_secret.get_secret_value()
+    refusals = RefusalLog(db)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -54,6 +70,6 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
-        await proxy_chat(websocket, settings)
+        await proxy_chat(websocket, settings, refusals)
 
     return app

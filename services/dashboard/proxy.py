@@ -1,22 +1,31 @@
-"""`/ws/chat`: connect upstream first, then accept the browser and relay frames both ways."""
+"""`/ws/chat`: check the origin, connect upstream first, then accept the browser and relay
+frames both ways, within the connection's frame limits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, format_trace_id
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosed
 
 from otel.names import Attr, SpanName
-from otel.propagation import extract_untrusted
+from otel.propagation import client_parent
 from otel.redaction import redact_url
-from services.common.protocol import CloseCode, close_reason
+from otel.sampling import decide
+from services.common.protocol import CloseCode, close_reason, error_frame
 from services.common.refusal import Refusal, refuse
-from services.dashboard.relay import MessageRelay
+from services.dashboard.audit import ConnectionRefusals, RefusalLog
+from services.dashboard.limits import FrameThrottle
+from services.dashboard.query import scope_token
+from services.dashboard.relay import MessageRefused, MessageRelay
 from services.dashboard.settings import DashboardSettings
 from services.dashboard.upstream import Upstream, connect_upstream
 
@@ -25,6 +34,7 @@ tracer = trace.get_tracer(__name__)
 
 # Codes that may not be sent in a close frame (RFC 6455 7.4.1): they only report.
 _RESERVED = {1005, 1006, 1015}
+ORIGIN_REFUSED = "origin not allowed"
 
 
 def sendable(code: int | None, fallback: CloseCode) -> int:
@@ -33,17 +43,45 @@ def sendable(code: int | None, fallback: CloseCode) -> int:
     return code
 
 
-async def proxy_chat(websocket: WebSocket, settings: DashboardSettings) -> None:
-    params = websocket.query_params
+def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+    """Browsers always send Origin on a WebSocket; a client without one is not a browser and
+    could send any Origin it likes, so only a present, unlisted origin is refused."""
+    return origin is None or "*" in allowed or origin.rstrip("/") in allowed
+
+
+@dataclass
+class Connection:
+    """One client connection as the dashboard sees it: its session span and its decision."""
+
+    websocket: WebSocket
+    settings: DashboardSettings
+    keep: bool
+    session: SpanContext | None = None
+    refusals: ConnectionRefusals = field(default_factory=ConnectionRefusals)
+    first_refusal_ns: int | None = None
+
+    @property
+    def session_trace_id(self) -> str:
+        return format_trace_id(self.session.trace_id) if self.session else ""
+
+
+async def proxy_chat(websocket: WebSocket, settings: DashboardSettings, log_: RefusalLog) -> None:
+    link = settings.client_trace == "link"
+    connection = Connection(websocket, settings, keep=decide(settings.trace_sample_ratio))
+    parent, links = client_parent(websocket.query_params, keep=connection.keep, link=link)
     with tracer.start_as_current_span(
         SpanName.CONNECT,
-        context=extract_untrusted(params),
+        context=parent,
         kind=SpanKind.SERVER,
+        links=links,
         record_exception=False,
         attributes={Attr.URL_FULL: redact_url(str(websocket.url))},
     ) as span:
-        token = params.get("token")
+        connection.session = span.get_span_context()
+        token = scope_token(websocket.scope)
         try:
+            if not origin_allowed(websocket.headers.get("origin"), settings.allowed_origins):
+                raise Refusal(CloseCode.FORBIDDEN, ORIGIN_REFUSED, "origin_not_allowed")
             if not token:
                 raise Refusal(CloseCode.UNAUTHENTICATED, "missing token", "missing_token")
             upstream = await connect_upstream(
@@ -60,38 +98,72 @@ async def proxy_chat(websocket: WebSocket, settings: DashboardSettings) -> None:
             span.set_attribute(Attr.ERROR_TYPE, "client_gone")
             await upstream.connection.close()
             return
-    await relay_frames(websocket, upstream)
+    relay = MessageRelay(
+        upstream.span_context,
+        keep=connection.keep,
+        link_client=link,
+        max_pending=settings.max_pending_messages,
+    )
+    try:
+        await relay_frames(connection, upstream, relay)
+    finally:
+        await _record_refusals(connection, relay, log_)
 
 
-async def relay_frames(websocket: WebSocket, upstream: Upstream) -> None:
-    relay = MessageRelay(upstream.span_context)
-    connection = upstream.connection
+async def relay_frames(connection: Connection, upstream: Upstream, relay: MessageRelay) -> None:
+    websocket, settings = connection.websocket, connection.settings
+    throttle = FrameThrottle(
+        settings.frames_per_second, settings.frame_burst, settings.abuse_frames
+    )
+    client = upstream.connection
+
+    async def tell(frame: dict[str, Any]) -> None:
+        await websocket.send_text(json.dumps(frame))
 
     async def browser_to_upstream() -> None:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                code = sendable(message.get("code"), CloseCode.NORMAL)
-                await connection.close(code=code, reason=message.get("reason") or "")
+                code = message.get("code")
+                if code == CloseCode.MESSAGE_TOO_BIG:
+                    limit = settings.max_frame_bytes
+                    _refused(connection, connection.session_trace_id, "frame_too_big", limit)
+                await client.close(code=sendable(code, CloseCode.NORMAL), reason="client closed")
                 return
+            if not throttle.allow():
+                if connection.first_refusal_ns is None:
+                    connection.first_refusal_ns = time.time_ns()
+                if throttle.abusive:
+                    reason = "too many frames: the connection kept sending after being told"
+                    await websocket.close(CloseCode.POLICY_VIOLATION, close_reason(reason))
+                    await client.close(CloseCode.GOING_AWAY, "client closed")
+                    return
+                if throttle.should_warn():
+                    limit = f"{settings.frames_per_second:g} per second"
+                    await tell(error_frame(f"too many frames: at most {limit}", None, "rate_limited"))
+                continue
             if message.get("text") is not None:
-                await connection.send(relay.to_upstream(message["text"]))
+                try:
+                    await client.send(relay.to_upstream(message["text"]))
+                except MessageRefused as refused:
+                    _refused(connection, refused.trace_id, "too_many_pending", None)
+                    await tell(refused.frame)
             elif message.get("bytes") is not None:
-                await connection.send(message["bytes"])
+                await client.send(message["bytes"])
 
     async def upstream_to_browser() -> None:
         with contextlib.suppress(ConnectionClosed):
-            async for frame in connection:
+            async for frame in client:
                 if isinstance(frame, str):
                     relay.from_upstream(frame)
                     await websocket.send_text(frame)
                 else:
                     await websocket.send_bytes(frame)
-        code = connection.close_code
+        code = client.close_code
         if code in (None, 1006):
             code, reason = CloseCode.GATEWAY_UNREACHABLE, "chat service connection lost"
         else:
-            reason = connection.close_reason or ""
+            reason = client.close_reason or ""
         if websocket.client_state is WebSocketState.CONNECTED:
             await websocket.close(
                 code=sendable(code, CloseCode.GATEWAY_UNREACHABLE), reason=close_reason(reason)
@@ -112,4 +184,51 @@ async def relay_frames(websocket: WebSocket, upstream: Upstream) -> None:
                 await task
     finally:
         relay.close("connection closed before the reply")
-        await connection.close()
+        await client.close()
+        if throttle.refused:
+            _refused(
+                connection,
+                connection.session_trace_id,
+                "rate_limited",
+                throttle.refused,
+                closed=throttle.abusive,
+            )
+
+
+def _refused(
+    connection: Connection,
+    trace_id: str,
+    name: str,
+    amount: int | None,
+    *,
+    closed: bool = False,
+) -> None:
+    detail: dict[str, Any] = {} if amount is None else {"count": amount}
+    if closed:
+        detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
+    if name == "frame_too_big":
+        detail = {"limit_bytes": amount, "close_code": int(CloseCode.MESSAGE_TOO_BIG)}
+    connection.refusals.add(trace_id, name, detail)
+
+
+async def _record_refusals(connection: Connection, relay: MessageRelay, log_: RefusalLog) -> None:
+    """One span in the session trace for the frames refused, and the flow events."""
+    refusals = connection.refusals.by_trace.get(connection.session_trace_id, [])
+    if refusals and connection.session is not None:
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(connection.session))
+        span = tracer.start_span(
+            SpanName.REFUSED,
+            context=parent,
+            attributes=dict(relay.ids),
+            start_time=connection.first_refusal_ns,
+        )
+        for record in refusals:
+            if record.name == "rate_limited":
+                span.set_attribute(Attr.FRAMES_REFUSED, record.detail.get("count", 0))
+            if "close_code" in record.detail:
+                span.set_attribute(Attr.CLOSE_CODE, record.detail["close_code"])
+        span.set_attribute(Attr.ERROR_TYPE, ",".join(r.name for r in refusals))
+        span.set_status(Status(StatusCode.ERROR, "frames refused"))
+        span.end()
+    user_id = relay.ids.get(Attr.USER_ID, "")
+    await log_.write(connection.refusals, user_id, relay.ids.get(Attr.CONVERSATION_ID))

@@ -1,8 +1,9 @@
 """Message tracing inside the proxy: one `chat.relay` span per message frame.
 
-Client frames of type `message` get a span that continues the frame's context and links
-to the connection's `upstream connect` span; the frame is rewritten to carry the relay span
-to OMNI2. The span ends on the `done`/`error`/`blocked` frame with the same trace id.
+Client frames of type `message` get a span that continues the frame's context (or links to
+it, in `link` mode) and links to the connection's `upstream connect` span; the frame is
+rewritten to carry the relay span to OMNI2. The span ends on the `done`/`error`/`blocked`
+frame with the same trace id. Every span carries the connection's sampling decision.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from otel.names import Attr, Event, LinkRole, SpanName
-from otel.propagation import extract_frame, inject_frame
-from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES
+from otel.propagation import FRAME_TRACE_KEY, client_parent, inject_frame
+from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES, error_frame, json_object
 
 tracer = trace.get_tracer(__name__)
 
@@ -28,31 +29,60 @@ class _Pending:
     token_frames: int = 0
 
 
+class MessageRefused(Exception):
+    """A message the dashboard answers itself; `frame` is the `error` frame to send."""
+
+    def __init__(self, frame: dict[str, Any], trace_id: str) -> None:
+        super().__init__(frame["error"])
+        self.frame = frame
+        self.trace_id = trace_id
+
+
 class MessageRelay:
-    def __init__(self, upstream: SpanContext) -> None:
+    def __init__(
+        self, upstream: SpanContext, *, keep: bool, link_client: bool, max_pending: int
+    ) -> None:
         self._link = Link(upstream, {Attr.LINK_ROLE: LinkRole.UPSTREAM_CONNECT})
+        self._keep = keep
+        self._link_client = link_client
+        self._max_pending = max_pending
         self._pending: list[_Pending] = []
-        self._ids: dict[str, str] = {}
+        self.ids: dict[str, str] = {}  # conversation and user, from the welcome frame
 
     def to_upstream(self, text: str) -> str:
-        """Trace a client frame and return what to forward (unchanged unless a message)."""
-        frame = _json_object(text)
+        """Trace a client frame and return what to forward (unchanged unless a message).
+
+        Raises MessageRefused when the connection has too many messages awaiting answers.
+        """
+        frame = json_object(text)
         if frame is None or frame.get("type") != "message":
             return text
+        parent, links = client_parent(
+            frame.get(FRAME_TRACE_KEY), keep=self._keep, link=self._link_client
+        )
         span = tracer.start_span(
             SpanName.RELAY,
-            context=extract_frame(frame),
+            context=parent,
             kind=SpanKind.SERVER,
-            links=[self._link],
-            attributes=self._ids,
+            links=[self._link, *links],
+            attributes=self.ids,
         )
-        self._pending.append(_Pending(span.get_span_context().trace_id, span))
+        trace_id = span.get_span_context().trace_id
+        if len(self._pending) >= self._max_pending:
+            reason = f"too many messages awaiting an answer (at most {self._max_pending})"
+            span.set_attribute(Attr.ERROR_TYPE, "too_many_pending")
+            span.set_status(Status(StatusCode.ERROR, reason))
+            span.end()
+            raise MessageRefused(
+                error_frame(reason, f"{trace_id:032x}", "too_many_pending"), f"{trace_id:032x}"
+            )
+        self._pending.append(_Pending(trace_id, span))
         inject_frame(frame, span)
         return json.dumps(frame)
 
     def from_upstream(self, text: str) -> None:
         """Observe a frame from OMNI2 on its way to the client."""
-        frame = _json_object(text)
+        frame = json_object(text)
         if frame is None:
             return
         kind = frame.get("type")
@@ -68,7 +98,7 @@ class MessageRelay:
         elif kind == "welcome":
             for key, attr in (("conversation_id", Attr.CONVERSATION_ID), ("user_id", Attr.USER_ID)):
                 if isinstance(frame.get(key), str):
-                    self._ids[attr] = frame[key]
+                    self.ids[attr] = frame[key]
 
     def close(self, reason: str) -> None:
         """End spans of messages that never got an answer."""
@@ -89,17 +119,9 @@ class MessageRelay:
     def _end(self, pending: _Pending, frame: dict[str, Any]) -> None:
         span = pending.span
         span.set_attributes(
-            self._ids | {Attr.TOKEN_FRAMES: pending.token_frames, Attr.FRAME_TYPE: frame["type"]}
+            self.ids | {Attr.TOKEN_FRAMES: pending.token_frames, Attr.FRAME_TYPE: frame["type"]}
         )
         if frame["type"] in FAILED_FRAMES:
             span.set_attribute(Attr.ERROR_TYPE, str(frame.get("code") or "error"))
             span.set_status(Status(StatusCode.ERROR, str(frame.get("error", ""))[:200]))
         span.end()
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings
+
+# The chat page's origin (services/frontend on its default port).
+CHAT_PAGE_ORIGINS = ["http://127.0.0.1:3001", "http://localhost:3001"]
 
 
 class DashboardSettings(CommonSettings):
     """Environment: DASHBOARD_HOST, DASHBOARD_PORT, DASHBOARD_UPSTREAM_WS_URL, ..."""
 
-    model_config = SettingsConfigDict(env_prefix="DASHBOARD_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DASHBOARD_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = 8091
@@ -18,4 +25,45 @@ class DashboardSettings(CommonSettings):
     )
     upstream_open_timeout_s: float = Field(default=5.0, gt=0)
     token_ttl_s: int = Field(default=3600, gt=0)
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///var/omni2.db"),
+        description="OMNI2's database: the user store for login, and the audit trail that "
+        "refused frames are written to.",
+    )
+
+    # -- who may talk to the dashboard --------------------------------------------------------
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: list(CHAT_PAGE_ORIGINS),
+        description="Origins allowed by CORS and on /ws/chat (refused with 4403 otherwise); "
+        "a client that sends no Origin (not a browser) is not affected. `*` allows all.",
+    )
+
+    # -- tracing: the server decides ----------------------------------------------------------
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of connections traced; one decision per connection covers its "
+        "session trace and every message trace.",
+    )
+    client_trace: Literal["continue", "link"] = Field(
+        default="continue",
+        description="continue: a client's traceparent roots the trace (the chain starts in "
+        "the browser); link: each connection and message starts its own trace and links to "
+        "the client's span (for public deployments).",
+    )
+
+    # -- limits per connection ----------------------------------------------------------------
+    frames_per_second: float = Field(
+        default=20, gt=0, description="Frames a client may send per second (every frame)."
+    )
+    frame_burst: int = Field(default=40, ge=1, description="Frames allowed in one burst.")
+    abuse_frames: int = Field(
+        default=200,
+        ge=1,
+        description="Frames refused (net of the refill at frames_per_second) before the "
+        "connection is closed with 1008.",
+    )
+    max_pending_messages: int = Field(
+        default=16, ge=1, description="Messages a connection may have awaiting an answer."
+    )

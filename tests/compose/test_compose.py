@@ -85,9 +85,12 @@ def test_versions_match_the_local_stack() -> None:
 
 
 def test_mounted_files_exist() -> None:
+    named = set(compose().get("volumes") or {})
     for name, service in compose()["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
+            if source in named:
+                continue
             assert (COMPOSE / source).resolve().is_file(), f"{name} mounts missing {source}"
 
 
@@ -120,3 +123,25 @@ def test_traefik_security_settings_agree_with_the_local_stack() -> None:
     assert _keys(container) == _keys(local)
     assert local["accessLog"]["fields"]["queryParameters"]["defaultMode"] == "drop"
     assert local["accessLog"]["fields"]["headers"]["defaultMode"] == "drop"
+
+
+def test_no_secret_is_shipped_and_compose_requires_one() -> None:
+    assert "OMNI_JWT_SECRET" not in env_file()
+    python_env = compose()["x-python-service"]["environment"]
+    assert re.fullmatch(r"\$\{OMNI_JWT_SECRET:\?.+\}", python_env["OMNI_JWT_SECRET"])
+
+
+def test_only_what_a_browser_opens_is_published() -> None:
+    published = {name for name, s in compose()["services"].items() if s.get("ports")}
+    assert published == {"jaeger", "dashboard", "frontend"}
+    assert compose()["services"]["jaeger"]["ports"] == [
+        "${JAEGER_UI_PORT}:16686",
+        "${OTLP_HTTP_PORT}:4318",
+    ]
+
+
+def test_browser_facing_services_allow_only_the_chat_page_origin() -> None:
+    services = compose()["services"]
+    page = "http://localhost:${FRONTEND_PORT}"
+    assert services["jaeger"]["environment"]["JAEGER_CORS_ORIGIN"] == page
+    assert services["dashboard"]["environment"]["DASHBOARD_ALLOWED_ORIGINS"] == f'["{page}"]'

@@ -61,3 +61,13 @@ def test_w3c_carrier_has_traceparent_only_for_valid_span() -> None:
     with trace.get_tracer("t").start_as_current_span("s") as span:
         assert w3c_carrier(span)["traceparent"].startswith("00-")
     assert w3c_carrier(trace.INVALID_SPAN) == {}
+
+
+def test_client_flags_and_tracestate_are_not_kept() -> None:
+    ctx = extract_untrusted(
+        {"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-00", "tracestate": "ot=th:0"}
+    )
+    span_context = remote_span_context(ctx)
+    assert span_context is not None
+    assert span_context.trace_flags.sampled  # `-00` does not switch tracing off
+    assert len(span_context.trace_state) == 0

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
 from otel.redaction import (
     REDACTED,
@@ -65,3 +67,35 @@ def test_log_filter_rewrites_message_with_args() -> None:
     record = logging.LogRecord("x", logging.INFO, "f", 1, "GET %s", (f"/ws?token={JWT}",), None)
     assert RedactingLogFilter().filter(record)
     assert JWT not in record.getMessage()
+
+
+def test_percent_encoded_and_upper_case_names_are_secret_too() -> None:
+    for name in ("tok%65n", "TOKEN", "%74oken", "tok%2565n"):
+        assert redact_query(f"{name}=abc&x=1").endswith("=REDACTED&x=1"), name
+        assert "abc" not in redact_text(f"GET /ws/chat?{name}=abc HTTP/1.1"), name
+
+
+def test_lists_links_and_resources_are_redacted() -> None:
+    memory = InMemorySpanExporter()
+    resource = Resource({"process.command_line": f"tool --token={JWT}", "service.name": "t"})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(RedactingSpanExporter(memory)))
+    tracer = provider.get_tracer("t")
+    linked = SpanContext(1, 2, is_remote=True, trace_flags=TraceFlags(1))
+    with tracer.start_as_current_span("s", links=[Link(linked, {"why": f"Bearer {JWT}"})]) as span:
+        span.set_attribute("several", ["ok", f"token={JWT}", JWT])
+    (exported,) = memory.get_finished_spans()
+    assert JWT not in exported.to_json()
+    assert exported.attributes is not None and exported.attributes["several"][0] == "ok"
+    assert exported.resource.attributes["service.name"] == "t"
+
+
+def test_log_filter_redacts_tracebacks() -> None:
+    try:
+        raise ValueError(f"cannot open ws://h/ws/chat?token={JWT}")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "failed", (), sys.exc_info())
+    assert RedactingLogFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert "ValueError" in text
+    assert JWT not in text

@@ -38,6 +38,12 @@ def test_ping() -> None:
         ('{"type": "message", "text": "   "}', "missing_text"),
         ('{"type": "message", "text": 5}', "missing_text"),
         (json.dumps({"type": "message", "text": "x" * (MAX_TEXT_CHARS + 1)}), "text_too_long"),
+        # Nesting too deep for the parser is invalid JSON, not a RecursionError.
+        ("[" * 10_000, "invalid_json"),
+        (
+            '{"type": "message", "text": "hi", "trace": ' + "[" * 10_000 + "]" * 10_000 + "}",
+            "invalid_json",
+        ),
     ],
 )
 def test_malformed_frames(text: str | None, error_type: str) -> None:

@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.propagation import extract_frame, remote_span_context
-from services.dashboard.relay import MessageRelay
+from services.dashboard.relay import MessageRefused, MessageRelay
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 UPSTREAM = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1))
 
 
-def message(text: str = "hi", traced: bool = True) -> str:
+def relay_of(keep: bool = True, link: bool = False, max_pending: int = 16) -> MessageRelay:
+    return MessageRelay(UPSTREAM, keep=keep, link_client=link, max_pending=max_pending)
+
+
+def message(text: str = "hi", traced: bool = True, flags: str = "01") -> str:
     frame: dict[str, object] = {"type": "message", "text": text}
     if traced:
-        frame["trace"] = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+        frame["trace"] = {
+            "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-{flags}",
+            "tracestate": "vendor=client-chosen",
+        }
     return json.dumps(frame)
 
 
 def test_message_frame_gets_relay_span_and_rewritten_context(spans: InMemorySpanExporter) -> None:
-    relay = MessageRelay(UPSTREAM)
+    relay = relay_of()
     relay.from_upstream(json.dumps({"type": "welcome", "conversation_id": "c1", "user_id": "u"}))
     forwarded = json.loads(relay.to_upstream(message()))
     relay.from_upstream('{"type": "token", "text": "a"}')
@@ -50,7 +59,7 @@ def test_message_frame_gets_relay_span_and_rewritten_context(spans: InMemorySpan
 
 
 def test_untraced_message_starts_a_trace_at_the_dashboard(spans: InMemorySpanExporter) -> None:
-    relay = MessageRelay(UPSTREAM)
+    relay = relay_of()
     forwarded = json.loads(relay.to_upstream(message(traced=False)))
     parent = remote_span_context(extract_frame(forwarded))
     assert parent is not None
@@ -60,7 +69,7 @@ def test_untraced_message_starts_a_trace_at_the_dashboard(spans: InMemorySpanExp
 
 
 def test_other_frames_pass_unchanged(spans: InMemorySpanExporter) -> None:
-    relay = MessageRelay(UPSTREAM)
+    relay = relay_of()
     for text in ("not json", "[1]", '{"type": "ping"}'):
         assert relay.to_upstream(text) == text
     relay.from_upstream(json.dumps({"type": "error", "trace_id": "f" * 32}))
@@ -70,7 +79,7 @@ def test_other_frames_pass_unchanged(spans: InMemorySpanExporter) -> None:
 def test_error_frame_marks_span_and_unanswered_spans_end_on_close(
     spans: InMemorySpanExporter,
 ) -> None:
-    relay = MessageRelay(UPSTREAM)
+    relay = relay_of()
     relay.to_upstream(message())
     relay.from_upstream(
         json.dumps(
@@ -88,7 +97,7 @@ def test_error_frame_marks_span_and_unanswered_spans_end_on_close(
 
 
 def test_blocked_frame_ends_the_relay_span_as_an_error(spans: InMemorySpanExporter) -> None:
-    relay = MessageRelay(UPSTREAM)
+    relay = relay_of()
     relay.to_upstream(message())
     relay.from_upstream(
         json.dumps({"type": "blocked", "error": "user blocked: spam", "trace_id": CLIENT_TRACE})
@@ -97,3 +106,58 @@ def test_blocked_frame_ends_the_relay_span_as_an_error(spans: InMemorySpanExport
     assert span.status.status_code.name == "ERROR"
     assert span.status.description == "user blocked: spam"
     assert span.attributes is not None and span.attributes[Attr.FRAME_TYPE] == "blocked"
+
+
+def test_a_client_cannot_switch_tracing_off(spans: InMemorySpanExporter) -> None:
+    relay = relay_of()
+    forwarded = json.loads(relay.to_upstream(message(flags="00")))
+    relay.from_upstream(json.dumps({"type": "done", "trace_id": CLIENT_TRACE}))
+    (span,) = spans.get_finished_spans()
+    assert f"{span.context.trace_id:032x}" == CLIENT_TRACE  # still continued
+    assert span.context.trace_flags.sampled
+    assert forwarded["trace"]["traceparent"].endswith("-01")
+    assert "tracestate" not in forwarded["trace"]  # the client's vendor state stops here
+
+
+def test_a_dropped_connection_records_nothing_and_tells_the_next_hop(
+    spans: InMemorySpanExporter,
+) -> None:
+    relay = relay_of(keep=False)
+    forwarded = json.loads(relay.to_upstream(message()))
+    relay.from_upstream(json.dumps({"type": "done", "trace_id": CLIENT_TRACE}))
+    assert spans.get_finished_spans() == ()
+    assert forwarded["trace"]["traceparent"].endswith("-00")
+
+
+def test_link_mode_starts_its_own_trace_and_links_the_client(
+    spans: InMemorySpanExporter,
+) -> None:
+    relay = relay_of(link=True)
+    forwarded = json.loads(relay.to_upstream(message()))
+    parent = remote_span_context(extract_frame(forwarded))
+    assert parent is not None
+    relay.from_upstream(json.dumps({"type": "done", "trace_id": f"{parent.trace_id:032x}"}))
+    (span,) = spans.get_finished_spans()
+    assert span.parent is None
+    assert f"{span.context.trace_id:032x}" != CLIENT_TRACE
+    client = [link for link in span.links if link.attributes[Attr.LINK_ROLE] == LinkRole.CLIENT]
+    assert [f"{link.context.span_id:016x}" for link in client] == [CLIENT_SPAN]
+
+
+def test_unanswered_messages_are_bounded(spans: InMemorySpanExporter) -> None:
+    relay = relay_of(max_pending=2)
+    relay.to_upstream(message(traced=False))
+    relay.to_upstream(message(traced=False))
+    with pytest.raises(MessageRefused) as refused:
+        relay.to_upstream(message(traced=False))
+    assert refused.value.frame["code"] == "too_many_pending"
+    assert refused.value.frame["trace_id"] == refused.value.trace_id
+    (span,) = spans.get_finished_spans()
+    assert span.attributes is not None and span.attributes[Attr.ERROR_TYPE] == "too_many_pending"
+
+
+def test_deeply_nested_frames_pass_through_untraced(spans: InMemorySpanExporter) -> None:
+    nested = "[" * 100_000
+    assert relay_of().to_upstream(nested) == nested
+    relay_of().from_upstream(nested)
+    assert spans.get_finished_spans() == ()
