@@ -98,7 +98,11 @@ def run_audit(
             for session_id in r.session_trace_ids:
                 sessions.pop(session_id, None)
             reports[r.trace_id] = analyze_chain(jaeger.get_trace(r.trace_id), session)
-    return sorted(reports.values(), key=lambda r: r.start_ns)
+    # Link mode: a client's own trace is a part of the message trace that links to it.
+    linked = {r.client_trace_id for r in reports.values() if r.client_trace_id}
+    return sorted(
+        (r for r in reports.values() if r.trace_id not in linked), key=lambda r: r.start_ns
+    )
 
 
 def _ms(value: float | None) -> str:

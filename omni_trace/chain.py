@@ -5,6 +5,11 @@ OMNI2's `chat.turn`, and reach Traefik through links into the connection's sessi
 (`chat.relay` -> `upstream connect`, `chat.turn` -> Traefik's `ReverseProxy`). Traefik's entry
 span of a connection arrives only when the connection closes, so the links target spans that
 arrive early (upstream connect, ReverseProxy), never that entry span.
+
+A dashboard in `link` mode (DASHBOARD_CLIENT_TRACE=link) roots each message trace at its own
+`chat.relay` and links to the client's `chat.message`, which stays in the client's trace: the
+client layer is then found through that link, and the client's trace is not a message trace
+of its own (`ChainReport.client_trace_id` names it, so the audit does not count it twice).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class ChainReport:
     errors: list[str] = field(default_factory=list)  # the chain is whole, the message failed
     hops: dict[str, float | None] = field(default_factory=dict)  # milliseconds
     session_trace_ids: list[str] = field(default_factory=list)
+    client_trace_id: str | None = None  # link mode: the client's trace the relay links to
 
     @property
     def broken(self) -> bool:
@@ -71,6 +77,7 @@ class ChainReport:
             "problems": self.problems,
             "errors": self.errors,
             "session_trace_ids": self.session_trace_ids,
+            "client_trace_id": self.client_trace_id,
         }
 
 
@@ -97,6 +104,17 @@ def analyze_chain(spans: list[TraceSpan], session_lookup: SessionLookup) -> Chai
     message = _first(spans, CLIENTS, SpanName.MESSAGE)
     relay = _first(spans, (Service.DASHBOARD,), SpanName.RELAY)
     turn = _first(spans, (Service.OMNI2,), SpanName.TURN)
+    linked_message = False
+    client_link = _link(relay, LinkRole.CLIENT) if relay is not None and not message else None
+    if client_link is not None:
+        client_spans = session_lookup(client_link[0])
+        message = next((s for s in client_spans if s.span_id == client_link[1]), None)
+        if message is not None and (
+            message.service not in CLIENTS or message.name != SpanName.MESSAGE
+        ):
+            message = None
+        report.client_trace_id = client_link[0]
+        linked_message = message is not None
     report.layers.update(
         client=message is not None, dashboard=relay is not None, omni2=turn is not None
     )
@@ -114,7 +132,7 @@ def analyze_chain(spans: list[TraceSpan], session_lookup: SessionLookup) -> Chai
         if span.status == "ERROR":
             detail = span.status_message or span.attributes.get(Attr.ERROR_TYPE, "")
             report.errors.append(f"{span.service} {span.name}: {detail}".strip())
-    if message and relay and relay.parent_span_id != message.span_id:
+    if message and relay and not linked_message and relay.parent_span_id != message.span_id:
         report.problems.append("chat.relay is not a child of chat.message")
     if relay and turn and turn.parent_span_id != relay.span_id:
         report.problems.append("chat.turn is not a child of chat.relay")

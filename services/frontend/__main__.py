@@ -1,6 +1,7 @@
 from services.common.server import serve
+from services.common.settings import load_settings
 from services.frontend.app import create_app
 from services.frontend.settings import FrontendSettings
 
-settings = FrontendSettings()
-serve(create_app(settings), settings.host, settings.port, settings.log_level)
+settings = load_settings(FrontendSettings)
+serve(create_app(settings), settings)
