@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+import yaml
+
 from omni_trace.ports import Ports
 from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack, StackInfo, stack_summary
@@ -33,3 +36,48 @@ def test_a_stack_file_from_before_the_page_still_reads(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
     assert StackInfo.read(path).frontend_url == ""
+
+
+def _stack(tmp_path: Path) -> Stack:
+    # An external Jaeger: planning needs no Jaeger binary.
+    settings = StackSettings(
+        jaeger_query_url="http://127.0.0.1:9", jaeger_otlp_endpoint="http://127.0.0.1:9"
+    )
+    return Stack(tmp_path, Ports(), settings, progress=lambda _: None)
+
+
+def test_the_stack_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "stack.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    _stack(tmp_path).info.write(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_service_variables_reach_the_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMNI2_MODEL_TOKEN_DELAY_MS", "7")
+    monkeypatch.setenv("OMNI2_HISTORY_TURNS", "3")
+    monkeypatch.setenv("DASHBOARD_FRAMES_PER_SECOND", "5")
+    stack = _stack(tmp_path)
+    stack.config_dir.mkdir(parents=True)
+    plan = stack._plan()
+    assert float(plan["omni2"].env["OMNI2_MODEL_TOKEN_DELAY_MS"]) == 7
+    assert plan["omni2"].env["OMNI2_HISTORY_TURNS"] == "3"
+    assert plan["dashboard"].env["DASHBOARD_FRAMES_PER_SECOND"] == "5"
+
+
+@pytest.mark.parametrize("disabled", [True, False])
+def test_sdk_disabled_switches_traefik_tracing_off_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disabled: bool
+) -> None:
+    if disabled:
+        monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    else:
+        monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    stack = _stack(tmp_path)
+    stack.config_dir.mkdir(parents=True)
+    config = yaml.safe_load(stack._render_traefik_config().read_text())
+    assert ("tracing" in config) is not disabled
+    assert config["accessLog"]["fields"]["queryParameters"]["defaultMode"] == "drop"

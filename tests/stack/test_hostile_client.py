@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -227,3 +228,10 @@ async def test_a_percent_encoded_token_name_reaches_no_log_and_no_span(
     logs = "".join(p.read_text(errors="replace") for p in stack.logs_dir.glob("*.log"))
     assert token not in logs
     assert "tok%65n=eyJ" not in logs
+
+
+def test_run_directory_stack_file_and_database_are_private(stack: Stack) -> None:
+    assert stack.run_dir.stat().st_mode & 0o777 == 0o700
+    database = Path(stack.info.omni2_database_url.split(":///", 1)[1])
+    for path in (database, *stack.logs_dir.glob("*.log")):
+        assert path.stat().st_mode & 0o077 == 0, path
