@@ -235,3 +235,38 @@ def test_run_directory_stack_file_and_database_are_private(stack: Stack) -> None
     database = Path(stack.info.omni2_database_url.split(":///", 1)[1])
     for path in (database, *stack.logs_dir.glob("*.log")):
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+NASTY = [
+    "[" * 10_000,
+    '{"type": "message", "text": "hi", "trace": ' + "{" * 5_000,
+    '{"type": "message", "text": "hi", "trace": {"traceparent": "00-'
+    + "f" * 32
+    + "-"
+    + "f" * 16
+    + '-00"}}',
+    '{"type": "message", "text": "hi", "trace": {"traceparent": "' + "x" * 4000 + '"}}',
+    '{"type": "message", "text": "hi", "trace": {"traceparent": ["a"], "baggage": "user.id=bob"}}',
+    '{"type": "message", "text": "' + "é" * 20_000 + '"}',
+    '{"type": "message", "text": null}',
+    '{"type": "ping", "type": "message"}',
+    "\u0000\ud7ff",
+    "null",
+    '"just a string"',
+    "1e999999",
+]
+
+
+async def test_the_nastiest_frames_leave_every_service_alive(stack: Stack, token: str) -> None:
+    async with connect(_url(stack, token)) as ws:
+        json.loads(await ws.recv())
+        for frame in NASTY:
+            await ws.send(frame)
+            answer = await _final(ws)
+            assert answer["type"] in ("error", "done"), (frame[:40], answer)
+        await ws.send(b"\x00\x01binary")
+        assert (await _final(ws))["code"] == "binary_frame"
+        assert (await _message(ws))["type"] == "done"
+    assert stack.dead_services() == []
+    for url in (stack.info.dashboard_url, stack.info.omni2_url, stack.info.auth_url):
+        assert httpx.get(f"{url}/healthz").status_code == 200
