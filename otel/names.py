@@ -151,6 +151,12 @@ class SpanName:
         "INTERNAL",
         "frames of one connection the dashboard refused (rate, size), in its session trace",
     )
+    CORS_PREFLIGHT: Final = _span(
+        "OPTIONS",
+        (Service.DASHBOARD,),
+        "SERVER",
+        "FastAPI's server span of a CORS preflight, answered by the CORS middleware",
+    )
     HTTP_SERVER: Final = _span(
         "* /*",
         (Service.DASHBOARD, Service.AUTH, Service.OMNI2),

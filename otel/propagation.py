@@ -55,7 +55,10 @@ def untrusted_span_context(source: Mapping[str, Any] | None) -> SpanContext | No
     if not span_context.is_valid:
         return None
     return SpanContext(
-        span_context.trace_id, span_context.span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        span_context.trace_id,
+        span_context.span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
 
 

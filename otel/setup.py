@@ -37,9 +37,7 @@ def create_tracer_provider(
     The sampler obeys a server's per-connection decision first (`otel.sampling`).
     """
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    provider = TracerProvider(
-        resource=Resource.create(attributes), sampler=ServerDecisionSampler()
-    )
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=ServerDecisionSampler())
     endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
     exporter = RedactingSpanExporter(OTLPSpanExporter(endpoint=endpoint))
     provider.add_span_processor(InheritAttributesProcessor())

@@ -140,7 +140,9 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
                     return
                 if throttle.should_warn():
                     limit = f"{settings.frames_per_second:g} per second"
-                    await tell(error_frame(f"too many frames: at most {limit}", None, "rate_limited"))
+                    await tell(
+                        error_frame(f"too many frames: at most {limit}", None, "rate_limited")
+                    )
                 continue
             if message.get("text") is not None:
                 try:

@@ -39,4 +39,6 @@ class FrontendSettings(BaseSettings):
     reconnect_initial_ms: int = Field(default=500, gt=0)
     reconnect_max_ms: int = Field(default=10_000, gt=0)
     log_level: str = Field(default="INFO", validation_alias="OMNI_LOG_LEVEL")
-    max_frame_bytes: int = Field(default=64 * 1024, description="No WebSocket here; the limit of any.")
+    max_frame_bytes: int = Field(
+        default=64 * 1024, description="No WebSocket here; the limit of any."
+    )
