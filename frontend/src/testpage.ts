@@ -3,7 +3,7 @@
 import { ChatClient, type LogDirection } from "./chat";
 import { loadConfig, traceUrl } from "./config";
 import { byId, el } from "./dom";
-import { storedToken } from "./login";
+import { forgetToken, storedToken } from "./login";
 import { StatusView } from "./status";
 import { startTracing } from "./tracing";
 
@@ -32,6 +32,12 @@ async function main(): Promise<void> {
     onState: (state) => {
       status.update(state);
       byId<HTMLButtonElement>("send").disabled = state.kind !== "connected";
+      if (state.kind === "closed" && state.refused) {
+        // As on the chat page: a refused token is dropped, and a new one comes from a login.
+        forgetToken();
+        tokenField.value = "";
+        append("info", "token dropped: log in again on the chat page, or paste another token");
+      }
     },
     onLog: append,
   });
