@@ -57,7 +57,9 @@ CLOSE_MEANINGS: dict[int, CloseMeaning] = {
     CloseCode.USER_UNKNOWN: CloseMeaning(True, "omni2", "unknown user"),
     CloseCode.USER_BLOCKED: CloseMeaning(True, "omni2", "user blocked"),
     CloseCode.TOO_MANY_CONNECTIONS: CloseMeaning(True, "omni2", "too many connections"),
-    CloseCode.GATEWAY_UNREACHABLE: CloseMeaning(False, "dashboard -> traefik", "server unavailable"),
+    CloseCode.GATEWAY_UNREACHABLE: CloseMeaning(
+        False, "dashboard -> traefik", "server unavailable"
+    ),
     CloseCode.GATEWAY_TIMEOUT: CloseMeaning(False, "dashboard -> traefik", "server unavailable"),
 }
 

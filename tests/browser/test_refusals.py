@@ -193,7 +193,8 @@ def test_unknown_user_returns_to_the_login_form(
     chat = ChatPage(page, stack.info).open()
     token = issue_token(ghost, stack.jwt_secret)
     page.evaluate(
-        "([token, user]) => { localStorage.setItem('token', token); localStorage.setItem('user', user); }",
+        "([token, user]) => {"
+        " localStorage.setItem('token', token); localStorage.setItem('user', user); }",
         [token, ghost],
     )
     page.reload()

@@ -81,7 +81,7 @@ def test_every_refusal_is_final() -> None:
     for code, meaning in protocol.CLOSE_MEANINGS.items():
         if 4400 <= code < 4500 or code in (1008, 1009):
             assert meaning.final, code
-        if 4500 <= code or code in (1000, 1001, 1011):
+        if code >= 4500 or code in (1000, 1001, 1011):
             assert not meaning.final, code
 
 
