@@ -91,8 +91,14 @@ def test_test_page_shows_frames_and_refusals_without_the_token(
     test_page.connect(BAD_TOKEN)
     expect(test_page.status).to_contain_text("closed: authentication failed: token invalid")
     expect(test_page.log).to_contain_text(f"code {CloseCode.UNAUTHENTICATED}")
+    expect(page.locator("#token"), "the refused token is dropped").to_have_value("")
+    assert chat.token() == token, "a pasted token's refusal leaves the login's token alone"
     assert BAD_TOKEN not in test_page.log_text()
     screenshots.take(page, "refused")
+
+    test_page.connect(token)
+    expect(test_page.status).to_have_attribute("data-state", "connected")
+    test_page.page.click("#disconnect")
 
 
 # The page retries an outage after 0.5 s, then 1 s, 2 s (services/frontend/settings.py): a page
