@@ -262,14 +262,24 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
     return 1 if report.broken else 0
 
 
+def _doctor_token(args: argparse.Namespace) -> str | None:
+    """The JWT to probe with, if given: a file (or - for stdin), the environment, or --token.
+    A token lets the doctor probe as anyone, a user OMNI2 does not know included."""
+    if args.token_file is not None:
+        text = sys.stdin.read() if args.token_file == "-" else Path(args.token_file).read_text()
+        return text.strip() or None
+    return args.token or os.environ.get("OMNI_TRACE_TOKEN") or None
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     info = StackInfo.read(args.stack_file)
-    password = "" if args.token else _password(args)
+    token = _doctor_token(args)
+    password = "" if token else _password(args)
     result = doctor.diagnose(
         info,
         user=args.user,
         password=password,
-        token=args.token,
+        token=token,
         timeout=args.timeout,
         progress=_progress,
     )
@@ -425,9 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
         "report where the chain breaks: connection refused at which hop, authentication "
         "failed and why, or which layer went quiet. Exits 1 when the chain is broken.",
     )
-    doc.add_argument("--user", default="alice", help="user to probe as (default alice)")
-    doc.add_argument("--password", help="password (default: the demo user's)")
-    doc.add_argument("--token", help="probe with this JWT instead of logging in")
+    doc.add_argument("--user", default="alice", help="user to log in and probe as (default alice)")
+    doc.add_argument(
+        "--password", help="password (default: OMNI_TRACE_PASSWORD, or the demo user's)"
+    )
+    doc.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="probe with the JWT in this file (- reads stdin) instead of logging in; "
+        "OMNI_TRACE_TOKEN works too. A token can name a user the dashboard cannot log in",
+    )
+    doc.add_argument(
+        "--token", help="probe with this JWT (visible in the process list: prefer --token-file)"
+    )
     doc.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for answers")
     stack_file(doc)
     doc.set_defaults(func=cmd_doctor)

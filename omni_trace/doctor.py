@@ -8,6 +8,7 @@ authentication failed and why, or which layer went quiet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from omni_trace.jaeger import JaegerClient, JaegerError, TraceSpan
 from omni_trace.stack import StackInfo
 from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
-from services.common.protocol import CloseCode
+from services.common.protocol import CLOSE_MEANINGS, CloseCode
 
 Progress = Callable[[str], None]
 
@@ -78,12 +79,21 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
     }
 
 
+@dataclass(frozen=True)
+class Closed:
+    """How the stack ended the probe's connection."""
+
+    code: int | None  # None: no close frame at all
+    reason: str
+    mid_connection: bool  # after the welcome frame (a token expiring, a frame refused)
+
+
 @dataclass
 class _Probe:
     session_trace_id: str | None = None
     message_trace_id: str | None = None
     conversation_id: str | None = None
-    refused: ChatRefused | None = None
+    closed: Closed | None = None
     error: str | None = None
     reply_error: str | None = None
     reply_ms: float | None = None
@@ -104,8 +114,16 @@ async def _send_probe(
             probe.reply_ms = reply.duration_s * 1000
             if not reply.ok:
                 probe.reply_error = reply.error
+                if reply.frame.get("type") == "blocked":
+                    # The close that follows a `blocked` frame carries the code that says why.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(chat.connection.wait_closed(), 2)
+                code = chat.connection.close_code
+                if code is not None:
+                    reason = chat.connection.close_reason or ""
+                    probe.closed = Closed(None if code == 1006 else code, reason, True)
     except ChatRefused as refused:
-        probe.refused = refused
+        probe.closed = Closed(refused.code, refused.reason, False)
         probe.session_trace_id = refused.session_trace_id
     except TimeoutError:
         probe.error = f"no answer within {wait_s:.0f} s"
@@ -114,8 +132,17 @@ async def _send_probe(
     return probe
 
 
-def _fetch(jaeger: JaegerClient, trace_id: str | None, settle_s: float) -> list[TraceSpan]:
-    """The probe's spans; Traefik exports in batches, so give it a moment."""
+def _through_gateway(spans: list[TraceSpan]) -> bool:
+    return {s.service for s in spans} >= {Service.TRAEFIK, Service.DASHBOARD}
+
+
+def _fetch(
+    jaeger: JaegerClient,
+    trace_id: str | None,
+    settle_s: float,
+    ready: Callable[[list[TraceSpan]], bool] = _through_gateway,
+) -> list[TraceSpan]:
+    """The probe's spans; each service exports in batches, so give them a moment."""
     if trace_id is None:
         return []
     deadline = time.monotonic() + settle_s
@@ -125,7 +152,7 @@ def _fetch(jaeger: JaegerClient, trace_id: str | None, settle_s: float) -> list[
             spans = jaeger.get_trace(trace_id)
         except JaegerError:
             return []
-        if {s.service for s in spans} >= {Service.TRAEFIK, Service.DASHBOARD}:
+        if ready(spans):
             break
         time.sleep(0.3)
     return spans
@@ -177,6 +204,8 @@ def diagnose(
         except ChatError as err:
             result.checks.append(Check("login", False, str(err)))
             return broken("client -> dashboard (login)", str(err))
+    else:
+        result.checks.append(Check("login", True, "skipped: probing with the given token"))
 
     progress("sending a probe message through the chain ...")
     provider = create_tracer_provider(Service.CHAT_CLIENT, otlp_endpoint=info.otlp_http_endpoint)
@@ -193,7 +222,19 @@ def diagnose(
     if jaeger_ok:
         progress("reading the probe's traces from Jaeger ...")
         with JaegerClient(info.jaeger_query_url) as jaeger:
-            session = _fetch(jaeger, probe.session_trace_id, settle_s)
+            closed = probe.closed
+            if closed is not None and not closed.mid_connection:
+                # A refusal: wait for the span of the service that sent the close code too.
+                session = _fetch(
+                    jaeger,
+                    probe.session_trace_id,
+                    settle_s,
+                    lambda spans: (
+                        _through_gateway(spans) and _closer(spans, closed.code) is not None
+                    ),
+                )
+            else:
+                session = _fetch(jaeger, probe.session_trace_id, settle_s)
             message_id = probe.message_trace_id or _probe_message_id(jaeger, probe)
             message = _fetch(jaeger, message_id, 2.0)
     seen = sorted({s.service for s in session + message})
@@ -207,8 +248,9 @@ def diagnose(
         )
     )
 
-    if probe.refused is not None:
-        return _refusal(result, probe.refused, layers, session)
+    if probe.closed is not None:
+        result.hop, result.verdict = close_hop(probe.closed, session + message, layers)
+        return result
     if probe.error is not None:
         if probe.session_trace_id is None:
             return broken("client -> dashboard", probe.error)
@@ -229,33 +271,89 @@ def diagnose(
     return result
 
 
-def _refusal(
-    result: Diagnosis, refused: ChatRefused, layers: dict[str, Check], session: list[TraceSpan]
-) -> Diagnosis:
-    def broken(hop: str, verdict: str) -> Diagnosis:
-        result.hop, result.verdict = hop, verdict
-        return result
+def _closer(spans: list[TraceSpan], code: int | None) -> str | None:
+    """The service that sent `code`: its connect span records the close it refused with."""
+    for service in (Service.OMNI2, Service.DASHBOARD):  # deepest first: the dashboard passes on
+        span = _span(spans, service, SpanName.CONNECT)
+        if span is not None and span.attributes.get(Attr.CLOSE_CODE) == code:
+            return service
+    return None
 
-    if refused.code == CloseCode.UNAUTHENTICATED:
-        verify = _span(session, Service.AUTH, SpanName.AUTH_VERIFY)
-        why = (verify.attributes.get(Attr.AUTH_FAILURE) if verify else None) or refused.reason
-        where = "traefik -> auth" if verify or "missing" not in refused.reason else "dashboard"
-        return broken(where, f"authentication failed: {why}")
-    if refused.code == CloseCode.FORBIDDEN:
-        return broken("traefik -> omni2", f"omni2 refused the connection: {refused.reason}")
-    # Unreachable or 5xx: ask the traces first, then the health checks.
-    auth_request = _span(session, Service.TRAEFIK, "AuthRequest")
-    reverse_proxy = _span(session, Service.TRAEFIK, "ReverseProxy")
-    upstream = _span(session, Service.DASHBOARD, SpanName.UPSTREAM_CONNECT)
-    if not layers["traefik"].ok and "refused" in layers["traefik"].detail:
-        return broken("dashboard -> traefik", f"connection refused: {layers['traefik'].detail}")
+
+def _said(code: int | None, reason: str) -> str:
+    """The label of the code, then the reason, as the chat page shows them."""
+    meaning = CLOSE_MEANINGS.get(code) if code is not None else None
+    label = meaning.label if meaning else f"close code {code}"
+    if not reason:
+        return label
+    return reason if reason.lower().startswith(label) else f"{label}: {reason}"
+
+
+def close_hop(
+    closed: Closed, spans: list[TraceSpan], layers: dict[str, Check] | None = None
+) -> tuple[str, str]:
+    """(hop, verdict) for a connection the stack closed: the hop CLOSE_MEANINGS names for the
+    code, made precise by the spans (which service's connect span carries the close code,
+    whether the dashboard got as far as its upstream connect) and by when it happened."""
+    code, reason = closed.code, closed.reason
+    said = _said(code, reason)
+    closer = _closer(spans, code)
+    upstream = _span(spans, Service.DASHBOARD, SpanName.UPSTREAM_CONNECT)
+    evidence = f" ({closer}'s {SpanName.CONNECT} span records close {code})" if closer else ""
+    when = "closed the connection after the welcome" if closed.mid_connection else "refused"
+    # The dashboard refused before it even tried the gateway: the client's request was at fault.
+    refused_at_dashboard = closer == Service.DASHBOARD and upstream is None
+    if code is None:
+        return "client -> dashboard", f"the connection dropped without a close frame: {reason}"
+    if code == CloseCode.UNAUTHENTICATED:
+        if closed.mid_connection or closer == Service.OMNI2:
+            # The token expired under an open connection, or OMNI2 cannot verify a token the
+            # gateway let through (the two hold different secrets).
+            return "omni2", f"omni2 {when}: {said}{evidence}"
+        if refused_at_dashboard or "missing" in reason:
+            return "client -> dashboard", f"the dashboard refused: {said}{evidence}"
+        verify = _span(spans, Service.AUTH, SpanName.AUTH_VERIFY)
+        why = (verify.attributes.get(Attr.AUTH_FAILURE) if verify else None) or reason
+        return "traefik -> auth", f"authentication failed: {why}"
+    if code == CloseCode.FORBIDDEN:
+        if closer == Service.OMNI2:
+            return "omni2", f"omni2 {when}: {said}{evidence}"
+        if refused_at_dashboard or (closer is None and "origin" in reason.lower()):
+            return "client -> dashboard", f"the dashboard refused: {said}{evidence}"
+        if closer == Service.DASHBOARD:  # the gateway answered the upgrade with 403
+            return "traefik -> auth", f"the gateway refused: {said}{evidence}"
+    meaning = CLOSE_MEANINGS.get(code)
+    if meaning is not None and meaning.hop == "dashboard -> traefik":
+        return _gateway_hop(code, said, spans, layers)
+    if closer == Service.OMNI2:
+        return "omni2", f"omni2 {when}: {said}{evidence}"
+    if refused_at_dashboard:
+        return "client -> dashboard", f"the dashboard refused: {said}{evidence}"
+    hop = meaning.hop if meaning is not None else "server"
+    who = hop.rsplit(" -> ", 1)[-1]
+    return hop, f"{who} {when}: {said} (close code {code})"
+
+
+def _gateway_hop(
+    code: int, said: str, spans: list[TraceSpan], layers: dict[str, Check] | None
+) -> tuple[str, str]:
+    """The dashboard could not get through Traefik: ask the traces first, then the health checks."""
+    healthy = Check("", True, "")
+    traefik, auth, omni2 = (
+        (layers or {}).get(name, healthy) for name in ("traefik", "auth", "omni2")
+    )
+    auth_request = _span(spans, Service.TRAEFIK, "AuthRequest")
+    reverse_proxy = _span(spans, Service.TRAEFIK, "ReverseProxy")
+    upstream = _span(spans, Service.DASHBOARD, SpanName.UPSTREAM_CONNECT)
+    if not traefik.ok and "refused" in traefik.detail:
+        return "dashboard -> traefik", f"connection refused: {traefik.detail}"
     if upstream is not None and upstream.attributes.get(Attr.ERROR_TYPE) in (
         "ConnectionRefusedError",
         "OSError",
     ):
-        return broken("dashboard -> traefik", "connection refused (from the dashboard's span)")
-    if (auth_request is not None and auth_request.status == "ERROR") or not layers["auth"].ok:
-        return broken("traefik -> auth", f"ForwardAuth failed: auth {layers['auth'].detail}")
-    if (reverse_proxy is not None and reverse_proxy.status == "ERROR") or not layers["omni2"].ok:
-        return broken("traefik -> omni2", f"backend unreachable: omni2 {layers['omni2'].detail}")
-    return broken("dashboard -> traefik", f"refused with code {refused.code}: {refused.reason}")
+        return "dashboard -> traefik", "connection refused (from the dashboard's span)"
+    if (auth_request is not None and auth_request.status == "ERROR") or not auth.ok:
+        return "traefik -> auth", f"ForwardAuth failed: auth {auth.detail or said}"
+    if (reverse_proxy is not None and reverse_proxy.status == "ERROR") or not omni2.ok:
+        return "traefik -> omni2", f"backend unreachable: omni2 {omni2.detail or said}"
+    return "dashboard -> traefik", f"{said} (close code {code})"

@@ -24,6 +24,7 @@ export type ConnectionState =
       sessionTraceId: string;
     }
   | { kind: "reconnecting"; until: number; reason: string; attempt: number }
+  // refused: the close was final (a refusal): the token was dropped and nothing retries.
   | { kind: "closed"; reason: string; code: number | null; refused: boolean; sessionTraceId: string };
 
 export interface Reply {
@@ -193,10 +194,11 @@ export class ChatClient {
         this.onFinal(frame);
         break;
       case "blocked": {
-        // OMNI2 refuses a blocked user with this frame, then closes: do not knock again.
+        // OMNI2 refuses a blocked (or inactive) user with this frame, then closes with a final
+        // code; should that close get lost on the way, the frame alone still ends the session.
         const why = str(frame.reason) ?? str(frame.message) ?? str(frame.error) ?? str(frame.text);
-        this.refusal = why ? `blocked: ${why}` : "blocked";
-        this.onFinal({ type: "error", error: this.refusal, code: "blocked" });
+        this.refusal = why ?? "user blocked";
+        this.onFinal({ type: "error", error: this.refusal, code: str(frame.code) ?? "blocked" });
         break;
       }
     }
@@ -265,15 +267,17 @@ export class ChatClient {
 
   private onClose(code: number, reason: string): void {
     this.ws = null;
-    const meaning = this.refusal
-      ? { text: this.refusal, retry: false }
-      : describeClose(code, reason);
+    let meaning = describeClose(code, reason);
+    if (this.refusal !== null && !meaning.final) meaning = { text: this.refusal, final: true };
     this.log("info", `closed: code ${code}${reason ? `, reason "${reason}"` : ""}`);
     this.endConnectSpan(code, reason, meaning.text, code >= 4000 ? "refused" : "connection_failed");
     this.failPending(`connection closed: ${meaning.text}`);
     if (!this.wanted) return;
-    if (!meaning.retry) {
+    if (meaning.final) {
+      // The same token would be refused the same way: forget it and stop knocking.
       this.wanted = false;
+      this.token = null;
+      this.log("info", `not reconnecting (${meaning.text}); the token is dropped`);
       this.setState({
         kind: "closed",
         reason: meaning.text,

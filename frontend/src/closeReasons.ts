@@ -1,42 +1,34 @@
 // What a WebSocket close means to the user, and whether trying again can help.
-// Refusals (4401, 4403, 4400) would fail the same way again: they are shown, never retried.
+// The codes the stack sends are in CLOSE_MEANINGS (names.ts, mirroring the Python table):
+// a final one (a refusal) is shown and never retried; the others are outages, retried.
 
-import { CloseCode } from "./names";
+import { CLOSE_MEANINGS } from "./names";
 
-export interface CloseMeaning {
-  text: string; // shown to the user
-  retry: boolean;
+export interface ShownClose {
+  text: string; // shown to the user: "<label>: <reason>"
+  final: boolean; // stop, drop the token and return to the login form
 }
+
+// Close codes the stack never sends itself but a browser reports or a server may send.
+const OUTAGES: Readonly<Record<number, string>> = {
+  1006: "connection lost", // no close frame: the server is down or the network dropped
+  1012: "", // service restart
+  1013: "", // try again later
+};
 
 function labelled(label: string, reason: string): string {
   if (!reason) return label;
+  // Servers often say it already ("authentication failed: token invalid"): say it once.
   return reason.toLowerCase().startsWith(label) ? reason : `${label}: ${reason}`;
 }
 
-export function describeClose(code: number, reason: string): CloseMeaning {
-  switch (code) {
-    case CloseCode.UNAUTHENTICATED:
-      return { text: labelled("authentication failed", reason), retry: false };
-    case CloseCode.FORBIDDEN:
-      // OMNI2 refuses blocked users and connections that bypassed the gateway with 4403.
-      return {
-        text: labelled(/block/i.test(reason) ? "blocked" : "access denied", reason),
-        retry: false,
-      };
-    case CloseCode.BAD_REQUEST:
-      return { text: labelled("request refused", reason), retry: false };
-    case CloseCode.GATEWAY_UNREACHABLE:
-    case CloseCode.GATEWAY_TIMEOUT:
-    case CloseCode.GOING_AWAY:
-    case CloseCode.INTERNAL_ERROR:
-    case 1012: // service restart
-    case 1013: // try again later
-      return { text: labelled("server unavailable", reason), retry: true };
-    case 1006: // no close frame: the server is down or the network dropped
-      return { text: "server unavailable: connection lost", retry: true };
-    case CloseCode.NORMAL:
-      return { text: labelled("connection closed by the server", reason), retry: true };
-    default:
-      return { text: labelled(`connection closed (code ${code})`, reason), retry: true };
-  }
+export function describeClose(code: number, reason: string): ShownClose {
+  const meaning = CLOSE_MEANINGS[code];
+  if (meaning) return { text: labelled(meaning.label, reason), final: meaning.final };
+  const outage = OUTAGES[code];
+  if (outage !== undefined) return { text: labelled("server unavailable", reason || outage), final: false };
+  // A refusal code this page does not know yet: like HTTP, 44xx is the client's fault (asking
+  // again fails the same way), 45xx the server's (worth another try).
+  if (code >= 4400 && code < 4500) return { text: labelled(`refused (code ${code})`, reason), final: true };
+  return { text: labelled(`connection closed (code ${code})`, reason), final: false };
 }

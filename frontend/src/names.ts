@@ -34,10 +34,38 @@ export const Event = {
 export const CloseCode = {
   NORMAL: 1000,
   GOING_AWAY: 1001,
+  POLICY_VIOLATION: 1008,
+  MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   BAD_REQUEST: 4400,
   UNAUTHENTICATED: 4401,
   FORBIDDEN: 4403,
+  USER_UNKNOWN: 4404,
+  USER_BLOCKED: 4423,
+  TOO_MANY_CONNECTIONS: 4429,
   GATEWAY_UNREACHABLE: 4502,
   GATEWAY_TIMEOUT: 4504,
 } as const;
+
+export interface CloseMeaning {
+  final: boolean; // trying again fails the same way: stop, drop the token, back to login
+  label: string; // shown to the user before the reason
+}
+
+// services/common/protocol.py CLOSE_MEANINGS (final and label; the hop is for the doctor).
+// tests/frontend/test_names.py keeps the two tables equal in both directions.
+export const CLOSE_MEANINGS: Readonly<Record<number, CloseMeaning>> = {
+  [CloseCode.NORMAL]: { final: false, label: "connection closed by the server" },
+  [CloseCode.GOING_AWAY]: { final: false, label: "server unavailable" },
+  [CloseCode.POLICY_VIOLATION]: { final: true, label: "too many frames" },
+  [CloseCode.MESSAGE_TOO_BIG]: { final: true, label: "frame too large" },
+  [CloseCode.INTERNAL_ERROR]: { final: false, label: "server unavailable" },
+  [CloseCode.BAD_REQUEST]: { final: true, label: "request refused" },
+  [CloseCode.UNAUTHENTICATED]: { final: true, label: "authentication failed" },
+  [CloseCode.FORBIDDEN]: { final: true, label: "access denied" },
+  [CloseCode.USER_UNKNOWN]: { final: true, label: "unknown user" },
+  [CloseCode.USER_BLOCKED]: { final: true, label: "user blocked" },
+  [CloseCode.TOO_MANY_CONNECTIONS]: { final: true, label: "too many connections" },
+  [CloseCode.GATEWAY_UNREACHABLE]: { final: false, label: "server unavailable" },
+  [CloseCode.GATEWAY_TIMEOUT]: { final: false, label: "server unavailable" },
+};

@@ -3,7 +3,7 @@
 import { ChatClient, type LogDirection } from "./chat";
 import { loadConfig, traceUrl } from "./config";
 import { byId, el } from "./dom";
-import { storedToken } from "./login";
+import { forgetToken, storedToken } from "./login";
 import { StatusView } from "./status";
 import { startTracing } from "./tracing";
 
@@ -25,6 +25,7 @@ async function main(): Promise<void> {
   const tokenField = byId<HTMLInputElement>("token");
   tokenField.value = storedToken() ?? "";
   const status = new StatusView(byId("status"));
+  let refusedCandidate = ""; // the token of the latest connect: the one a refusal is about
   const client = new ChatClient({
     wsUrl: config.chat_ws_url,
     tracer: startTracing(config.otlp_traces_url).tracer,
@@ -32,12 +33,20 @@ async function main(): Promise<void> {
     onState: (state) => {
       status.update(state);
       byId<HTMLButtonElement>("send").disabled = state.kind !== "connected";
+      if (state.kind === "closed" && state.refused) {
+        // As on the chat page: a refused token is dropped (the stored one only if it was the
+        // one refused: a pasted token must not log the chat page out), a new one is needed.
+        if (storedToken() === refusedCandidate) forgetToken();
+        tokenField.value = "";
+        append("info", "log in again on the chat page, or paste another token");
+      }
     },
     onLog: append,
   });
   byId("connect-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    client.connect(tokenField.value.trim());
+    refusedCandidate = tokenField.value.trim();
+    client.connect(refusedCandidate);
   });
   byId("disconnect").addEventListener("click", () => client.disconnect());
   byId("clear").addEventListener("click", () => log.replaceChildren());

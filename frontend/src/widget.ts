@@ -97,11 +97,17 @@ class ChatWidget {
       if (typeof text === "string") this.messages.append(el("li", { class: "msg system" }, text));
     }
     if (state.kind === "closed" && state.refused) {
-      // A refused token will be refused again: drop it and ask for a new login.
+      // A refused token will be refused again: drop it and go back to the login form, which
+      // says why. The chat client has already stopped reconnecting.
+      const user = localStorage.getItem(USER_KEY);
       forgetToken();
+      this.messages.replaceChildren();
+      show(this.panel, false);
       this.showLoggedIn(false);
+      if (user) byId<HTMLInputElement>("username").value = user;
       const notice = byId("login-notice");
       notice.textContent = `Chat closed: ${state.reason}. Please log in again.`;
+      notice.dataset.closeCode = String(state.code ?? "");
       show(notice, true);
     }
   }

@@ -46,7 +46,7 @@ class CloseMeaning:
 
 # The one table of close codes; frontend/src/names.ts mirrors it (a test keeps them equal).
 CLOSE_MEANINGS: dict[int, CloseMeaning] = {
-    CloseCode.NORMAL: CloseMeaning(False, "", "connection closed by the server"),
+    CloseCode.NORMAL: CloseMeaning(False, "server", "connection closed by the server"),
     CloseCode.GOING_AWAY: CloseMeaning(False, "server", "server unavailable"),
     CloseCode.POLICY_VIOLATION: CloseMeaning(True, "client -> dashboard", "too many frames"),
     CloseCode.MESSAGE_TOO_BIG: CloseMeaning(True, "client -> dashboard", "frame too large"),
@@ -55,7 +55,7 @@ CLOSE_MEANINGS: dict[int, CloseMeaning] = {
     CloseCode.UNAUTHENTICATED: CloseMeaning(True, "traefik -> auth", "authentication failed"),
     CloseCode.FORBIDDEN: CloseMeaning(True, "omni2", "access denied"),
     CloseCode.USER_UNKNOWN: CloseMeaning(True, "omni2", "unknown user"),
-    CloseCode.USER_BLOCKED: CloseMeaning(True, "omni2", "blocked"),
+    CloseCode.USER_BLOCKED: CloseMeaning(True, "omni2", "user blocked"),
     CloseCode.TOO_MANY_CONNECTIONS: CloseMeaning(True, "omni2", "too many connections"),
     CloseCode.GATEWAY_UNREACHABLE: CloseMeaning(
         False, "dashboard -> traefik", "server unavailable"

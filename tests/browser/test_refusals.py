@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from playwright.sync_api import Page, expect
 
 from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
 from otel.names import Attr, Service, SpanName
-from services.common.protocol import CloseCode
+from services.common.protocol import CLOSE_MEANINGS, CloseCode
+from services.common.tokens import issue_token
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage, TestPage
 from tests.stack.traces import expect as expect_trace
-from tests.stack.traces import one
+from tests.stack.traces import has, one
 
 pytestmark = pytest.mark.browser
 
@@ -88,5 +91,128 @@ def test_test_page_shows_frames_and_refusals_without_the_token(
     test_page.connect(BAD_TOKEN)
     expect(test_page.status).to_contain_text("closed: authentication failed: token invalid")
     expect(test_page.log).to_contain_text(f"code {CloseCode.UNAUTHENTICATED}")
+    expect(page.locator("#token"), "the refused token is dropped").to_have_value("")
+    assert chat.token() == token, "a pasted token's refusal leaves the login's token alone"
     assert BAD_TOKEN not in test_page.log_text()
     screenshots.take(page, "refused")
+
+    test_page.connect(token)
+    expect(test_page.status).to_have_attribute("data-state", "connected")
+    test_page.page.click("#disconnect")
+
+
+# The page retries an outage after 0.5 s, then 1 s, 2 s (services/frontend/settings.py): a page
+# that would knock again after a refusal opens at least two more sockets in this time.
+NO_RETRY_WINDOW_MS = 3_000
+
+
+def refused_at_omni2(
+    page: Page,
+    stack: Stack,
+    jaeger: JaegerClient,
+    screenshots: Screenshots,
+    *,
+    code: CloseCode,
+    shown: str,
+    user: str,
+    sockets: list[str],
+) -> None:
+    """The chat was opened; OMNI2 refuses it with a final code. The page ends on the login form
+    with the reason, the token gone, exactly one WebSocket opened, and the refusal traced."""
+    chat = ChatPage(page, stack.info)
+    expect(chat.status, "the refusal ends the connection").to_have_attribute(
+        "data-state", "closed", timeout=15_000
+    )
+    label = CLOSE_MEANINGS[code].label
+    expect(chat.status).to_have_text(f"closed: {shown}")
+    assert shown.startswith(label), f"{shown!r} is shown under the table's label {label!r}"
+    notice = page.locator("#login-notice")
+    expect(notice, "the login form says why").to_be_visible()
+    expect(notice).to_have_text(f"Chat closed: {shown}. Please log in again.")
+    expect(notice).to_have_attribute("data-close-code", str(int(code)))
+    expect(page.locator("#login-form"), "back on the login form").to_be_visible()
+    expect(chat.panel, "the chat panel is closed").to_be_hidden()
+    expect(page.locator("#chat-bubble")).to_be_hidden()
+    stored = page.evaluate("() => [localStorage.getItem('token'), sessionStorage.length]")
+    assert stored == [None, 0], "the refused token is dropped from the browser's storage"
+    screenshots.take(page, "refused")
+
+    session_id = chat.session_trace_id()
+    page.wait_for_timeout(NO_RETRY_WINDOW_MS)  # proving an absence: nothing to wait for
+    assert len(sockets) == 1, f"the page knocked again after {code}: {len(sockets)} sockets"
+    expect(chat.status).to_have_attribute("data-state", "closed")
+
+    spans = jaeger.wait_for_trace(
+        session_id,
+        has((Service.CHAT_BROWSER, SpanName.CONNECT), (Service.OMNI2, SpanName.CONNECT)),
+        what="the browser's and omni2's connect spans",
+    )
+    browser = one(spans, Service.CHAT_BROWSER, SpanName.CONNECT)
+    omni2 = one(spans, Service.OMNI2, SpanName.CONNECT)
+    expect_trace(
+        browser.attributes.get(Attr.CLOSE_CODE) == code
+        and browser.status == "ERROR"
+        and omni2.attributes.get(Attr.CLOSE_CODE) == code
+        and omni2.attributes.get(Attr.USER_ID) == user,
+        f"omni2 refused {user} with {code}, and the browser recorded that close",
+        spans,
+    )
+
+
+def count_sockets(page: Page) -> list[str]:
+    """The chat WebSockets the page opens, as the browser reports them (token masked)."""
+    opened: list[str] = []
+    page.on(
+        "websocket",
+        lambda ws: opened.append(ws.url.split("?")[0]) if "/ws/chat" in ws.url else None,
+    )
+    return opened
+
+
+def test_blocked_user_returns_to_the_login_form(
+    page: Page, stack: Stack, jaeger: JaegerClient, screenshots: Screenshots
+) -> None:
+    sockets = count_sockets(page)
+    chat = ChatPage(page, stack.info).open().log_in("mallory", "mallory-demo")
+    chat.open_chat()
+    refused_at_omni2(
+        page,
+        stack,
+        jaeger,
+        screenshots,
+        code=CloseCode.USER_BLOCKED,
+        shown="user blocked: abusive prompts reported by the security team",
+        user="mallory",
+        sockets=sockets,
+    )
+    expect(page.locator("#username"), "the login form remembers who it was").to_have_value(
+        "mallory"
+    )
+
+
+def test_unknown_user_returns_to_the_login_form(
+    page: Page, stack: Stack, jaeger: JaegerClient, screenshots: Screenshots
+) -> None:
+    """A valid token for a subject OMNI2 has never heard of (minted with the stack's secret)."""
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    sockets = count_sockets(page)
+    chat = ChatPage(page, stack.info).open()
+    token = issue_token(ghost, stack.jwt_secret)
+    page.evaluate(
+        "([token, user]) => {"
+        " localStorage.setItem('token', token); localStorage.setItem('user', user); }",
+        [token, ghost],
+    )
+    page.reload()
+    chat.open_chat()
+    refused_at_omni2(
+        page,
+        stack,
+        jaeger,
+        screenshots,
+        code=CloseCode.USER_UNKNOWN,
+        shown=f"unknown user '{ghost}'",
+        user=ghost,
+        sockets=sockets,
+    )
+    assert token not in page.content(), "the token is not on the page"

@@ -19,9 +19,10 @@ def test_typescript_units(source: Path, tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None or not ESBUILD.exists():
         pytest.fail("node and frontend/node_modules are needed: run scripts/bootstrap")
-    bundle = tmp_path / f"{source.stem}.mjs"
+    # CommonJS: OpenTelemetry's node build `require`s node's modules, which ESM bundles cannot.
+    bundle = tmp_path / f"{source.stem}.cjs"
     subprocess.run(
-        [str(ESBUILD), str(source), "--bundle", "--platform=node", "--format=esm",
+        [str(ESBUILD), str(source), "--bundle", "--platform=node", "--format=cjs",
          f"--outfile={bundle}", "--log-level=warning"],
         check=True,
     )  # fmt: skip
