@@ -310,6 +310,8 @@ class Stack:
                 "DASHBOARD_HOST": host,
                 "DASHBOARD_PORT": str(p.dashboard),
                 "DASHBOARD_UPSTREAM_WS_URL": info.traefik_ws_url,
+                # Logins read users and password hashes from OMNI2's database.
+                "DASHBOARD_DATABASE_URL": info.omni2_database_url,
             },
             _http_ok(f"{info.dashboard_url}/healthz"),
         )

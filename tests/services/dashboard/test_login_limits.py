@@ -1,0 +1,100 @@
+"""The failed-login limiter: sliding windows per key, bounded memory, resets on success."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.dashboard.login_limits import FailureWindow, LoginLimits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_is_refused_at_its_limit_until_its_oldest_failure_leaves_the_window() -> None:
+    clock = Clock()
+    window = FailureWindow(max_failures=3, window_s=60, max_keys=10, clock=clock)
+    for _ in range(2):
+        window.failed("alice")
+        clock.now += 10
+    assert window.retry_after("alice") is None  # 2 of 3
+    window.failed("alice")  # failures at 1000, 1010, 1020
+    clock.now = 1025.0
+    assert window.retry_after("alice") == 35  # the one at 1000 leaves at 1060
+    assert window.retry_after("bob") is None  # other keys are not affected
+    clock.now = 1059.5
+    assert window.retry_after("alice") == 1  # never 0: Retry-After must make the client wait
+    clock.now = 1060.0
+    assert window.retry_after("alice") is None  # one slot free again
+    window.failed("alice")
+    assert window.retry_after("alice") == 10  # now the one at 1010 is the oldest
+
+
+def test_reset_forgets_a_key() -> None:
+    window = FailureWindow(max_failures=2, window_s=60, max_keys=10, clock=Clock())
+    window.failed("alice")
+    window.failed("alice")
+    assert window.retry_after("alice") is not None
+    window.reset("alice")
+    assert window.retry_after("alice") is None and len(window) == 0
+
+
+def test_memory_is_bounded_whatever_number_of_names_a_client_sends() -> None:
+    clock = Clock()
+    window = FailureWindow(max_failures=5, window_s=300, max_keys=100, clock=clock)
+    for i in range(10_000):
+        window.failed(f"name-{i}")
+        clock.now += 0.001
+    assert len(window) == 100
+    # The newest keys are the ones kept (the least recently failed went first).
+    for _ in range(4):
+        window.failed("name-9999")
+    assert window.retry_after("name-9999") is not None
+    assert window.retry_after("name-0") is None
+
+
+def test_expired_keys_go_before_active_ones() -> None:
+    clock = Clock()
+    window = FailureWindow(max_failures=2, window_s=60, max_keys=3, clock=clock)
+    window.failed("old")
+    clock.now += 30
+    window.failed("active")
+    window.failed("active")
+    window.failed("other")
+    clock.now += 40  # "old" (at 1000) has left the window, "active" (at 1030) has not
+    window.failed("new")
+    assert window.retry_after("active") is not None, "an active key was evicted"
+    assert len(window) <= 3
+
+
+def test_windows_need_positive_bounds() -> None:
+    with pytest.raises(ValueError):
+        FailureWindow(max_failures=0, window_s=60, max_keys=10)
+    with pytest.raises(ValueError):
+        FailureWindow(max_failures=1, window_s=60, max_keys=0)
+
+
+def test_login_limits_count_per_user_and_per_address_and_success_resets_the_user() -> None:
+    clock = Clock()
+    limits = LoginLimits(per_user=3, per_address=5, window_s=60, max_keys=100, clock=clock)
+    for _ in range(3):
+        limits.failed("alice", "10.0.0.1")
+    refusal = limits.check("alice", "10.0.0.2")  # another address: still this user's limit
+    assert refusal is not None and "for this user" in refusal.reason
+    assert refusal.retry_after_s == 60
+    assert limits.check("bob", "10.0.0.1") is None  # 3 of 5 for the address
+
+    limits.succeeded("alice")
+    assert limits.check("alice", "10.0.0.2") is None
+
+    for name in ("bob", "carol"):
+        limits.failed(name, "10.0.0.1")
+    refusal = limits.check("dave", "10.0.0.1")  # the address has 5 failures now
+    assert refusal is not None and "from this address" in refusal.reason
+    limits.succeeded("dave")  # a success never clears the address's count
+    assert limits.check("dave", "10.0.0.1") is not None
+    assert limits.check("dave", "10.0.0.3") is None
