@@ -92,7 +92,7 @@ def test_a_demo_user_logs_in_with_the_hash_omni2_seeded(
     assert span.attributes["http.response.status_code"] == 200
 
 
-def test_the_source_holds_no_plain_text_password_store(database_url: str) -> None:
+def test_the_database_holds_argon2id_hashes_not_passwords(database_url: str) -> None:
     stored = sqlite3.connect(database_url.removeprefix("sqlite+aiosqlite:///")).execute(
         "SELECT id, password_hash FROM users ORDER BY id"
     )
