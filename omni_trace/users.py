@@ -201,7 +201,8 @@ def cmd_limits(args: argparse.Namespace) -> int:
     return 0
 
 
-def password_options(p: argparse.ArgumentParser) -> None:
+def password_options(p: argparse.ArgumentParser) -> Any:
+    """--password and --password-stdin (one of them); returns their group."""
     given = p.add_mutually_exclusive_group()
     given.add_argument(
         "--password",
@@ -211,6 +212,7 @@ def password_options(p: argparse.ArgumentParser) -> None:
     given.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (one line)"
     )
+    return given
 
 
 def add_parser(sub: Any, stack_file: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -247,8 +249,7 @@ def add_parser(sub: Any, stack_file: Callable[[argparse.ArgumentParser], None]) 
         "Argon2id hash). Without options it is asked for twice in the terminal.",
     )
     passwd.add_argument("user")
-    password_options(passwd)
-    passwd.add_argument(
+    password_options(passwd).add_argument(
         "--remove", action="store_true", help="remove the password: the user cannot log in"
     )
     passwd.set_defaults(func=cmd_passwd)

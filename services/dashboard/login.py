@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from otel.names import Attr
 from services.common.passwords import MAX_PASSWORD_CHARS, dummy_hash, verify_password
 from services.common.tokens import issue_token
-from services.dashboard.login_limits import LoginLimits
+from services.dashboard.login_limits import LimitRefusal, LoginLimits
 from services.dashboard.settings import DashboardSettings
 from services.omni2.db import repository as repo
 
@@ -183,25 +183,26 @@ def login_router(
     async def login(request: Request) -> Any:
         body = await _login_request(request)
         address = request.client.host if request.client else ""
-        refusal = limits.check(body.username, address)
-        if refusal is not None:
-            log.warning("login refused for address %s: %s", address, refusal.reason)
+        attempt = limits.begin(body.username, address)
+        if isinstance(attempt, LimitRefusal):
+            log.warning("login refused for address %s: %s", address, attempt.reason)
             return JSONResponse(
-                {"detail": refusal.reason, "retry_after_s": refusal.retry_after_s},
+                {"detail": attempt.reason, "retry_after_s": attempt.retry_after_s},
                 status_code=429,
-                headers={"Retry-After": str(refusal.retry_after_s)},
+                headers={"Retry-After": str(attempt.retry_after_s)},
             )
         try:
             stored = await users.password_hash(body.username)
         except StoreUnavailable as err:
+            limits.cancel(attempt)
             log.error("login unavailable: %s", err.reason)
             raise HTTPException(503, detail=f"login unavailable: {err.reason}") from None
         if not await password_matches(stored, body.password):
-            limits.failed(body.username, address)
-            # The name is not logged: a password typed into the name field would land here.
+            # Counted as a failure already (limits.begin). The name is not logged: a
+            # password typed into the name field would land here.
             log.info("failed login from %s", address)
             raise HTTPException(401, detail=INVALID)
-        limits.succeeded(body.username)
+        limits.succeeded(attempt)
         trace.get_current_span().set_attribute(Attr.USER_ID, body.username)
         return LoginResponse(
             token=issue_token(body.username, secret, settings.token_ttl_s),

@@ -57,7 +57,8 @@ class FailureWindow:
             return None
         return max(1, math.ceil(times[0] + self.window_s - now))
 
-    def failed(self, key: str) -> None:
+    def failed(self, key: str) -> float:
+        """Count a failure of `key` now; returns its time (for `forget`)."""
         now = self._clock()
         times = self._recent(key, now)
         if times is None:
@@ -65,6 +66,15 @@ class FailureWindow:
             times = self._failures[key] = deque(maxlen=self.max_failures)
         times.append(now)
         self._failures.move_to_end(key)
+        return now
+
+    def forget(self, key: str, at: float) -> None:
+        """Take back the failure counted at `at` (an attempt that turned out not to fail)."""
+        times = self._failures.get(key)
+        if times is not None and at in times:
+            times.remove(at)
+            if not times:
+                del self._failures[key]
 
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)
@@ -85,9 +95,22 @@ class LimitRefusal:
     retry_after_s: int
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A login allowed to proceed; it counts as a failure unless it is cleared."""
+
+    user: str
+    address: str
+    user_at: float
+    address_at: float
+
+
 class LoginLimits:
     """Both limits of `/api/login`: failures per user name and per client address.
 
+    An attempt counts as a failure from the moment it is let through (`begin`) until it
+    succeeds: parallel requests cannot all pass the check before the first one's failure is
+    counted, so N parallel guesses get no more tries than N sequential ones.
     A success resets the user name's count, not the address's: one address that holds a valid
     account must not be able to wipe its failures on other names by logging in between them.
     """
@@ -117,9 +140,18 @@ class LoginLimits:
             )
         return None
 
-    def failed(self, user: str, address: str) -> None:
-        self.users.failed(user)
-        self.addresses.failed(address)
+    def begin(self, user: str, address: str) -> LimitRefusal | Attempt:
+        """Refused, or an attempt already counted as a failure for its user and address."""
+        refusal = self.check(user, address)
+        if refusal is not None:
+            return refusal
+        return Attempt(user, address, self.users.failed(user), self.addresses.failed(address))
 
-    def succeeded(self, user: str) -> None:
-        self.users.reset(user)
+    def succeeded(self, attempt: Attempt) -> None:
+        self.users.reset(attempt.user)
+        self.addresses.forget(attempt.address, attempt.address_at)
+
+    def cancel(self, attempt: Attempt) -> None:
+        """The attempt was not decided (e.g. no user database): it is not a failure."""
+        self.users.forget(attempt.user, attempt.user_at)
+        self.addresses.forget(attempt.address, attempt.address_at)

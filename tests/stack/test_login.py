@@ -102,6 +102,14 @@ def test_failed_logins_per_user_are_refused_with_429_and_retry_after(stack: Stac
         assert post_login(other, "alice", "alice-demo").status_code == 200
 
 
+def test_parallel_guesses_get_no_more_tries_than_sequential_ones(stack: Stack) -> None:
+    user = user_with_password(stack, "right-pass-123")
+    with client_from(fresh_address(), stack) as client, ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: post_login(client, user, f"guess-{i}"), range(20)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * 5 + [429] * 15, statuses
+
+
 def test_a_success_resets_the_users_count(stack: Stack) -> None:
     user = user_with_password(stack, "right-pass-123")
     with client_from(fresh_address(), stack) as client:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
@@ -193,13 +195,37 @@ def test_failed_logins_per_address_get_429(
     assert int(refused.headers["retry-after"]) > 0
 
 
+async def test_parallel_guesses_get_no_more_tries_than_sequential_ones(database_url: str) -> None:
+    verified: list[str] = []
+
+    def slow(stored: str, password: str) -> bool:
+        verified.append(password)
+        time.sleep(0.2)  # all requests arrive while the first ones are still verifying
+        return False
+
+    app = FastAPI()
+    app.include_router(login_router(settings(database_url), verify=slow))
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
+        answers = await asyncio.gather(
+            *(
+                client.post("/api/login", json={"username": "alice", "password": f"guess-{i}"})
+                for i in range(20)
+            )
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * 5 + [429] * 15  # the default: 5 failures per user
+    assert len(verified) == 5
+
+
 def test_a_missing_database_is_503_with_a_reason_and_is_not_created(
     tmp_path: Path, client_for: Callable[[FastAPI], TestClient]
 ) -> None:
     path = tmp_path / "none" / "omni2.db"
     client = client_for(create_app(settings(f"sqlite+aiosqlite:///{path}")))
-    response = login(client, "alice", "alice-demo")
-    assert response.status_code == 503
+    for _ in range(8):  # more than the limit: an undecided attempt is no failure
+        response = login(client, "alice", "alice-demo")
+        assert response.status_code == 503
     assert response.json()["detail"] == (
         "login unavailable: the user database does not exist yet (OMNI2 creates it)"
     )

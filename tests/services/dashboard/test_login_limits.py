@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.dashboard.login_limits import FailureWindow, LoginLimits
+from services.dashboard.login_limits import Attempt, FailureWindow, LimitRefusal, LoginLimits
 
 
 class Clock:
@@ -78,23 +78,63 @@ def test_windows_need_positive_bounds() -> None:
         FailureWindow(max_failures=1, window_s=60, max_keys=0)
 
 
+def test_forget_takes_back_one_failure() -> None:
+    clock = Clock()
+    window = FailureWindow(max_failures=2, window_s=60, max_keys=10, clock=clock)
+    first = window.failed("alice")
+    clock.now += 1
+    window.failed("alice")
+    assert window.retry_after("alice") is not None
+    window.forget("alice", first)
+    assert window.retry_after("alice") is None and len(window) == 1
+    window.forget("alice", first)  # twice, or a time never counted: nothing happens
+    window.forget("bob", first)
+    assert len(window) == 1
+
+
+def _fail(limits: LoginLimits, user: str, address: str) -> None:
+    assert isinstance(limits.begin(user, address), Attempt)  # and never cleared: a failure
+
+
 def test_login_limits_count_per_user_and_per_address_and_success_resets_the_user() -> None:
     clock = Clock()
     limits = LoginLimits(per_user=3, per_address=5, window_s=60, max_keys=100, clock=clock)
     for _ in range(3):
-        limits.failed("alice", "10.0.0.1")
-    refusal = limits.check("alice", "10.0.0.2")  # another address: still this user's limit
-    assert refusal is not None and "for this user" in refusal.reason
+        _fail(limits, "alice", "10.0.0.1")
+    refusal = limits.begin("alice", "10.0.0.2")  # another address: still this user's limit
+    assert isinstance(refusal, LimitRefusal) and "for this user" in refusal.reason
     assert refusal.retry_after_s == 60
     assert limits.check("bob", "10.0.0.1") is None  # 3 of 5 for the address
 
-    limits.succeeded("alice")
-    assert limits.check("alice", "10.0.0.2") is None
+    limits.users.reset("alice")  # (as a success of alice does)
+    success = limits.begin("alice", "10.0.0.2")
+    assert isinstance(success, Attempt)
+    limits.succeeded(success)
+    assert len(limits.users) == 0  # alice's count is gone
+    assert limits.addresses.retry_after("10.0.0.2") is None and len(limits.addresses) == 1
 
     for name in ("bob", "carol"):
-        limits.failed(name, "10.0.0.1")
-    refusal = limits.check("dave", "10.0.0.1")  # the address has 5 failures now
-    assert refusal is not None and "from this address" in refusal.reason
-    limits.succeeded("dave")  # a success never clears the address's count
-    assert limits.check("dave", "10.0.0.1") is not None
-    assert limits.check("dave", "10.0.0.3") is None
+        _fail(limits, name, "10.0.0.1")
+    refusal = limits.begin("dave", "10.0.0.1")  # the address has 5 failures now
+    assert isinstance(refusal, LimitRefusal) and "from this address" in refusal.reason
+    ok = limits.begin("dave", "10.0.0.3")
+    assert isinstance(ok, Attempt)
+    limits.succeeded(ok)  # a success never clears another address's count
+    assert limits.check("erin", "10.0.0.1") is not None
+
+
+def test_an_attempt_counts_while_it_runs_so_parallel_guesses_get_no_extra_tries() -> None:
+    limits = LoginLimits(per_user=5, per_address=100, window_s=60, max_keys=100, clock=Clock())
+    # 30 requests arrive before any of them is decided.
+    started = [limits.begin("alice", f"10.0.1.{i}") for i in range(30)]
+    assert sum(isinstance(a, Attempt) for a in started) == 5
+    assert all(isinstance(a, LimitRefusal) for a in started[5:])
+
+
+def test_a_cancelled_attempt_is_no_failure() -> None:
+    limits = LoginLimits(per_user=1, per_address=1, window_s=60, max_keys=100, clock=Clock())
+    attempt = limits.begin("alice", "10.0.0.1")
+    assert isinstance(attempt, Attempt)
+    assert limits.check("alice", "10.0.0.1") is not None  # while it runs
+    limits.cancel(attempt)
+    assert limits.check("alice", "10.0.0.1") is None
