@@ -28,7 +28,7 @@ from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
 from omni_trace.waterfall import render_waterfall
 from otel.names import Service, telemetry_markdown
 from otel.setup import create_tracer_provider
-from services.dashboard.users import DEMO_USERS
+from services.omni2.db.seed import DEMO_PASSWORDS
 
 EPILOG = """\
 environment:
@@ -45,7 +45,7 @@ quick start:
   omni-trace trace show last a waterfall of the newest message trace
   omni-trace audit --since 15m   is every message's chain whole? (exit 1 if not)
   omni-trace doctor          where does the chain break?
-  omni-trace users list      OMNI2's users, roles, limits (also add, block, unblock, limits)
+  omni-trace users list      OMNI2's users, roles, limits (also add, passwd, block, limits)
 """
 
 
@@ -150,8 +150,8 @@ def _password(args: argparse.Namespace) -> str:
     env = os.environ.get("OMNI_TRACE_PASSWORD")
     if env:
         return env
-    if args.user in DEMO_USERS:
-        return DEMO_USERS[args.user]
+    if args.user in DEMO_PASSWORDS:
+        return DEMO_PASSWORDS[args.user]
     raise ChatError(f"no password for {args.user!r}: pass --password or set OMNI_TRACE_PASSWORD")
 
 

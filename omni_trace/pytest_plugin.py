@@ -35,7 +35,7 @@ from omni_trace.ports import Ports
 from omni_trace.stack import Stack, StackInfo
 from otel.names import Service
 from otel.setup import create_tracer_provider
-from services.dashboard.users import DEMO_USERS
+from services.omni2.db.seed import DEMO_PASSWORDS
 
 ChatFactory = Callable[..., AbstractAsyncContextManager[ChatConnection]]
 
@@ -83,7 +83,8 @@ def omni_chat(omni_stack: StackInfo, omni_tracer_provider: TracerProvider) -> Ch
     async def connect(
         user: str = "alice", password: str | None = None
     ) -> AsyncIterator[ChatConnection]:
-        token = await login(omni_stack.dashboard_url, user, password or DEMO_USERS.get(user, ""))
+        password = password or DEMO_PASSWORDS.get(user, "")
+        token = await login(omni_stack.dashboard_url, user, password)
         async with open_chat(
             omni_stack.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
         ) as chat:

@@ -322,6 +322,7 @@ class Stack:
                 "DASHBOARD_HOST": host,
                 "DASHBOARD_PORT": str(p.dashboard),
                 "DASHBOARD_UPSTREAM_WS_URL": info.traefik_ws_url,
+                # Logins read users from OMNI2's database; refusals are written to it.
                 "DASHBOARD_DATABASE_URL": info.omni2_database_url,
                 "DASHBOARD_ALLOWED_ORIGINS": json.dumps([info.frontend_url]),
             },

@@ -1,13 +1,20 @@
-"""`omni-trace users ...`: OMNI2's users, roles and limits, straight in its database.
+"""`omni-trace users ...`: OMNI2's users, roles, limits and login passwords, in its database.
 
 The database is the running stack's (from the stack file), or `--database-url`. Changes take
-effect at once: OMNI2 checks the database on every connection and every message.
+effect at once: OMNI2 checks the database on every connection and every message, and the
+dashboard reads the password hash at every login.
+
+This command never adds demo users: it makes missing tables and the built-in roles (so that
+`add --role user` works on a new database), nothing else. Demo users come only from OMNI2's
+own seed when it starts (`OMNI2_SEED_DEMO_USERS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,10 +22,11 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni_trace.stack import StackError, StackInfo
+from services.common.passwords import hash_password, password_problem
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.engine import redacted_url
-from services.omni2.db.seed import seed_demo
+from services.omni2.db.seed import seed_roles
 from services.omni2.settings import DEFAULT_DATABASE_URL
 
 T = TypeVar("T")
@@ -44,7 +52,7 @@ def _run(url: str, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
         db = Database(url)
         try:
             await db.create_tables()
-            await seed_demo(db)
+            await seed_roles(db)
             async with db.session() as session:
                 return await fn(session)
         finally:
@@ -62,7 +70,11 @@ def _limit(value: Any, unit: str = "") -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     url = database_url(args)
-    users = _run(url, repo.list_users)
+
+    async def read(session: AsyncSession) -> tuple[list[repo.UserContext], list[str]]:
+        return await repo.list_users(session), await repo.users_without_password(session)
+
+    users, no_password = _run(url, read)
     print(f"# {redacted_url(url)}")
     header = ("user", "role", "status", "tokens/day", "cost/day", "msgs/min", "tools")
     rows = [header]
@@ -86,15 +98,64 @@ def cmd_list(args: argparse.Namespace) -> int:
     for u in users:
         if u.blocked_reason:
             print(f"{u.user_id} is blocked: {u.blocked_reason}")
+    for user_id in no_password:
+        print(f"{user_id} has no password and cannot log in: omni-trace users passwd {user_id}")
     return 0
 
 
+def _read_password(args: argparse.Namespace, *, required: bool) -> str | None:
+    """The new password from --password, --password-stdin or a prompt; checked, not echoed."""
+    if args.password is not None:
+        password = str(args.password)
+    elif args.password_stdin:
+        # One line: `printf '%s\n' "$PW" | omni-trace users passwd dave --password-stdin`.
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not required:
+        return None
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"new password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            raise UsersError("the two passwords differ; nothing changed")
+    else:
+        raise UsersError(
+            "no password given: pass --password-stdin (and the password on stdin), or run "
+            "in a terminal to be asked"
+        )
+    problem = password_problem(password)
+    if problem:
+        raise UsersError(f"{problem}; nothing changed")
+    return password
+
+
 def cmd_add(args: argparse.Namespace) -> int:
+    password = _read_password(args, required=False)
+    hashed = hash_password(password) if password is not None else None
     _run(
         database_url(args),
-        lambda s: repo.add_user(s, args.user, args.role, args.name or "", not args.inactive),
+        lambda s: repo.add_user(
+            s, args.user, args.role, args.name or "", not args.inactive, password_hash=hashed
+        ),
     )
     print(f"added {args.user} ({args.role}{', inactive' if args.inactive else ''})")
+    if hashed is None:
+        print(
+            f"{args.user} has no password and cannot log in yet: "
+            f"omni-trace users passwd {args.user}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    if args.remove:
+        _run(database_url(args), lambda s: repo.set_password_hash(s, args.user, None))
+        print(f"{args.user} has no password now and cannot log in")
+        return 0
+    password = _read_password(args, required=True)
+    assert password is not None
+    hashed = hash_password(password)
+    _run(database_url(args), lambda s: repo.set_password_hash(s, args.user, hashed))
+    print(f"password of {args.user} set")
     return 0
 
 
@@ -140,10 +201,24 @@ def cmd_limits(args: argparse.Namespace) -> int:
     return 0
 
 
+def password_options(p: argparse.ArgumentParser) -> Any:
+    """--password and --password-stdin (one of them); returns their group."""
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--password",
+        help="the login password (visible to other users of this machine in the process "
+        "list: prefer --password-stdin or the prompt of `passwd`)",
+    )
+    given.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (one line)"
+    )
+    return given
+
+
 def add_parser(sub: Any, stack_file: Callable[[argparse.ArgumentParser], None]) -> None:
     users = sub.add_parser(
         "users",
-        help="list, add, block, unblock users of OMNI2 and set their limits",
+        help="list, add, block, unblock users of OMNI2, set their passwords and limits",
         description="Manage OMNI2's users in its database (the running stack's, found via "
         "the stack file, or --database-url). OMNI2 applies changes at the next connection or "
         "message.",
@@ -164,7 +239,20 @@ def add_parser(sub: Any, stack_file: Callable[[argparse.ArgumentParser], None]) 
     add.add_argument("--role", default="user", help="admin, user or viewer (default user)")
     add.add_argument("--name", help="display name")
     add.add_argument("--inactive", action="store_true", help="add the account inactive")
+    password_options(add)
     add.set_defaults(func=cmd_add)
+
+    passwd = users_sub.add_parser(
+        "passwd",
+        help="set or reset a user's login password (asked for, or --password-stdin)",
+        description="Set the password the user logs in with at the dashboard (stored as an "
+        "Argon2id hash). Without options it is asked for twice in the terminal.",
+    )
+    passwd.add_argument("user")
+    password_options(passwd).add_argument(
+        "--remove", action="store_true", help="remove the password: the user cannot log in"
+    )
+    passwd.set_defaults(func=cmd_passwd)
 
     block = users_sub.add_parser("block", help="block a user (connected ones are closed)")
     block.add_argument("user")

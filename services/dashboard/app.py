@@ -5,35 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from opentelemetry import trace
-from pydantic import BaseModel
 
 from otel.fastapi import telemetry_config
-from otel.names import Attr
-from services.common.tokens import issue_token
 from services.dashboard.audit import RefusalLog
+from services.dashboard.login import login_router
 from services.dashboard.proxy import proxy_chat
 from services.dashboard.query import TokenFromQuery
 from services.dashboard.settings import DashboardSettings
-from services.dashboard.users import check_password
 from services.omni2.db import Database
 
 
-class LoginRequest(BaseModel):
-    username: str
-    password: str
-
-
-class LoginResponse(BaseModel):
-    token: str
-    token_type: str = "bearer"
-    expires_in: int
-    user_id: str
-
-
 def create_app(settings: DashboardSettings) -> FastAPI:
+    # The audit trail the dashboard's refusals go to (the login reads users on its own).
     db = Database(settings.database_url.get_secret_value())
 
     @asynccontextmanager
@@ -50,23 +35,12 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     )
     # Outermost: the token leaves the query before any other layer sees the URL.
     app.add_middleware(TokenFromQuery)
-    secret = settings.jwt_secret.get_secret_value()
+    app.include_router(login_router(settings))
     refusals = RefusalLog(db)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.post("/api/login")
-    async def login(body: LoginRequest) -> LoginResponse:
-        if not check_password(body.username, body.password):
-            raise HTTPException(status_code=401, detail="invalid username or password")
-        trace.get_current_span().set_attribute(Attr.USER_ID, body.username)
-        return LoginResponse(
-            token=issue_token(body.username, secret, settings.token_ttl_s),
-            expires_in=settings.token_ttl_s,
-            user_id=body.username,
-        )
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:

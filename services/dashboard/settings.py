@@ -6,6 +6,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings
+from services.omni2.settings import DEFAULT_DATABASE_URL
 
 # The chat page's origin (services/frontend on its default port).
 CHAT_PAGE_ORIGINS = ["http://127.0.0.1:3001", "http://localhost:3001"]
@@ -25,11 +26,6 @@ class DashboardSettings(CommonSettings):
     )
     upstream_open_timeout_s: float = Field(default=5.0, gt=0)
     token_ttl_s: int = Field(default=3600, gt=0)
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///var/omni2.db"),
-        description="OMNI2's database: the user store for login, and the audit trail that "
-        "refused frames are written to.",
-    )
 
     # -- who may talk to the dashboard --------------------------------------------------------
     allowed_origins: list[str] = Field(
@@ -66,4 +62,30 @@ class DashboardSettings(CommonSettings):
     )
     max_pending_messages: int = Field(
         default=16, ge=1, description="Messages a connection may have awaiting an answer."
+    )
+
+    # -- login -------------------------------------------------------------------------------
+    database_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="OMNI2's database, where /api/login reads users and password hashes "
+        "(read only: OMNI2 creates the tables) and refused frames are recorded. "
+        "`omni-trace up` passes the stack's.",
+    )
+    database_timeout_s: float = Field(
+        default=5.0, gt=0, description="A login waits this long for the user store, then 503."
+    )
+    login_max_failures_per_user: int = Field(
+        default=5, ge=1, description="Failed logins per user name within the window, then 429."
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed logins per client address within the window."
+    )
+    login_failure_window_s: float = Field(
+        default=300.0, gt=0, description="The sliding window of both login limits."
+    )
+    login_limit_max_keys: int = Field(
+        default=10_000, ge=1, description="Names (and addresses) the login limits remember."
+    )
+    login_max_concurrent_verifications: int = Field(
+        default=4, ge=1, description="Password hashes checked at once (each uses 64 MiB)."
     )

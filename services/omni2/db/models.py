@@ -46,6 +46,11 @@ class User(Base):
     daily_cost_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The dashboard's login: an Argon2id hash (services/common/passwords.py); NULL: no password,
+    # the user cannot log in until `omni-trace users passwd` sets one.
+    password_hash: Mapped[str | None] = mapped_column(
+        String(255), nullable=True, default=None, deferred=True
+    )
 
     role: Mapped[Role] = relationship(lazy="joined")
     block: Mapped[BlockedUser | None] = relationship(lazy="joined", uselist=False)

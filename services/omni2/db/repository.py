@@ -254,13 +254,43 @@ async def _user(session: AsyncSession, user_id: str) -> User:
 
 
 async def add_user(
-    session: AsyncSession, user_id: str, role: str, name: str = "", active: bool = True
+    session: AsyncSession,
+    user_id: str,
+    role: str,
+    name: str = "",
+    active: bool = True,
+    password_hash: str | None = None,
 ) -> None:
     if await session.get(Role, role) is None:
         raise NotFound(f"no role {role!r}")
     if await session.get(User, user_id) is not None:
         raise ValueError(f"user {user_id!r} exists already")
-    session.add(User(id=user_id, name=name or user_id, role_name=role, active=active))
+    session.add(
+        User(
+            id=user_id,
+            name=name or user_id,
+            role_name=role,
+            active=active,
+            password_hash=password_hash,
+        )
+    )
+
+
+async def password_hash(session: AsyncSession, user_id: str) -> str | None:
+    """The user's login hash; None when there is no such user or it has no password."""
+    return await session.scalar(select(User.password_hash).where(User.id == user_id))
+
+
+async def users_without_password(session: AsyncSession) -> list[str]:
+    rows = await session.scalars(
+        select(User.id).where(User.password_hash.is_(None)).order_by(User.id)
+    )
+    return list(rows.all())
+
+
+async def set_password_hash(session: AsyncSession, user_id: str, hashed: str | None) -> None:
+    """Set (or with None: remove) a user's login password hash."""
+    (await _user(session, user_id)).password_hash = hashed
 
 
 async def set_active(session: AsyncSession, user_id: str, active: bool) -> None:

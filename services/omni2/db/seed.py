@@ -1,11 +1,18 @@
-"""Demo roles and users, inserted when missing (existing rows are left as they are)."""
+"""The built-in roles, and the demo users OMNI2 adds at start (`OMNI2_SEED_DEMO_USERS`).
+
+Rows are inserted when missing; existing rows are left as they are, except that a demo user
+without a password (a database made before passwords were stored) gets its demo password.
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.passwords import hash_password
 from services.omni2.db.engine import Database
 from services.omni2.db.models import BlockedUser, Role, User
 
@@ -47,13 +54,16 @@ class DemoUser:
     id: str
     name: str
     role: str
-    password: str  # the dashboard's demo login (services/dashboard/users.py)
+    password: str  # the demo login at the dashboard; stored only as a hash
     active: bool = True
     blocked_reason: str | None = None
     daily_token_limit: int | None = None
     note: str = ""
 
 
+# The demo passwords are public demo credentials, documented for the local stack (README,
+# `omni-trace demo`, the tests): they are not secrets. Any database OMNI2 seeds lets these users
+# log in, so a deployment turns seeding off (OMNI2_SEED_DEMO_USERS=false).
 DEMO_USERS: list[DemoUser] = [
     DemoUser("alice", "Alice", "user", "alice-demo", note="normal user"),
     DemoUser("bob", "Bob", "admin", "bob-demo", note="admin"),
@@ -70,30 +80,53 @@ DEMO_USERS: list[DemoUser] = [
     DemoUser("tim", "Tim", "user", "tim-demo", daily_token_limit=120, note="tiny daily limit"),
 ]
 
+# user -> demo password, for the clients that log in as a demo user (CLI, demo, pytest plugin).
+DEMO_PASSWORDS: dict[str, str] = {demo.id: demo.password for demo in DEMO_USERS}
+
+
+@functools.cache
+def _demo_hash(password: str) -> str:
+    # Salted once per process: seeding many test databases does not hash again each time.
+    return hash_password(password)
+
+
+async def seed_roles(db: Database) -> int:
+    """Insert the built-in roles that are missing (never users); returns how many were added."""
+    async with db.session() as session:
+        return await _add_roles(session)
+
+
+async def _add_roles(session: AsyncSession) -> int:
+    added = 0
+    have_roles = set((await session.scalars(select(Role.name))).all())
+    for role in ROLES:
+        if role.name not in have_roles:
+            session.add(
+                Role(
+                    name=role.name,
+                    description=role.description,
+                    permissions=list(role.permissions),
+                    mcp_tools=list(role.mcp_tools),
+                    daily_token_limit=role.daily_token_limit,
+                    daily_cost_limit=role.daily_cost_limit,
+                    rate_limit_per_minute=role.rate_limit_per_minute,
+                )
+            )
+            added += 1
+    await session.flush()
+    return added
+
 
 async def seed_demo(db: Database) -> int:
-    """Insert the demo roles and users that are missing; returns how many rows were added."""
-    added = 0
+    """Insert the built-in roles and the demo users that are missing; returns rows added."""
     async with db.session() as session:
-        have_roles = set((await session.scalars(select(Role.name))).all())
-        for role in ROLES:
-            if role.name not in have_roles:
-                session.add(
-                    Role(
-                        name=role.name,
-                        description=role.description,
-                        permissions=list(role.permissions),
-                        mcp_tools=list(role.mcp_tools),
-                        daily_token_limit=role.daily_token_limit,
-                        daily_cost_limit=role.daily_cost_limit,
-                        rate_limit_per_minute=role.rate_limit_per_minute,
-                    )
-                )
-                added += 1
-        await session.flush()
-        have_users = set((await session.scalars(select(User.id))).all())
+        added = await _add_roles(session)
+        rows = await session.execute(select(User.id, User.password_hash))
+        have_users = {user_id: hashed for user_id, hashed in rows}
         for demo in DEMO_USERS:
             if demo.id in have_users:
+                if have_users[demo.id] is None:
+                    (await session.get_one(User, demo.id)).password_hash = _demo_hash(demo.password)
                 continue
             session.add(
                 User(
@@ -102,6 +135,7 @@ async def seed_demo(db: Database) -> int:
                     role_name=demo.role,
                     active=demo.active,
                     daily_token_limit=demo.daily_token_limit,
+                    password_hash=_demo_hash(demo.password),
                 )
             )
             await session.flush()

@@ -1,0 +1,213 @@
+"""`POST /api/login`: a user name and password from OMNI2's database in exchange for a JWT.
+
+The users and their Argon2id password hashes live in OMNI2's database (one store: OMNI2
+creates the tables and seeds the demo users, `omni-trace users` adds users and sets
+passwords). The dashboard only reads it. Every attempt costs one hash verification, whether
+the name is known or not, so the answer time does not reveal which names exist; failed
+attempts are limited per user name and per client address (services/dashboard/login_limits.py).
+The password never reaches a span or a log line, and the server span carries `user.id` only
+once the password matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from otel.names import Attr
+from services.common.passwords import MAX_PASSWORD_CHARS, dummy_hash, verify_password
+from services.common.tokens import issue_token
+from services.dashboard.login_limits import LimitRefusal, LoginLimits
+from services.dashboard.settings import DashboardSettings
+from services.omni2.db import repository as repo
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024
+MAX_USERNAME_CHARS = 128  # users.id
+INVALID = "invalid username or password"
+
+Verifier = Callable[[str, str], bool]
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    username: str = Field(min_length=1, max_length=MAX_USERNAME_CHARS)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class LoginResponse(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    expires_in: int
+    user_id: str
+
+
+class StoreUnavailable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UserStore:
+    """Password hashes from OMNI2's database. Reads only: it never creates a table or a file."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        try:
+            parsed = make_url(url)
+            self._sqlite_file: Path | None = None
+            database = parsed.database or ":memory:"
+            if parsed.get_backend_name() == "sqlite" and database != ":memory:":
+                self._sqlite_file = Path(database)
+            # Both sqlite3 (busy wait) and asyncpg (connect) call their wait `timeout`.
+            self._engine = create_async_engine(
+                url, hide_parameters=True, connect_args={"timeout": timeout_s}
+            )
+        except (ArgumentError, ImportError, ValueError) as err:
+            # The message of a bad URL repeats the URL, password included: name the setting.
+            raise ValueError(
+                "DASHBOARD_DATABASE_URL is not a usable SQLAlchemy async URL "
+                f"({type(err).__name__})"
+            ) from None
+        self._sessions = async_sessionmaker(self._engine)
+        self._timeout_s = timeout_s
+
+    async def password_hash(self, user_id: str) -> str | None:
+        """The user's hash; None for an unknown user or one without a password."""
+        if self._sqlite_file is not None and not self._sqlite_file.exists():
+            # Connecting would create an empty file; OMNI2 makes the database when it starts.
+            raise StoreUnavailable("the user database does not exist yet (OMNI2 creates it)")
+        try:
+            async with asyncio.timeout(self._timeout_s), self._sessions() as session:
+                return await repo.password_hash(session, user_id)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the user database did not answer within {self._timeout_s:g} s"
+            ) from None
+        except (SQLAlchemyError, OSError) as err:
+            raise StoreUnavailable(_store_problem(err)) from None
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _store_problem(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err)
+    if "no such table" in text or 'relation "users" does not exist' in text:
+        return "the users table is missing (OMNI2 creates it when it starts)"
+    if "password_hash" in text:
+        return "the users table has no password column (start OMNI2 once to upgrade it)"
+    return f"cannot read the user database ({type(err).__name__})"
+
+
+async def _login_request(request: Request) -> LoginRequest:
+    """The body, bounded and parsed defensively (a bad one is answered, never echoed)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, detail=f"login body over {MAX_BODY_BYTES} bytes")
+    try:
+        return LoginRequest.model_validate_json(bytes(body))
+    except (ValidationError, ValueError, RecursionError):
+        # pydantic's own message would repeat the input, password included.
+        raise HTTPException(
+            422,
+            detail=f'expected JSON {{"username": 1-{MAX_USERNAME_CHARS} characters, '
+            f'"password": 1-{MAX_PASSWORD_CHARS} characters}}',
+        ) from None
+
+
+def login_router(
+    settings: DashboardSettings,
+    *,
+    store: UserStore | None = None,
+    verify: Verifier = verify_password,
+) -> APIRouter:
+    users = store or UserStore(
+        settings.database_url.get_secret_value(), settings.database_timeout_s
+    )
+    limits = LoginLimits(
+        per_user=settings.login_max_failures_per_user,
+        per_address=settings.login_max_failures_per_address,
+        window_s=settings.login_failure_window_s,
+        max_keys=settings.login_limit_max_keys,
+    )
+    # Each verification holds 64 MiB for a moment: a flood of logins must not hold N of them.
+    verifications = asyncio.Semaphore(settings.login_max_concurrent_verifications)
+    secret = settings.jwt_secret.get_secret_value()
+    no_password = dummy_hash()  # made now, so the first unknown name is not slower
+
+    async def password_matches(stored: str | None, password: str) -> bool:
+        # Exactly one verification on every path: unknown names and users without a password
+        # are checked against the dummy hash, so they cost what a known name costs.
+        async with verifications:
+            matches = await asyncio.to_thread(verify, stored or no_password, password)
+        return matches and stored is not None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await users.close()
+
+    router = APIRouter(lifespan=lifespan)
+
+    @router.post(
+        "/api/login",
+        response_model=LoginResponse,
+        responses={
+            401: {"description": INVALID},
+            429: {"description": "too many failed logins (Retry-After says when to retry)"},
+            503: {"description": "the user database is unavailable"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": LoginRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def login(request: Request) -> Any:
+        body = await _login_request(request)
+        address = request.client.host if request.client else ""
+        attempt = limits.begin(body.username, address)
+        if isinstance(attempt, LimitRefusal):
+            log.warning("login refused for address %s: %s", address, attempt.reason)
+            return JSONResponse(
+                {"detail": attempt.reason, "retry_after_s": attempt.retry_after_s},
+                status_code=429,
+                headers={"Retry-After": str(attempt.retry_after_s)},
+            )
+        try:
+            stored = await users.password_hash(body.username)
+        except StoreUnavailable as err:
+            limits.cancel(attempt)
+            log.error("login unavailable: %s", err.reason)
+            raise HTTPException(503, detail=f"login unavailable: {err.reason}") from None
+        if not await password_matches(stored, body.password):
+            # Counted as a failure already (limits.begin). The name is not logged: a
+            # password typed into the name field would land here.
+            log.info("failed login from %s", address)
+            raise HTTPException(401, detail=INVALID)
+        limits.succeeded(attempt)
+        trace.get_current_span().set_attribute(Attr.USER_ID, body.username)
+        return LoginResponse(
+            token=issue_token(body.username, secret, settings.token_ttl_s),
+            expires_in=settings.token_ttl_s,
+            user_id=body.username,
+        )
+
+    return router
