@@ -217,7 +217,8 @@ async def test_a_percent_encoded_token_name_reaches_no_log_and_no_span(
     stack: Stack, jaeger: JaegerClient, token: str
 ) -> None:
     session_trace, session_span = _ids()
-    url = f"{stack.info.dashboard_ws_url}?tok%65n={token}&traceparent=00-{session_trace}-{session_span}-01"
+    traceparent = f"00-{session_trace}-{session_span}-01"
+    url = f"{stack.info.dashboard_ws_url}?tok%65n={token}&traceparent={traceparent}"
     async with connect(url) as ws:
         assert json.loads(await ws.recv())["type"] == "welcome"
     spans: list[TraceSpan] = jaeger.wait_for_trace(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
