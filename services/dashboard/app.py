@@ -14,17 +14,16 @@ from services.dashboard.login import login_router
 from services.dashboard.proxy import proxy_chat
 from services.dashboard.query import TokenFromQuery
 from services.dashboard.settings import DashboardSettings
-from services.omni2.db import Database
 
 
 def create_app(settings: DashboardSettings) -> FastAPI:
     # The audit trail the dashboard's refusals go to (the login reads users on its own).
-    db = Database(settings.database_url.get_secret_value())
+    refusals = RefusalLog(settings.database_url.get_secret_value())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await db.dispose()
+        await refusals.close()
 
     app = FastAPI(title="dashboard-backend", telemetry=telemetry_config(), lifespan=lifespan)
     app.add_middleware(
@@ -36,7 +35,6 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     # Outermost: the token leaves the query before any other layer sees the URL.
     app.add_middleware(TokenFromQuery)
     app.include_router(login_router(settings))
-    refusals = RefusalLog(db)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

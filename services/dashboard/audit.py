@@ -38,17 +38,27 @@ class ConnectionRefusals:
 
 
 class RefusalLog:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    """Writes to OMNI2's database, opened at the first refusal: the dashboard never creates
+    the database (OMNI2 does when it starts)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._db: Database | None = None
 
     async def write(
         self, refusals: ConnectionRefusals, user_id: str, conversation_id: str | None
     ) -> None:
         if not refusals:
             return
+        if self._db is None:
+            self._db = Database(self._url)
         try:
-            async with self.db.session() as session:
+            async with self._db.session() as session:
                 for trace_id, flow in refusals.by_trace.items():
                     await repo.add_flow(session, flow, trace_id, user_id, conversation_id)
         except (SQLAlchemyError, OSError) as err:
             log.error("could not store the refusals of conversation %s: %s", conversation_id, err)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.dispose()

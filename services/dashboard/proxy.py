@@ -64,6 +64,12 @@ class Connection:
     def session_trace_id(self) -> str:
         return format_trace_id(self.session.trace_id) if self.session else ""
 
+    def refuse(self, name: str, detail: dict[str, Any], trace_id: str | None = None) -> None:
+        """Remember a refusal for the audit trail (the session trace's unless a message's)."""
+        if self.first_refusal_ns is None:
+            self.first_refusal_ns = time.time_ns()
+        self.refusals.add(trace_id or self.session_trace_id, name, detail)
+
 
 async def proxy_chat(websocket: WebSocket, settings: DashboardSettings, log_: RefusalLog) -> None:
     link = settings.client_trace == "link"
@@ -126,29 +132,31 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
             if message["type"] == "websocket.disconnect":
                 code = message.get("code")
                 if code == CloseCode.MESSAGE_TOO_BIG:
-                    limit = settings.max_frame_bytes
-                    _refused(connection, connection.session_trace_id, "frame_too_big", limit)
+                    connection.refuse(
+                        "frame_too_big",
+                        {"limit_bytes": settings.max_frame_bytes, "close_code": code},
+                    )
                 await client.close(code=sendable(code, CloseCode.NORMAL), reason="client closed")
                 return
             if not throttle.allow():
                 if connection.first_refusal_ns is None:
-                    connection.first_refusal_ns = time.time_ns()
+                    connection.first_refusal_ns = time.time_ns()  # the span starts here
                 if throttle.abusive:
                     reason = "too many frames: the connection kept sending after being told"
                     await websocket.close(CloseCode.POLICY_VIOLATION, close_reason(reason))
                     await client.close(CloseCode.GOING_AWAY, "client closed")
                     return
                 if throttle.should_warn():
-                    limit = f"{settings.frames_per_second:g} per second"
+                    rate = f"{settings.frames_per_second:g} per second"
                     await tell(
-                        error_frame(f"too many frames: at most {limit}", None, "rate_limited")
+                        error_frame(f"too many frames: at most {rate}", None, "rate_limited")
                     )
                 continue
             if message.get("text") is not None:
                 try:
                     await client.send(relay.to_upstream(message["text"]))
                 except MessageRefused as refused:
-                    _refused(connection, refused.trace_id, "too_many_pending", None)
+                    connection.refuse("too_many_pending", {}, refused.trace_id)
                     await tell(refused.frame)
             elif message.get("bytes") is not None:
                 await client.send(message["bytes"])
@@ -188,29 +196,10 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
         relay.close("connection closed before the reply")
         await client.close()
         if throttle.refused:
-            _refused(
-                connection,
-                connection.session_trace_id,
-                "rate_limited",
-                throttle.refused,
-                closed=throttle.abusive,
-            )
-
-
-def _refused(
-    connection: Connection,
-    trace_id: str,
-    name: str,
-    amount: int | None,
-    *,
-    closed: bool = False,
-) -> None:
-    detail: dict[str, Any] = {} if amount is None else {"count": amount}
-    if closed:
-        detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
-    if name == "frame_too_big":
-        detail = {"limit_bytes": amount, "close_code": int(CloseCode.MESSAGE_TOO_BIG)}
-    connection.refusals.add(trace_id, name, detail)
+            detail: dict[str, Any] = {"count": throttle.refused}
+            if throttle.abusive:
+                detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
+            connection.refuse("rate_limited", detail)
 
 
 async def _record_refusals(connection: Connection, relay: MessageRelay, log_: RefusalLog) -> None:

@@ -291,6 +291,7 @@ def test_an_oversized_body_is_413(
 def test_the_database_url_is_a_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "postgresql+asyncpg://omni:s3cret-pw@db.example/omni2"
     monkeypatch.setenv("DASHBOARD_DATABASE_URL", url)
+    monkeypatch.setenv("OMNI_JWT_SECRET", "k" * 32)
     loaded = DashboardSettings()
     assert loaded.database_url.get_secret_value() == url
     assert "s3cret-pw" not in repr(loaded) and "s3cret-pw" not in str(loaded.model_dump())
