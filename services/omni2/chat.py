@@ -208,6 +208,7 @@ class ChatSession:
             attributes=attributes,
         ) as step:
             step.fail(err.error_type, str(err), status="denied", reason=str(err))
+            step.stop_clock()
             trace_id = _trace_id(step.span)
             await self.services.store.record_flow(
                 flow, trace_id, self.user_id, self.conversation_id, attributes
@@ -229,11 +230,13 @@ class ChatSession:
             detail={"code": int(code), "reason": TOKEN_EXPIRED},
         ) as step:
             log.info("closing connection of user=%s: token expired", self.user_id)
-            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-                await self.websocket.close(code=code, reason=TOKEN_EXPIRED)
+            # The audit row first: once the client sees the close, the trail holds it.
+            step.stop_clock()
             await self.services.store.record_flow(
                 flow, _trace_id(step.span), self.user_id, self.conversation_id, attributes
             )
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.close(code=code, reason=TOKEN_EXPIRED)
 
     async def _turn(self, frame: ClientMessage) -> None:
         attributes = self._attributes()

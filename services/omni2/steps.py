@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -28,7 +28,13 @@ tracer = trace.get_tracer(__name__)
 class Step:
     span: Span
     record: FlowRecord
+    started: float = field(default_factory=time.perf_counter)
     failed: bool = False
+
+    def stop_clock(self) -> None:
+        """Fix the flow event's duration now, e.g. to store it before the span ends."""
+        if self.record.duration_ms is None:
+            self.record.duration_ms = (time.perf_counter() - self.started) * 1000
 
     def fail(
         self, error_type: str, status_text: str, *, status: str = "error", **detail: Any
@@ -64,7 +70,6 @@ def traced_step(
     An exception that the body did not record with `Step.fail` is recorded as an error of
     its class name with the fixed reason `failure` (its text may not be fit for the audit
     trail), unless it is one of `not_failures` (e.g. the client leaving, recorded above)."""
-    started = time.perf_counter()
     with tracer.start_as_current_span(
         span_name,
         context=context,
@@ -92,4 +97,4 @@ def traced_step(
                 step.fail(type(err).__name__, failure)
             raise
         finally:
-            step.record.duration_ms = (time.perf_counter() - started) * 1000
+            step.stop_clock()
