@@ -12,6 +12,7 @@ from otel.fastapi import telemetry_config
 from services.omni2.chat import ChatServices
 from services.omni2.connect import ChatConnect
 from services.omni2.db import Database
+from services.omni2.db import repository as repo
 from services.omni2.db.engine import redacted_url
 from services.omni2.db.seed import seed_demo
 from services.omni2.model import ChatModel
@@ -21,6 +22,12 @@ from services.omni2.store import Store
 from services.omni2.tools import McpToolbox
 
 log = logging.getLogger(__name__)
+
+
+async def release_reservations(db: Database) -> None:
+    async with db.session() as session:
+        if released := await repo.release_reservations(session):
+            log.warning("released usage reservations of %d user days (OMNI2 stopped)", released)
 
 
 def create_app(
@@ -37,6 +44,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.create_tables()
+        await release_reservations(db)
         if settings.seed_demo_users:
             added = await seed_demo(db)
             if added:

@@ -466,3 +466,18 @@ async def settle_usage(
         ),
         execution_options={"synchronize_session": False},
     )
+
+
+async def release_reservations(session: AsyncSession) -> int:
+    """Drop every reservation (at OMNI2's start); returns how many days held one.
+
+    One OMNI2 process serves a database today, so at its start no answer is in flight and
+    what is reserved was left by a process that died mid-answer. Replicas sharing a database
+    would need reservations owned per process (a row each, with its owner) instead."""
+    result = await session.execute(
+        update(DailyUsage)
+        .where((DailyUsage.reserved_tokens != 0) | (DailyUsage.reserved_cost != 0))
+        .values(reserved_tokens=0, reserved_cost=0.0),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

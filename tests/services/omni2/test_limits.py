@@ -240,3 +240,20 @@ def test_malformed_frames_leave_flow_events_in_the_session_trace(
     }
     assert {e.span_id for e in frames} == rejects
     assert all(e.duration_ms is not None for e in frames)
+
+
+def test_reservations_left_by_a_stopped_omni2_are_released_at_start(
+    make_client: Callable[..., TestClient], admin: Admin
+) -> None:
+    make_client()  # the tables exist
+
+    async def reserve(session: AsyncSession) -> None:
+        await repo.reserve_usage(
+            session, "tim", repo.today(), tokens=2000, cost=0.5, token_limit=120, cost_limit=None
+        )
+
+    admin(reserve)
+    client = make_client()  # a new OMNI2 process on the same database
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("tim")) as ws:
+        ws.receive_json()
+        assert converse(ws, "hello")[1][-1]["type"] == "done"
