@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,14 +19,45 @@ from omni_trace.client import ChatConnection, ChatRefused, ChatReply, open_chat
 from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
 from otel.names import Attr, Flow, Service, SpanName
+from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.omni2.db import repository as repo
 from tests.db import Admin
-from tests.stack.conftest import new_user
+from tests.pg import create_database
+from tests.stack.conftest import new_user, running_stack
 from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
+
+
+@dataclass
+class Backend:
+    stack: Stack
+    admin: Admin
+    provider: TracerProvider
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, jwt_secret: str
+) -> Iterator[Backend]:
+    """The shared stack (SQLite), and a stack of its own on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield Backend(
+            request.getfixturevalue("stack"),
+            request.getfixturevalue("admin"),
+            request.getfixturevalue("client_provider"),
+        )
+        return
+    base: str = request.getfixturevalue("postgres")
+    url = asyncio.run(create_database(base, f"limits_{uuid.uuid4().hex[:8]}"))
+    with running_stack(tmp_path_factory.mktemp("pg-limits"), jwt_secret, url) as stack:
+        provider = create_tracer_provider(
+            Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
+        )
+        yield Backend(stack, Admin(url), provider)
+        provider.shutdown()
 
 
 async def _all_at_once(
@@ -43,11 +77,12 @@ async def _all_at_once(
 
 
 async def test_parallel_connections_cannot_spend_past_the_daily_limit(
-    stack: Stack, client_provider: TracerProvider, admin: Admin, jwt_secret: str
+    backend: Backend, jwt_secret: str
 ) -> None:
+    admin = backend.admin
     user = new_user(admin, daily_tokens=120, max_connections=25)
     token = issue_token(user, jwt_secret)
-    replies = await _all_at_once(stack, token, client_provider, 20, "tell me something")
+    replies = await _all_at_once(backend.stack, token, backend.provider, 20, "tell me something")
 
     answered = [r for r in replies if r.ok]
     refused = [r for r in replies if not r.ok]
@@ -67,13 +102,11 @@ async def test_parallel_connections_cannot_spend_past_the_daily_limit(
     assert [(e.name, e.status) for e in events][-1] == ("usage", "denied")
 
 
-async def test_parallel_connections_hold_the_rate_limit(
-    stack: Stack, client_provider: TracerProvider, admin: Admin, jwt_secret: str
-) -> None:
-    user = new_user(admin, rate_per_minute=3, max_connections=12)
+async def test_parallel_connections_hold_the_rate_limit(backend: Backend, jwt_secret: str) -> None:
+    user = new_user(backend.admin, rate_per_minute=3, max_connections=12)
     token = issue_token(user, jwt_secret)
     started = time.monotonic()
-    replies = await _all_at_once(stack, token, client_provider, 12, "hello")
+    replies = await _all_at_once(backend.stack, token, backend.provider, 12, "hello")
     assert time.monotonic() - started < 60, "the test must stay within one window"
     assert sum(r.ok for r in replies) == 3, [r.frame for r in replies]
     assert {r.frame.get("code") for r in replies if not r.ok} == {"rate_limited"}
