@@ -106,14 +106,27 @@ class SpanName:
     HISTORY: Final = _span(
         "chat.history",
         (Service.OMNI2,),
-        "INTERNAL",
+        "CLIENT",
         "the conversation's earlier turns read from the database",
     )
     PERSIST: Final = _span(
         "chat.persist",
         (Service.OMNI2,),
-        "INTERNAL",
+        "CLIENT",
         "one message's rows written (messages, usage, flow events)",
+    )
+    REJECT: Final = _span(
+        "chat.reject",
+        (Service.OMNI2,),
+        "SERVER",
+        "a client frame refused before it became a message and without trace context of its "
+        "own (malformed JSON, binary, unknown type): in the session trace, below chat.connect",
+    )
+    CLOSE: Final = _span(
+        "chat.close",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "OMNI2 closing an open connection on its own (its token expired): in the session trace",
     )
     CHECK: Final = _span(
         "check *",
@@ -239,6 +252,9 @@ class Attr:
     CHECK_RESULT: Final = _attr("chat.check.result", "`pass` or `deny`")
     LIMIT: Final = _attr("chat.limit", "the limit a check compared against")
     LIMIT_USED: Final = _attr("chat.limit.used", "how much of it was used before this message")
+    LIMIT_RESERVED: Final = _attr(
+        "chat.limit.reserved", "tokens of the daily limit reserved by answers in progress"
+    )
     HISTORY_MESSAGES: Final = _attr("chat.history.messages", "earlier messages given to the model")
     AGENT_ITERATIONS: Final = _attr("chat.agent.iterations", "model calls in one turn")
     AGENT_MAX_ITERATIONS: Final = _attr("chat.agent.max_iterations", "the agent loop's cap")
@@ -301,6 +317,8 @@ class Flow:
     TOOL_CALL: Final = "tool_call"  # one tool call, with its real status and duration
     ERROR: Final = "error"  # the message failed
     REFUSED: Final = "refused"  # frames or a message refused at the dashboard
+    FRAME: Final = "frame"  # a client frame refused before it became a message (malformed)
+    CLOSE: Final = "close"  # OMNI2 closed an open connection (its token expired)
 
 
 class Event:

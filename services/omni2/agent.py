@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, format_span_id
+from opentelemetry.trace import SpanKind
 
 from otel.names import Attr, Flow, SpanName
+from otel.redaction import redact_text
 from services.omni2.db.repository import FlowRecord, UserContext
 from services.omni2.model import (
     ChatMessage,
@@ -26,9 +26,8 @@ from services.omni2.model import (
     ToolCall,
     ToolSpec,
 )
+from services.omni2.steps import traced_step
 from services.omni2.tools import McpToolbox, ToolResult, ToolsUnavailable
-
-tracer = trace.get_tracer(__name__)
 
 SendToken = Callable[[str], Awaitable[None]]
 
@@ -107,26 +106,28 @@ class Agent:
         result: AgentResult,
     ) -> Finished:
         model = self.model
-        with tracer.start_as_current_span(
+        with traced_step(
+            result.flow,
+            Flow.MODEL_CALL,
+            model.name,
             SpanName.model_call(model.name),
-            kind=SpanKind.CLIENT,
+            span_kind=SpanKind.CLIENT,
             attributes=self.attributes
             | {
                 Attr.GEN_AI_OPERATION: "chat",
                 Attr.GEN_AI_PROVIDER: model.provider,
                 Attr.GEN_AI_REQUEST_MODEL: model.name,
             },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+            failure="model call failed",
+            not_failures=(ClientGone,),  # chat.py records a client that left
+        ) as step:
+            span = step.span
             endpoint = getattr(model, "endpoint", None)  # providers reached over HTTP
             if endpoint is not None:
                 span.set_attributes(
                     {Attr.SERVER_ADDRESS: endpoint.host, Attr.SERVER_PORT: endpoint.port or 443}
                 )
             started = time.perf_counter()
-            record = FlowRecord(Flow.MODEL_CALL, model.name, "ok", span_id=_span_id(span))
-            result.flow.append(record)
             finished: Finished | None = None
             chunks = 0
             try:
@@ -145,20 +146,10 @@ class Agent:
                 if finished is None:
                     raise ModelError("the model stream ended without finishing", "incomplete")
             except ModelError as err:
-                span.set_attribute(Attr.ERROR_TYPE, err.error_type)
-                span.set_status(Status(StatusCode.ERROR, str(err)))
-                record.status = "error"
-                record.detail = {"error_type": err.error_type, "error": str(err)}
+                # The provider's text stays here and on the span (redacted); the user gets a
+                # fixed reason (chat.py).
+                step.fail(err.error_type, str(err), error=redact_text(str(err)))
                 raise
-            except Exception as err:
-                if not isinstance(err, ClientGone):  # chat.py records a client that left
-                    span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
-                    span.set_status(Status(StatusCode.ERROR, "model call failed"))
-                    record.status = "error"
-                    record.detail = {"error_type": type(err).__name__}
-                raise
-            finally:
-                record.duration_ms = (time.perf_counter() - started) * 1000
             result.input_tokens += finished.input_tokens
             result.output_tokens += finished.output_tokens
             span.set_attributes(
@@ -171,7 +162,7 @@ class Agent:
             )
             if finished.response_id:
                 span.set_attribute(Attr.GEN_AI_RESPONSE_ID, finished.response_id)
-            record.detail = {
+            step.record.detail = {
                 "finish_reason": finished.finish_reason,
                 "input_tokens": finished.input_tokens,
                 "output_tokens": finished.output_tokens,
@@ -182,9 +173,14 @@ class Agent:
     async def _execute_tool(
         self, call: ToolCall, user: UserContext, result: AgentResult
     ) -> ToolResult:
-        with tracer.start_as_current_span(
+        result.tool_calls += 1
+        if call.name not in result.tools_used:
+            result.tools_used.append(call.name)
+        with traced_step(
+            result.flow,
+            Flow.TOOL_CALL,
+            call.name,
             SpanName.execute_tool(call.name),
-            kind=SpanKind.INTERNAL,
             attributes=self.attributes
             | {
                 Attr.GEN_AI_OPERATION: "execute_tool",
@@ -192,21 +188,10 @@ class Agent:
                 Attr.GEN_AI_TOOL_CALL_ID: call.id,
                 Attr.GEN_AI_TOOL_TYPE: "extension",
             },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            started = time.perf_counter()
-            record = FlowRecord(
-                Flow.TOOL_CALL,
-                call.name,
-                "ok",
-                span_id=_span_id(span),
-                detail={"call_id": call.id},
-            )
-            result.flow.append(record)
-            result.tool_calls += 1
-            if call.name not in result.tools_used:
-                result.tools_used.append(call.name)
+            detail={"call_id": call.id},
+            failure="tool call failed",
+            not_failures=(ClientGone,),
+        ) as step:
             try:
                 if not user.may_use_tool(call.name):
                     outcome = ToolResult(
@@ -217,27 +202,14 @@ class Agent:
                 else:
                     outcome = await self.toolbox.call(call, user_id=user.user_id, **self._ids())
             except ToolsUnavailable as err:
-                span.set_attributes({Attr.TOOL_STATUS: "error", Attr.ERROR_TYPE: "mcp_unavailable"})
-                span.set_status(Status(StatusCode.ERROR, str(err)))
-                record.status = "error"
-                record.detail |= {"error_type": "mcp_unavailable", "error": str(err)}
+                step.span.set_attribute(Attr.TOOL_STATUS, "error")
+                step.fail("mcp_unavailable", str(err), error=redact_text(str(err)))
                 raise
-            finally:
-                record.duration_ms = (time.perf_counter() - started) * 1000
-            span.set_attribute(Attr.TOOL_STATUS, "error" if outcome.is_error else "ok")
+            step.span.set_attribute(Attr.TOOL_STATUS, "error" if outcome.is_error else "ok")
             if outcome.is_error:
-                span.set_attribute(Attr.ERROR_TYPE, outcome.error_type or "tool_error")
-                span.set_status(Status(StatusCode.ERROR, outcome.content[:200]))
-                record.status = "error"
-                record.detail |= {
-                    "error_type": outcome.error_type or "tool_error",
-                    "error": outcome.content[:500],
-                }
+                error_type = outcome.error_type or "tool_error"
+                step.fail(error_type, outcome.content[:200], error=outcome.content[:500])
             return outcome
 
     def _ids(self) -> dict[str, str]:
         return {"conversation_id": str(self.attributes.get(Attr.CONVERSATION_ID, ""))}
-
-
-def _span_id(span: trace.Span) -> str:
-    return format_span_id(span.get_span_context().span_id)

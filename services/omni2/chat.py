@@ -1,28 +1,47 @@
 """One chat connection at OMNI2: turns in order, each traced as `chat.turn`.
 
-A turn: checks (user, rate limit, usage), the conversation's history from the database, the
-agent loop (model calls and tool calls, streamed as token frames), then the message's rows
-(user and assistant message, usage, flow events, all with the trace id) and `done`.
+A turn: checks (user, rate limit, usage, reserved atomically), the conversation's history from
+the database, the agent loop (model calls and tool calls, streamed as token frames), then the
+message's rows (user and assistant message, usage, flow events, all with the trace id) and
+`done`. However a turn ends, it ends through one path (`_finish`): usage, flow events, span
+status, the rows, then the frame for the client.
+
+The connection ends when the client leaves, when a check closes it (blocked user), or when
+its token expires (4401 "token expired"): a turn in progress at that moment is answered first
+(the user has been charged for it), and the connection closes before the next frame is read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, format_trace_id
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    format_trace_id,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from otel.names import Attr, Event, Flow, LinkRole, SpanName
-from otel.propagation import extract_frame
+from otel.propagation import extract_frame, remote_span_context
+from otel.redaction import redact_text
 from services.common.protocol import (
     ClientMessage,
     ClientPing,
+    CloseCode,
     FrameError,
     blocked_frame,
     close_reason,
@@ -33,15 +52,36 @@ from services.common.protocol import (
     warning_frame,
 )
 from services.omni2.agent import Agent, AgentResult, ClientGone
-from services.omni2.checks import CheckRun, Denied, check_message
+from services.omni2.checks import CheckRun, ConnectionCount, Denied, UsagePolicy, check_message
 from services.omni2.db.repository import FlowRecord, TurnRecord, UserContext
 from services.omni2.model import ChatMessage, ChatModel, ModelError, ToolSpec
 from services.omni2.settings import Omni2Settings
+from services.omni2.steps import traced_step
 from services.omni2.store import Store
 from services.omni2.tools import McpToolbox, ToolsUnavailable
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+
+TOKEN_EXPIRED = "token expired"
+DATABASE_UNAVAILABLE = "Service unavailable: OMNI2 cannot reach its database"
+INTERNAL_ERROR = "internal error while answering"
+
+# What the user is told when the model fails: a fixed reason per error type. The provider's
+# own text (which may name accounts, keys, hosts) goes only on the span and the flow event.
+MODEL_FAILURES: dict[str, str] = {
+    "provider_auth": "The model provider refused OMNI2's credentials",
+    "provider_rate_limited": "The model provider is rate limiting OMNI2; try again shortly",
+    "provider_overloaded": "The model provider is overloaded; try again shortly",
+    "provider_timeout": "The model provider did not answer in time",
+    "provider_unreachable": "The model provider cannot be reached",
+    "provider_unavailable": "The model provider is unavailable; try again later",
+    "provider_not_found": "The model provider does not know the configured model",
+    "provider_error": "The model provider returned an error",
+    "bad_response": "The model provider sent an answer OMNI2 cannot read",
+    "incomplete": "The model's answer ended early",
+    "model_error": "The model could not answer",
+}
 
 
 class SessionClosed(Exception):
@@ -49,15 +89,45 @@ class SessionClosed(Exception):
 
 
 @dataclass
+class ChatServices:
+    """What every connection of this OMNI2 process shares."""
+
+    settings: Omni2Settings
+    store: Store
+    model: ChatModel
+    toolbox: McpToolbox
+    connections: ConnectionCount = field(default_factory=ConnectionCount)
+
+    @property
+    def usage_policy(self) -> UsagePolicy:
+        s = self.settings
+        price = max(s.price_input_per_mtok, s.price_output_per_mtok)
+        return UsagePolicy(
+            s.usage_warning_ratio, s.usage_reserve_tokens, s.usage_reserve_tokens * price / 1e6
+        )
+
+
+@dataclass
+class _Outcome:
+    """How a turn ended, for `_finish` to record and tell once."""
+
+    frame: dict[str, Any] | None  # for the client; None: nobody left to tell
+    error_type: str | None = None  # None: answered
+    reason: str = ""  # the span's status: may carry detail (redacted), never sent
+    flow: FlowRecord | None = None  # the turn's `error` flow event
+    close: CloseCode | None = None  # close the connection after the frame
+    client_gone: bool = False
+
+
+@dataclass
 class ChatSession:
     websocket: WebSocket
-    model: ChatModel
-    store: Store
-    toolbox: McpToolbox
-    settings: Omni2Settings
+    services: ChatServices
     user: UserContext
     conversation_id: str
     gateway: SpanContext | None  # the Traefik span this connection came through
+    session: SpanContext  # OMNI2's chat.connect span of this connection
+    expires_at: float  # epoch seconds: the token's expiry
     # The turn being answered, until its first token frame is sent (for the first_token event).
     _awaiting_first_token: trace.Span | None = field(default=None, init=False)
 
@@ -65,11 +135,26 @@ class ChatSession:
     def user_id(self) -> str:
         return self.user.user_id
 
+    @property
+    def settings(self) -> Omni2Settings:
+        return self.services.settings
+
     async def run(self) -> None:
-        """Serve frames until the client goes away (or we close the connection)."""
+        """Serve frames until the client goes away, we close, or the token expires."""
+        loop = asyncio.get_running_loop()
+        # The token's expiry as a receive deadline: the timer of this connection, gone with it.
+        deadline = loop.time() + max(0.0, self.expires_at - time.time())
         while True:
-            message = await self.websocket.receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await self.websocket.receive()
+            except TimeoutError:
+                await self._expire()
+                return
             if message["type"] == "websocket.disconnect":
+                return
+            if loop.time() >= deadline:  # a turn outlived the token: no further frames
+                await self._expire()
                 return
             try:
                 await self.handle(message.get("text"), message.get("bytes"))
@@ -96,19 +181,62 @@ class ChatSession:
     def _attributes(self) -> dict[str, Any]:
         return {Attr.CONVERSATION_ID: self.conversation_id, Attr.USER_ID: self.user_id}
 
+    def _in_session_trace(self) -> Context:
+        return trace.set_span_in_context(NonRecordingSpan(self.session))
+
     async def _reject(self, text: str | None, err: FrameError) -> None:
-        """A malformed frame still gets a traced answer, and the connection stays open."""
-        parent = _frame_context(text)
-        with tracer.start_as_current_span(
-            SpanName.TURN,
-            context=parent,
-            kind=SpanKind.SERVER,
+        """A malformed frame gets a traced answer and a flow event; the connection stays open.
+
+        With trace context of its own (e.g. a `message` frame the dashboard relayed), the
+        refusal is that message's `chat.turn`. Without, it is a `chat.reject` child of this
+        connection's chat.connect in the session trace, not a new trace (nor a new trace linked
+        to the session): Jaeger's in-memory store evicts whole traces, so a trace per frame
+        would let one client flood everyone's traces out, while children of the session trace
+        add to one trace per connection, found from the conversation and the flow events."""
+        context = _frame_context(text)
+        own = remote_span_context(context) is not None
+        flow: list[FlowRecord] = []
+        attributes = self._attributes()
+        with traced_step(
+            flow,
+            Flow.FRAME,
+            err.error_type,
+            SpanName.TURN if own else SpanName.REJECT,
+            span_kind=SpanKind.SERVER,
+            context=context if own else self._in_session_trace(),
             links=self._links(),
-            attributes=self._attributes(),
-        ) as span:
-            span.set_attribute(Attr.ERROR_TYPE, err.error_type)
-            span.set_status(Status(StatusCode.ERROR, str(err)))
-            await self._send(error_frame(str(err), _trace_id(span), err.error_type))
+            attributes=attributes,
+        ) as step:
+            step.fail(err.error_type, str(err), status="denied", reason=str(err))
+            step.stop_clock()
+            trace_id = _trace_id(step.span)
+            await self.services.store.record_flow(
+                flow, trace_id, self.user_id, self.conversation_id, attributes
+            )
+            await self._send(error_frame(str(err), trace_id, err.error_type))
+
+    async def _expire(self) -> None:
+        """Close with 4401 "token expired" (a span and a flow event in the session trace)."""
+        flow: list[FlowRecord] = []
+        attributes = self._attributes()
+        code = CloseCode.UNAUTHENTICATED
+        with traced_step(
+            flow,
+            Flow.CLOSE,
+            "token_expired",
+            SpanName.CLOSE,
+            context=self._in_session_trace(),
+            attributes=attributes | {Attr.CLOSE_CODE: int(code), Attr.CLOSE_REASON: TOKEN_EXPIRED},
+            detail={"code": int(code), "reason": TOKEN_EXPIRED},
+        ) as step:
+            log.info("closing connection of user=%s: token expired", self.user_id)
+            # The audit row first: once the client sees the close, the trail holds it.
+            step.stop_clock()
+            await self.services.store.record_flow(
+                flow, _trace_id(step.span), self.user_id, self.conversation_id, attributes
+            )
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.close(code=code, reason=TOKEN_EXPIRED)
 
     async def _turn(self, frame: ClientMessage) -> None:
         attributes = self._attributes()
@@ -122,102 +250,158 @@ class ChatSession:
             set_status_on_exception=False,
         ) as span:
             self._awaiting_first_token = span
-            trace_id = _trace_id(span)
-            record = TurnRecord(self.conversation_id, self.user_id, trace_id)
-            checks = CheckRun(attributes)
-            try:
-                async with self.store.db.session() as session:
-                    allowance = await check_message(
-                        session, checks, self.user_id, self.settings.usage_warning_ratio
-                    )
-            except Denied as denied:
-                record.flow = checks.flow
-                await self.store.save_turn(record, attributes)
-                await self._deny(span, denied, trace_id)
-                return
-            except (SQLAlchemyError, OSError) as err:
-                # Without the database no check can pass: refuse, and say why.
-                log.error("checks failed, database unavailable: %s", err)
-                span.set_attribute(Attr.ERROR_TYPE, "database_unavailable")
-                span.set_status(Status(StatusCode.ERROR, "database unavailable"))
-                await self._send(
-                    error_frame(
-                        "Service unavailable: OMNI2 cannot reach its database",
-                        trace_id,
-                        "database_unavailable",
-                    )
+            record = TurnRecord(self.conversation_id, self.user_id, _trace_id(span))
+            result = AgentResult(flow=record.flow)
+            outcome = await self._answer_turn(frame, record, result, attributes)
+            await self._finish(span, record, result, outcome, attributes)
+
+    async def _answer_turn(
+        self,
+        frame: ClientMessage,
+        record: TurnRecord,
+        result: AgentResult,
+        attributes: dict[str, Any],
+    ) -> _Outcome:
+        """Checks, then the answer; every way this ends becomes an outcome, none is raised."""
+        trace_id = record.trace_id
+        checks = CheckRun(attributes, record.flow)
+        try:
+            async with self.services.store.db.session() as session:
+                allowance = await check_message(
+                    session, checks, self.user_id, self.services.usage_policy
                 )
-                return
-            self.user = allowance.user
-            record.user_text = frame.text
-            record.flow = checks.flow
+        except Denied as denied:
+            frame_out = (
+                blocked_frame(denied.message, trace_id)
+                if denied.frame == "blocked"
+                else error_frame(denied.message, trace_id, denied.error_type)
+            )
+            return _Outcome(frame_out, denied.error_type, denied.message, close=denied.close)
+        except (SQLAlchemyError, OSError) as err:
+            # Without the database no check can pass: refuse, and say why.
+            log.error("checks failed, database unavailable: %s", err)
+            return _Outcome(
+                error_frame(DATABASE_UNAVAILABLE, trace_id, "database_unavailable"),
+                "database_unavailable",
+                "database unavailable",
+            )
+        self.user = allowance.user
+        record.user_text = frame.text
+        record.reservation = allowance.reservation
+        try:
             for warning in allowance.warnings:
                 await self._send(warning_frame(warning))
-            result = AgentResult(flow=record.flow)
-            try:
-                reply = await self._answer(frame.text, attributes, result)
-            except (ModelError, ToolsUnavailable) as err:
-                error_type = err.error_type if isinstance(err, ModelError) else "mcp_unavailable"
-                message = f"model failed: {err}" if isinstance(err, ModelError) else str(err)
-                self._usage(record, result)
-                record.flow.append(
-                    FlowRecord(Flow.ERROR, error_type, "error", detail={"error": str(err)})
-                )
-                span.set_attribute(Attr.ERROR_TYPE, error_type)
-                span.set_status(Status(StatusCode.ERROR, message))
-                await self.store.save_turn(record, attributes)
-                await self._send(error_frame(message, trace_id, error_type))
-                return
-            except ClientGone:
-                self._usage(record, result)
-                record.flow.append(FlowRecord(Flow.ERROR, "client_gone", "error"))
-                await self.store.save_turn(record, attributes)
-                raise
-            except Exception as err:  # a bug or an unexpected failure: say so, keep the chat
-                log.exception("message of trace %s failed", trace_id)
-                self._usage(record, result)
-                record.flow.append(
-                    FlowRecord(Flow.ERROR, "internal_error", "error", detail={"error": repr(err)})
-                )
-                span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
-                span.set_status(Status(StatusCode.ERROR, "internal error"))
-                await self.store.save_turn(record, attributes)
-                await self._send(
-                    error_frame("internal error while answering", trace_id, "internal_error")
-                )
-                return
-            record.assistant_text = reply.text
-            self._usage(record, reply)
+            await self._answer(frame.text, attributes, result)
+        except ModelError as err:
+            code = err.error_type if err.error_type in MODEL_FAILURES else "model_error"
+            detail = redact_text(str(err))
+            log.warning("model failed for trace %s: %s", trace_id, detail)
+            return _Outcome(
+                error_frame(MODEL_FAILURES[code], trace_id, code),
+                err.error_type,
+                f"model failed: {detail}",
+                FlowRecord(Flow.ERROR, err.error_type, "error", detail={"error": detail}),
+            )
+        except ToolsUnavailable as err:
+            # OMNI2's own words about its tool server (tools.py), not a provider's.
+            detail = redact_text(str(err))
+            return _Outcome(
+                error_frame(detail, trace_id, "mcp_unavailable"),
+                "mcp_unavailable",
+                detail,
+                FlowRecord(Flow.ERROR, "mcp_unavailable", "error", detail={"error": detail}),
+            )
+        except ClientGone:
+            return _Outcome(
+                None,
+                "client_gone",
+                "client closed before the reply was sent",
+                FlowRecord(Flow.ERROR, "client_gone", "error"),
+                client_gone=True,
+            )
+        except Exception as err:  # a bug or an unexpected failure: say so, keep the chat
+            log.exception("message of trace %s failed", trace_id)
+            return _Outcome(
+                error_frame(INTERNAL_ERROR, trace_id, "internal_error"),
+                type(err).__name__,
+                "internal error",
+                FlowRecord(
+                    Flow.ERROR,
+                    "internal_error",
+                    "error",
+                    detail={"error": redact_text(repr(err))[:500]},
+                ),
+            )
+        record.assistant_text = result.text
+        return _Outcome(None)
+
+    async def _finish(
+        self,
+        span: trace.Span,
+        record: TurnRecord,
+        result: AgentResult,
+        outcome: _Outcome,
+        attributes: dict[str, Any],
+    ) -> None:
+        """The one way a turn ends: usage, flow event, span, rows (settling the reservation),
+        then the frame, then a close or the client's absence passed up."""
+        self._usage(record, result)
+        if outcome.flow is not None:
+            record.flow.append(outcome.flow)
+        frame = outcome.frame
+        if outcome.error_type is not None:
+            span.set_attribute(Attr.ERROR_TYPE, outcome.error_type)
+            span.set_status(Status(StatusCode.ERROR, redact_text(outcome.reason)))
+        else:
             span.set_attributes(
                 {
-                    Attr.REPLY_CHARS: len(reply.text),
-                    Attr.TOKEN_FRAMES: reply.chunks,
-                    Attr.AGENT_ITERATIONS: reply.iterations,
-                    Attr.TOOL_CALLS: reply.tool_calls,
+                    Attr.REPLY_CHARS: len(result.text),
+                    Attr.TOKEN_FRAMES: result.chunks,
+                    Attr.AGENT_ITERATIONS: result.iterations,
+                    Attr.TOOL_CALLS: result.tool_calls,
                     Attr.USAGE_COST: record.cost,
                 }
             )
-            await self.store.save_turn(record, attributes)
-            result_frame = {
-                "tokens_used": reply.input_tokens + reply.output_tokens,
-                "tokens_input": reply.input_tokens,
-                "tokens_output": reply.output_tokens,
-                "tools_used": reply.tools_used,
-                "tool_calls": reply.tool_calls,
-                "cost": round(record.cost, 6),
-                "finish_reason": reply.finish_reason,
-                "conversation_id": self.conversation_id,
-            }
-            await self._send(done_frame(result_frame, trace_id))
+            frame = done_frame(self._result(result, record), record.trace_id)
+        if outcome.close is not None:
+            span.set_attributes(
+                {Attr.CLOSE_CODE: int(outcome.close), Attr.CLOSE_REASON: outcome.reason}
+            )
+        await self.services.store.save_turn(record, attributes)
+        if outcome.client_gone:
+            raise ClientGone
+        if frame is not None:
+            await self._send(frame)
+        if outcome.close is not None:
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.close(code=outcome.close, reason=close_reason(outcome.reason))
+            raise SessionClosed
+
+    def _result(self, reply: AgentResult, record: TurnRecord) -> dict[str, Any]:
+        return {
+            "tokens_used": reply.input_tokens + reply.output_tokens,
+            "tokens_input": reply.input_tokens,
+            "tokens_output": reply.output_tokens,
+            "tools_used": reply.tools_used,
+            "tool_calls": reply.tool_calls,
+            "cost": round(record.cost, 6),
+            "finish_reason": reply.finish_reason,
+            "conversation_id": self.conversation_id,
+        }
 
     async def _answer(
         self, text: str, attributes: dict[str, Any], result: AgentResult
     ) -> AgentResult:
-        history = await self.store.history(
+        history = await self.services.store.history(
             self.conversation_id, 2 * self.settings.history_turns, attributes
         )
         tools = await self._tools(result)
-        agent = Agent(self.model, self.toolbox, self.settings.max_agent_iterations, attributes)
+        agent = Agent(
+            self.services.model,
+            self.services.toolbox,
+            self.settings.max_agent_iterations,
+            attributes,
+        )
         trace.get_current_span().set_attribute(
             Attr.AGENT_MAX_ITERATIONS, self.settings.max_agent_iterations
         )
@@ -228,45 +412,32 @@ class ChatSession:
     async def _tools(self, result: AgentResult) -> list[ToolSpec]:
         """The tools this user's role may use; when the MCP server cannot list them, a `warning`
         frame says so and the model answers without tools."""
-        if not self.toolbox.configured or not self.user.may("tools"):
+        toolbox = self.services.toolbox
+        if not toolbox.configured or not self.user.may("tools"):
             return []
         try:
-            catalogue = await self.toolbox.catalogue(self.conversation_id, self.user_id)
+            catalogue = await toolbox.catalogue(self.conversation_id, self.user_id)
         except ToolsUnavailable as err:
-            log.warning("no tools for this message: %s", err)
-            await self._send(warning_frame(f"tools unavailable: {err}", "tools_unavailable"))
+            detail = redact_text(str(err))
+            log.warning("no tools for this message: %s", detail)
+            await self._send(warning_frame(f"tools unavailable: {detail}", "tools_unavailable"))
             result.flow.append(
                 FlowRecord(
-                    Flow.TOOL_CALL, SpanName.MCP_LIST_TOOLS, "error", detail={"error": str(err)}
+                    Flow.TOOL_CALL, SpanName.MCP_LIST_TOOLS, "error", detail={"error": detail}
                 )
             )
             return []
         return [t for t in catalogue if self.user.may_use_tool(t.name)]
 
     def _usage(self, record: TurnRecord, result: AgentResult) -> None:
-        record.provider = self.model.provider
-        record.model = self.model.name
+        record.provider = self.services.model.provider
+        record.model = self.services.model.name
         record.tokens_input = result.input_tokens
         record.tokens_output = result.output_tokens
         record.cost = (
             result.input_tokens * self.settings.price_input_per_mtok
             + result.output_tokens * self.settings.price_output_per_mtok
         ) / 1_000_000
-
-    async def _deny(self, span: trace.Span, denied: Denied, trace_id: str) -> None:
-        span.set_attribute(Attr.ERROR_TYPE, denied.error_type)
-        span.set_status(Status(StatusCode.ERROR, denied.message))
-        if denied.frame == "blocked":
-            await self._send(blocked_frame(denied.message, trace_id))
-        else:
-            await self._send(error_frame(denied.message, trace_id, denied.error_type))
-        if denied.close is not None:
-            span.set_attributes(
-                {Attr.CLOSE_CODE: int(denied.close), Attr.CLOSE_REASON: denied.message}
-            )
-            with contextlib.suppress(RuntimeError, OSError):
-                await self.websocket.close(code=denied.close, reason=close_reason(denied.message))
-            raise SessionClosed
 
     async def _send_token(self, text: str) -> None:
         if self._awaiting_first_token is not None:
@@ -289,10 +460,10 @@ def _trace_id(span: trace.Span) -> str:
     return format_trace_id(span.get_span_context().trace_id)
 
 
-def _frame_context(text: str | None) -> Any:
+def _frame_context(text: str | None) -> Context:
     """Best-effort context from a frame we could not accept (malformed context is ignored)."""
     try:
         frame = json.loads(text) if text is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
         frame = None
     return extract_frame(frame if isinstance(frame, dict) else {})

@@ -1,9 +1,11 @@
 """The checks OMNI2 runs before it lets a user in and before it answers a message.
 
 Each check is one span (`check <name>`) and one flow event. At connect: the user must exist,
-be active and not be blocked (else a 4xxx close with the reason). Per message: still allowed
-(blocked now: `blocked` frame and close), the rate limit and the daily usage limits (an
-`error` frame; the connection stays open).
+be active and not be blocked, and have a connection slot left (else a 4xxx close with the
+reason). Per message: still allowed (blocked now: `blocked` frame and close), the rate limit
+and the daily usage limits (an `error` frame; the connection stays open). The message limits
+are counted and reserved atomically in the database, so they hold across parallel
+connections and OMNI2 processes.
 """
 
 from __future__ import annotations
@@ -14,17 +16,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, format_span_id
+from opentelemetry.trace import Span
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.refusal import Refusal
 from services.omni2.db import repository as repo
-from services.omni2.db.repository import FlowRecord, UserContext
-
-tracer = trace.get_tracer(__name__)
+from services.omni2.db.repository import FlowRecord, Reservation, UserContext
+from services.omni2.steps import traced_step
 
 
 class Denied(Exception):
@@ -56,39 +56,23 @@ class CheckRun:
 
     @contextmanager
     def check(self, name: str) -> Iterator[Span]:
-        started = time.perf_counter()
-        with tracer.start_as_current_span(
+        """One check as a span and a flow event; Denied or Refusal from the body denies it."""
+        with traced_step(
+            self.flow,
+            Flow.CHECK,
+            name,
             SpanName.check(name),
             attributes=self.attributes | {Attr.CHECK_NAME: name},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            record = FlowRecord(Flow.CHECK, name, "ok", span_id=_span_id(span))
+            failure="check failed",
+        ) as step:
             try:
-                yield span
+                yield step.span
             except (Denied, Refusal) as denial:
-                error_type = denial.error_type
                 reason = denial.message if isinstance(denial, Denied) else denial.reason
-                span.set_attributes({Attr.CHECK_RESULT: "deny", Attr.ERROR_TYPE: error_type})
-                span.set_status(Status(StatusCode.ERROR, reason))
-                record.status = "denied"
-                record.detail = {"error_type": error_type, "reason": reason}
+                step.span.set_attribute(Attr.CHECK_RESULT, "deny")
+                step.fail(denial.error_type, reason, status="denied", reason=reason)
                 raise
-            except Exception as err:  # the check could not run (e.g. database unavailable)
-                span.set_attribute(Attr.ERROR_TYPE, type(err).__name__)
-                span.set_status(Status(StatusCode.ERROR, "check failed"))
-                record.status = "error"
-                record.detail = {"error_type": type(err).__name__}
-                raise
-            else:
-                span.set_attribute(Attr.CHECK_RESULT, "pass")
-            finally:
-                record.duration_ms = (time.perf_counter() - started) * 1000
-                self.flow.append(record)
-
-
-def _span_id(span: Span) -> str:
-    return format_span_id(span.get_span_context().span_id)
+            step.span.set_attribute(Attr.CHECK_RESULT, "pass")
 
 
 async def check_connection(session: AsyncSession, run: CheckRun, user_id: str) -> UserContext:
@@ -107,16 +91,72 @@ async def check_connection(session: AsyncSession, run: CheckRun, user_id: str) -
         return user
 
 
+def check_connections(
+    run: CheckRun, user: UserContext, connections: ConnectionCount, default_limit: int
+) -> None:
+    """Take one of the user's connection slots, or Refusal (4429) when all are open."""
+    with run.check("connections") as span:
+        limit = user.max_connections if user.max_connections is not None else default_limit
+        span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: connections.open(user.user_id)})
+        if not connections.acquire(user.user_id, limit):
+            raise Refusal(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"too many connections: {limit} already open for this user",
+                "too_many_connections",
+            )
+
+
+class ConnectionCount:
+    """Open connections per user in this OMNI2 process.
+
+    One process holds every connection today. Scaled out to several OMNI2 replicas, each
+    would count only its own: the limit then needs a count they share (e.g. a row per open
+    connection with a heartbeat, or a Redis counter with expiry)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def open(self, user_id: str) -> int:
+        return self._open.get(user_id, 0)
+
+    def acquire(self, user_id: str, limit: int) -> bool:
+        # No await between the read and the write: the event loop makes this atomic.
+        if self.open(user_id) >= limit:
+            return False
+        self._open[user_id] = self.open(user_id) + 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        left = self.open(user_id) - 1
+        if left > 0:
+            self._open[user_id] = left
+        else:
+            self._open.pop(user_id, None)
+
+
+@dataclass(frozen=True)
+class UsagePolicy:
+    """How a message reserves its share of the daily limits (from OMNI2's settings)."""
+
+    warning_ratio: float
+    reserve_tokens: int
+    reserve_cost: float
+
+
 @dataclass(frozen=True)
 class Allowance:
     user: UserContext
     warnings: tuple[str, ...]
+    reservation: Reservation
 
 
 async def check_message(
-    session: AsyncSession, run: CheckRun, user_id: str, warning_ratio: float
+    session: AsyncSession, run: CheckRun, user_id: str, policy: UsagePolicy
 ) -> Allowance:
-    """Raise Denied unless the user may send this message now."""
+    """Raise Denied unless the user may send this message now.
+
+    Run in one transaction: the rate window and the usage reservation it writes are kept only
+    when every check passes (a Denied rolls the transaction back)."""
     with run.check("user") as span:
         user = await repo.load_user(session, user_id)
         if user is None:
@@ -146,45 +186,72 @@ async def check_message(
     with run.check("rate_limit") as span:
         limit = user.rate_limit_per_minute
         if limit is not None:
-            recent = await repo.messages_since(session, user_id, repo.minute_ago())
-            span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: recent})
-            if recent >= limit:
+            rate = await repo.accept_within_rate(session, user_id, limit, time.time())
+            span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: rate.recent})
+            if not rate.accepted:
                 raise Denied(
                     "rate_limit",
                     f"Rate limit exceeded: {limit} messages per minute",
                     "rate_limited",
                 )
 
-    warnings: list[str] = []
     with run.check("usage") as span:
-        tokens, cost = await repo.usage_since(session, user_id, repo.start_of_day())
-        span.set_attributes({Attr.LIMIT_USED: tokens, Attr.USAGE_COST: cost})
+        usage = await repo.reserve_usage(
+            session,
+            user_id,
+            repo.today(),
+            tokens=policy.reserve_tokens,
+            cost=policy.reserve_cost,
+            token_limit=user.daily_token_limit,
+            cost_limit=user.daily_cost_limit,
+        )
+        day = usage.before
+        span.set_attributes(
+            {
+                Attr.LIMIT_USED: day.tokens,
+                Attr.LIMIT_RESERVED: day.reserved_tokens,
+                Attr.USAGE_COST: day.cost,
+            }
+        )
         if user.daily_token_limit is not None:
             span.set_attribute(Attr.LIMIT, user.daily_token_limit)
-            if tokens >= user.daily_token_limit:
-                raise Denied(
-                    "usage",
-                    f"Daily limit exceeded: {tokens} of {user.daily_token_limit} tokens used today",
-                    "daily_limit_exceeded",
-                )
-            if tokens >= warning_ratio * user.daily_token_limit:
-                warnings.append(
-                    f"You have used {tokens} of your {user.daily_token_limit} daily tokens"
-                )
-        if user.daily_cost_limit is not None:
-            if cost >= user.daily_cost_limit:
-                raise Denied(
-                    "usage",
-                    f"Daily limit exceeded: {money(cost)} of {money(user.daily_cost_limit)} "
-                    "spent today",
-                    "daily_limit_exceeded",
-                )
-            if cost >= warning_ratio * user.daily_cost_limit:
-                warnings.append(
-                    f"You have spent {money(cost)} of your {money(user.daily_cost_limit)} "
-                    "daily budget"
-                )
-    return Allowance(user, tuple(warnings))
+        if usage.reservation is None:
+            raise _usage_denied(user, day)
+        return Allowance(user, _warnings(user, day, policy.warning_ratio), usage.reservation)
+
+
+def _usage_denied(user: UserContext, day: repo.DayUsage) -> Denied:
+    tokens, cost = user.daily_token_limit, user.daily_cost_limit
+    if tokens is not None and day.tokens >= tokens:
+        return Denied(
+            "usage",
+            f"Daily limit exceeded: {day.tokens} of {tokens} tokens used today",
+            "daily_limit_exceeded",
+        )
+    if cost is not None and day.cost >= cost:
+        return Denied(
+            "usage",
+            f"Daily limit exceeded: {money(day.cost)} of {money(cost)} spent today",
+            "daily_limit_exceeded",
+        )
+    # Not used up, but what is left is reserved by this user's answers still in progress.
+    return Denied(
+        "usage",
+        "Daily limit reached with answers in progress: the rest of today's allowance is "
+        "reserved by your other messages; send again when they are answered",
+        "usage_reserved",
+    )
+
+
+def _warnings(user: UserContext, day: repo.DayUsage, ratio: float) -> tuple[str, ...]:
+    warnings: list[str] = []
+    if user.daily_token_limit is not None and day.tokens >= ratio * user.daily_token_limit:
+        warnings.append(f"You have used {day.tokens} of your {user.daily_token_limit} daily tokens")
+    if user.daily_cost_limit is not None and day.cost >= ratio * user.daily_cost_limit:
+        warnings.append(
+            f"You have spent {money(day.cost)} of your {money(user.daily_cost_limit)} daily budget"
+        )
+    return tuple(warnings)
 
 
 def money(amount: float) -> str:

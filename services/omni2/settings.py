@@ -11,7 +11,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
 class Omni2Settings(CommonSettings):
     """Environment: OMNI2_HOST, OMNI2_PORT, OMNI2_DATABASE_URL, OMNI2_MODEL_PROVIDER, ...
 
-    API keys are SecretStr: they never reach a span, a log line or a repr.
+    API keys and the database URL (it may hold a password) are SecretStr: they never reach a
+    span, a log line or a repr.
     """
 
     model_config = SettingsConfigDict(env_prefix="OMNI2_", extra="ignore")
@@ -20,8 +21,8 @@ class Omni2Settings(CommonSettings):
     port: int = 8000
 
     # -- database ----------------------------------------------------------------------------
-    database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
+    database_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or "
         "postgresql+asyncpg://user:password@host:port/db (`omni-trace up` passes "
         "<run dir>/omni2.db).",
@@ -70,4 +71,20 @@ class Omni2Settings(CommonSettings):
     mcp_timeout_s: float = Field(default=10.0, gt=0, description="Per MCP request.")
     usage_warning_ratio: float = Field(
         default=0.8, gt=0, le=1, description="Send a `warning` frame past this share of a limit."
+    )
+
+    # -- limits across connections ------------------------------------------------------------
+    max_connections_per_user: int = Field(
+        default=5,
+        ge=1,
+        description="Open chat connections per user, unless the user's or role's "
+        "max_connections says otherwise; one more is refused with 4429.",
+    )
+    usage_reserve_tokens: int = Field(
+        default=2000,
+        ge=1,
+        description="Tokens each accepted message reserves of a daily token limit until its "
+        "usage is saved (cost: the same tokens at the higher price). A message is refused "
+        "while used + reserved reaches the limit, so parallel connections overshoot it by one "
+        "answer at most (as long as an answer stays within this reservation).",
     )

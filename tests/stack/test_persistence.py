@@ -105,7 +105,11 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     assert failed.duration_ms is not None and failed.duration_ms > 0
 
     connect = [(e.kind, e.name, e.status) for e in events if e.trace_id == chat.session_trace_id]
-    assert connect == [(Flow.CHECK, "user", "ok"), (Flow.CONNECT, "accepted", "ok")]
+    assert connect == [
+        (Flow.CHECK, "user", "ok"),
+        (Flow.CHECK, "connections", "ok"),
+        (Flow.CONNECT, "accepted", "ok"),
+    ]
     trace_ids = {m.trace_id for m in messages} | {u.trace_id for u in usage}
     trace_ids |= {e.trace_id for e in events if e.trace_id != chat.session_trace_id}
     assert trace_ids == {r.trace_id for r in replies}

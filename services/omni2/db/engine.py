@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -23,16 +24,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def redacted_url(url: str) -> str:
+def redacted_url(url: str | SecretStr) -> str:
     """The URL without its password, for logs."""
+    if isinstance(url, SecretStr):
+        url = url.get_secret_value()
     return make_url(url).render_as_string(hide_password=True)
 
 
 class Database:
-    """One engine per process; `url` is an async URL (sqlite+aiosqlite, postgresql+asyncpg)."""
+    """One engine per process; `url` is an async URL (sqlite+aiosqlite, postgresql+asyncpg).
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    The URL may hold a password: it is kept as a SecretStr (`redacted_url` for logs)."""
+
+    def __init__(self, url: str | SecretStr) -> None:
+        self.url = url if isinstance(url, SecretStr) else SecretStr(url)
+        url = self.url.get_secret_value()
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {}

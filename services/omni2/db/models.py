@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -31,6 +31,8 @@ class Role(Base):
     daily_token_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     daily_cost_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Open chat connections per user; NULL: OMNI2's setting (OMNI2_MAX_CONNECTIONS_PER_USER).
+    max_connections: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class User(Base):
@@ -45,6 +47,7 @@ class User(Base):
     daily_token_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     daily_cost_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_connections: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The dashboard's login: an Argon2id hash (services/common/passwords.py); NULL: no password,
     # the user cannot log in until `omni-trace users passwd` sets one.
@@ -126,3 +129,37 @@ class FlowEvent(Base):
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- limits that hold across parallel connections ---------------------------------------------
+
+
+class DailyUsage(Base):
+    """A user's usage of one UTC day, and what answers in progress have reserved of it.
+
+    The daily limits are checked and reserved against this one row in one statement, so
+    parallel connections cannot pass them together, and the check costs the same however much
+    history is stored. `tokens`/`cost` are the sum of that day's `usage` rows."""
+
+    __tablename__ = "usage_daily"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_cost: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class RateWindow(Base):
+    """A user's rate-limit window: when their last accepted messages were accepted.
+
+    Also the user's lock row: a message check updates it first, so the checks of one user's
+    parallel connections run one after another (row lock on PostgreSQL, the write lock on
+    SQLite). Holds at most the limit's number of times, whatever the history."""
+
+    __tablename__ = "rate_windows"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    accepted: Mapped[list[float]] = mapped_column(JSON, default=list)  # epoch seconds
+    checked_at: Mapped[float] = mapped_column(Float, default=0.0)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.omni2.db.models import (
     BlockedUser,
     Conversation,
+    DailyUsage,
     FlowEvent,
     Message,
+    RateWindow,
     Role,
     Usage,
     User,
@@ -40,6 +43,7 @@ class UserContext:
     daily_token_limit: int | None
     daily_cost_limit: float | None
     rate_limit_per_minute: int | None
+    max_connections: int | None = None  # None: OMNI2's setting
 
     @property
     def blocked(self) -> bool:
@@ -69,6 +73,7 @@ def _context(user: User) -> UserContext:
         daily_token_limit=pick(user.daily_token_limit, role.daily_token_limit),
         daily_cost_limit=pick(user.daily_cost_limit, role.daily_cost_limit),
         rate_limit_per_minute=pick(user.rate_limit_per_minute, role.rate_limit_per_minute),
+        max_connections=pick(user.max_connections, role.max_connections),
     )
 
 
@@ -156,6 +161,7 @@ class TurnRecord:
     tokens_output: int = 0
     cost: float = 0.0
     flow: list[FlowRecord] = field(default_factory=list)
+    reservation: Reservation | None = None  # settled with the usage above when saved
 
 
 async def save_turn(session: AsyncSession, turn: TurnRecord) -> None:
@@ -178,6 +184,10 @@ async def save_turn(session: AsyncSession, turn: TurnRecord) -> None:
                 trace_id=turn.trace_id,
                 **ids,
             )
+        )
+    if turn.reservation is not None:
+        await settle_usage(
+            session, turn.reservation, turn.tokens_input + turn.tokens_output, turn.cost
         )
     await add_flow(session, turn.flow, turn.trace_id, turn.user_id, turn.conversation_id)
 
@@ -319,6 +329,7 @@ async def set_limits(
     daily_tokens: int | None = _UNSET,
     daily_cost: float | None = _UNSET,
     rate_per_minute: int | None = _UNSET,
+    max_connections: int | None = _UNSET,
 ) -> None:
     """Set a user's own limits (None: back to the role's). Unset arguments stay as they are."""
     user = await _user(session, user_id)
@@ -328,7 +339,175 @@ async def set_limits(
         user.daily_cost_limit = daily_cost
     if rate_per_minute is not _UNSET:
         user.rate_limit_per_minute = rate_per_minute
+    if max_connections is not _UNSET:
+        user.max_connections = max_connections
 
 
 def minute_ago(now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(minutes=1)
+
+
+# -- limits that hold across parallel connections ---------------------------------------------
+#
+# A message check runs in one transaction: the rate window (the user's lock row) is updated
+# first, then the daily usage row is reserved with a conditional UPDATE. A refused check rolls
+# the transaction back, so neither the window nor the reservation keeps a refused message.
+# Neither statement reads more rows as history grows.
+
+
+async def _insert_missing(session: AsyncSession, table: type[Any], values: dict[str, Any]) -> None:
+    """INSERT .. ON CONFLICT DO NOTHING (SQLite and PostgreSQL): the row exists afterwards."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    await session.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    accepted: bool
+    recent: int  # messages accepted in the window before this one
+
+
+async def accept_within_rate(
+    session: AsyncSession, user_id: str, limit: int, now: float, window_s: float = 60.0
+) -> RateCheck:
+    """Count the user's messages of the last `window_s` seconds and, below `limit`, record this
+    one, atomically: the first UPDATE holds the user's row lock (PostgreSQL) or the database
+    write lock (SQLite) until the transaction ends, so parallel checks of one user take turns."""
+    await _insert_missing(session, RateWindow, {"user_id": user_id, "accepted": []})
+    key = RateWindow.user_id == user_id
+    await session.execute(
+        update(RateWindow).where(key).values(checked_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    stored = await session.scalar(select(RateWindow.accepted).where(key))
+    recent = [t for t in (stored or []) if isinstance(t, (int, float)) and t > now - window_s]
+    if len(recent) >= limit:
+        return RateCheck(False, len(recent))
+    await session.execute(
+        update(RateWindow).where(key).values(accepted=[*recent, now][-limit:]),
+        execution_options={"synchronize_session": False},
+    )
+    return RateCheck(True, len(recent))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What one accepted message reserved of its user's day, until its usage is saved."""
+
+    user_id: str
+    day: date
+    tokens: int
+    cost: float
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    tokens: int
+    cost: float
+    reserved_tokens: int
+    reserved_cost: float
+
+
+@dataclass(frozen=True)
+class UsageCheck:
+    reservation: Reservation | None  # None: refused, the remaining allowance is taken
+    before: DayUsage  # the day's usage and reservations before this message
+
+
+def today(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).date()
+
+
+async def reserve_usage(
+    session: AsyncSession,
+    user_id: str,
+    day: date,
+    *,
+    tokens: int,
+    cost: float,
+    token_limit: int | None,
+    cost_limit: float | None,
+) -> UsageCheck:
+    """Reserve `tokens` and `cost` of the user's day if used plus reserved is below each limit,
+    in one conditional UPDATE: of parallel connections, only as many pass as the limits hold."""
+    await _insert_missing(session, DailyUsage, {"user_id": user_id, "day": day})
+    key = (DailyUsage.user_id == user_id, DailyUsage.day == day)
+    below: list[ColumnElement[bool]] = []
+    if token_limit is not None:
+        below.append(DailyUsage.tokens + DailyUsage.reserved_tokens < token_limit)
+    if cost_limit is not None:
+        below.append(DailyUsage.cost + DailyUsage.reserved_cost < cost_limit)
+    row = (
+        await session.execute(
+            update(DailyUsage)
+            .where(*key, *below)
+            .values(
+                reserved_tokens=DailyUsage.reserved_tokens + tokens,
+                reserved_cost=DailyUsage.reserved_cost + cost,
+            )
+            .returning(
+                DailyUsage.tokens,
+                DailyUsage.cost,
+                DailyUsage.reserved_tokens,
+                DailyUsage.reserved_cost,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    ).first()
+    if row is not None:
+        before = DayUsage(
+            int(row.tokens),
+            float(row.cost),
+            int(row.reserved_tokens) - tokens,
+            float(row.reserved_cost) - cost,
+        )
+        return UsageCheck(Reservation(user_id, day, tokens, cost), before)
+    return UsageCheck(None, await day_usage(session, user_id, day))
+
+
+async def day_usage(session: AsyncSession, user_id: str, day: date) -> DayUsage:
+    row = (
+        await session.execute(
+            select(
+                DailyUsage.tokens,
+                DailyUsage.cost,
+                DailyUsage.reserved_tokens,
+                DailyUsage.reserved_cost,
+            ).where(DailyUsage.user_id == user_id, DailyUsage.day == day)
+        )
+    ).first()
+    if row is None:
+        return DayUsage(0, 0.0, 0, 0.0)
+    return DayUsage(int(row[0]), float(row[1]), int(row[2]), float(row[3]))
+
+
+async def settle_usage(
+    session: AsyncSession, reservation: Reservation, tokens: int, cost: float
+) -> None:
+    """Replace a reservation by the usage it became (zero for an answer that failed early)."""
+    await session.execute(
+        update(DailyUsage)
+        .where(DailyUsage.user_id == reservation.user_id, DailyUsage.day == reservation.day)
+        .values(
+            tokens=DailyUsage.tokens + tokens,
+            cost=DailyUsage.cost + cost,
+            reserved_tokens=DailyUsage.reserved_tokens - reservation.tokens,
+            reserved_cost=DailyUsage.reserved_cost - reservation.cost,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def release_reservations(session: AsyncSession) -> int:
+    """Drop every reservation (at OMNI2's start); returns how many days held one.
+
+    One OMNI2 process serves a database today, so at its start no answer is in flight and
+    what is reserved was left by a process that died mid-answer. Replicas sharing a database
+    would need reservations owned per process (a row each, with its owner) instead."""
+    result = await session.execute(
+        update(DailyUsage)
+        .where((DailyUsage.reserved_tokens != 0) | (DailyUsage.reserved_cost != 0))
+        .values(reserved_tokens=0, reserved_cost=0.0),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -137,6 +137,7 @@ def test_malformed_frames_get_errors_and_connection_stays_usable(
 ) -> None:
     with client.websocket_connect("/ws/chat", headers=gateway_headers()) as ws:
         ws.receive_json()
+        answers = []
         for send in (
             lambda: ws.send_text("not json"),
             lambda: ws.send_bytes(b"\x00\x01"),
@@ -148,15 +149,47 @@ def test_malformed_frames_get_errors_and_connection_stays_usable(
             assert frame["type"] == "error"
             assert frame["error"]
             assert len(frame["trace_id"]) == 32
+            answers.append(frame)
         ws.send_json({"type": "ping"})
         assert ws.receive_json() == {"type": "pong"}
         ws.send_json({"type": "message", "text": "still there?"})
         while (frame := ws.receive_json())["type"] == "token":
             pass
         assert frame["type"] == "done"
-    errors = [
-        s
-        for s in spans.get_finished_spans()
-        if s.name == SpanName.TURN and s.status.status_code.name == "ERROR"
+    finished = spans.get_finished_spans()
+    (connect,) = [s for s in finished if s.name == SpanName.CONNECT]
+    rejects = [s for s in finished if s.name == SpanName.REJECT]
+    assert len(rejects) == 4
+    # No trace per malformed frame: each is a child of chat.connect in the session trace.
+    session = connect.context.trace_id
+    assert {a["trace_id"] for a in answers} == {f"{session:032x}"}
+    assert all(
+        r.parent is not None
+        and r.parent.span_id == connect.context.span_id
+        and r.status.status_code.name == "ERROR"
+        and r.attributes is not None
+        and r.attributes[Attr.ERROR_TYPE] == a["code"]
+        for r, a in zip(rejects, answers, strict=True)
+    )
+    assert not [
+        s for s in finished if s.name == SpanName.TURN and s.status.status_code.name == "ERROR"
     ]
-    assert len(errors) == 4
+
+
+def test_a_malformed_frame_with_its_own_trace_context_is_a_refused_turn_of_that_trace(
+    client: TestClient, spans: InMemorySpanExporter
+) -> None:
+    with client.websocket_connect("/ws/chat", headers=gateway_headers()) as ws:
+        ws.receive_json()
+        ws.send_json(
+            {"type": "message", "trace": {"traceparent": f"00-{FRAME_TRACE}-{FRAME_SPAN}-01"}}
+        )
+        frame = ws.receive_json()
+    assert (frame["type"], frame["code"], frame["trace_id"]) == (
+        "error",
+        "missing_text",
+        FRAME_TRACE,
+    )
+    (turn,) = [s for s in spans.get_finished_spans() if s.name == SpanName.TURN]
+    assert turn.parent is not None and f"{turn.parent.span_id:016x}" == FRAME_SPAN
+    assert turn.attributes is not None and turn.attributes[Attr.ERROR_TYPE] == "missing_text"

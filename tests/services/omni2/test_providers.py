@@ -151,27 +151,30 @@ def test_openai_compatible_streams_and_calls_tools(
 
 
 @pytest.mark.parametrize(
-    ("make_model", "recordings", "code", "message", "tokens_before"),
+    ("make_model", "recordings", "code", "message", "detail", "tokens_before"),
     [
         (
             anthropic,
             ("anthropic_overloaded", "anthropic_answer"),
             "provider_overloaded",
-            "model failed: anthropic returned HTTP 529: Overloaded",
+            "The model provider is overloaded; try again shortly",
+            "anthropic returned HTTP 529: Overloaded",
             "",
         ),
         (
             anthropic,
             ("anthropic_stream_error", "anthropic_answer"),
             "provider_overloaded",
-            "model failed: anthropic stream error (overloaded_error): Overloaded",
+            "The model provider is overloaded; try again shortly",
+            "anthropic stream error (overloaded_error): Overloaded",
             "Hello",
         ),
         (
             openai,
             ("openai_bad_key", "openai_answer"),
             "provider_auth",
-            "model failed: openai returned HTTP 401: Incorrect API key provided: ***. "
+            "The model provider refused OMNI2's credentials",
+            "openai returned HTTP 401: Incorrect API key provided: ***. "
             "You can find your API key at https://platform.openai.com/account/api-keys.",
             "",
         ),
@@ -185,6 +188,7 @@ def test_provider_errors_give_error_frames_spans_and_flow_events(
     recordings: tuple[str, ...],
     code: str,
     message: str,
+    detail: str,
     tokens_before: str,
 ) -> None:
     model = make_model(Replay(*recordings))
@@ -195,20 +199,22 @@ def test_provider_errors_give_error_frames_spans_and_flow_events(
         _, after = converse(ws, "hello again")
     error = frames[-1]
     assert reply == tokens_before
-    assert (error["type"], error["code"], error["error"]) == ("error", code, message)
+    # The provider's words never reach the user: a fixed reason and code do.
+    assert error == {"type": "error", "error": message, "code": code, "trace_id": error["trace_id"]}
     assert after[-1]["type"] == "done", "the connection stays usable"
-    (span,) = [
-        s
-        for s in spans.get_finished_spans()
-        if s.name == SpanName.model_call(model.name)
-        and f"{s.context.trace_id:032x}" == error["trace_id"]
+    in_trace = [
+        s for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == error["trace_id"]
     ]
-    assert span.status.status_code.name == "ERROR"
+    (span,) = [s for s in in_trace if s.name == SpanName.model_call(model.name)]
+    assert span.status.status_code.name == "ERROR" and span.status.description == detail
     assert span.attributes and span.attributes[Attr.ERROR_TYPE] == code
+    (turn,) = [s for s in in_trace if s.name == SpanName.TURN]
+    assert turn.status.description == f"model failed: {detail}"
     events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
-    assert [(e.kind, e.status) for e in events if e.status == "error"] == [
-        (Flow.MODEL_CALL, "error"),
-        (Flow.ERROR, "error"),
+    failed = [e for e in events if e.status == "error"]
+    assert [(e.kind, e.detail["error"]) for e in failed] == [
+        (Flow.MODEL_CALL, detail),
+        (Flow.ERROR, detail),
     ]
     no_key_in_spans(spans)
 

@@ -178,7 +178,7 @@ def test_model_error_gives_an_error_frame_span_and_flow_event(
         _, after = converse(ws, "hello again")
     error = frames[-1]
     assert error["type"] == "error" and error["code"] == "provider_overloaded"
-    assert error["error"] == "model failed: provider returned HTTP 529 (overloaded)"
+    assert error["error"] == "The model provider is overloaded; try again shortly"
     assert after[-1]["type"] == "done"
     (model,) = [
         s

@@ -1,0 +1,155 @@
+"""A connection's way in at OMNI2, traced as `chat.connect` in the session trace.
+
+Gateway identity (the token Traefik verified, matching `x-user-id`), the user checks (known,
+active, not blocked), a connection slot (at most N open per user), the conversation row, the
+`welcome` frame; then the connection is a `ChatSession` until it ends. Every refusal is
+accepted first and closed with a 4xxx code and reason, and leaves a flow event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+
+from fastapi import WebSocket, WebSocketDisconnect
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, format_trace_id
+from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
+
+from otel.names import Attr, Flow, SpanName
+from otel.propagation import extract_headers, remote_span_context
+from services.common.protocol import CloseCode, welcome_frame
+from services.common.refusal import Refusal, refuse
+from services.common.tokens import Identity
+from services.omni2.chat import ChatServices, ChatSession
+from services.omni2.checks import CheckRun, check_connection, check_connections
+from services.omni2.db.repository import FlowRecord, UserContext
+from services.omni2.gateway import gateway_identity
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+
+def database_unavailable() -> Refusal:
+    return Refusal(
+        CloseCode.INTERNAL_ERROR,
+        "service unavailable: OMNI2 cannot reach its database",
+        "database_unavailable",
+    )
+
+
+@dataclass
+class ChatConnect:
+    """Serves one WebSocket on `/ws/chat`: admits it, then runs its ChatSession."""
+
+    websocket: WebSocket
+    services: ChatServices
+    jwt_secret: SecretStr
+
+    async def serve(self) -> None:
+        # Traefik's ReverseProxy span is the parent; message turns link back to it.
+        parent = extract_headers(self.websocket.headers)
+        with tracer.start_as_current_span(
+            SpanName.CONNECT, context=parent, kind=SpanKind.SERVER
+        ) as span:
+            # Accept first: a close before accept reaches the client as a bare 403.
+            await self.websocket.accept()
+            admitted = await self._admit(span)
+        if admitted is None:
+            return
+        identity, user, conversation_id = admitted
+        try:
+            await ChatSession(
+                websocket=self.websocket,
+                services=self.services,
+                user=user,
+                conversation_id=conversation_id,
+                gateway=remote_span_context(parent),
+                session=span.get_span_context(),
+                expires_at=identity.expires_at,
+            ).run()
+        finally:
+            self.services.connections.release(user.user_id)
+
+    async def _admit(self, span: Span) -> tuple[Identity, UserContext, str] | None:
+        """Identity, user and conversation of an admitted connection; None once refused."""
+        session_trace = format_trace_id(span.get_span_context().trace_id)
+        try:
+            identity = gateway_identity(self.websocket.headers, self.jwt_secret.get_secret_value())
+        except Refusal as refusal:
+            log.warning("refused connection: %s", refusal.reason)
+            await refuse(self.websocket, span, refusal)
+            return None
+        user_id = identity.user_id
+        span.set_attribute(Attr.USER_ID, user_id)
+        checks = CheckRun({Attr.USER_ID: user_id})
+        try:
+            user = await self._check_user(checks, user_id)
+            check_connections(
+                checks,
+                user,
+                self.services.connections,
+                self.services.settings.max_connections_per_user,
+            )
+        except Refusal as refusal:
+            log.warning("refused user %s: %s", user_id, refusal.reason)
+            checks.flow.append(
+                FlowRecord(Flow.CONNECT, "refused", "denied", detail={"reason": refusal.reason})
+            )
+            await self.services.store.record_flow(
+                checks.flow, session_trace, user_id, None, {Attr.USER_ID: user_id}
+            )
+            await refuse(self.websocket, span, refusal)
+            return None
+        # From here on the connection holds a slot: give it back unless it reaches its session.
+        try:
+            conversation_id = await self._open(span, checks, user, session_trace)
+        except BaseException:
+            self.services.connections.release(user_id)
+            raise
+        if conversation_id is None:
+            self.services.connections.release(user_id)
+            return None
+        return identity, user, conversation_id
+
+    async def _check_user(self, checks: CheckRun, user_id: str) -> UserContext:
+        """The user's context, or Refusal (unknown, inactive, blocked, no database)."""
+        try:
+            async with self.services.store.db.session() as session:
+                return await check_connection(session, checks, user_id)
+        except (SQLAlchemyError, OSError) as err:
+            log.error("cannot check user %s, database unavailable: %s", user_id, err)
+            raise database_unavailable() from err
+
+    async def _open(
+        self, span: Span, checks: CheckRun, user: UserContext, session_trace: str
+    ) -> str | None:
+        """Store the conversation and welcome the client; None if that failed."""
+        conversation_id = str(uuid.uuid4())
+        attributes = {Attr.USER_ID: user.user_id, Attr.CONVERSATION_ID: conversation_id}
+        span.set_attributes(attributes | {Attr.USER_ROLE: user.role})
+        checks.flow.append(FlowRecord(Flow.CONNECT, "accepted", "ok", detail={"role": user.role}))
+        try:
+            await self.services.store.open_conversation(
+                conversation_id, user.user_id, session_trace, checks.flow, attributes
+            )
+        except (SQLAlchemyError, OSError) as err:
+            log.error("cannot store conversation %s: %s", conversation_id, err)
+            await refuse(self.websocket, span, database_unavailable())
+            return None
+        try:
+            await self.websocket.send_text(json.dumps(welcome_frame(conversation_id, user.user_id)))
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            span.set_attribute(Attr.ERROR_TYPE, "client_gone")
+            return None
+        log.info(
+            "connection user=%s role=%s conversation=%s trace=%s",
+            user.user_id,
+            user.role,
+            conversation_id,
+            session_trace,
+        )
+        return conversation_id

@@ -1,0 +1,247 @@
+"""OMNI2's limits attacked the way a hostile client would, through the dashboard: many
+parallel connections of one user, one connection too many, a token that runs out, and
+malformed frames that must neither start traces of their own nor go unrecorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from websockets.exceptions import ConnectionClosed
+
+from omni_trace.client import ChatConnection, ChatRefused, ChatReply, open_chat
+from omni_trace.jaeger import JaegerClient
+from omni_trace.stack import Stack
+from otel.names import Attr, Flow, Service, SpanName
+from otel.setup import create_tracer_provider
+from services.common.protocol import CloseCode
+from services.common.tokens import issue_token
+from services.omni2.db import repository as repo
+from tests.db import Admin
+from tests.pg import create_database
+from tests.stack.conftest import new_user, running_stack
+from tests.stack.traces import expect, has, one
+
+pytestmark = pytest.mark.stack
+
+
+@dataclass
+class Backend:
+    stack: Stack
+    admin: Admin
+    provider: TracerProvider
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, jwt_secret: str
+) -> Iterator[Backend]:
+    """The shared stack (SQLite), and a stack of its own on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield Backend(
+            request.getfixturevalue("stack"),
+            request.getfixturevalue("admin"),
+            request.getfixturevalue("client_provider"),
+        )
+        return
+    base: str = request.getfixturevalue("postgres")
+    url = asyncio.run(create_database(base, f"limits_{uuid.uuid4().hex[:8]}"))
+    with running_stack(tmp_path_factory.mktemp("pg-limits"), jwt_secret, url) as stack:
+        provider = create_tracer_provider(
+            Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
+        )
+        yield Backend(stack, Admin(url), provider)
+        provider.shutdown()
+
+
+async def _all_at_once(
+    stack: Stack, token: str, provider: TracerProvider, n: int, text: str
+) -> list[ChatReply]:
+    """`n` connections of one token, opened first, then one message each, sent together."""
+    async with contextlib.AsyncExitStack() as exits:
+        chats: list[ChatConnection] = await asyncio.gather(
+            *(
+                exits.enter_async_context(
+                    open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider)
+                )
+                for _ in range(n)
+            )
+        )
+        return await asyncio.gather(*(chat.send(f"{text} {i}") for i, chat in enumerate(chats)))
+
+
+async def test_parallel_connections_cannot_spend_past_the_daily_limit(
+    backend: Backend, jwt_secret: str
+) -> None:
+    admin = backend.admin
+    user = new_user(admin, daily_tokens=120, max_connections=25)
+    token = issue_token(user, jwt_secret)
+    replies = await _all_at_once(backend.stack, token, backend.provider, 20, "tell me something")
+
+    answered = [r for r in replies if r.ok]
+    refused = [r for r in replies if not r.ok]
+    assert answered, [r.frame for r in replies]
+    assert {r.frame.get("code") for r in refused} <= {"usage_reserved", "daily_limit_exceeded"}
+    reserved = next(r for r in refused if r.frame.get("code") == "usage_reserved")
+    assert reserved.error is not None
+    assert reserved.error.startswith("Daily limit reached with answers in progress")
+    tokens, _ = admin(lambda s: repo.usage_since(s, user, repo.start_of_day()))
+    largest = max(r.frame["result"]["tokens_used"] for r in answered)
+    assert tokens == sum(r.frame["result"]["tokens_used"] for r in answered)
+    assert tokens <= 120 + largest, f"{len(answered)} answers spent {tokens} of 120 tokens"
+    day = admin(lambda s: repo.day_usage(s, user, repo.today()))
+    assert (day.tokens, day.reserved_tokens) == (tokens, 0), "every reservation was settled"
+    # Each refusal is in the audit trail with its message's trace id.
+    events = admin(lambda s: repo.flow_events(s, trace_id=reserved.trace_id))
+    assert [(e.name, e.status) for e in events][-1] == ("usage", "denied")
+
+
+async def test_parallel_connections_hold_the_rate_limit(backend: Backend, jwt_secret: str) -> None:
+    user = new_user(backend.admin, rate_per_minute=3, max_connections=12)
+    token = issue_token(user, jwt_secret)
+    started = time.monotonic()
+    replies = await _all_at_once(backend.stack, token, backend.provider, 12, "hello")
+    assert time.monotonic() - started < 60, "the test must stay within one window"
+    assert sum(r.ok for r in replies) == 3, [r.frame for r in replies]
+    assert {r.frame.get("code") for r in replies if not r.ok} == {"rate_limited"}
+
+
+async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    user = new_user(admin)  # the default: 5 connections per user
+    token = issue_token(user, jwt_secret)
+    url = stack.info.dashboard_ws_url
+    async with contextlib.AsyncExitStack() as exits:
+        chats = [
+            await exits.enter_async_context(open_chat(url, token, tracer_provider=client_provider))
+            for _ in range(5)
+        ]
+        with pytest.raises(ChatRefused) as refused:
+            async with open_chat(url, token, tracer_provider=client_provider):
+                pass
+        assert refused.value.code == CloseCode.TOO_MANY_CONNECTIONS
+        assert refused.value.reason == "too many connections: 5 already open for this user"
+        assert (await chats[0].send("the others still chat")).ok
+
+        await chats[4].close()
+        # The slot is free once OMNI2 has seen that close (a hop or three away).
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                async with open_chat(url, token, tracer_provider=client_provider) as again:
+                    assert (await again.send("my turn")).ok
+                break
+            except ChatRefused as still:
+                assert still.code == CloseCode.TOO_MANY_CONNECTIONS
+                assert time.monotonic() < deadline, "closing a connection never freed its slot"
+                await asyncio.sleep(0.1)
+
+    events = admin(lambda s: repo.flow_events(s, trace_id=refused.value.session_trace_id))
+    assert [(e.kind, e.name, e.status) for e in events] == [
+        (Flow.CHECK, "user", "ok"),
+        (Flow.CHECK, "connections", "denied"),
+        (Flow.CONNECT, "refused", "denied"),
+    ]
+    client_provider.force_flush()
+    spans = jaeger.wait_for_trace(
+        refused.value.session_trace_id,
+        has((Service.OMNI2, SpanName.CONNECT), (Service.OMNI2, SpanName.check("connections"))),
+        what="omni2's refusal",
+    )
+    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
+    check = one(spans, Service.OMNI2, SpanName.check("connections"))
+    expect(
+        connect.attributes.get(Attr.CLOSE_CODE) == CloseCode.TOO_MANY_CONNECTIONS
+        and connect.attributes.get(Attr.ERROR_TYPE) == "too_many_connections"
+        and check.parent_span_id == connect.span_id
+        and check.attributes.get(Attr.LIMIT) == 5,
+        "omni2's chat.connect records the refusal, its connections check the limit",
+        spans,
+    )
+
+
+async def test_a_connection_ends_with_4401_when_its_token_expires(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    user = new_user(admin)
+    token = issue_token(user, jwt_secret, ttl_seconds=3)
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        assert (await chat.send("hello")).ok
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(chat.connection.recv(), timeout=10)
+    rcvd = closed.value.rcvd
+    assert rcvd is not None and (rcvd.code, rcvd.reason) == (4401, "token expired"), rcvd
+
+    events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
+    (expired,) = [e for e in events if e.kind == Flow.CLOSE]
+    assert expired.name == "token_expired"
+    client_provider.force_flush()
+    spans = jaeger.wait_for_trace(
+        expired.trace_id, has((Service.OMNI2, SpanName.CLOSE)), what="omni2's chat.close"
+    )
+    close = one(spans, Service.OMNI2, SpanName.CLOSE)
+    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
+    expect(
+        close.parent_span_id == connect.span_id
+        and close.span_id == expired.span_id
+        and close.attributes.get(Attr.CLOSE_CODE) == 4401,
+        "the close is in the session trace, below omni2's chat.connect",
+        spans,
+    )
+
+
+async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_their_own(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    user = new_user(admin)
+    token = issue_token(user, jwt_secret)
+    async with open_chat(
+        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+    ) as chat:
+        answers = [await chat.send_raw(frame) for frame in ("not json", '{"type": "shout"}') * 5]
+        assert (await chat.send("still fine?")).ok
+    assert {(a["type"], a["code"]) for a in answers} == {
+        ("error", "invalid_json"),
+        ("error", "unknown_type"),
+    }
+    (trace_id,) = {a["trace_id"] for a in answers}  # ten frames, one trace: the session's
+    events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
+    frames = [e for e in events if e.kind == Flow.FRAME]
+    assert [(e.name, e.status, e.trace_id) for e in frames] == [
+        (a["code"], "denied", trace_id) for a in answers
+    ]
+    client_provider.force_flush()
+    spans = jaeger.wait_for_trace(
+        trace_id,
+        lambda spans: sum(s.name == SpanName.REJECT for s in spans) == 10,
+        what="ten chat.reject spans",
+    )
+    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
+    rejects = [s for s in spans if s.name == SpanName.REJECT]
+    expect(
+        all(r.parent_span_id == connect.span_id and r.status == "ERROR" for r in rejects)
+        and {r.span_id for r in rejects} == {e.span_id for e in frames},
+        "each malformed frame: a chat.reject below omni2's chat.connect, named by its flow event",
+        spans,
+    )
