@@ -145,6 +145,13 @@ class SpanName:
         "CLIENT at omni2, SERVER at mcp-tools",
         "MCP: the session's capability discovery (span of the MCP SDK)",
     )
+    MCP_CONNECT: Final = _span(
+        "mcp.connect",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "OMNI2 opening its MCP session and reading the tool catalogue at start, in a trace of "
+        "its own, so that no chat message pays for the handshake",
+    )
     HTTP_SERVER: Final = _span(
         "* /*",
         (Service.DASHBOARD, Service.AUTH, Service.OMNI2),

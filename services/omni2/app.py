@@ -42,7 +42,7 @@ def create_app(
 ) -> FastAPI:
     db = Database(settings.database_url)
     store = Store(db)
-    tools = toolbox or McpToolbox(settings.mcp_url, settings.mcp_timeout_s)
+    tools = toolbox or McpToolbox.from_settings(settings)
     secret = settings.jwt_secret.get_secret_value()
     chat_model = model or create_model(settings)
 
@@ -56,6 +56,7 @@ def create_app(
         log.info(
             "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
         )
+        tools.start()  # the MCP handshake now, in its own trace, not in a message's
         yield
         await tools.aclose()
         await db.dispose()
