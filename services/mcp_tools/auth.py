@@ -23,6 +23,20 @@ CALLER = "omni2"  # the one caller the credential stands for
 _STATE_KEY = "mcp_tools.caller"  # where an accepted request records its caller
 
 
+UNAUTHORIZED = -32001  # JSON-RPC: an implementation-defined server error
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-tools"'}
+
+
+def refusal_body(reason: str) -> dict[str, Any]:
+    """A JSON-RPC error (what MCP clients read from a non-2xx answer), its reason readable
+    by anyone else too."""
+    return {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": UNAUTHORIZED, "message": f"unauthorized: {reason}"},
+    }
+
+
 class RequireCredential:
     """ASGI middleware: 401 with a JSON reason unless the bearer token matches."""
 
@@ -49,11 +63,7 @@ class RequireCredential:
             if scope["type"] != "http":  # no WebSocket route here: refuse before accept
                 await send({"type": "websocket.close", "code": 1008, "reason": problem})
                 return
-            response = JSONResponse(
-                {"error": "unauthorized", "reason": problem},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="mcp-tools"'},
-            )
+            response = JSONResponse(refusal_body(problem), status_code=401, headers=_CHALLENGE)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[_STATE_KEY] = CALLER

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import anyio
 import httpx
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -28,6 +27,7 @@ from otel.names import Attr
 from services.mcp_tools import query as query_module
 from services.mcp_tools.server import _meta_attributes, create_app, create_server
 from services.mcp_tools.settings import McpToolsSettings, MissingCredential
+from tests.services.mcp_tools.serve import TOKEN, serve_mcp_tools
 
 
 @pytest.fixture
@@ -211,25 +211,12 @@ async def test_a_step_nothing_can_interrupt_keeps_its_slot_until_it_ends(
 
 # -- the credential ------------------------------------------------------------------------------
 
-TOKEN = "mcp-test-credential-" + "x" * 24
-
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    """The real HTTP app (credential required) on a free port, in a thread of this process."""
     settings = McpToolsSettings(sample_db=tmp_path / "s.db", auth_token=TOKEN)  # type: ignore[arg-type]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    with serve_mcp_tools(settings) as url:
+        yield url
 
 
 CALL = {
@@ -261,8 +248,8 @@ def test_requests_without_the_credential_get_401_and_run_nothing(
     headers = MCP_HEADERS | ({"authorization": authorization} if authorization else {})
     response = httpx.post(f"{served}/mcp", json=CALL, headers=headers)
     assert response.status_code == 401
-    body = response.json()
-    assert body["error"] == "unauthorized" and body["reason"].startswith(reason), body
+    error = response.json()["error"]  # a JSON-RPC error, which MCP clients surface
+    assert error["code"] == -32001 and error["message"].startswith(f"unauthorized: {reason}")
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert TOKEN not in response.text
     # Refused before the MCP SDK: no span at all, so nothing the `_meta` claims is recorded.
