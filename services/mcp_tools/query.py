@@ -75,10 +75,11 @@ class QueryRunner:
             with anyio.fail_after(self.limits.call_timeout_s):
                 return await anyio.to_thread.run_sync(query.run, abandon_on_cancel=True)
         except TimeoutError:
-            query.abandon()
             raise ToolError(
                 f"query stopped after {self.limits.call_timeout_s:g} s (one step ran too long)"
             ) from None
+        finally:
+            query.abandon()  # a no-op once the thread is done; else it is told to stop
 
 
 @dataclass
@@ -90,6 +91,7 @@ class _Query:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _state: str = "pending"  # -> running -> done, or -> abandoned
     _conn: sqlite3.Connection | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
     _refusal: str | None = None  # why our printf guard stopped the statement
 
     def run(self) -> dict[str, Any]:
@@ -102,12 +104,12 @@ class _Query:
         finally:
             with self._lock:
                 self._state = "done"
-                self._conn = None
             self.slots.release()
 
     def abandon(self) -> None:
         """The caller stopped waiting: stop the statement at its next step (SQLite cannot
         stop inside one function call), or, if the thread never started, free its slot."""
+        self._stop.set()
         with self._lock:
             if self._state == "pending":
                 self._state = "abandoned"
@@ -132,8 +134,11 @@ class _Query:
             for name in ("printf", "format"):
                 conn.create_function(name, -1, printf, deterministic=True)
             # A runaway statement (say, an endless recursive CTE) is interrupted at the
-            # deadline; the progress handler runs between steps, never inside one.
-            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+            # deadline, or once abandoned; the progress handler runs between steps, never
+            # inside one.
+            conn.set_progress_handler(
+                lambda: int(self._stop.is_set() or time.monotonic() > deadline), 10_000
+            )
             try:
                 cursor = conn.execute(self.sql)
                 columns = [d[0] for d in cursor.description or ()]
@@ -141,6 +146,8 @@ class _Query:
             except sqlite3.Error as err:
                 raise self._tool_error(err) from err
         finally:
+            with self._lock:  # abandon() must not interrupt a closed connection
+                self._conn = None
             printf.close()
             conn.close()
         return _fit(columns, rows, more, limits.max_result_bytes)

@@ -88,7 +88,7 @@ class _Connection:
 
 class McpToolbox:
     """Tools of one MCP server (streamable HTTP), over one session kept open and reopened
-    when it fails. The catalogue is cached for `ttl_s`."""
+    when it fails. The catalogue is read again in the background once older than `ttl_s`."""
 
     def __init__(
         self,

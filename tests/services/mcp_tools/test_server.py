@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import httpx
@@ -73,9 +74,8 @@ async def test_list_tables_and_meta_attributes(
     settings: McpToolsSettings, spans: InMemorySpanExporter
 ) -> None:
     async with Client(create_server(settings)) as client:
-        result = await client.call_tool(
-            "list_tables", {}, meta={"omni2/conversation_id": "c-1", "omni2/user_id": "bob"}
-        )
+        meta: Any = {"omni2/conversation_id": "c-1", "omni2/user_id": "bob"}
+        result = await client.call_tool("list_tables", {}, meta=meta)
     tables = json.loads(result.content[0].text)  # type: ignore[union-attr]
     assert tables["products"] == ["id", "name", "category", "price"]
     (server,) = [s for s in spans.get_finished_spans() if s.name == "tools/call list_tables"]
@@ -265,9 +265,8 @@ async def test_omni2_with_the_credential_is_served_and_its_meta_recorded(
 ) -> None:
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
     async with http, Client(streamable_http_client(f"{served}/mcp", http_client=http)) as client:
-        result = await client.call_tool(
-            "list_tables", {}, meta={"omni2/conversation_id": "c-9", "omni2/user_id": "bob"}
-        )
+        meta: Any = {"omni2/conversation_id": "c-9", "omni2/user_id": "bob"}
+        result = await client.call_tool("list_tables", {}, meta=meta)
     assert not result.is_error
     (server,) = [
         s
