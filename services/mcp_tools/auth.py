@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 CALLER = "omni2"  # the one caller the credential stands for
 _STATE_KEY = "mcp_tools.caller"  # where an accepted request records its caller
-
-
 UNAUTHORIZED = -32001  # JSON-RPC: an implementation-defined server error
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-tools"'}
 
@@ -57,9 +55,8 @@ class RequireCredential:
         problem = self._check(scope)
         if problem is not None:
             client = scope.get("client") or ("?", 0)
-            log.warning(
-                "refused %s %s from %s: %s", scope["type"], scope["path"], client[0], problem
-            )
+            path = scope["path"][:200]  # the caller's text: quoted, so it cannot forge lines
+            log.warning("refused %s %r from %s: %s", scope["type"], path, client[0], problem)
             if scope["type"] != "http":  # no WebSocket route here: refuse before accept
                 await send({"type": "websocket.close", "code": 1008, "reason": problem})
                 return

@@ -127,7 +127,7 @@ async def test_only_the_credential_opens_the_mcp_server(stack: Stack, jaeger: Ja
         assert jaeger.get_trace(trace_id) == [], f"{how}: a refused request left spans"
     assert _mcp_tools_spans_with(jaeger, {Attr.USER_ID: forged_user}) == []
     log = (stack.logs_dir / "mcp-tools.log").read_text()
-    assert log.count("refused http /mcp") >= len(attempts)
+    assert log.count("refused http '/mcp'") >= len(attempts)
     assert stack.mcp_auth_token not in log
     assert stack.mcp_auth_token not in json.dumps(asdict(stack.info)), "not in the stack file"
 
