@@ -212,7 +212,8 @@ def _fit(columns: list[str], rows: list[list[Any]], more: bool, max_bytes: int) 
 
 
 # One printf conversion: flags, width, precision, length modifier, type (SQLite's syntax).
-_CONVERSION = re.compile(r"%([-+ #0!,]*)(\*|\d+)?(?:\.(\*|\d+))?(?:ll|l)?(.)", re.DOTALL)
+_CONVERSION = re.compile(r"%([-+ #0!,]*)(\*|\d+)?(?:\.(\*|\d*))?(?:ll|l)?(.)", re.DOTALL)
+_NO_VALUE = {"%", "n"}  # conversions that read no argument (a `*` still reads one)
 
 
 class _GuardedPrintf:
@@ -244,11 +245,11 @@ class _GuardedPrintf:
         return self._builtin.execute(f"SELECT printf({marks})", args).fetchone()[0]
 
     def _oversized(self, fmt: str, args: Sequence[Any]) -> int | None:
+        """The first width or precision above the limit, reading arguments as SQLite does
+        (where the two parsers could differ, this one errs towards refusing)."""
         position = 0
         for match in _CONVERSION.finditer(fmt):
             width, precision, kind = match.group(2), match.group(3), match.group(4)
-            if kind == "%":
-                continue
             for number in (width, precision):
                 if number == "*":
                     value = self._as_int(args[position]) if position < len(args) else 0
@@ -257,7 +258,8 @@ class _GuardedPrintf:
                     value = int(number) if number else 0
                 if abs(value) > self.max:
                     return value
-            position += 1  # the converted value itself
+            if kind not in _NO_VALUE:
+                position += 1  # the converted value itself
         return None
 
     def _as_int(self, value: Any) -> int:

@@ -245,6 +245,8 @@ async def test_a_first_tool_free_message_has_no_mcp_spans(
         "the handshake and the catalogue hang below mcp.connect",
         connect,
     )
+    assert stack.mcp_auth_token not in repr(connect), "the credential reached a span"
+    assert stack.mcp_auth_token not in (stack.logs_dir / "omni2.log").read_text()
 
 
 async def test_a_first_tool_call_has_no_time_outside_its_spans(

@@ -115,6 +115,8 @@ async def test_result_is_capped_in_bytes_dropping_rows(tmp_path: Path) -> None:
         "SELECT printf('%400000000d', 1)",
         "SELECT printf(CAST('%.*c' AS BLOB), '400000000 x', 'x')",  # blob format, text count
         "SELECT printf('%s %.*c', 'a', 2147483647, 'x')",
+        "SELECT printf('%*%%.c%n%.*c', 3, 'x', 400000000, 'y')",  # %-ish forms read args too
+        "SELECT printf('%-*s', -400000000, 'x')",
     ],
 )
 async def test_printf_blowups_fail_fast_with_a_clear_error(
@@ -149,6 +151,13 @@ async def test_printf_still_formats(settings: McpToolsSettings) -> None:
     )
     assert not error, text
     assert json.loads(text)["rows"][0] == ["Trace Lens| 49.00|***"]
+
+
+async def test_a_result_that_cannot_fit_and_blobs(settings: McpToolsSettings) -> None:
+    error, text, _ = await _query(settings, f'SELECT 1 AS "{"c" * 70000}"')
+    assert error and "even its column names exceed 65536 bytes" in text, text
+    error, text, _ = await _query(settings, "SELECT zeroblob(3)")
+    assert not error and json.loads(text)["rows"] == [["x'000000'"]]
 
 
 async def test_too_many_columns_are_refused(settings: McpToolsSettings) -> None:
