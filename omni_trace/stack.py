@@ -117,6 +117,9 @@ class Stack:
         self.config_dir = self.run_dir / "config"
         # Random per run unless given: the secret never leaves the environment of the services.
         self.jwt_secret = jwt_secret or secrets.token_urlsafe(32)
+        # The MCP tool server answers only OMNI2: a credential made per run, in the
+        # environment of those two services only (not in the stack file).
+        self.mcp_auth_token = secrets.token_urlsafe(32)
         self._service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self._progress = progress
         self._services: dict[str, _Service] = {}
@@ -283,6 +286,7 @@ class Stack:
                 "MCP_TOOLS_HOST": host,
                 "MCP_TOOLS_PORT": str(p.mcp_tools),
                 "MCP_TOOLS_SAMPLE_DB": str(self.run_dir / "mcp-sample.db"),
+                "MCP_TOOLS_AUTH_TOKEN": self.mcp_auth_token,
             },
             _http_ok(f"http://{host}:{p.mcp_tools}/healthz"),
         )
@@ -296,6 +300,7 @@ class Stack:
                 "OMNI2_MODEL_TOKEN_DELAY_MS": str(self.settings.model_token_delay_ms),
                 "OMNI2_DATABASE_URL": info.omni2_database_url,
                 "OMNI2_MCP_URL": info.mcp_url,
+                "OMNI2_MCP_AUTH_TOKEN": self.mcp_auth_token,
             },
             _http_ok(f"{info.omni2_url}/healthz"),
         )

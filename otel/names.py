@@ -170,6 +170,13 @@ class SpanName:
         "SERVER",
         "FastAPI's server span of a CORS preflight, answered by the CORS middleware",
     )
+    MCP_CONNECT: Final = _span(
+        "mcp.connect",
+        (Service.OMNI2,),
+        "INTERNAL",
+        "OMNI2 opening its MCP session and reading the tool catalogue at start, in a trace of "
+        "its own, so that no chat message pays for the handshake",
+    )
     HTTP_SERVER: Final = _span(
         "* /*",
         (Service.DASHBOARD, Service.AUTH, Service.OMNI2),

@@ -37,7 +37,7 @@ def create_app(
 ) -> FastAPI:
     db = Database(settings.database_url)
     store = Store(db)
-    tools = toolbox or McpToolbox(settings.mcp_url, settings.mcp_timeout_s)
+    tools = toolbox or McpToolbox.from_settings(settings)
     chat_model = model or create_model(settings)
     services = ChatServices(settings, store, chat_model, tools)
 
@@ -52,6 +52,7 @@ def create_app(
         log.info(
             "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
         )
+        tools.start()  # the MCP handshake now, in its own trace, not in a message's
         yield
         await tools.aclose()
         await db.dispose()

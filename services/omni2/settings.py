@@ -68,6 +68,11 @@ class Omni2Settings(CommonSettings):
     mcp_url: str | None = Field(
         default=None, description="The MCP tool server (streamable HTTP), e.g. http://host/mcp."
     )
+    mcp_auth_token: SecretStr | None = Field(
+        default=None,
+        description="The MCP tool server's credential (MCP_TOOLS_AUTH_TOKEN there), sent as "
+        "`Authorization: Bearer` on every MCP request; required with OMNI2_MCP_URL.",
+    )
     mcp_timeout_s: float = Field(default=10.0, gt=0, description="Per MCP request.")
     usage_warning_ratio: float = Field(
         default=0.8, gt=0, le=1, description="Send a `warning` frame past this share of a limit."

@@ -3,12 +3,17 @@
 The MCP SDK traces each request as a CLIENT span (`tools/call <tool>`, `mcp.method.name`) and
 puts the trace context in `params._meta`; we add the conversation and user beside it, so the
 mcp-tools server's spans join the message trace with the same attributes.
+
+The session is opened and the catalogue read when OMNI2 starts (`start`, trace `mcp.connect`),
+and the catalogue is refreshed in the background: a message only waits for MCP work it needs
+(a tool call, or a reconnect after the server went away), and that work has its spans.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Iterator
@@ -17,17 +22,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+
+# The SDK imports jsonschema on the first tool result it validates: ~50-200 ms inside the first
+# tool call's `execute_tool` span, after its `tools/call` span. Imported here, it costs at start.
+import jsonschema  # noqa: F401
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import SecretStr
 
-from otel.names import Attr, McpMeta
+from otel.names import Attr, McpMeta, SpanName
 from services.omni2.model import ToolCall, ToolSpec
+from services.omni2.settings import Omni2Settings
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 MAX_RESULT_CHARS = 4000  # what a tool result may add to the model's context
 
@@ -75,28 +88,74 @@ class _Connection:
 
 class McpToolbox:
     """Tools of one MCP server (streamable HTTP), over one session kept open and reopened
-    when it fails. The catalogue is cached for `ttl_s`."""
+    when it fails. The catalogue is read again in the background once older than `ttl_s`."""
 
-    def __init__(self, url: str | Any | None, timeout_s: float = 10.0, ttl_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str | Any | None,
+        timeout_s: float = 10.0,
+        ttl_s: float = 60.0,
+        auth_token: SecretStr | None = None,
+    ) -> None:
         self.url = url  # a URL, or (in tests) an MCPServer object served in-process
         self.timeout_s = timeout_s
+        self._auth_token = auth_token
         self.ttl_s = ttl_s
         self._catalogue: list[ToolSpec] | None = None
         self._fetched_at = 0.0
         self._http: httpx2.AsyncClient | None = None  # shared: no TLS/pool setup per session
         self._connection: _Connection | None = None
         self._lock: asyncio.Lock | None = None
+        self._warm_up: asyncio.Task[None] | None = None  # start()'s connect
+        self._refresh: asyncio.Task[None] | None = None  # a stale catalogue being read again
+
+    @classmethod
+    def from_settings(cls, settings: Omni2Settings) -> McpToolbox:
+        if settings.mcp_url and not settings.mcp_auth_token:
+            raise ValueError(
+                "OMNI2_MCP_URL is set but OMNI2_MCP_AUTH_TOKEN is not: the MCP tool server "
+                "answers only callers with its credential (MCP_TOOLS_AUTH_TOKEN there)"
+            )
+        return cls(settings.mcp_url, settings.mcp_timeout_s, auth_token=settings.mcp_auth_token)
 
     @property
     def configured(self) -> bool:
         return bool(self.url)
+
+    def start(self) -> None:
+        """Open the session and read the catalogue now, in the background and in a trace of
+        its own (`mcp.connect`): the HTTP client's setup, the handshake and `tools/list` are
+        then charged to no message. When the server is not up yet, the first message that
+        needs tools connects (its trace shows it)."""
+        if self.url and self._warm_up is None:
+            self._warm_up = asyncio.create_task(self._connect_at_start())
+
+    async def _connect_at_start(self) -> None:
+        with tracer.start_as_current_span(
+            SpanName.MCP_CONNECT, context=context.Context(), kind=SpanKind.INTERNAL
+        ) as span:
+            try:
+                tools = await self._fetch_catalogue()
+            except ToolsUnavailable as err:
+                log.warning("MCP tools not ready at start (the first message asks again): %s", err)
+                span.set_attribute(Attr.ERROR_TYPE, "mcp_unavailable")
+                span.set_status(Status(StatusCode.ERROR, str(err)))
+                return
+            log.info("MCP session open, %d tools: %s", len(tools), ", ".join(t.name for t in tools))
 
     def _client(self) -> Client:
         assert self.url
         if not isinstance(self.url, str):
             return Client(self.url, read_timeout_seconds=self.timeout_s)
         if self._http is None:
-            self._http = create_mcp_http_client(timeout=httpx2.Timeout(self.timeout_s))
+            # Every request carries the credential only OMNI2 holds; the client's headers
+            # never reach a span (the SDK records method and target only).
+            headers = {}
+            if self._auth_token is not None:
+                headers["Authorization"] = f"Bearer {self._auth_token.get_secret_value()}"
+            self._http = create_mcp_http_client(
+                headers=headers, timeout=httpx2.Timeout(self.timeout_s)
+            )
         return Client(
             streamable_http_client(self.url, http_client=self._http),
             read_timeout_seconds=self.timeout_s,
@@ -104,7 +163,7 @@ class McpToolbox:
 
     async def _session(self) -> Client:
         """The open session, connecting first if there is none (the handshake's spans join
-        the trace of the message that needed it)."""
+        the trace that needed it: `mcp.connect` at start, else the message's)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -144,21 +203,47 @@ class McpToolbox:
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
+        for task in (self._warm_up, self._refresh):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._reset()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
 
     async def catalogue(self, conversation_id: str, user_id: str) -> list[ToolSpec]:
-        """Every tool the server offers (cached); raises ToolsUnavailable."""
+        """Every tool the server offers; raises ToolsUnavailable. A stale catalogue is still
+        used while a background task reads it again, so only a message that finds none (the
+        server was down so far) waits for `tools/list`."""
         if not self.url:
             return []
-        fresh = time.monotonic() - self._fetched_at < self.ttl_s
-        if self._catalogue is not None and fresh:
+        if self._catalogue is None and self._warm_up is not None and not self._warm_up.done():
+            await asyncio.shield(self._warm_up)  # the connect under way at start
+        if self._catalogue is not None:
+            if time.monotonic() - self._fetched_at >= self.ttl_s:
+                self._refresh_in_background()
             return self._catalogue
+        with _baggage(conversation_id, user_id):
+            return await self._fetch_catalogue()
+
+    def _refresh_in_background(self) -> None:
+        if self._refresh is None or self._refresh.done():
+            # A trace of its own (a `tools/list` root span), not the message's.
+            self._refresh = asyncio.create_task(
+                self._refresh_catalogue(), context=contextvars.Context()
+            )
+
+    async def _refresh_catalogue(self) -> None:
         try:
-            with _baggage(conversation_id, user_id):
-                listed = await self._request(lambda client: client.list_tools())
+            await self._fetch_catalogue()
+        except ToolsUnavailable as err:
+            log.warning("cannot refresh the MCP tool catalogue: %s", err)
+
+    async def _fetch_catalogue(self) -> list[ToolSpec]:
+        try:
+            listed = await self._request(lambda client: client.list_tools())
         except MCPError as err:
             raise ToolsUnavailable(f"MCP server failed to list its tools: {err}") from err
         self._catalogue = [

@@ -34,10 +34,42 @@ def resolve(text: str) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], text)
 
 
+# `${NAME:?message}`: compose refuses to start while NAME is unset or empty, saying `message`.
+REQUIRED = re.compile(r"\$\{(\w+):\?([^}]*)\}")
+
+
+def required_variables() -> dict[str, set[str]]:
+    """Each required variable and the messages compose prints when it is missing."""
+    found: dict[str, set[str]] = {}
+    for name, message in REQUIRED.findall((COMPOSE / "docker-compose.yml").read_text()):
+        found.setdefault(name, set()).add(message)
+    return found
+
+
 def test_every_variable_comes_from_the_env_file() -> None:
     used = set(re.findall(r"\$\{(\w+)\}", (COMPOSE / "docker-compose.yml").read_text()))
     assert used, "compose uses no variables at all?"
+    used |= set(required_variables())
     assert used <= set(env_file()), f"undefined in .env: {used - set(env_file())}"
+
+
+def test_secrets_are_required_and_not_committed() -> None:
+    required = required_variables()
+    assert "MCP_TOOLS_AUTH_TOKEN" in required
+    for name, messages in required.items():
+        assert env_file()[name] == "", f"{name} has a value committed in compose/.env"
+        for message in messages:
+            assert "compose/.env" in message and "openssl rand" in message, (name, message)
+
+
+def test_only_mcp_tools_and_omni2_hold_the_mcp_credential() -> None:
+    holders = {
+        name: key
+        for name, service in compose()["services"].items()
+        for key, value in (service.get("environment") or {}).items()
+        if "MCP_TOOLS_AUTH_TOKEN" in str(value)
+    }
+    assert holders == {"mcp-tools": "MCP_TOOLS_AUTH_TOKEN", "omni2": "OMNI2_MCP_AUTH_TOKEN"}
 
 
 def test_services_and_healthchecks() -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from otel.names import Attr, Flow, SpanName
+from services.mcp_tools.settings import McpToolsSettings
 from services.omni2.db import repository as repo
 from services.omni2.db.models import Role
 from services.omni2.model import (
@@ -23,8 +28,11 @@ from services.omni2.model import (
     ToolCall,
     ToolSpec,
 )
+from services.omni2.settings import Omni2Settings
+from services.omni2.tools import McpToolbox, ToolsUnavailable
 from tests.db import Admin
-from tests.services.omni2.conftest import converse, gateway_headers
+from tests.services.mcp_tools.serve import TOKEN, serve_mcp_tools
+from tests.services.omni2.conftest import SECRET, converse, gateway_headers
 
 
 def tree(spans: tuple[ReadableSpan, ...]) -> str:
@@ -290,3 +298,113 @@ def test_an_unexpected_failure_gives_an_internal_error_frame_and_the_chat_goes_o
         (Flow.MODEL_CALL, "omni2-offline-1"),
         (Flow.ERROR, "internal_error"),
     ]
+
+
+# -- the session at start, the catalogue in the background, the credential ----------------------
+
+MCP_SPANS = ("server/discover", "tools/list", "tools/call")
+
+
+def _wait_for(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [s for s in spans.get_finished_spans() if s.name == name]
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no {name} span:\n{tree(spans.get_finished_spans())}")
+
+
+def _trace(spans: InMemorySpanExporter, trace_id: int) -> list[ReadableSpan]:
+    return [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+
+
+def test_the_session_opens_at_start_in_its_own_trace_not_in_a_message(
+    make_client: Callable[..., TestClient], spans: InMemorySpanExporter
+) -> None:
+    client = make_client()
+    connect = _wait_for(spans, SpanName.MCP_CONNECT)
+    assert connect.parent is None and connect.status.status_code is StatusCode.UNSET
+    below = {s.name for s in _trace(spans, connect.context.trace_id) if s is not connect}
+    assert below == {"server/discover", "tools/list"}, tree(spans.get_finished_spans())
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        _, frames = converse(ws, "hello")
+    assert frames[-1]["type"] == "done"
+    turn = next(s for s in spans.get_finished_spans() if s.name == SpanName.TURN)
+    message = _trace(spans, turn.context.trace_id)
+    assert not [s.name for s in message if s.name.startswith(MCP_SPANS)], tree(tuple(message))
+
+
+def test_a_stale_catalogue_is_read_again_in_the_background(
+    make_client: Callable[..., TestClient], spans: InMemorySpanExporter
+) -> None:
+    client = make_client()
+    _wait_for(spans, SpanName.MCP_CONNECT)
+    client.app.state.toolbox.ttl_s = 0  # type: ignore[attr-defined]  # always stale
+    spans.clear()
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        _, frames = converse(ws, "hello")
+    assert frames[-1]["type"] == "done"
+    listed = _wait_for(spans, "tools/list")
+    turn = next(s for s in spans.get_finished_spans() if s.name == SpanName.TURN)
+    assert listed.context.trace_id != turn.context.trace_id and listed.parent is None
+    message = _trace(spans, turn.context.trace_id)
+    assert not [s.name for s in message if s.name.startswith(MCP_SPANS)], tree(tuple(message))
+
+
+def test_the_start_records_an_unreachable_server_and_the_first_message_asks_again(
+    make_client: Callable[..., TestClient], spans: InMemorySpanExporter
+) -> None:
+    client = make_client(mcp="http://127.0.0.1:9/mcp")
+    connect = _wait_for(spans, SpanName.MCP_CONNECT)
+    assert connect.status.status_code is StatusCode.ERROR
+    assert connect.attributes and connect.attributes[Attr.ERROR_TYPE] == "mcp_unavailable"
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("bob")) as ws:
+        ws.receive_json()
+        _, frames = converse(ws, "query the database")
+    assert frames[0]["code"] == "tools_unavailable" and frames[-1]["type"] == "done"
+
+
+@pytest.fixture
+def mcp_url(tmp_path: Path) -> Iterator[str]:
+    settings = McpToolsSettings(sample_db=tmp_path / "s.db", auth_token=TOKEN)  # type: ignore[arg-type]
+    with serve_mcp_tools(settings) as url:
+        yield f"{url}/mcp"
+
+
+async def test_omni2_sends_its_credential_on_every_request(mcp_url: str) -> None:
+    toolbox = McpToolbox(mcp_url, auth_token=SecretStr(TOKEN))
+    try:
+        names = [t.name for t in await toolbox.catalogue("c-1", "alice")]
+        result = await toolbox.call(ToolCall("call_1", "list_tables", {}), "c-1", "alice")
+    finally:
+        await toolbox.aclose()
+    assert names == ["database_query", "list_tables"]
+    assert not result.is_error and "products" in result.content
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [(None, "missing credential"), ("not-the-credential-" + "y" * 20, "invalid credential")],
+)
+async def test_without_the_credential_omni2_gets_a_clear_refusal(
+    mcp_url: str, token: str | None, reason: str
+) -> None:
+    toolbox = McpToolbox(mcp_url, auth_token=SecretStr(token) if token else None)
+    try:
+        with pytest.raises(ToolsUnavailable, match=f"unauthorized: {reason}"):
+            await toolbox.catalogue("c-1", "alice")
+    finally:
+        await toolbox.aclose()
+
+
+def test_an_mcp_url_needs_the_credential() -> None:
+    settings = Omni2Settings(OMNI_JWT_SECRET=SECRET, mcp_url="http://mcp/mcp")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="OMNI2_MCP_AUTH_TOKEN is not"):
+        McpToolbox.from_settings(settings)
+    settings = Omni2Settings(  # type: ignore[call-arg]
+        OMNI_JWT_SECRET=SECRET, mcp_url="http://mcp/mcp", mcp_auth_token=SecretStr(TOKEN)
+    )
+    assert McpToolbox.from_settings(settings).configured
