@@ -40,6 +40,11 @@ START_STAGES = (
 )
 
 
+_NOT_INHERITED = frozenset(
+    {"OTEL_SERVICE_NAME", "OMNI_JWT_SECRET", "MCP_TOOLS_AUTH_TOKEN", "OMNI2_MCP_AUTH_TOKEN"}
+)
+
+
 class StackError(RuntimeError):
     pass
 
@@ -245,7 +250,9 @@ class Stack:
 
     def _plan(self) -> dict[str, _Service]:
         p, host, info = self.ports, self.settings.host, self.info
-        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_SERVICE_NAME")}
+        # One service name would be wrong for all; secrets go only to the services that hold
+        # them, never inherited from the shell by every process.
+        base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         python = {
             **base,
             "PYTHONUNBUFFERED": "1",

@@ -38,6 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from otel.names import Attr, Event, Flow, LinkRole, SpanName
 from otel.propagation import extract_frame, remote_span_context
 from otel.redaction import redact_text
+from otel.sampling import with_decision
 from services.common.protocol import (
     ClientMessage,
     ClientPing,
@@ -47,6 +48,7 @@ from services.common.protocol import (
     close_reason,
     done_frame,
     error_frame,
+    json_object,
     parse_client_frame,
     token_frame,
     warning_frame,
@@ -184,6 +186,12 @@ class ChatSession:
     def _in_session_trace(self) -> Context:
         return trace.set_span_in_context(NonRecordingSpan(self.session))
 
+    def _client_context(self, frame: dict[str, Any]) -> Context:
+        """The frame's trace context, traced as this connection is: the dashboard decided
+        for the whole conversation (the session trace's sampled flag says what), and the
+        frame's own flags, which a client may have written, decide nothing."""
+        return with_decision(extract_frame(frame), self.session.trace_flags.sampled)
+
     async def _reject(self, text: str | None, err: FrameError) -> None:
         """A malformed frame gets a traced answer and a flow event; the connection stays open.
 
@@ -193,7 +201,7 @@ class ChatSession:
         to the session): Jaeger's in-memory store evicts whole traces, so a trace per frame
         would let one client flood everyone's traces out, while children of the session trace
         add to one trace per connection, found from the conversation and the flow events."""
-        context = _frame_context(text)
+        context = self._client_context(_frame_object(text))
         own = remote_span_context(context) is not None
         flow: list[FlowRecord] = []
         attributes = self._attributes()
@@ -242,7 +250,7 @@ class ChatSession:
         attributes = self._attributes()
         with tracer.start_as_current_span(
             SpanName.TURN,
-            context=extract_frame(frame.raw),
+            context=self._client_context(frame.raw),
             kind=SpanKind.SERVER,
             links=self._links(),
             attributes=attributes | {Attr.MESSAGE_CHARS: len(frame.text)},
@@ -460,10 +468,6 @@ def _trace_id(span: trace.Span) -> str:
     return format_trace_id(span.get_span_context().trace_id)
 
 
-def _frame_context(text: str | None) -> Context:
-    """Best-effort context from a frame we could not accept (malformed context is ignored)."""
-    try:
-        frame = json.loads(text) if text is not None else None
-    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
-        frame = None
-    return extract_frame(frame if isinstance(frame, dict) else {})
+def _frame_object(text: str | None) -> dict[str, Any]:
+    """Best effort: the frame we could not accept as a JSON object, to find its context."""
+    return (json_object(text) if text is not None else None) or {}
