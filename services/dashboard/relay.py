@@ -78,7 +78,9 @@ class MessageRelay:
             )
         self._pending.append(_Pending(trace_id, span))
         inject_frame(frame, span)
-        return json.dumps(frame)
+        # ensure_ascii=False: escaping would make "é" six bytes, and a frame the dashboard
+        # accepted could exceed OMNI2's size limit.
+        return json.dumps(frame, ensure_ascii=False)
 
     def from_upstream(self, text: str) -> None:
         """Observe a frame from OMNI2 on its way to the client."""

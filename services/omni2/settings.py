@@ -19,6 +19,12 @@ class Omni2Settings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    max_frame_bytes: int = Field(
+        default=65 * 1024,
+        ge=1024,
+        description="Largest WebSocket frame accepted (1009 beyond): the dashboard's 64 KiB "
+        "plus room for the trace context it writes into each message frame.",
+    )
 
     # -- database ----------------------------------------------------------------------------
     database_url: SecretStr = Field(

@@ -160,3 +160,9 @@ def test_deeply_nested_frames_pass_through_untraced(spans: InMemorySpanExporter)
     assert relay_of().to_upstream(nested) == nested
     relay_of().from_upstream(nested)
     assert spans.get_finished_spans() == ()
+
+
+def test_a_relayed_frame_grows_only_by_its_trace_context(spans: InMemorySpanExporter) -> None:
+    text = json.dumps({"type": "message", "text": "é" * 20_000}, ensure_ascii=False)
+    forwarded = relay_of().to_upstream(text)
+    assert len(forwarded.encode()) - len(text.encode()) < 200

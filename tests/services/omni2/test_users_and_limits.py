@@ -17,6 +17,8 @@ from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.services.omni2.conftest import converse, gateway_headers
 
+SECRET = "k" * 32  # services refuse a shorter one
+
 
 def close_of(client: TestClient, user: str) -> WebSocketDisconnect:
     with (
@@ -219,14 +221,17 @@ def test_providers_come_from_settings_and_keys_stay_secret() -> None:
 
     key = "sk-ant-secret-value-123"
     settings = Omni2Settings(  # type: ignore[call-arg]
-        model_provider="anthropic", model_name="claude-x", anthropic_api_key=SecretStr(key)
+        OMNI_JWT_SECRET=SECRET,
+        model_provider="anthropic",
+        model_name="claude-x",
+        anthropic_api_key=SecretStr(key),
     )
     assert isinstance(create_model(settings), AnthropicModel)
     assert key not in repr(settings) and key not in str(settings.model_dump())
     settings = Omni2Settings(  # type: ignore[call-arg]
-        model_provider="openai", openai_base_url="http://127.0.0.1:11434/v1"
+        OMNI_JWT_SECRET=SECRET, model_provider="openai", openai_base_url="http://127.0.0.1:11434/v1"
     )
     model = create_model(settings)
     assert isinstance(model, OpenAICompatibleModel) and model.provider == "openai"
     with pytest.raises(ValueError, match="unknown model provider 'nope'"):
-        create_model(Omni2Settings(model_provider="nope"))  # type: ignore[call-arg]
+        create_model(Omni2Settings(OMNI_JWT_SECRET=SECRET, model_provider="nope"))  # type: ignore[call-arg]
