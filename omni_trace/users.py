@@ -76,7 +76,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     users, no_password = _run(url, read)
     print(f"# {redacted_url(url)}")
-    header = ("user", "role", "status", "tokens/day", "cost/day", "msgs/min", "tools")
+    header = ("user", "role", "status", "tokens/day", "cost/day", "msgs/min", "conns", "tools")
     rows = [header]
     for u in users:
         status = "blocked" if u.blocked else ("active" if u.active else "inactive")
@@ -89,6 +89,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 _limit(u.daily_token_limit),
                 _limit(u.daily_cost_limit, "$"),
                 _limit(u.rate_limit_per_minute),
+                "default" if u.max_connections is None else str(u.max_connections),
                 tools or "-",
             )
         )
@@ -190,11 +191,14 @@ def _optional(kind: Callable[[str], T]) -> Callable[[str], T | None]:
 def cmd_limits(args: argparse.Namespace) -> int:
     given = {
         key: getattr(args, key)
-        for key in ("daily_tokens", "daily_cost", "rate_per_minute")
+        for key in ("daily_tokens", "daily_cost", "rate_per_minute", "max_connections")
         if getattr(args, key) is not repo._UNSET
     }
     if not given:
-        raise UsersError("nothing to set: pass --daily-tokens, --daily-cost or --rate-per-minute")
+        raise UsersError(
+            "nothing to set: pass --daily-tokens, --daily-cost, --rate-per-minute "
+            "or --max-connections"
+        )
     _run(database_url(args), lambda s: repo.set_limits(s, args.user, **given))
     shown = ", ".join(f"{k}={'role default' if v is None else v}" for k, v in given.items())
     print(f"{args.user}: {shown}")
@@ -269,12 +273,19 @@ def add_parser(sub: Any, stack_file: Callable[[argparse.ArgumentParser], None]) 
         p.set_defaults(func=cmd_active)
 
     limits = users_sub.add_parser(
-        "limits", help="set a user's daily token/cost limits and rate limit ('role': default)"
+        "limits",
+        help="set a user's daily token/cost limits, rate limit and connections ('role': default)",
     )
     limits.add_argument("user")
     limits.add_argument("--daily-tokens", type=_optional(int), default=repo._UNSET)
     limits.add_argument("--daily-cost", type=_optional(float), default=repo._UNSET)
     limits.add_argument("--rate-per-minute", type=_optional(int), default=repo._UNSET)
+    limits.add_argument(
+        "--max-connections",
+        type=_optional(int),
+        default=repo._UNSET,
+        help="open chat connections allowed at once (4429 beyond)",
+    )
     limits.set_defaults(func=cmd_limits)
 
 

@@ -56,6 +56,7 @@ def test_list_add_block_limits_unblock(db: str, capsys: pytest.CaptureFixture[st
         "tokens/day",
         "cost/day",
         "msgs/min",
+        "conns",
         "tools",
     ]
     rows = {line.split()[0]: line.split() for line in lines[2:] if " is blocked" not in line}
@@ -80,6 +81,10 @@ def test_list_add_block_limits_unblock(db: str, capsys: pytest.CaptureFixture[st
     assert "dave     viewer  inactive  500" in run(capsys, db, "list")[1]
     assert run(capsys, db, "limits", "dave", "--daily-tokens", "role")[0] == 0
     assert "dave     viewer  inactive  20000" in run(capsys, db, "list")[1]
+    assert run(capsys, db, "limits", "dave", "--max-connections", "2")[0] == 0
+    assert "dave     viewer  inactive  20000" in run(capsys, db, "list")[1]
+    (dave,) = [u for u in Admin(db)(repo.list_users) if u.user_id == "dave"]
+    assert dave.max_connections == 2
 
 
 def test_a_database_url_never_gets_demo_users(db: str, capsys: pytest.CaptureFixture[str]) -> None:
