@@ -8,6 +8,7 @@ import { trace } from "@opentelemetry/api";
 import { Backoff } from "../src/backoff";
 import { ChatClient, type ConnectionState } from "../src/chat";
 import { describeClose } from "../src/closeReasons";
+import { LoginError, login } from "../src/login";
 import { CLOSE_MEANINGS, CloseCode } from "../src/names";
 import { REDACTED, redactText, redactUrl } from "../src/redact";
 import { describeState } from "../src/status";
@@ -224,4 +225,23 @@ test("the state line counts down while reconnecting", () => {
     "closed: authentication failed",
   );
   assert.equal(describeState({ kind: "connecting", attempt: 1, sessionTraceId: "" }), "connecting");
+});
+
+test("a refused login shows the dashboard's reason and when to try again", async () => {
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async () =>
+    new Response(JSON.stringify({ detail: "too many failed logins for this user" }), {
+      status: 429,
+      headers: { "content-type": "application/json", "retry-after": "42" },
+    });
+  try {
+    await assert.rejects(
+      login("http://dashboard", "alice", "wrong"),
+      (err: unknown) =>
+        err instanceof LoginError &&
+        err.message === "login failed: too many failed logins for this user (try again in 42 s)",
+    );
+  } finally {
+    globalThis.fetch = realFetch;
+  }
 });

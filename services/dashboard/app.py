@@ -31,6 +31,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type", "traceparent"],
+        expose_headers=["Retry-After"],  # the page says when a refused login may try again
     )
     # Outermost: the token leaves the query before any other layer sees the URL.
     app.add_middleware(TokenFromQuery)
