@@ -1,13 +1,16 @@
 """Property-based fuzzing of what a client controls: frames and trace carriers.
 
-Against the dashboard's pieces (query token, trace context, relay) and OMNI2 in process over
-a real WebSocket: whatever arrives, nothing raises, every frame is answered, the connection
-stays usable, and the client never decides what is traced.
+Against the dashboard's pieces (query token, trace context, relay), the dashboard in process
+(relaying to a small upstream that answers every frame, as OMNI2 does) and OMNI2 in process:
+whatever arrives, nothing raises, every frame is answered, the connection stays usable, and
+the client never decides what is traced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,9 @@ from otel.propagation import client_parent, extract_frame, remote_span_context
 from otel.sampling import decision_of
 from services.common.protocol import FrameError, parse_client_frame
 from services.common.tokens import issue_token
+from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.query import take_token
+from services.dashboard.settings import DashboardSettings
 from services.dashboard.relay import MessageRefused, MessageRelay
 from services.omni2.app import create_app
 from services.omni2.settings import Omni2Settings
@@ -154,3 +159,84 @@ def test_omni2_still_answers_a_normal_message_after_the_fuzzing(
 ) -> None:
     omni2.send_text(json.dumps({"type": "message", "text": "hello"}))
     assert _answer(omni2)["type"] == "done"
+
+
+def _upstream_answer(text: str) -> dict[str, Any]:
+    """What OMNI2 would answer (its frame parsing and the trace id it would continue)."""
+    try:
+        parse_client_frame(text)
+    except FrameError as err:
+        return {"type": "error", "code": err.error_type, "error": str(err)}
+    parent = remote_span_context(extract_frame(json.loads(text)))
+    trace_id = f"{parent.trace_id:032x}" if parent else "0" * 32
+    return {"type": "pong"} if '"ping"' in text else {"type": "done", "trace_id": trace_id}
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    """A WebSocket server on a free port standing in for Traefik and OMNI2."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def chat(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "welcome", "conversation_id": "c", "user_id": "u"}))
+        async for frame in ws:
+            answer = _upstream_answer(frame) if isinstance(frame, str) else {"type": "error"}
+            await ws.send(json.dumps(answer | {"code": answer.get("code", "x")}))
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    url: list[str] = []
+
+    async def main(stop: asyncio.Event) -> None:
+        async with serve(chat, "127.0.0.1", 0, max_size=None) as server:
+            url.append(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws/chat")
+            started.set()
+            await stop.wait()
+
+    stop = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(main(stop)), daemon=True)
+    thread.start()
+    started.wait(5)
+    yield url[0]
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def dashboard(
+    upstream_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebSocketTestSession]:
+    app_settings = DashboardSettings(  # type: ignore[call-arg]
+        OMNI_JWT_SECRET=SECRET,
+        upstream_ws_url=upstream_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('dash')}/omni2.db",
+        frames_per_second=10_000,  # the fuzzer sends fast; the limit has tests of its own
+        frame_burst=10_000,
+    )
+    with (
+        TestClient(create_dashboard(app_settings)) as client,
+        client.websocket_connect("/ws/chat?token=anything") as ws,
+    ):
+        assert ws.receive_json()["type"] == "welcome"
+        yield ws
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames)
+@example("[" * 10_000)
+@example(
+    '{"type": "message", "text": "hi", "trace": {"traceparent": "00-'
+    + "a" * 32
+    + "-"
+    + "b" * 16
+    + '-00"}}'
+)
+def test_the_dashboard_relays_every_frame_and_stays_usable(
+    dashboard: WebSocketTestSession, text: str
+) -> None:
+    dashboard.send_text(text)
+    answer = _answer(dashboard)
+    expected = _upstream_answer(text)
+    assert answer["type"] == expected["type"], (text[:80], answer)
