@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,7 +12,7 @@ class StackSettings(BaseSettings):
     # The service's own variable names work too (OMNI2_MODEL_TOKEN_DELAY_MS, ...), so what the
     # README lists for a service reaches it under `omni-trace up`.
     model_config = SettingsConfigDict(
-        env_prefix="OMNI_TRACE_", extra="ignore", populate_by_name=True
+        env_prefix="OMNI_TRACE_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
     )
 
     host: str = Field(default="127.0.0.1", description="Address every service binds to.")
@@ -37,7 +37,7 @@ class StackSettings(BaseSettings):
         ),
         description="Offline model: pause between streamed tokens.",
     )
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices(
             "database_url", "OMNI_TRACE_DATABASE_URL", "OMNI2_DATABASE_URL"

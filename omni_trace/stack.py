@@ -147,7 +147,9 @@ class Stack:
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
             omni2_database_url=(
-                self.settings.database_url or f"sqlite+aiosqlite:///{self.run_dir / 'omni2.db'}"
+                self.settings.database_url.get_secret_value()
+                if self.settings.database_url
+                else f"sqlite+aiosqlite:///{self.run_dir / 'omni2.db'}"
             ),
         )
 

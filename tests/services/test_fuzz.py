@@ -28,8 +28,8 @@ from services.common.protocol import FrameError, parse_client_frame
 from services.common.tokens import issue_token
 from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.query import take_token
-from services.dashboard.settings import DashboardSettings
 from services.dashboard.relay import MessageRefused, MessageRelay
+from services.dashboard.settings import DashboardSettings
 from services.omni2.app import create_app
 from services.omni2.settings import Omni2Settings
 
