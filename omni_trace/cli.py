@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from omni_trace import audit, doctor
+from omni_trace import bench as bench_mod
 from omni_trace import demo as demo_mod
 from omni_trace import users as users_mod
 from omni_trace.audit import AuditQuery
@@ -46,6 +48,7 @@ quick start:
   omni-trace audit --since 15m   is every message's chain whole? (exit 1 if not)
   omni-trace doctor          where does the chain break?
   omni-trace users list      OMNI2's users, roles, limits (also add, passwd, block, limits)
+  omni-trace bench --quick   what tracing costs: the same load with tracing on and off
 """
 
 
@@ -287,6 +290,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if result.healthy else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    preset = bench_mod.QUICK if args.quick else bench_mod.BenchConfig()
+    given = {
+        "burst": args.connections,
+        "clients": args.clients,
+        "messages": args.messages,
+        "token_delay_ms": args.token_delay_ms,
+        "database_url": args.database_url,
+    }
+    cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
+    report = bench_mod.run_bench(cfg, Path(args.run_dir), _progress)
+    print(bench_mod.to_json(report) if args.json else bench_mod.render(report))
+    lost = report["on"]["burst"]["lost"] + report["off"]["burst"]["lost"]
+    lost += report["on"]["steady"]["lost"] + report["off"]["steady"]["lost"]
+    return 1 if lost else 0
+
+
 def cmd_names(args: argparse.Namespace) -> int:
     print(telemetry_markdown(), end="")
     return 0
@@ -451,6 +471,33 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for answers")
     stack_file(doc)
     doc.set_defaults(func=cmd_doctor)
+
+    bench = sub.add_parser(
+        "bench",
+        help="what tracing costs: two stacks, tracing on then off, the same load, side by side",
+        description=bench_mod.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="a small load (seconds, for tests and a first look)"
+    )
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument("--connections", type=int, help="burst: connections (default 500)")
+    bench.add_argument("--clients", type=int, help="steady load: clients (default 16)")
+    bench.add_argument("--messages", type=int, help="steady load: messages each (default 50)")
+    bench.add_argument(
+        "--token-delay-ms",
+        type=float,
+        help="the offline model's pause between tokens (default 0: the pipeline alone; "
+        "20 is closer to a real model)",
+    )
+    bench.add_argument(
+        "--database-url", help="OMNI2's database, e.g. postgresql+asyncpg://... (default SQLite)"
+    )
+    bench.add_argument(
+        "--run-dir", default="var/bench", help="configs and logs of the two stacks (var/bench)"
+    )
+    bench.set_defaults(func=cmd_bench)
 
     names = sub.add_parser("names", help="print the table of span names and attributes")
     names.add_argument("--markdown", action="store_true", help="(the only format; for docs)")

@@ -114,8 +114,12 @@ class Stack:
         jwt_secret: str | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         progress: Progress = print,
+        tracing: bool | None = None,
     ) -> None:
         self.settings = settings or StackSettings()
+        # Off means off in every layer (the Python services and Traefik); None: as
+        # OTEL_SDK_DISABLED says.
+        self.tracing = not sdk_disabled() if tracing is None else tracing
         self.ports = ports or Ports()
         self.run_dir = run_dir.resolve()
         self.logs_dir = self.run_dir / "logs"
@@ -241,6 +245,14 @@ class Stack:
             process.kill()
             process.wait()
 
+    def pids(self) -> dict[str, int]:
+        """The process id of each running service."""
+        return {
+            name: s.process.pid
+            for name, s in self._services.items()
+            if s.process is not None and s.process.poll() is None
+        }
+
     def dead_services(self) -> list[str]:
         return [
             name
@@ -263,6 +275,8 @@ class Stack:
             # A dead Jaeger must not hold a service's shutdown for long.
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
         }
+        if not self.tracing:
+            python["OTEL_SDK_DISABLED"] = "true"
         services: dict[str, _Service] = {}
         if not self.settings.jaeger_query_url:
             jaeger = ensure_jaeger(self._progress, self.settings.jaeger_bin)
@@ -374,7 +388,7 @@ class Stack:
     def _render_traefik_config(self) -> Path:
         dynamic = SERVICES_DIR / "traefik" / "dynamic.yml"
         template = (SERVICES_DIR / "traefik" / "traefik.yml").read_text()
-        if sdk_disabled():
+        if not self.tracing:
             # "Off" means off in every layer: the tracing block is the file's last section.
             template = template[: template.index("\ntracing:")] + "\n"
         static = Template(template).substitute(

@@ -1,0 +1,58 @@
+"""`omni-trace bench`: the report's shape, nothing lost, chains whole. No timing is asserted:
+the numbers are for people to read as ratios measured in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from omni_trace.bench import percentile, sample_process
+from omni_trace.cli import main
+from otel.names import Service
+
+MEASURES = ("burst_ttft_p50", "burst_ttft_p99", "burst_latency_p50", "burst_latency_p99")
+
+
+def test_percentiles_interpolate() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile(list(map(float, range(101))), 99) == 99.0
+
+
+def test_process_samples_come_from_proc() -> None:
+    sample = sample_process(os.getpid())
+    assert sample is not None
+    assert sample.cpu_s > 0 and 0 < sample.rss_mb <= sample.peak_rss_mb
+    assert sample_process(2**22 + 12345) is None  # no such process
+
+
+@pytest.mark.stack
+def test_quick_bench_reports_both_runs_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["bench", "--quick", "--json", "--run-dir", str(tmp_path)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    on, off = report["on"], report["off"]
+    assert on["tracing"] is True and off["tracing"] is False
+    for run in (on, off):
+        assert run["burst"]["lost"] == 0 and run["steady"]["lost"] == 0
+        assert run["burst"]["answered"] == report["config"]["burst"]
+        assert run["steady"]["turns"] == report["config"]["clients"] * report["config"]["messages"]
+        assert {"dashboard", "omni2", "traefik"} <= set(run["steady"]["cpu_ms_per_turn_by_process"])
+        assert set(run["hops"]["message_round_trip_ms"]) == {"dashboard", "traefik", "omni2"}
+        assert run["start_s"] > 0
+    assert set(MEASURES) <= set(report["ratios"])
+    assert all(report["ratios"][m] is not None for m in MEASURES)
+    chains = on["burst"]["chains"]
+    assert chains["checked"] > 0 and chains["whole"] == chains["checked"], chains["broken"]
+    tool_free = on["spans"]["tool_free"]["by_service"]
+    assert tool_free[Service.DASHBOARD] >= 1 and tool_free[Service.OMNI2] >= 1
+    assert Service.MCP_TOOLS in on["spans"]["tool_calling"]["by_service"]
+    assert off["spans"] == {}  # tracing off: nothing was exported to count ...
+    assert off["exported_by"] == []  # ... by any layer, Traefik included
+    assert {Service.TRAEFIK, Service.DASHBOARD, Service.OMNI2} <= set(on["exported_by"])
