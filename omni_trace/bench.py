@@ -44,7 +44,7 @@ from sqlalchemy import select
 
 from omni_trace.chain import wait_for_chain
 from omni_trace.client import ChatConnection, ChatError, open_chat
-from omni_trace.jaeger import JaegerClient
+from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.ports import Ports
 from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack
@@ -485,13 +485,13 @@ def _span_phase(
                 interval=0.02,
             )
             queryable_ms = (time.perf_counter() - done_at) * 1000
-            # Every layer's spans: wait until the client's and the dashboard's are there too.
+            # Every layer's spans: wait until each service that took part has exported.
+            layers = {Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2}
+            if kind == "tool_calling":
+                layers.add(Service.MCP_TOOLS)
             spans = jaeger.wait_for_trace(
                 sample.trace_id,
-                lambda s: (
-                    {Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2}
-                    <= {x.service for x in s}
-                ),
+                has_services(*layers),
                 what="the message's spans",
             )
             by_service: dict[str, int] = {}
