@@ -24,8 +24,10 @@ def test_round_trip() -> None:
 
 
 def _claims(**over: object) -> dict[str, object]:
+    # Made when the tests are collected, which can be minutes before they run: an hour of
+    # validity keeps these tokens failing for their own reason, not for having expired.
     now = int(time.time())
-    return {"sub": "alice", "iat": now, "exp": now + 60, "iss": ISSUER, "aud": AUDIENCE} | over
+    return {"sub": "alice", "iat": now, "exp": now + 3600, "iss": ISSUER, "aud": AUDIENCE} | over
 
 
 @pytest.mark.parametrize(
