@@ -10,6 +10,7 @@ import logging
 import re
 import traceback
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from opentelemetry.sdk.resources import Resource
@@ -63,18 +64,27 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), ""))
 
 
-def redact_attributes(attributes: Attributes) -> dict[str, object]:
-    """Attributes with secrets masked in string values and string lists."""
-    out: dict[str, object] = {}
-    for key, value in (attributes or {}).items():
-        if isinstance(value, str):
-            if key in URL_ATTRIBUTES:
-                value = redact_query(value) if key == "url.query" else redact_url(value)
-            value = redact_text(value)
-        elif isinstance(value, tuple | list) and any(isinstance(v, str) for v in value):
-            value = tuple(redact_text(v) if isinstance(v, str) else v for v in value)
-        out[key] = value
-    return out
+def _redact_value(key: str, value: object) -> object:
+    if isinstance(value, str):
+        if key in URL_ATTRIBUTES:
+            value = redact_query(value) if key == "url.query" else redact_url(value)
+        return redact_text(value)
+    if isinstance(value, tuple | list) and any(isinstance(v, str) for v in value):
+        return tuple(redact_text(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def redact_attributes(attributes: Attributes) -> Attributes:
+    """Attributes with secrets masked in string values and string lists; the same mapping
+    when there was nothing to mask (most spans), so clean spans are not copied."""
+    if not attributes:
+        return attributes
+    changed: dict[str, Any] = {}
+    for key, value in attributes.items():
+        cleaned = _redact_value(key, value)
+        if cleaned != value:
+            changed[key] = cleaned
+    return {**attributes, **changed} if changed else attributes
 
 
 class _ResourceCache:
@@ -86,7 +96,12 @@ class _ResourceCache:
 
     def redacted(self, resource: Resource) -> Resource:
         if resource is not self._resource:
-            cleaned = Resource(redact_attributes(resource.attributes), resource.schema_url)  # type: ignore[arg-type]
+            attributes = redact_attributes(resource.attributes)
+            cleaned = (
+                resource
+                if attributes is resource.attributes
+                else Resource(attributes, resource.schema_url)  # type: ignore[arg-type]
+            )
             self._resource, self._redacted = resource, cleaned
         assert self._redacted is not None
         return self._redacted
@@ -96,27 +111,43 @@ _RESOURCES = _ResourceCache()
 
 
 def redact_span(span: ReadableSpan) -> ReadableSpan:
-    """A copy of `span` with secrets masked in its attributes, events, links, resource and
-    status."""
+    """`span` with secrets masked in its attributes, events, links, resource and status: a
+    copy when anything had to be masked, else the span itself (the profile under load showed
+    a copy of every span as a share of export's cost)."""
+    # Each property returns a new view: read each once, and compare with what was read.
+    original_attributes, original_events, original_links = span.attributes, span.events, span.links
+    attributes = redact_attributes(original_attributes)
     events = [
-        Event(event.name, redact_attributes(event.attributes), event.timestamp)  # type: ignore[arg-type]
-        for event in span.events
+        Event(event.name, cleaned, event.timestamp)
+        if (cleaned := redact_attributes(event.attributes)) is not event.attributes
+        else event
+        for event in original_events
     ]
     links = [
-        Link(link.context, redact_attributes(link.attributes))  # type: ignore[arg-type]
-        if link.attributes
+        Link(link.context, cleaned)
+        if (cleaned := redact_attributes(link.attributes)) is not link.attributes
         else link
-        for link in span.links
+        for link in original_links
     ]
+    resource = _RESOURCES.redacted(span.resource)
     status = span.status
-    if status.description:
-        status = type(status)(status.status_code, redact_text(status.description))
+    if status.description and (text := redact_text(status.description)) != status.description:
+        status = type(status)(status.status_code, text)
+    unchanged = (
+        attributes is original_attributes
+        and resource is span.resource
+        and status is span.status
+        and all(new is old for new, old in zip(events, original_events, strict=True))
+        and all(new is old for new, old in zip(links, original_links, strict=True))
+    )
+    if unchanged:
+        return span
     return ReadableSpan(
         name=span.name,
         context=span.context,
         parent=span.parent,
-        resource=_RESOURCES.redacted(span.resource),
-        attributes=redact_attributes(span.attributes),  # type: ignore[arg-type]
+        resource=resource,
+        attributes=attributes,
         events=events,
         links=links,
         kind=span.kind,

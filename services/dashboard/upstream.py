@@ -76,6 +76,7 @@ async def connect_upstream(url: str, token: str, open_timeout: float) -> Upstrea
                 additional_headers=headers,
                 open_timeout=open_timeout,
                 max_size=MAX_FRAME_BYTES,
+                compression=None,  # small frames: deflate costs CPU and saves nothing
                 ping_interval=20,
                 ping_timeout=20,
                 close_timeout=2,

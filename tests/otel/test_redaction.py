@@ -14,6 +14,7 @@ from otel.redaction import (
     RedactingLogFilter,
     RedactingSpanExporter,
     redact_query,
+    redact_span,
     redact_text,
     redact_url,
 )
@@ -99,3 +100,18 @@ def test_log_filter_redacts_tracebacks() -> None:
     text = logging.Formatter().format(record)
     assert "ValueError" in text
     assert JWT not in text
+
+
+def test_clean_spans_are_exported_as_they_are_and_dirty_ones_copied() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("clean", attributes={"n": 1, "s": "hello"}) as span:
+        span.add_event("e", {"k": "v"})
+    with tracer.start_as_current_span("dirty", attributes={"s": f"token={JWT}"}):
+        pass
+    clean, dirty = memory.get_finished_spans()
+    assert redact_span(clean) is clean
+    assert redact_span(dirty) is not dirty
+    assert JWT not in redact_span(dirty).to_json()

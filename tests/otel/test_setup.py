@@ -39,3 +39,15 @@ def test_service_name_and_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
         assert isinstance(provider.sampler, ServerDecisionSampler)
     finally:
         provider.shutdown()
+
+
+def test_the_exporter_session_skips_environment_lookups_unless_a_proxy_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from otel.setup import _session
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert _session().trust_env is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert _session().trust_env is True
