@@ -58,6 +58,7 @@ from services.omni2.db.models import Role
 Progress = Callable[[str], None]
 
 BENCH_ROLE = "bench"
+MESSAGE_TIMEOUT_S = 60.0  # a message without an answer by then counts as lost
 TOOL_FREE = "Hello, what can you do?"
 TOOL_CALLING = "How many products per category are in the database?"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -205,7 +206,9 @@ class BenchUsers:
 
 async def _message(chat: ChatConnection, text: str) -> Sample:
     try:
-        reply = await chat.send(text)
+        reply = await asyncio.wait_for(chat.send(text), MESSAGE_TIMEOUT_S)
+    except TimeoutError:
+        return Sample(False, error=f"no answer within {MESSAGE_TIMEOUT_S:g} s")
     except (ChatError, OSError) as err:
         return Sample(False, error=str(err))
     return Sample(
@@ -361,7 +364,18 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
         database_url=SecretStr(cfg.database_url) if cfg.database_url else None,
     )
     label = "tracing on" if tracing else "tracing off"
-    stack = Stack(run_dir, Ports.free(), settings, progress=lambda _: None, tracing=tracing)
+    stack = Stack(
+        run_dir,
+        Ports.free(),
+        settings,
+        # The bench sends faster than a person: the per-connection frame limit (a protection
+        # with tests of its own) would refuse the load it is here to measure.
+        service_env={
+            "dashboard": {"DASHBOARD_FRAMES_PER_SECOND": "1e6", "DASHBOARD_FRAME_BURST": "1000000"}
+        },
+        progress=lambda _: None,
+        tracing=tracing,
+    )
     progress(f"[{label}] starting the stack ...")
     started = time.perf_counter()
     with stack:

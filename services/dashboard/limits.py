@@ -1,9 +1,9 @@
 """Per-connection frame limits at the first hop: every frame a client sends costs one token.
 
-A token bucket (`rate` per second, `burst` at once) decides which frames pass. Refused frames
-are answered with at most one `error` frame per second (a flood is not echoed back), and
-draw on a second bucket of the same refill rate: a client that keeps flooding empties it and
-is closed with 1008.
+A token bucket (`rate` per second, `burst` at once) decides which frames pass. Each refused
+frame is answered with an `error` frame (a client waiting for an answer to its message gets
+one), and draws on a second bucket of the same refill rate: a client that keeps flooding
+empties it and is closed with 1008, which bounds the answers a flood can cost.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ class FrameThrottle:
     ) -> None:
         self._frames = _Bucket(rate, burst, clock)
         self._abuse = _Bucket(rate, abuse_frames, clock)
-        self._clock = clock
-        self._last_warning = float("-inf")
         self.refused = 0
 
     def allow(self) -> bool:
@@ -54,11 +52,3 @@ class FrameThrottle:
     def abusive(self) -> bool:
         """The client kept flooding after being told: close the connection."""
         return self._abuse.tokens < 1
-
-    def should_warn(self) -> bool:
-        """Whether to answer this refused frame (at most once a second)."""
-        now = self._clock()
-        if now - self._last_warning >= 1.0:
-            self._last_warning = now
-            return True
-        return False

@@ -146,11 +146,8 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
                     await websocket.close(CloseCode.POLICY_VIOLATION, close_reason(reason))
                     await client.close(CloseCode.GOING_AWAY, "client closed")
                     return
-                if throttle.should_warn():
-                    rate = f"{settings.frames_per_second:g} per second"
-                    await tell(
-                        error_frame(f"too many frames: at most {rate}", None, "rate_limited")
-                    )
+                rate = f"{settings.frames_per_second:g} per second"
+                await tell(error_frame(f"too many frames: at most {rate}", None, "rate_limited"))
                 continue
             if message.get("text") is not None:
                 try:
