@@ -3,6 +3,7 @@ shutdown."""
 
 from __future__ import annotations
 
+import gc
 from typing import Protocol
 
 import uvicorn
@@ -25,6 +26,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.close()
 
 
+# Collect the youngest generation every 7,000 net allocations instead of 700.
+GC_THRESHOLDS = (7000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Move what start-up made into the permanent generation, and collect less often.
+
+    Modules, the app and settings are never garbage, yet every full collection walked them.
+    The default thresholds also collect very often under load. In a burst of 400 connections,
+    this cut OMNI2's CPU per connection and message by about 13%, with tracing on and off
+    alike (docs/performance.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 class ServerSettings(Protocol):
     host: str
     port: int
@@ -33,6 +51,7 @@ class ServerSettings(Protocol):
 
 
 def serve(app: FastAPI, settings: ServerSettings) -> None:
+    tune_gc()
     uvicorn.run(
         app,
         host=settings.host,
