@@ -76,9 +76,11 @@ class BenchConfig:
     chains_checked: int = 20  # burst messages whose chain is checked in Jaeger
     token_delay_ms: float = 0.0  # the offline model's pause between tokens
     database_url: str | None = None  # OMNI2's database (default: SQLite in the run dir)
+    rounds: int = 2  # on, off, on, off, ...: ratios are the medians of the rounds' ratios
 
 
 QUICK = BenchConfig(
+    rounds=1,
     burst=40,
     burst_spread_s=1.0,
     clients=4,
@@ -543,10 +545,50 @@ def _raise_fd_limit() -> None:
 
 
 def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
+    """Rounds of (tracing on, tracing off), one stack at a time. A shared machine's noise
+    moves a single run's ratios by tens of percent; the medians of several rounds, with
+    their range, say more."""
     _raise_fd_limit()
-    on = asdict(run_stack(True, cfg, run_dir / "on", progress))
-    off = asdict(run_stack(False, cfg, run_dir / "off", progress))
-    return {"config": asdict(cfg), "on": on, "off": off, "ratios": ratios(on, off)}
+    rounds = []
+    for n in range(1, cfg.rounds + 1):
+        if cfg.rounds > 1:
+            progress(f"round {n} of {cfg.rounds}")
+        on = asdict(run_stack(True, cfg, run_dir / f"round{n}" / "on", progress))
+        off = asdict(run_stack(False, cfg, run_dir / f"round{n}" / "off", progress))
+        rounds.append({"on": on, "off": off, "ratios": ratios(on, off)})
+    per_ratio = {
+        name: [r["ratios"][name] for r in rounds if r["ratios"][name] is not None]
+        for name in RATIOS
+    }
+    return {
+        "config": asdict(cfg),
+        "on": merge_runs([r["on"] for r in rounds]),
+        "off": merge_runs([r["off"] for r in rounds]),
+        "ratios": {name: percentile(values, 50) for name, values in per_ratio.items()},
+        "ratio_range": {
+            name: [min(values), max(values)] if values else None
+            for name, values in per_ratio.items()
+        },
+        "rounds": rounds,
+    }
+
+
+# Counts add up over rounds; every other number is the rounds' median.
+_SUMMED = frozenset({"lost", "answered", "turns", "checked", "whole", "connections"})
+
+
+def merge_runs(runs: list[Any], key: str = "") -> Any:
+    """One report from the rounds' reports of one kind (tracing on, or off)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        keys = dict.fromkeys(k for run in runs for k in run)
+        return {k: merge_runs([run[k] for run in runs if k in run], k) for k in keys}
+    if isinstance(first, bool) or not isinstance(first, int | float):
+        if isinstance(first, list):
+            return list(dict.fromkeys(item for run in runs for item in run))
+        return first
+    numbers = [v for v in runs if isinstance(v, int | float)]
+    return sum(numbers) if key in _SUMMED else percentile(numbers, 50)
 
 
 # The measures the targets are written in, as tracing on / off.
@@ -623,7 +665,10 @@ def render(report: dict[str, Any]) -> str:
         row(f"dashboard hop / Traefik hop ({kind})", f"hops.dashboard_over_traefik.{kind}")
 
     width = max(len(label) for label, *_ in rows)
+    rounds = report["config"].get("rounds", 1)
     lines = ["", "omni-trace bench: tracing on vs off, measured one after the other in this run"]
+    if rounds > 1:
+        lines.append(f"({rounds} rounds; counts are totals, other numbers and ratios medians)")
     lines += ["", f"{'':<{width}}  {'on':>10}  {'off':>10}  {'on/off':>7}"]
     for label, a, b, ratio in rows:
         lines.append(f"{label:<{width}}  {_fmt(a):>10}  {_fmt(b):>10}  {_fmt(ratio, 2):>7}")
@@ -643,7 +688,10 @@ def render(report: dict[str, Any]) -> str:
     for name, op, limit in TARGETS:
         value = r.get(name)
         met = value is not None and (value <= limit if op == "<=" else value >= limit)
-        lines.append(f"target {name} {op} {limit}: {_fmt(value, 3)} {'met' if met else 'NOT met'}")
+        spread = report.get("ratio_range", {}).get(name)
+        between = f" (rounds {spread[0]:.2f}..{spread[1]:.2f})" if spread else ""
+        verdict = "met" if met else "NOT met"
+        lines.append(f"target {name} {op} {limit}: {_fmt(value, 3)}{between} {verdict}")
     return "\n".join(lines)
 
 

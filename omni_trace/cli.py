@@ -298,6 +298,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "messages": args.messages,
         "token_delay_ms": args.token_delay_ms,
         "database_url": args.database_url,
+        "rounds": args.rounds,
     }
     cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
     report = bench_mod.run_bench(cfg, Path(args.run_dir), _progress)
@@ -482,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a small load (seconds, for tests and a first look)"
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of (on, off); ratios are the rounds' medians (default 2, --quick 1)",
+    )
     bench.add_argument("--connections", type=int, help="burst: connections (default 500)")
     bench.add_argument("--clients", type=int, help="steady load: clients (default 16)")
     bench.add_argument("--messages", type=int, help="steady load: messages each (default 50)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omni_trace.bench import percentile, sample_process
+from omni_trace.bench import merge_runs, percentile, sample_process
 from omni_trace.cli import main
 from otel.names import Service
 
@@ -21,6 +21,19 @@ def test_percentiles_interpolate() -> None:
     assert percentile([3.0], 99) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile(list(map(float, range(101))), 99) == 99.0
+
+
+def test_rounds_merge_into_totals_and_medians() -> None:
+    rounds = [
+        {"tracing": True, "burst": {"lost": 0, "ttft_ms": {"p50": 10.0}, "errors": ["a"]}},
+        {"tracing": True, "burst": {"lost": 2, "ttft_ms": {"p50": 30.0}, "errors": ["a", "b"]}},
+        {"tracing": True, "burst": {"lost": 1, "ttft_ms": {"p50": 20.0}, "errors": []}},
+    ]
+    merged = merge_runs(rounds)
+    assert merged == {
+        "tracing": True,
+        "burst": {"lost": 3, "ttft_ms": {"p50": 20.0}, "errors": ["a", "b"]},
+    }
 
 
 def test_process_samples_come_from_proc() -> None:
@@ -47,6 +60,7 @@ def test_quick_bench_reports_both_runs_side_by_side(
         assert set(run["hops"]["message_round_trip_ms"]) == {"dashboard", "traefik", "omni2"}
         assert run["start_s"] > 0
     assert set(MEASURES) <= set(report["ratios"])
+    assert len(report["rounds"]) == report["config"]["rounds"] == 1
     assert all(report["ratios"][m] is not None for m in MEASURES)
     chains = on["burst"]["chains"]
     assert chains["checked"] > 0 and chains["whole"] == chains["checked"], chains["broken"]
