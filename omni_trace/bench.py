@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from omni_trace.chain import wait_for_chain
 from omni_trace.client import ChatConnection, ChatError, open_chat
@@ -53,7 +53,7 @@ from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
-from services.omni2.db.models import Role
+from services.omni2.db.models import Message, Role, Usage
 
 Progress = Callable[[str], None]
 
@@ -73,6 +73,8 @@ class BenchConfig:
     messages: int = 50  # ... sending this many messages each
     hop_messages: int = 200  # per path, for the per-message hop cost
     hop_connects: int = 50  # per path, for the handshake cost
+    history_rows: int = 100_000  # long history: messages stored for one user beforehand ...
+    history_messages: int = 100  # ... then this many sent by that user, fresh vs long history
     chains_checked: int = 20  # burst messages whose chain is checked in Jaeger
     token_delay_ms: float = 0.0  # the offline model's pause between tokens
     database_url: str | None = None  # OMNI2's database (default: SQLite in the run dir)
@@ -87,6 +89,8 @@ QUICK = BenchConfig(
     messages=10,
     hop_messages=30,
     hop_connects=10,
+    history_rows=2_000,
+    history_messages=20,
     chains_checked=5,
 )
 
@@ -165,6 +169,7 @@ class RunReport:
     burst: dict[str, Any] = field(default_factory=dict)
     steady: dict[str, Any] = field(default_factory=dict)
     hops: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
     spans: dict[str, Any] = field(default_factory=dict)
     exported_by: list[str] = field(default_factory=list)  # services Jaeger heard from
 
@@ -198,6 +203,35 @@ class BenchUsers:
                     user_id = f"bench-{uuid.uuid4().hex[:10]}"
                     await repo.add_user(session, user_id, BENCH_ROLE)
                     self.ids.append(user_id)
+        finally:
+            await db.dispose()
+
+    async def store_history(self, user_id: str, rows: int) -> None:
+        """`rows` earlier messages of the user (with their usage), in a past conversation,
+        written in chunks straight to the tables."""
+        db = Database(self.stack.info.omni2_database_url)
+        conversation = f"bench-history-{uuid.uuid4().hex[:8]}"
+        try:
+            async with db.session() as session:
+                await repo.create_conversation(session, conversation, user_id, "0" * 32)
+            for start in range(0, rows, 10_000):
+                count = min(10_000, rows - start)
+                ids = {"conversation_id": conversation, "user_id": user_id, "trace_id": "0" * 32}
+                async with db.session() as session:
+                    await session.execute(
+                        insert(Message),
+                        [
+                            ids | {"role": "user" if i % 2 == 0 else "assistant", "content": "x"}
+                            for i in range(count)
+                        ],
+                    )
+                    await session.execute(
+                        insert(Usage),
+                        [
+                            ids | {"provider": "offline", "model": "m", "tokens_input": 1}
+                            for _ in range(count // 2)
+                        ],
+                    )
         finally:
             await db.dispose()
 
@@ -384,7 +418,9 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
         report.start_s = time.perf_counter() - started
         progress(f"[{label}] stack up in {report.start_s:.1f} s")
         users = BenchUsers(stack)
-        _run(users.create(max(cfg.burst, cfg.clients, 1)))
+        # One user per burst connection (OMNI2 allows a few connections per user), and one
+        # more, the last, for the long-history phase alone.
+        _run(users.create(max(cfg.burst, cfg.clients, 2) + 1))
         with client_tracing(stack, tracing) as provider:
             _warm_up(stack, users, provider)
             report.burst = _burst_phase(stack, users, provider, cfg, label, progress)
@@ -394,6 +430,7 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
                 "handshakes per path ..."
             )
             report.hops = _run(hops(stack, users, provider, cfg))
+            report.history = _history_phase(stack, users, provider, cfg, label, progress)
             if tracing and isinstance(provider, TracerProvider):
                 provider.force_flush()
                 report.spans = _span_phase(stack, users, provider, progress)
@@ -474,6 +511,46 @@ def _steady_phase(
         "cpu_ms_per_turn": sum(per_turn.values()),
         "cpu_ms_per_turn_by_process": {k: round(v, 3) for k, v in sorted(per_turn.items())},
         "latency_ms": _ms([s.latency_s for s in samples if s.latency_s is not None]),
+    }
+
+
+def _history_phase(
+    stack: Stack,
+    users: BenchUsers,
+    provider: ApiTracerProvider,
+    cfg: BenchConfig,
+    label: str,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Does a turn cost more once the user has a long history? One client of a fresh user
+    sends messages; then the same user's history gets `history_rows` stored messages, and it
+    sends as many again. OMNI2's CPU per turn, before and after."""
+    progress(
+        f"[{label}] long history: {cfg.history_messages} messages, then "
+        f"{cfg.history_rows:,} stored for the user, then {cfg.history_messages} again ..."
+    )
+    index = len(users.ids) - 1  # the last bench user: no other phase sends as them
+
+    async def one_client() -> int:
+        _, token = users.token(index)
+        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
+            samples = [await _message(chat, TOOL_FREE) for _ in range(cfg.history_messages)]
+        return sum(s.ok for s in samples)
+
+    def omni2_ms_per_turn() -> float | None:
+        before = sample_stack(stack)
+        turns = _run(one_client())
+        spent = cpu_spent(before, sample_stack(stack)).get("omni2")
+        return None if spent is None or not turns else spent * 1000 / turns
+
+    fresh = omni2_ms_per_turn()
+    _run(users.store_history(users.ids[index], cfg.history_rows))
+    long = omni2_ms_per_turn()
+    return {
+        "stored_messages": cfg.history_rows,
+        "omni2_cpu_ms_per_turn_fresh": fresh,
+        "omni2_cpu_ms_per_turn_long_history": long,
+        "long_over_fresh": _ratio(long, fresh),
     }
 
 
@@ -614,6 +691,9 @@ def ratios(on: dict[str, Any], off: dict[str, Any]) -> dict[str, float | None]:
     return {name: _ratio(_at(on, path), _at(off, path)) for name, path in RATIOS.items()}
 
 
+# Cost per turn must not grow with stored history (tracing on, long history / fresh).
+HISTORY_GROWTH_LIMIT = 1.1
+
 # Targets of DESIGN.md section 6 / issue 9: (ratio or value, comparison, limit).
 TARGETS: tuple[tuple[str, str, float], ...] = (
     ("burst_ttft_p50", "<=", 1.25),
@@ -663,6 +743,9 @@ def render(report: dict[str, Any]) -> str:
         row(f"handshake via {path} p50 (ms)", f"hops.handshake_ms.{path}")
     for kind in ("message", "handshake"):
         row(f"dashboard hop / Traefik hop ({kind})", f"hops.dashboard_over_traefik.{kind}")
+    row("OMNI2 CPU per turn, fresh user (ms)", "history.omni2_cpu_ms_per_turn_fresh")
+    row("OMNI2 CPU per turn, long history (ms)", "history.omni2_cpu_ms_per_turn_long_history")
+    row("long history / fresh", "history.long_over_fresh")
 
     width = max(len(label) for label, *_ in rows)
     rounds = report["config"].get("rounds", 1)
@@ -692,6 +775,12 @@ def render(report: dict[str, Any]) -> str:
         between = f" (rounds {spread[0]:.2f}..{spread[1]:.2f})" if spread else ""
         verdict = "met" if met else "NOT met"
         lines.append(f"target {name} {op} {limit}: {_fmt(value, 3)}{between} {verdict}")
+    growth = _at(on, "history.long_over_fresh")
+    met = growth is not None and growth <= HISTORY_GROWTH_LIMIT
+    lines.append(
+        f"target OMNI2 CPU per turn, long history / fresh <= {HISTORY_GROWTH_LIMIT}: "
+        f"{_fmt(growth, 3)} {'met' if met else 'NOT met'}"
+    )
     return "\n".join(lines)
 
 

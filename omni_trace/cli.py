@@ -299,6 +299,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "token_delay_ms": args.token_delay_ms,
         "database_url": args.database_url,
         "rounds": args.rounds,
+        "history_rows": args.history_rows,
     }
     cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
     report = bench_mod.run_bench(cfg, Path(args.run_dir), _progress)
@@ -491,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connections", type=int, help="burst: connections (default 500)")
     bench.add_argument("--clients", type=int, help="steady load: clients (default 16)")
     bench.add_argument("--messages", type=int, help="steady load: messages each (default 50)")
+    bench.add_argument(
+        "--history-rows",
+        type=int,
+        help="long-history phase: messages stored for one user (default 100,000)",
+    )
     bench.add_argument(
         "--token-delay-ms",
         type=float,
