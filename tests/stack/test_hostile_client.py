@@ -187,7 +187,8 @@ async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(
         finals = [await _final(ws) for _ in range(20)]
     done = [f for f in finals if f["type"] == "done"]
     refused = [f for f in finals if f.get("code") == "too_many_pending"]
-    assert len(done) >= 16 and len(done) + len(refused) == 20, finals
+    # 20 sent at once while OMNI2 answers one at a time: past the 16th, some are refused.
+    assert refused and len(done) >= 16 and len(done) + len(refused) == 20, finals
     rows = admin(lambda s: repo.conversation_messages(s, welcome["conversation_id"]))
     stored = {r.trace_id for r in rows if r.role == "assistant"}
     assert {f["trace_id"] for f in done} <= stored
