@@ -160,6 +160,7 @@ class Sample:
     latency_s: float | None = None
     trace_id: str = ""
     error: str = ""
+    done_at: float = 0.0  # perf_counter() when the answer (or the failure) arrived
 
 
 @dataclass
@@ -253,15 +254,38 @@ async def _message(chat: ChatConnection, text: str) -> Sample:
         reply.duration_s,
         str(reply.frame.get("trace_id") or reply.trace_id),
         "" if reply.ok else str(reply.frame.get("error", "")),
+        time.perf_counter(),
     )
 
 
-async def burst(
-    stack: Stack, users: BenchUsers, provider: ApiTracerProvider, cfg: BenchConfig
-) -> tuple[list[Sample], dict[str, float]]:
+@dataclass
+class Phase:
+    """What every phase of one stack's run works with."""
+
+    stack: Stack
+    users: BenchUsers
+    provider: ApiTracerProvider
+    cfg: BenchConfig
+    label: str
+    progress: Progress
+
+    def say(self, text: str) -> None:
+        self.progress(f"[{self.label}] {text}")
+
+    async def chat(self, user: int, texts: Sequence[str]) -> list[Sample]:
+        """Bench user number `user` sends `texts` one after the other on one connection."""
+        _, token = self.users.token(user)
+        async with open_chat(
+            self.stack.info.dashboard_ws_url, token, tracer_provider=self.provider
+        ) as chat:
+            return [await _message(chat, text) for text in texts]
+
+
+async def burst(run: Phase) -> tuple[list[Sample], dict[str, float]]:
     """K connections opened within the spread, each sends one message once connected; all are
     held until every one is answered. Returns the samples and the RSS (MB) of each process
     with every connection held."""
+    stack, cfg = run.stack, run.cfg
     all_answered = asyncio.Event()
     remaining = cfg.burst
     held: dict[str, float] = {}
@@ -269,10 +293,10 @@ async def burst(
     async def one(index: int) -> Sample:
         nonlocal remaining
         await asyncio.sleep(cfg.burst_spread_s * index / max(cfg.burst, 1))
-        _, token = users.token(index)
+        _, token = run.users.token(index)
         try:
             async with open_chat(
-                stack.info.dashboard_ws_url, token, tracer_provider=provider, open_timeout=30
+                stack.info.dashboard_ws_url, token, tracer_provider=run.provider, open_timeout=30
             ) as chat:
                 sample = await _message(chat, TOOL_FREE)
                 remaining -= 1
@@ -291,26 +315,18 @@ async def burst(
     return list(samples), held
 
 
-async def steady(
-    stack: Stack, users: BenchUsers, provider: ApiTracerProvider, cfg: BenchConfig
-) -> tuple[list[Sample], float]:
+async def steady(run: Phase) -> tuple[list[Sample], float]:
     """C clients, M messages each, back to back. Returns the samples and the wall time."""
-
-    async def client(index: int) -> list[Sample]:
-        _, token = users.token(index)
-        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
-            return [await _message(chat, TOOL_FREE) for _ in range(cfg.messages)]
-
+    texts = [TOOL_FREE] * run.cfg.messages
     started = time.perf_counter()
-    results = await asyncio.gather(*(client(i) for i in range(cfg.clients)))
+    results = await asyncio.gather(*(run.chat(i, texts) for i in range(run.cfg.clients)))
     return [s for r in results for s in r], time.perf_counter() - started
 
 
-async def hops(
-    stack: Stack, users: BenchUsers, provider: ApiTracerProvider, cfg: BenchConfig
-) -> dict[str, Any]:
+async def hops(run: Phase) -> dict[str, Any]:
     """p50 message round trip and handshake through each entry: dashboard, Traefik, OMNI2."""
-    user, token = users.token(0)
+    stack, provider, cfg = run.stack, run.provider, run.cfg
+    user, token = run.users.token(0)
     bearer = {"Authorization": f"Bearer {token}"}
     paths: dict[str, tuple[str, str | None, dict[str, str] | None]] = {
         "dashboard": (stack.info.dashboard_ws_url, token, None),
@@ -422,18 +438,17 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
         # more, the last, for the long-history phase alone.
         _run(users.create(max(cfg.burst, cfg.clients, 2) + 1))
         with client_tracing(stack, tracing) as provider:
-            _warm_up(stack, users, provider)
-            report.burst = _burst_phase(stack, users, provider, cfg, label, progress)
-            report.steady = _steady_phase(stack, users, provider, cfg, label, progress)
-            progress(
-                f"[{label}] hops: {cfg.hop_messages} messages and {cfg.hop_connects} "
-                "handshakes per path ..."
-            )
-            report.hops = _run(hops(stack, users, provider, cfg))
-            report.history = _history_phase(stack, users, provider, cfg, label, progress)
+            run = Phase(stack, users, provider, cfg, label, progress)
+            # One message first, so first-use costs (imports, pools) are not measured.
+            _run(run.chat(0, [TOOL_FREE]))
+            report.burst = _burst_phase(run)
+            report.steady = _steady_phase(run)
+            run.say(f"hops: {cfg.hop_messages} messages and {cfg.hop_connects} handshakes per path")
+            report.hops = _run(hops(run))
+            report.history = _history_phase(run)
             if tracing and isinstance(provider, TracerProvider):
                 provider.force_flush()
-                report.spans = _span_phase(stack, users, provider, progress)
+                report.spans = _span_phase(run, provider)
                 report.burst["chains"] = _check_chains(stack, report.burst.pop("_trace_ids"), cfg)
             else:
                 report.burst.pop("_trace_ids")
@@ -447,29 +462,12 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
     return report
 
 
-def _warm_up(stack: Stack, users: BenchUsers, provider: ApiTracerProvider) -> None:
-    """One message first, so first-use costs (imports, connection pools) are not measured."""
-
-    async def once() -> None:
-        _, token = users.token(0)
-        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
-            await _message(chat, TOOL_FREE)
-
-    _run(once())
-
-
-def _burst_phase(
-    stack: Stack,
-    users: BenchUsers,
-    provider: ApiTracerProvider,
-    cfg: BenchConfig,
-    label: str,
-    progress: Progress,
-) -> dict[str, Any]:
-    progress(f"[{label}] burst: {cfg.burst} connections within {cfg.burst_spread_s:g} s ...")
-    before = sample_stack(stack)
-    samples, held = _run(burst(stack, users, provider, cfg))
-    after = sample_stack(stack)
+def _burst_phase(run: Phase) -> dict[str, Any]:
+    cfg = run.cfg
+    run.say(f"burst: {cfg.burst} connections within {cfg.burst_spread_s:g} s ...")
+    before = sample_stack(run.stack)
+    samples, held = _run(burst(run))
+    after = sample_stack(run.stack)
     ok = [s for s in samples if s.ok]
     per_connection = {
         name: (held[name] - before[name].rss_mb) * 1024 / cfg.burst
@@ -489,18 +487,11 @@ def _burst_phase(
     }
 
 
-def _steady_phase(
-    stack: Stack,
-    users: BenchUsers,
-    provider: ApiTracerProvider,
-    cfg: BenchConfig,
-    label: str,
-    progress: Progress,
-) -> dict[str, Any]:
-    progress(f"[{label}] steady: {cfg.clients} clients x {cfg.messages} messages ...")
-    before = sample_stack(stack)
-    samples, wall = _run(steady(stack, users, provider, cfg))
-    spent = cpu_spent(before, sample_stack(stack))
+def _steady_phase(run: Phase) -> dict[str, Any]:
+    run.say(f"steady: {run.cfg.clients} clients x {run.cfg.messages} messages ...")
+    before = sample_stack(run.stack)
+    samples, wall = _run(steady(run))
+    spent = cpu_spent(before, sample_stack(run.stack))
     turns = sum(s.ok for s in samples)
     per_turn = {name: cpu * 1000 / max(turns, 1) for name, cpu in spent.items()}
     return {
@@ -514,37 +505,25 @@ def _steady_phase(
     }
 
 
-def _history_phase(
-    stack: Stack,
-    users: BenchUsers,
-    provider: ApiTracerProvider,
-    cfg: BenchConfig,
-    label: str,
-    progress: Progress,
-) -> dict[str, Any]:
+def _history_phase(run: Phase) -> dict[str, Any]:
     """Does a turn cost more once the user has a long history? One client of a fresh user
     sends messages; then the same user's history gets `history_rows` stored messages, and it
     sends as many again. OMNI2's CPU per turn, before and after."""
-    progress(
-        f"[{label}] long history: {cfg.history_messages} messages, then "
-        f"{cfg.history_rows:,} stored for the user, then {cfg.history_messages} again ..."
+    cfg = run.cfg
+    run.say(
+        f"long history: {cfg.history_messages} messages, then {cfg.history_rows:,} stored "
+        f"for the user, then {cfg.history_messages} again ..."
     )
-    index = len(users.ids) - 1  # the last bench user: no other phase sends as them
-
-    async def one_client() -> int:
-        _, token = users.token(index)
-        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
-            samples = [await _message(chat, TOOL_FREE) for _ in range(cfg.history_messages)]
-        return sum(s.ok for s in samples)
+    index = len(run.users.ids) - 1  # the last bench user: no other phase sends as them
 
     def omni2_ms_per_turn() -> float | None:
-        before = sample_stack(stack)
-        turns = _run(one_client())
-        spent = cpu_spent(before, sample_stack(stack)).get("omni2")
+        before = sample_stack(run.stack)
+        turns = sum(s.ok for s in _run(run.chat(index, [TOOL_FREE] * cfg.history_messages)))
+        spent = cpu_spent(before, sample_stack(run.stack)).get("omni2")
         return None if spent is None or not turns else spent * 1000 / turns
 
     fresh = omni2_ms_per_turn()
-    _run(users.store_history(users.ids[index], cfg.history_rows))
+    _run(run.users.store_history(run.users.ids[index], cfg.history_rows))
     long = omni2_ms_per_turn()
     return {
         "stored_messages": cfg.history_rows,
@@ -554,22 +533,13 @@ def _history_phase(
     }
 
 
-def _span_phase(
-    stack: Stack, users: BenchUsers, provider: TracerProvider, progress: Progress
-) -> dict[str, Any]:
+def _span_phase(run: Phase, provider: TracerProvider) -> dict[str, Any]:
     """Spans per message by service, and the delay from `done` until Jaeger has the turn."""
-    progress("[tracing on] spans per message and the delay until a message is queryable ...")
-
-    async def send(text: str) -> tuple[Sample, float]:
-        _, token = users.token(1)
-        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
-            sample = await _message(chat, text)
-            return sample, time.perf_counter()
-
+    run.say("spans per message and the delay until a message is queryable ...")
     result: dict[str, Any] = {}
-    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+    with JaegerClient(run.stack.info.jaeger_query_url) as jaeger:
         for kind, text in (("tool_free", TOOL_FREE), ("tool_calling", TOOL_CALLING)):
-            sample, done_at = _run(send(text))
+            (sample,) = _run(run.chat(1, [text]))
             provider.force_flush()
             spans = jaeger.wait_for_trace(
                 sample.trace_id,
@@ -577,7 +547,7 @@ def _span_phase(
                 what="OMNI2's chat.turn",
                 interval=0.02,
             )
-            queryable_ms = (time.perf_counter() - done_at) * 1000
+            queryable_ms = (time.perf_counter() - sample.done_at) * 1000
             # Every layer's spans: wait until each service that took part has exported.
             layers = {Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2}
             if kind == "tool_calling":

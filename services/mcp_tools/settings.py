@@ -5,7 +5,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIN_AUTH_TOKEN_BYTES = 32
+from services.common.settings import MIN_SECRET_BYTES
+
+MIN_AUTH_TOKEN_BYTES = MIN_SECRET_BYTES  # the same floor as every other secret
 HOW_TO_MAKE_A_TOKEN = (
     "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' "
     "(`omni-trace up` generates one per run)"
