@@ -103,12 +103,6 @@ class SpanName:
         "SERVER",
         "FastAPI's server span of the ForwardAuth check",
     )
-    HISTORY: Final = _span(
-        "chat.history",
-        (Service.OMNI2,),
-        "CLIENT",
-        "the conversation's earlier turns read from the database",
-    )
     PERSIST: Final = _span(
         "chat.persist",
         (Service.OMNI2,),
@@ -262,7 +256,9 @@ class Attr:
     LIMIT_RESERVED: Final = _attr(
         "chat.limit.reserved", "tokens of the daily limit reserved by answers in progress"
     )
-    HISTORY_MESSAGES: Final = _attr("chat.history.messages", "earlier messages given to the model")
+    HISTORY_MESSAGES: Final = _attr(
+        "chat.history.messages", "earlier messages of the conversation given to the model"
+    )
     AGENT_ITERATIONS: Final = _attr("chat.agent.iterations", "model calls in one turn")
     AGENT_MAX_ITERATIONS: Final = _attr("chat.agent.max_iterations", "the agent loop's cap")
     TOOL_CALLS: Final = _attr("chat.tool_calls", "tool calls in one turn")

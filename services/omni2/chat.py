@@ -1,10 +1,10 @@
 """One chat connection at OMNI2: turns in order, each traced as `chat.turn`.
 
-A turn: checks (user, rate limit, usage, reserved atomically), the conversation's history from
-the database, the agent loop (model calls and tool calls, streamed as token frames), then the
-message's rows (user and assistant message, usage, flow events, all with the trace id) and
-`done`. However a turn ends, it ends through one path (`_finish`): usage, flow events, span
-status, the rows, then the frame for the client.
+A turn: checks (user, rate limit, usage, reserved atomically), the agent loop (model calls
+and tool calls, streamed as token frames, with the conversation so far), then the message's
+rows (user and assistant message, usage, flow events, all with the trace id) and `done`.
+However a turn ends, it ends through one path (`_finish`): usage, flow events, span status,
+the rows, then the frame for the client.
 
 The connection ends when the client leaves, when a check closes it (blocked user), or when
 its token expires (4401 "token expired"): a turn in progress at that moment is answered first
@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,13 @@ class ChatSession:
     expires_at: float  # epoch seconds: the token's expiry
     # The turn being answered, until its first token frame is sent (for the first_token event).
     _awaiting_first_token: trace.Span | None = field(default=None, init=False)
+    # The conversation so far, for the model. The conversation was created by this connection
+    # and only this connection writes to it, so what it stored is what it holds here: no
+    # database read per message (and no `chat.history` span for a read that does not happen).
+    _history: deque[ChatMessage] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._history = deque(maxlen=2 * self.settings.history_turns)
 
     @property
     def user_id(self) -> str:
@@ -376,6 +384,7 @@ class ChatSession:
                 {Attr.CLOSE_CODE: int(outcome.close), Attr.CLOSE_REASON: outcome.reason}
             )
         await self.services.store.save_turn(record, attributes)
+        self._remember(record)
         if outcome.client_gone:
             raise ClientGone
         if frame is not None:
@@ -384,6 +393,13 @@ class ChatSession:
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.websocket.close(code=outcome.close, reason=close_reason(outcome.reason))
             raise SessionClosed
+
+    def _remember(self, record: TurnRecord) -> None:
+        """The turn's messages as they were stored, for the next turns' model calls."""
+        if record.user_text is not None:
+            self._history.append(ChatMessage("user", record.user_text))
+        if record.assistant_text is not None:
+            self._history.append(ChatMessage("assistant", record.assistant_text))
 
     def _result(self, reply: AgentResult, record: TurnRecord) -> dict[str, Any]:
         return {
@@ -400,9 +416,6 @@ class ChatSession:
     async def _answer(
         self, text: str, attributes: dict[str, Any], result: AgentResult
     ) -> AgentResult:
-        history = await self.services.store.history(
-            self.conversation_id, 2 * self.settings.history_turns, attributes
-        )
         tools = await self._tools(result)
         agent = Agent(
             self.services.model,
@@ -410,11 +423,14 @@ class ChatSession:
             self.settings.max_agent_iterations,
             attributes,
         )
-        trace.get_current_span().set_attribute(
-            Attr.AGENT_MAX_ITERATIONS, self.settings.max_agent_iterations
+        trace.get_current_span().set_attributes(
+            {
+                Attr.AGENT_MAX_ITERATIONS: self.settings.max_agent_iterations,
+                Attr.HISTORY_MESSAGES: len(self._history),
+            }
         )
         system = [ChatMessage("system", self.settings.system_prompt)]
-        prompt = [*system, *history, ChatMessage("user", text)]
+        prompt = [*system, *self._history, ChatMessage("user", text)]
         return await agent.run(prompt, tools, self.user, self._send_token, result)
 
     async def _tools(self, result: AgentResult) -> list[ToolSpec]:

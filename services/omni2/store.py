@@ -16,7 +16,6 @@ from otel.names import Attr, SpanName
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.repository import FlowRecord, TurnRecord
-from services.omni2.model import ChatMessage
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -106,16 +105,3 @@ class Store:
             trace_id=trace_id,
         ) as session:
             await repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)
-
-    async def history(
-        self, conversation_id: str, max_messages: int, attributes: dict[str, Any]
-    ) -> list[ChatMessage]:
-        with tracer.start_as_current_span(
-            SpanName.HISTORY,
-            kind=SpanKind.CLIENT,
-            attributes=self._span_attributes(attributes, "select"),
-        ) as span:
-            async with self.db.session() as session:
-                rows = await repo.history(session, conversation_id, max_messages)
-            span.set_attribute(Attr.HISTORY_MESSAGES, len(rows))
-        return [ChatMessage("user" if role == "user" else "assistant", text) for role, text in rows]

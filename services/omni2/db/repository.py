@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.omni2.db.models import (
+    Base,
     BlockedUser,
     Conversation,
     DailyUsage,
@@ -23,6 +35,17 @@ from services.omni2.db.models import (
 )
 
 ALL_TOOLS = "*"
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+# The statements run for every message use the tables (SQLAlchemy Core) rather than the ORM:
+# no identity map, no unit of work, the cost is the query's (issue 9's profile).
+_users, _roles, _blocks = _table(User), _table(Role), _table(BlockedUser)
+_messages, _usage, _flow = _table(Message), _table(Usage), _table(FlowEvent)
+_rates, _days = _table(RateWindow), _table(DailyUsage)
 
 
 class NotFound(LookupError):
@@ -77,9 +100,46 @@ def _context(user: User) -> UserContext:
     )
 
 
+# Checked before every message: one statement, built once.
+_LOAD_USER = (
+    select(
+        _users.c.id,
+        _users.c.name,
+        _roles.c.name,
+        _users.c.active,
+        _roles.c.permissions,
+        _roles.c.mcp_tools,
+        _blocks.c.reason,
+        func.coalesce(_users.c.daily_token_limit, _roles.c.daily_token_limit),
+        func.coalesce(_users.c.daily_cost_limit, _roles.c.daily_cost_limit),
+        func.coalesce(_users.c.rate_limit_per_minute, _roles.c.rate_limit_per_minute),
+        func.coalesce(_users.c.max_connections, _roles.c.max_connections),
+    )
+    .join_from(_users, _roles, _users.c.role_name == _roles.c.name)
+    .outerjoin(_blocks, _blocks.c.user_id == _users.c.id)
+    .where(_users.c.id == bindparam("user_id"))
+)
+
+
 async def load_user(session: AsyncSession, user_id: str) -> UserContext | None:
-    user = await session.get(User, user_id, populate_existing=True)
-    return _context(user) if user is not None else None
+    connection = await session.connection()
+    row = (await connection.execute(_LOAD_USER, {"user_id": user_id})).first()
+    if row is None:
+        return None
+    (uid, name, role, active, permissions, tools, blocked, tokens, cost, rate, connections) = row
+    return UserContext(
+        user_id=uid,
+        name=name,
+        role=role,
+        active=bool(active),
+        permissions=tuple(permissions or ()),
+        mcp_tools=tuple(tools or ()),
+        blocked_reason=blocked,
+        daily_token_limit=tokens,
+        daily_cost_limit=cost,
+        rate_limit_per_minute=rate,
+        max_connections=connections,
+    )
 
 
 # -- conversations, history, usage -------------------------------------------------------------
@@ -89,23 +149,6 @@ async def create_conversation(
     session: AsyncSession, conversation_id: str, user_id: str, trace_id: str
 ) -> None:
     session.add(Conversation(id=conversation_id, user_id=user_id, trace_id=trace_id))
-
-
-async def history(
-    session: AsyncSession, conversation_id: str, max_messages: int
-) -> list[tuple[str, str]]:
-    """The conversation's last `max_messages` messages, oldest first, as (role, content)."""
-    if max_messages <= 0:
-        return []
-    rows = (
-        await session.execute(
-            select(Message.role, Message.content)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(Message.id.desc())
-            .limit(max_messages)
-        )
-    ).all()
-    return [(role, content) for role, content in reversed(rows)]
 
 
 async def messages_since(session: AsyncSession, user_id: str, since: datetime) -> int:
@@ -165,25 +208,29 @@ class TurnRecord:
 
 
 async def save_turn(session: AsyncSession, turn: TurnRecord) -> None:
-    """Store one message's rows in one transaction, every row with the message's trace id."""
+    """Store one message's rows in one transaction, every row with the message's trace id:
+    one statement per table."""
+    connection = await session.connection()
     ids = {"conversation_id": turn.conversation_id, "user_id": turn.user_id}
-    if turn.user_text is not None:
-        session.add(Message(role="user", content=turn.user_text, trace_id=turn.trace_id, **ids))
-    if turn.assistant_text is not None:
-        session.add(
-            Message(role="assistant", content=turn.assistant_text, trace_id=turn.trace_id, **ids)
-        )
+    messages = [
+        ids | {"role": role, "content": text, "trace_id": turn.trace_id}
+        for role, text in (("user", turn.user_text), ("assistant", turn.assistant_text))
+        if text is not None
+    ]
+    if messages:
+        await connection.execute(insert(_messages), messages)
     if turn.tokens_input or turn.tokens_output or turn.cost:
-        session.add(
-            Usage(
-                provider=turn.provider,
-                model=turn.model,
-                tokens_input=turn.tokens_input,
-                tokens_output=turn.tokens_output,
-                cost=turn.cost,
-                trace_id=turn.trace_id,
-                **ids,
-            )
+        await connection.execute(
+            insert(_usage),
+            ids
+            | {
+                "provider": turn.provider,
+                "model": turn.model,
+                "tokens_input": turn.tokens_input,
+                "tokens_output": turn.tokens_output,
+                "cost": turn.cost,
+                "trace_id": turn.trace_id,
+            },
         )
     if turn.reservation is not None:
         await settle_usage(
@@ -199,21 +246,27 @@ async def add_flow(
     user_id: str,
     conversation_id: str | None,
 ) -> None:
-    for seq, record in enumerate(flow):
-        session.add(
-            FlowEvent(
-                conversation_id=conversation_id,
-                user_id=user_id,
-                trace_id=trace_id,
-                span_id=record.span_id,
-                seq=seq,
-                kind=record.kind,
-                name=record.name,
-                status=record.status,
-                duration_ms=record.duration_ms,
-                detail=record.detail,
-            )
-        )
+    if not flow:
+        return
+    connection = await session.connection()
+    await connection.execute(
+        insert(_flow),
+        [
+            {
+                "conversation_id": conversation_id,
+                "user_id": user_id,
+                "trace_id": trace_id,
+                "span_id": record.span_id,
+                "seq": seq,
+                "kind": record.kind,
+                "name": record.name,
+                "status": record.status,
+                "duration_ms": record.duration_ms,
+                "detail": record.detail,
+            }
+            for seq, record in enumerate(flow)
+        ],
+    )
 
 
 # -- reading the audit trail ---------------------------------------------------------------------
@@ -355,10 +408,11 @@ def minute_ago(now: datetime | None = None) -> datetime:
 # Neither statement reads more rows as history grows.
 
 
-async def _insert_missing(session: AsyncSession, table: type[Any], values: dict[str, Any]) -> None:
+async def _insert_missing(session: AsyncSession, table: Table, values: dict[str, Any]) -> None:
     """INSERT .. ON CONFLICT DO NOTHING (SQLite and PostgreSQL): the row exists afterwards."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    await session.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    connection = await session.connection()
+    await connection.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
 
 
 @dataclass(frozen=True)
@@ -372,21 +426,20 @@ async def accept_within_rate(
 ) -> RateCheck:
     """Count the user's messages of the last `window_s` seconds and, below `limit`, record this
     one, atomically: the first UPDATE holds the user's row lock (PostgreSQL) or the database
-    write lock (SQLite) until the transaction ends, so parallel checks of one user take turns."""
-    await _insert_missing(session, RateWindow, {"user_id": user_id, "accepted": []})
-    key = RateWindow.user_id == user_id
-    await session.execute(
-        update(RateWindow).where(key).values(checked_at=now),
-        execution_options={"synchronize_session": False},
-    )
-    stored = await session.scalar(select(RateWindow.accepted).where(key))
-    recent = [t for t in (stored or []) if isinstance(t, (int, float)) and t > now - window_s]
+    write lock (SQLite) until the transaction ends, so parallel checks of one user take turns.
+    The row is created on a user's first message only (the UPDATE finds none)."""
+    connection = await session.connection()
+    key = _rates.c.user_id == user_id
+    lock = update(_rates).where(key).values(checked_at=now).returning(_rates.c.accepted)
+    stored = (await connection.execute(lock)).first()
+    if stored is None:
+        await _insert_missing(session, _rates, {"user_id": user_id, "accepted": []})
+        stored = (await connection.execute(lock)).first()  # the lock, on the row now there
+    accepted = stored[0] if stored is not None else None
+    recent = [t for t in (accepted or []) if isinstance(t, (int, float)) and t > now - window_s]
     if len(recent) >= limit:
         return RateCheck(False, len(recent))
-    await session.execute(
-        update(RateWindow).where(key).values(accepted=[*recent, now][-limit:]),
-        execution_options={"synchronize_session": False},
-    )
+    await connection.execute(update(_rates).where(key).values(accepted=[*recent, now][-limit:]))
     return RateCheck(True, len(recent))
 
 
@@ -429,31 +482,22 @@ async def reserve_usage(
     cost_limit: float | None,
 ) -> UsageCheck:
     """Reserve `tokens` and `cost` of the user's day if used plus reserved is below each limit,
-    in one conditional UPDATE: of parallel connections, only as many pass as the limits hold."""
-    await _insert_missing(session, DailyUsage, {"user_id": user_id, "day": day})
-    key = (DailyUsage.user_id == user_id, DailyUsage.day == day)
-    below: list[ColumnElement[bool]] = []
-    if token_limit is not None:
-        below.append(DailyUsage.tokens + DailyUsage.reserved_tokens < token_limit)
-    if cost_limit is not None:
-        below.append(DailyUsage.cost + DailyUsage.reserved_cost < cost_limit)
-    row = (
-        await session.execute(
-            update(DailyUsage)
-            .where(*key, *below)
-            .values(
-                reserved_tokens=DailyUsage.reserved_tokens + tokens,
-                reserved_cost=DailyUsage.reserved_cost + cost,
-            )
-            .returning(
-                DailyUsage.tokens,
-                DailyUsage.cost,
-                DailyUsage.reserved_tokens,
-                DailyUsage.reserved_cost,
-            ),
-            execution_options={"synchronize_session": False},
-        )
-    ).first()
+    in one conditional UPDATE: of parallel connections, only as many pass as the limits hold.
+    The day's row is created by the day's first message (when the UPDATE finds no row)."""
+    reserve = _reserve_statement(token_limit is not None, cost_limit is not None)
+    values = {
+        "user": user_id,
+        "on": day,
+        "add_tokens": tokens,
+        "add_cost": cost,
+        "token_limit": token_limit,
+        "cost_limit": cost_limit,
+    }
+    connection = await session.connection()
+    row = (await connection.execute(reserve, values)).first()
+    if row is None and await _day_row_missing(session, user_id, day):
+        await _insert_missing(session, _days, {"user_id": user_id, "day": day})
+        row = (await connection.execute(reserve, values)).first()
     if row is not None:
         before = DayUsage(
             int(row.tokens),
@@ -465,15 +509,41 @@ async def reserve_usage(
     return UsageCheck(None, await day_usage(session, user_id, day))
 
 
+@functools.cache
+def _reserve_statement(token_limit: bool, cost_limit: bool) -> Update:
+    """The conditional UPDATE of `reserve_usage`, built once per kind of limit (its parameters:
+    user, on, add_tokens, add_cost, token_limit, cost_limit)."""
+    below: list[ColumnElement[bool]] = []
+    if token_limit:
+        below.append(_days.c.tokens + _days.c.reserved_tokens < bindparam("token_limit"))
+    if cost_limit:
+        below.append(_days.c.cost + _days.c.reserved_cost < bindparam("cost_limit"))
+    return (
+        update(_days)
+        .where(_days.c.user_id == bindparam("user"), _days.c.day == bindparam("on"), *below)
+        .values(
+            reserved_tokens=_days.c.reserved_tokens + bindparam("add_tokens"),
+            reserved_cost=_days.c.reserved_cost + bindparam("add_cost"),
+        )
+        .returning(_days.c.tokens, _days.c.cost, _days.c.reserved_tokens, _days.c.reserved_cost)
+    )
+
+
+async def _day_row_missing(session: AsyncSession, user_id: str, day: date) -> bool:
+    connection = await session.connection()
+    found = await connection.scalar(
+        select(_days.c.user_id).where(_days.c.user_id == user_id, _days.c.day == day)
+    )
+    return found is None
+
+
 async def day_usage(session: AsyncSession, user_id: str, day: date) -> DayUsage:
+    connection = await session.connection()
     row = (
-        await session.execute(
+        await connection.execute(
             select(
-                DailyUsage.tokens,
-                DailyUsage.cost,
-                DailyUsage.reserved_tokens,
-                DailyUsage.reserved_cost,
-            ).where(DailyUsage.user_id == user_id, DailyUsage.day == day)
+                _days.c.tokens, _days.c.cost, _days.c.reserved_tokens, _days.c.reserved_cost
+            ).where(_days.c.user_id == user_id, _days.c.day == day)
         )
     ).first()
     if row is None:
@@ -485,17 +555,30 @@ async def settle_usage(
     session: AsyncSession, reservation: Reservation, tokens: int, cost: float
 ) -> None:
     """Replace a reservation by the usage it became (zero for an answer that failed early)."""
-    await session.execute(
-        update(DailyUsage)
-        .where(DailyUsage.user_id == reservation.user_id, DailyUsage.day == reservation.day)
-        .values(
-            tokens=DailyUsage.tokens + tokens,
-            cost=DailyUsage.cost + cost,
-            reserved_tokens=DailyUsage.reserved_tokens - reservation.tokens,
-            reserved_cost=DailyUsage.reserved_cost - reservation.cost,
-        ),
-        execution_options={"synchronize_session": False},
+    connection = await session.connection()
+    await connection.execute(
+        _SETTLE,
+        {
+            "user": reservation.user_id,
+            "on": reservation.day,
+            "add_tokens": tokens,
+            "add_cost": cost,
+            "reserved_tokens_taken": reservation.tokens,
+            "reserved_cost_taken": reservation.cost,
+        },
     )
+
+
+_SETTLE = (
+    update(_days)
+    .where(_days.c.user_id == bindparam("user"), _days.c.day == bindparam("on"))
+    .values(
+        tokens=_days.c.tokens + bindparam("add_tokens"),
+        cost=_days.c.cost + bindparam("add_cost"),
+        reserved_tokens=_days.c.reserved_tokens - bindparam("reserved_tokens_taken"),
+        reserved_cost=_days.c.reserved_cost - bindparam("reserved_cost_taken"),
+    )
+)
 
 
 async def release_reservations(session: AsyncSession) -> int:
