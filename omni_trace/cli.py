@@ -294,6 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     preset = bench_mod.QUICK if args.quick else bench_mod.BenchConfig()
     given = {
         "burst": args.connections,
+        "burst_spread_s": args.burst_seconds,
         "clients": args.clients,
         "messages": args.messages,
         "token_delay_ms": args.token_delay_ms,
@@ -490,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds of (on, off); ratios are the rounds' medians (default 2, --quick 1)",
     )
     bench.add_argument("--connections", type=int, help="burst: connections (default 500)")
+    bench.add_argument(
+        "--burst-seconds",
+        type=float,
+        help="burst: the connections open within this time (default 10; 5 saturates 2 cores)",
+    )
     bench.add_argument("--clients", type=int, help="steady load: clients (default 16)")
     bench.add_argument("--messages", type=int, help="steady load: messages each (default 50)")
     bench.add_argument(

@@ -84,7 +84,6 @@ class Store:
             span.set_attributes({Attr.ROWS: 1 + len(flow), Attr.FLOW_EVENTS: len(flow)})
             async with self.db.session() as session:
                 await repo.create_conversation(session, conversation_id, user_id, trace_id)
-                await session.flush()
                 await repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)
 
     async def record_flow(

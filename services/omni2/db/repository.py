@@ -45,7 +45,7 @@ def _table(model: type[Base]) -> Table:
 # no identity map, no unit of work, the cost is the query's (issue 9's profile).
 _users, _roles, _blocks = _table(User), _table(Role), _table(BlockedUser)
 _messages, _usage, _flow = _table(Message), _table(Usage), _table(FlowEvent)
-_rates, _days = _table(RateWindow), _table(DailyUsage)
+_rates, _days, _conversations = _table(RateWindow), _table(DailyUsage), _table(Conversation)
 
 
 class NotFound(LookupError):
@@ -148,7 +148,10 @@ async def load_user(session: AsyncSession, user_id: str) -> UserContext | None:
 async def create_conversation(
     session: AsyncSession, conversation_id: str, user_id: str, trace_id: str
 ) -> None:
-    session.add(Conversation(id=conversation_id, user_id=user_id, trace_id=trace_id))
+    connection = await session.connection()
+    await connection.execute(
+        insert(_conversations), {"id": conversation_id, "user_id": user_id, "trace_id": trace_id}
+    )
 
 
 async def messages_since(session: AsyncSession, user_id: str, since: datetime) -> int:
