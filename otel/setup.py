@@ -7,11 +7,11 @@ import os
 
 import requests
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from otel.otlp import OtlpSpanExporter
 from otel.processors import InheritAttributesProcessor
 from otel.redaction import RedactingSpanExporter
 from otel.sampling import ServerDecisionSampler
@@ -41,7 +41,7 @@ def create_tracer_provider(
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     provider = TracerProvider(resource=Resource.create(attributes), sampler=ServerDecisionSampler())
     endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
-    exporter = RedactingSpanExporter(OTLPSpanExporter(endpoint=endpoint, session=_session()))
+    exporter = RedactingSpanExporter(OtlpSpanExporter(endpoint=endpoint, session=_session()))
     provider.add_span_processor(InheritAttributesProcessor())
     # A short default delay keeps traces queryable soon after a message; OTEL_BSP_* wins.
     delay = None if os.environ.get(_BSP_DELAY) else _DEFAULT_BSP_DELAY_MS

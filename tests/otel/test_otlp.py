@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+from otel.otlp import OtlpSpanExporter, encode_spans
+
+
+def _spans() -> list[ReadableSpan]:
+    """Spans of every shape the encoder handles: kinds, value types, events, links, status,
+    remote and local parents, trace state, two resources and two scopes."""
+    exported = InMemorySpanExporter()
+    remote = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=TraceState([("vendor", "v1"), ("other", "x")]),
+    )
+    for service in ("omni2", "dashboard-backend"):
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service, "host.cores": 2})
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        for scope in ("first", "second"):
+            tracer = provider.get_tracer(scope, "1.2.3", schema_url="https://example/schema")
+            with tracer.start_as_current_span(
+                "chat.turn",
+                context=set_span_in_context(NonRecordingSpan(remote)),
+                kind=SpanKind.SERVER,
+                links=[Link(remote, {"link.role": "gateway"}), Link(remote)],
+                attributes={
+                    "text": "héllo ✓",
+                    "empty": "",
+                    "yes": True,
+                    "no": False,
+                    "count": 7,
+                    "big": 2**62,
+                    "negative": -3,
+                    "ratio": 0.25,
+                    "names": ["a", "b"],
+                    "numbers": [1, 2, 3],
+                    "flags": [True, False],
+                    "floats": [0.5],
+                },
+            ) as turn:
+                turn.add_event("first_token", {"at": 1})
+                turn.add_event("bare")
+                for kind in SpanKind:
+                    with tracer.start_as_current_span(f"step {kind.name}", kind=kind) as step:
+                        step.set_status(Status(StatusCode.ERROR, "it failed: détail"))
+                with tracer.start_as_current_span("ok") as ok:
+                    ok.set_status(Status(StatusCode.OK))
+            tracer.start_span("root, no parent").end()
+    return list(exported.get_finished_spans())
+
+
+def test_encoding_decodes_to_exactly_the_sdk_request() -> None:
+    spans = _spans()
+    ours = ExportTraceServiceRequest.FromString(encode_spans(spans))
+    assert ours == sdk_encode(spans)
+    assert len(ours.resource_spans) == 2
+    assert sum(len(s.spans) for r in ours.resource_spans for s in r.scope_spans) == len(spans)
+
+
+def test_an_empty_batch_is_an_empty_request() -> None:
+    assert encode_spans([]) == b""
+    assert ExportTraceServiceRequest.FromString(b"") == sdk_encode([])
+
+
+class _Collector(BaseHTTPRequestHandler):
+    bodies: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.bodies.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Collector.bodies.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    server.shutdown()
+
+
+def test_the_exporter_posts_the_encoded_request(collector: str) -> None:
+    spans = _spans()
+    exporter = OtlpSpanExporter(endpoint=collector)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    ((path, body),) = _Collector.bodies
+    assert path == "/v1/traces"
+    assert ExportTraceServiceRequest.FromString(body) == sdk_encode(spans)
+    exporter.shutdown()
+    assert exporter.export(spans) is SpanExportResult.FAILURE  # after shutdown: refused
+
+
+def test_a_span_that_cannot_be_encoded_fails_its_batch_only(collector: str) -> None:
+    spans = _spans()
+    broken = spans[0]
+    broken._attributes = {"bad": object()}  # type: ignore[assignment]  # bypasses the SDK's checks
+    exporter = OtlpSpanExporter(endpoint=collector)
+    assert exporter.export([broken]) is SpanExportResult.FAILURE
+    assert exporter.export(spans[1:]) is SpanExportResult.SUCCESS
+    assert len(_Collector.bodies) == 1
