@@ -266,6 +266,9 @@ class Attr:
     USAGE_COST: Final = _attr("chat.usage.cost", "cost of one message (USD, from model prices)")
     FLOW_EVENTS: Final = _attr("chat.flow_events", "flow events stored for one message")
     ROWS: Final = _attr("chat.db.rows", "rows a database span wrote or a tool returned")
+    PERSIST_BATCH: Final = _attr(
+        "chat.db.batch", "messages stored in the same transaction (turns that ended together)"
+    )
     FRAMES_REFUSED: Final = _attr(
         "chat.frames.refused", "dashboard: frames of a connection refused by its rate limit"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -210,36 +211,41 @@ class TurnRecord:
     reservation: Reservation | None = None  # settled with the usage above when saved
 
 
-async def save_turn(session: AsyncSession, turn: TurnRecord) -> None:
-    """Store one message's rows in one transaction, every row with the message's trace id:
-    one statement per table."""
+async def save_turns(session: AsyncSession, turns: Sequence[TurnRecord]) -> None:
+    """Store messages' rows, every row with its message's trace id: one statement per table
+    for all of them (OMNI2 writes the turns that end together in one transaction)."""
     connection = await session.connection()
-    ids = {"conversation_id": turn.conversation_id, "user_id": turn.user_id}
-    messages = [
-        ids | {"role": role, "content": text, "trace_id": turn.trace_id}
-        for role, text in (("user", turn.user_text), ("assistant", turn.assistant_text))
-        if text is not None
+    messages, usage, flow = [], [], []
+    for turn in turns:
+        ids = {"conversation_id": turn.conversation_id, "user_id": turn.user_id}
+        messages += [
+            ids | {"role": role, "content": text, "trace_id": turn.trace_id}
+            for role, text in (("user", turn.user_text), ("assistant", turn.assistant_text))
+            if text is not None
+        ]
+        if turn.tokens_input or turn.tokens_output or turn.cost:
+            usage.append(
+                ids
+                | {
+                    "provider": turn.provider,
+                    "model": turn.model,
+                    "tokens_input": turn.tokens_input,
+                    "tokens_output": turn.tokens_output,
+                    "cost": turn.cost,
+                    "trace_id": turn.trace_id,
+                }
+            )
+        flow += _flow_rows(turn.flow, turn.trace_id, turn.user_id, turn.conversation_id)
+    settled = [
+        _settlement(turn.reservation, turn.tokens_input + turn.tokens_output, turn.cost)
+        for turn in turns
+        if turn.reservation is not None
     ]
-    if messages:
-        await connection.execute(insert(_messages), messages)
-    if turn.tokens_input or turn.tokens_output or turn.cost:
-        await connection.execute(
-            insert(_usage),
-            ids
-            | {
-                "provider": turn.provider,
-                "model": turn.model,
-                "tokens_input": turn.tokens_input,
-                "tokens_output": turn.tokens_output,
-                "cost": turn.cost,
-                "trace_id": turn.trace_id,
-            },
-        )
-    if turn.reservation is not None:
-        await settle_usage(
-            session, turn.reservation, turn.tokens_input + turn.tokens_output, turn.cost
-        )
-    await add_flow(session, turn.flow, turn.trace_id, turn.user_id, turn.conversation_id)
+    for table, rows in ((_messages, messages), (_usage, usage), (_flow, flow)):
+        if rows:
+            await connection.execute(insert(table), rows)
+    if settled:
+        await connection.execute(_SETTLE, settled)
 
 
 async def add_flow(
@@ -249,27 +255,31 @@ async def add_flow(
     user_id: str,
     conversation_id: str | None,
 ) -> None:
-    if not flow:
-        return
-    connection = await session.connection()
-    await connection.execute(
-        insert(_flow),
-        [
-            {
-                "conversation_id": conversation_id,
-                "user_id": user_id,
-                "trace_id": trace_id,
-                "span_id": record.span_id,
-                "seq": seq,
-                "kind": record.kind,
-                "name": record.name,
-                "status": record.status,
-                "duration_ms": record.duration_ms,
-                "detail": record.detail,
-            }
-            for seq, record in enumerate(flow)
-        ],
-    )
+    if flow:
+        connection = await session.connection()
+        await connection.execute(
+            insert(_flow), _flow_rows(flow, trace_id, user_id, conversation_id)
+        )
+
+
+def _flow_rows(
+    flow: Sequence[FlowRecord], trace_id: str, user_id: str, conversation_id: str | None
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "conversation_id": conversation_id,
+            "user_id": user_id,
+            "trace_id": trace_id,
+            "span_id": record.span_id,
+            "seq": seq,
+            "kind": record.kind,
+            "name": record.name,
+            "status": record.status,
+            "duration_ms": record.duration_ms,
+            "detail": record.detail,
+        }
+        for seq, record in enumerate(flow)
+    ]
 
 
 # -- reading the audit trail ---------------------------------------------------------------------
@@ -559,17 +569,18 @@ async def settle_usage(
 ) -> None:
     """Replace a reservation by the usage it became (zero for an answer that failed early)."""
     connection = await session.connection()
-    await connection.execute(
-        _SETTLE,
-        {
-            "user": reservation.user_id,
-            "on": reservation.day,
-            "add_tokens": tokens,
-            "add_cost": cost,
-            "reserved_tokens_taken": reservation.tokens,
-            "reserved_cost_taken": reservation.cost,
-        },
-    )
+    await connection.execute(_SETTLE, _settlement(reservation, tokens, cost))
+
+
+def _settlement(reservation: Reservation, tokens: int, cost: float) -> dict[str, Any]:
+    return {
+        "user": reservation.user_id,
+        "on": reservation.day,
+        "add_tokens": tokens,
+        "add_cost": cost,
+        "reserved_tokens_taken": reservation.tokens,
+        "reserved_cost_taken": reservation.cost,
+    }
 
 
 _SETTLE = (
