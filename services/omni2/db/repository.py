@@ -80,29 +80,9 @@ class UserContext:
         return self.may("tools") and (ALL_TOOLS in self.mcp_tools or tool in self.mcp_tools)
 
 
-def _context(user: User) -> UserContext:
-    role = user.role
-
-    def pick(own: Any, default: Any) -> Any:
-        return own if own is not None else default
-
-    return UserContext(
-        user_id=user.id,
-        name=user.name,
-        role=role.name,
-        active=user.active,
-        permissions=tuple(role.permissions or ()),
-        mcp_tools=tuple(role.mcp_tools or ()),
-        blocked_reason=user.block.reason if user.block is not None else None,
-        daily_token_limit=pick(user.daily_token_limit, role.daily_token_limit),
-        daily_cost_limit=pick(user.daily_cost_limit, role.daily_cost_limit),
-        rate_limit_per_minute=pick(user.rate_limit_per_minute, role.rate_limit_per_minute),
-        max_connections=pick(user.max_connections, role.max_connections),
-    )
-
-
-# Checked before every message: one statement, built once.
-_LOAD_USER = (
+# A user's context with the role's limits where the user has none of their own: one statement,
+# built once (it runs before every message).
+_USER_CONTEXT = (
     select(
         _users.c.id,
         _users.c.name,
@@ -118,15 +98,11 @@ _LOAD_USER = (
     )
     .join_from(_users, _roles, _users.c.role_name == _roles.c.name)
     .outerjoin(_blocks, _blocks.c.user_id == _users.c.id)
-    .where(_users.c.id == bindparam("user_id"))
 )
+_LOAD_USER = _USER_CONTEXT.where(_users.c.id == bindparam("user_id"))
 
 
-async def load_user(session: AsyncSession, user_id: str) -> UserContext | None:
-    connection = await session.connection()
-    row = (await connection.execute(_LOAD_USER, {"user_id": user_id})).first()
-    if row is None:
-        return None
+def _context(row: Any) -> UserContext:
     (uid, name, role, active, permissions, tools, blocked, tokens, cost, rate, connections) = row
     return UserContext(
         user_id=uid,
@@ -141,6 +117,12 @@ async def load_user(session: AsyncSession, user_id: str) -> UserContext | None:
         rate_limit_per_minute=rate,
         max_connections=connections,
     )
+
+
+async def load_user(session: AsyncSession, user_id: str) -> UserContext | None:
+    connection = await session.connection()
+    row = (await connection.execute(_LOAD_USER, {"user_id": user_id})).first()
+    return _context(row) if row is not None else None
 
 
 # -- conversations, history, usage -------------------------------------------------------------
@@ -314,8 +296,9 @@ async def usage_rows(session: AsyncSession, conversation_id: str) -> list[Usage]
 
 
 async def list_users(session: AsyncSession) -> list[UserContext]:
-    users = (await session.scalars(select(User).order_by(User.id))).unique().all()
-    return [_context(u) for u in users]
+    connection = await session.connection()
+    rows = await connection.execute(_USER_CONTEXT.order_by(_users.c.id))
+    return [_context(row) for row in rows]
 
 
 async def list_roles(session: AsyncSession) -> list[Role]:
