@@ -43,23 +43,33 @@ class GroupCommit:
         self._waiting.append((turn, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
+            self._writer.add_done_callback(self._writer_stopped)
         return await future
 
     async def _write_waiting(self) -> None:
-        batch: list[tuple[TurnRecord, asyncio.Future[int]]] = []
         try:
             while self._waiting:
                 batch = self._waiting[: self.max_batch]
-                del self._waiting[: len(batch)]
                 await self._write(batch)
-        except BaseException as err:  # cancelled with OMNI2: no turn waits forever
-            for _, future in batch + self._waiting:
-                if not future.done():
-                    future.set_exception(err)
-            self._waiting.clear()
-            raise
+                del self._waiting[: len(batch)]
         finally:
+            self._writer = None  # at once: a turn saved from now on starts a new writer
+
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        """A writer that stopped before its queue was written (cancelled with OMNI2, even
+        before it ran) answers the turns still waiting, unless a new writer has them."""
+        if self._writer is task:  # cancelled before it ran: its `finally` never did
             self._writer = None
+        if self._writer is not None or not (task.cancelled() or task.exception()):
+            return
+        for _, future in self._waiting:
+            if future.done():
+                continue
+            if task.cancelled():
+                future.cancel()
+            else:
+                future.set_exception(task.exception() or RuntimeError("writer stopped"))
+        self._waiting.clear()
 
     async def _write(self, batch: list[tuple[TurnRecord, asyncio.Future[int]]]) -> None:
         try:

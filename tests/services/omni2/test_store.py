@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.names import Attr, SpanName
@@ -112,3 +113,23 @@ def test_a_turn_alone_is_written_at_once(database_url: str, spans: InMemorySpanE
     assert len(_with_store(database_url, body)) == 2
     (persisted,) = [s for s in spans.get_finished_spans() if s.name == SpanName.PERSIST]
     assert dict(persisted.attributes or {})[Attr.PERSIST_BATCH] == 1
+
+
+@pytest.mark.parametrize("writing", [False, True], ids=["before-it-ran", "while-writing"])
+def test_turns_waiting_when_the_writer_is_cancelled_are_not_left_waiting(
+    database_url: str, writing: bool
+) -> None:
+    """OMNI2 stopping cancels the writer: every turn it held is answered, none hangs."""
+
+    async def body(store: Store) -> list[str]:
+        saves = [asyncio.ensure_future(store.save_turn(_turn("c1", n), {})) for n in range(3)]
+        await asyncio.sleep(0)  # the saves are queued and the writer created
+        writer = store._turns._writer
+        assert writer is not None
+        for _ in range(5 if writing else 0):
+            await asyncio.sleep(0)  # the writer runs into its transaction
+        writer.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*saves, return_exceptions=True), 10)
+        return [type(r).__name__ for r in results]
+
+    assert _with_store(database_url, body) == ["CancelledError"] * 3
