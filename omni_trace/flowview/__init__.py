@@ -1,0 +1,1 @@
+"""The flow view: every conversation's messages, chains and waterfalls, read from Jaeger."""

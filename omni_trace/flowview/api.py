@@ -1,0 +1,108 @@
+"""The flow view's JSON API (read-only, over Jaeger's query API).
+
+    GET /api/conversations?user=&since=&page=&page_size=   newest first
+    GET /api/conversations/{conversation_id}               its messages and session traces
+    GET /api/traces/{trace_id}                             spans, and the traces they link to
+    GET /api/search?q=                                     where a pasted id leads
+
+Every parameter is checked before Jaeger is asked (400 with the reason); Jaeger unreachable
+is a 503 that says so. Nothing here reads or returns a token: the spans were redacted before
+they left each service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from omni_trace.flowview.data import BadQuery, FlowData, Page, name, since, trace_id
+from omni_trace.jaeger import JaegerClient, JaegerError
+
+Handler = Callable[[Request, FlowData], dict[str, Any]]
+
+
+def _number(request: Request, key: str, default: float) -> float:
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise BadQuery(f"{key}: a number") from None
+
+
+def _conversations(request: Request, data: FlowData) -> dict[str, Any]:
+    user = request.query_params.get("user") or None
+    return data.conversations(
+        user_id=name(user, "user") if user else None,
+        since_s=since(_number(request, "since", 3600)),
+        page=Page(int(_number(request, "page", 0)), int(_number(request, "page_size", 50))),
+    )
+
+
+def _conversation(request: Request, data: FlowData) -> dict[str, Any]:
+    conversation_id = name(request.path_params["conversation_id"], "conversation id")
+    found = data.conversation(conversation_id)
+    if not found["messages"]:
+        raise LookupError(f"no messages of conversation {conversation_id} in Jaeger")
+    return found
+
+
+def _trace(request: Request, data: FlowData) -> dict[str, Any]:
+    found = data.trace(trace_id(request.path_params["trace_id"]))
+    if not found["spans"]:
+        raise LookupError(f"trace {found['trace_id']} is not in Jaeger (yet)")
+    return found
+
+
+def _search(request: Request, data: FlowData) -> dict[str, Any]:
+    found = data.search(request.query_params.get("q", ""))
+    if found["view"] is None:
+        raise LookupError(found["error"])
+    return found
+
+
+def create_app(jaeger_query_url: str) -> Starlette:
+    jaeger = JaegerClient(jaeger_query_url)
+    data = FlowData(jaeger)
+
+    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def respond(request: Request) -> JSONResponse:
+            try:
+                # The Jaeger client is synchronous: keep the event loop free.
+                return JSONResponse(await run_in_threadpool(handler, request, data))
+            except BadQuery as err:
+                return JSONResponse({"error": str(err)}, status_code=400)
+            except LookupError as err:
+                return JSONResponse({"error": str(err)}, status_code=404)
+            except JaegerError as err:
+                return JSONResponse({"error": str(err)}, status_code=503)
+            except httpx.HTTPStatusError as err:
+                status = err.response.status_code
+                message = f"Jaeger's query API answered {status} for {err.request.url.path}"
+                return JSONResponse({"error": message}, status_code=503)
+
+        return respond
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        jaeger.close()
+
+    return Starlette(
+        lifespan=lifespan,
+        routes=[
+            Route("/api/conversations", endpoint(_conversations)),
+            Route("/api/conversations/{conversation_id}", endpoint(_conversation)),
+            Route("/api/traces/{trace_id}", endpoint(_trace)),
+            Route("/api/search", endpoint(_search)),
+        ],
+    )

@@ -1,0 +1,136 @@
+"""The flow view's JSON API on the real stack's Jaeger: the same verdicts as `omni-trace audit`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.testclient import TestClient
+
+from omni_trace.audit import AuditQuery, run_audit
+from omni_trace.chain import wait_for_chain
+from omni_trace.client import open_chat
+from omni_trace.flowview.api import create_app
+from omni_trace.jaeger import JaegerClient
+from omni_trace.stack import Stack
+from otel.names import Service, SpanName
+from services.common.tokens import issue_token
+from tests.db import Admin
+from tests.stack.conftest import new_user
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[TestClient]:
+    with TestClient(create_app(stack.info.jaeger_query_url)) as client:
+        yield client
+
+
+async def _conversation(
+    stack: Stack, provider: TracerProvider, jaeger: JaegerClient, user: str, secret: str
+) -> tuple[str, list[str]]:
+    """Two messages of a fresh user (one with a tool call), their chains whole in Jaeger."""
+    async with open_chat(
+        stack.info.dashboard_ws_url, issue_token(user, secret), tracer_provider=provider
+    ) as chat:
+        replies = [
+            await chat.send("Hello there"),
+            await chat.send("How many products per category are in the database?"),
+        ]
+    provider.force_flush()
+    assert all(r.ok for r in replies), [r.frame for r in replies]
+    for reply in replies:
+        assert not wait_for_chain(jaeger, reply.trace_id).broken
+    assert chat.conversation_id
+    return chat.conversation_id, [r.trace_id for r in replies]
+
+
+async def test_a_conversation_reads_as_the_audit_does(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+    api: TestClient,
+) -> None:
+    user = new_user(admin)
+    conversation, trace_ids = await _conversation(stack, client_provider, jaeger, user, jwt_secret)
+
+    listed = api.get("/api/conversations", params={"user": user}).json()
+    assert [c["conversation_id"] for c in listed["conversations"]] == [conversation]
+    (summary,) = listed["conversations"]
+    assert (summary["user_id"], summary["messages"], summary["broken"]) == (user, 2, 0)
+
+    detail = api.get(f"/api/conversations/{conversation}").json()
+    audit = run_audit(jaeger, AuditQuery(conversation_id=conversation), settle_s=0)
+    assert [m["trace_id"] for m in detail["messages"]] == trace_ids
+    # The same analysis, so the same verdicts and hop numbers as `omni-trace audit --json`.
+    assert detail["messages"] == [r.as_dict() for r in audit]
+    assert all(all(m["layers"].values()) for m in detail["messages"])
+    assert len(detail["session_trace_ids"]) == 1
+
+    message = api.get(f"/api/traces/{trace_ids[1]}").json()
+    assert message["kind"] == "message"
+    names = {(s["service"], s["name"]) for s in message["spans"]}
+    assert {
+        (Service.CHAT_CLIENT, SpanName.MESSAGE),
+        (Service.DASHBOARD, SpanName.RELAY),
+        (Service.OMNI2, SpanName.TURN),
+        (Service.MCP_TOOLS, "tools/call database_query"),
+    } <= names
+    # The message trace leads to its connection's session trace through its links.
+    assert message["linked_trace_ids"] == detail["session_trace_ids"]
+    session = api.get(f"/api/traces/{detail['session_trace_ids'][0]}").json()
+    assert session["kind"] == "session"
+    assert Service.TRAEFIK in {s["service"] for s in session["spans"]}
+
+    # A pasted id opens the right view, whichever kind it is.
+    assert api.get("/api/search", params={"q": trace_ids[0].upper()}).json() == {
+        "view": "trace",
+        "trace_id": trace_ids[0],
+        "kind": "message",
+    }
+    assert (
+        api.get("/api/search", params={"q": detail["session_trace_ids"][0]}).json()["kind"]
+        == "session"
+    )
+    assert api.get("/api/search", params={"q": conversation}).json() == {
+        "view": "conversation",
+        "conversation_id": conversation,
+    }
+    assert api.get("/api/search", params={"q": user}).json() == {
+        "view": "conversations",
+        "user_id": user,
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "error"),
+    [
+        ("/api/traces/not-a-trace", {}, 400, "a trace id is 32 hexadecimal characters"),
+        ("/api/traces/" + "0" * 31 + "1", {}, 404, "is not in Jaeger"),
+        ("/api/conversations/%3Cscript%3E", {}, 400, "conversation id: letters, digits"),
+        ("/api/conversations/no-such-conversation", {}, 404, "no messages of conversation"),
+        ("/api/conversations", {"since": "soon"}, 400, "since: a number"),
+        ("/api/conversations", {"since": "1e9"}, 400, "since: between 1 s and"),
+        ("/api/conversations", {"page_size": "100000"}, 400, "page size: 1..200"),
+        ("/api/conversations", {"user": "x" * 500}, 400, "user: letters, digits"),
+        ("/api/search", {"q": ""}, 400, "search: letters, digits"),
+        ("/api/search", {"q": "nobody-at-all"}, 404, "no trace, conversation or user"),
+    ],
+)
+def test_bad_queries_get_a_clear_answer(
+    api: TestClient, path: str, params: dict[str, str], status: int, error: str
+) -> None:
+    response = api.get(path, params=params)
+    assert response.status_code == status
+    assert error in response.json()["error"]
+
+
+def test_a_dead_jaeger_is_named() -> None:
+    with TestClient(create_app("http://127.0.0.1:9")) as api:
+        response = api.get("/api/conversations")
+    assert response.status_code == 503
+    assert "Jaeger query API at http://127.0.0.1:9 unreachable" in response.json()["error"]
