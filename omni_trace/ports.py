@@ -19,6 +19,7 @@ class Ports:
     jaeger_health: int = 13133
     frontend: int = 3001
     mcp_tools: int = 8765
+    flowview: int = 16687
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:

@@ -29,13 +29,22 @@ from omni_trace.settings import StackSettings
 from otel.setup import sdk_disabled
 
 Progress = Callable[[str], None]
-SERVICE_ORDER = ("jaeger", "auth", "mcp-tools", "omni2", "traefik", "dashboard", "frontend")
+SERVICE_ORDER = (
+    "jaeger",
+    "auth",
+    "mcp-tools",
+    "omni2",
+    "traefik",
+    "dashboard",
+    "frontend",
+    "flowview",
+)
 # Services of a stage start together; a stage waits until the one before is ready. Jaeger
 # first (so no span is lost), Traefik last (its readiness is a request through auth to the
 # route); OMNI2 reaches mcp-tools only when a message needs a tool.
 START_STAGES = (
     ("jaeger",),
-    ("auth", "mcp-tools", "omni2", "dashboard", "frontend"),
+    ("auth", "mcp-tools", "omni2", "dashboard", "frontend", "flowview"),
     ("traefik",),
 )
 
@@ -68,6 +77,7 @@ class StackInfo:
     frontend_url: str = ""
     mcp_url: str = ""
     omni2_database_url: str = ""  # may hold a password: the stack file is for this machine
+    flowview_url: str = ""
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -150,6 +160,7 @@ class Stack:
             traefik_access_log=str(self.logs_dir / "traefik-access.log"),
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
+            flowview_url=f"http://{host}:{self.ports.flowview}",
             omni2_database_url=(
                 self.settings.database_url.get_secret_value()
                 if self.settings.database_url
@@ -377,6 +388,18 @@ class Stack:
             },
             _http_ok(f"{info.frontend_url}/healthz"),
         )
+        services["flowview"] = _Service(
+            "flowview",
+            [sys.executable, "-m", "omni_trace.flowview"],
+            {
+                **base,
+                "PYTHONUNBUFFERED": "1",
+                "FLOWVIEW_HOST": host,
+                "FLOWVIEW_PORT": str(p.flowview),
+                "FLOWVIEW_JAEGER_QUERY_URL": info.jaeger_query_url,
+            },
+            _http_ok(f"{info.flowview_url}/healthz"),
+        )
         if not (FRONTEND_DIST / "index.html").is_file():
             self._progress(
                 f"warning: the chat page is not built ({FRONTEND_DIST}); run scripts/bootstrap"
@@ -448,6 +471,7 @@ def stack_summary(info: StackInfo) -> dict[str, Any]:
         "omni2 (backend)": info.omni2_url,
         "mcp-tools (MCP server)": info.mcp_url,
         "jaeger query API": info.jaeger_query_url,
+        "flow view API (JSON)": f"{info.flowview_url}/api/conversations",
         "OTLP/HTTP": info.otlp_http_endpoint,
         "logs": info.logs_dir,
     }

@@ -70,6 +70,10 @@ def _search(request: Request, data: FlowData) -> dict[str, Any]:
     return found
 
 
+async def _healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
 def create_app(jaeger_query_url: str) -> Starlette:
     jaeger = JaegerClient(jaeger_query_url)
     data = FlowData(jaeger)
@@ -104,5 +108,6 @@ def create_app(jaeger_query_url: str) -> Starlette:
             Route("/api/conversations/{conversation_id}", endpoint(_conversation)),
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
+            Route("/healthz", _healthz),
         ],
     )

@@ -7,7 +7,7 @@ import gc
 from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from otel.logs import logging_config
@@ -50,7 +50,7 @@ class ServerSettings(Protocol):
     max_frame_bytes: int
 
 
-def serve(app: FastAPI, settings: ServerSettings) -> None:
+def serve(app: Starlette, settings: ServerSettings) -> None:
     tune_gc()
     uvicorn.run(
         app,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.testclient import TestClient
@@ -134,3 +135,11 @@ def test_a_dead_jaeger_is_named() -> None:
         response = api.get("/api/conversations")
     assert response.status_code == 503
     assert "Jaeger query API at http://127.0.0.1:9 unreachable" in response.json()["error"]
+
+
+def test_the_stack_serves_the_flow_view(stack: Stack) -> None:
+    assert stack.info.flowview_url
+    health = httpx.get(f"{stack.info.flowview_url}/healthz", timeout=5)
+    listed = httpx.get(f"{stack.info.flowview_url}/api/conversations", timeout=30)
+    assert health.status_code == 200
+    assert listed.status_code == 200 and "conversations" in listed.json()

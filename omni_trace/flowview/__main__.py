@@ -1,0 +1,9 @@
+"""`python -m omni_trace.flowview`: the flow view's server (`omni-trace up` starts it)."""
+
+from omni_trace.flowview.api import create_app
+from omni_trace.flowview.settings import FlowViewSettings
+from services.common.server import serve
+from services.common.settings import load_settings
+
+settings = load_settings(FlowViewSettings)
+serve(create_app(settings.jaeger_query_url), settings)
