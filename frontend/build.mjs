@@ -15,7 +15,11 @@ execFileSync(join(root, "node_modules", ".bin", "tsc"), ["--noEmit", "-p", root]
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 await build({
-  entryPoints: { widget: join(root, "src/widget.ts"), test_ws_chat: join(root, "src/testpage.ts") },
+  entryPoints: {
+    widget: join(root, "src/widget.ts"),
+    test_ws_chat: join(root, "src/testpage.ts"),
+    flow: join(root, "src/flow.ts"),
+  },
   outdir: dist,
   bundle: true,
   format: "esm",

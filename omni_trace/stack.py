@@ -471,7 +471,7 @@ def stack_summary(info: StackInfo) -> dict[str, Any]:
         "omni2 (backend)": info.omni2_url,
         "mcp-tools (MCP server)": info.mcp_url,
         "jaeger query API": info.jaeger_query_url,
-        "flow view API (JSON)": f"{info.flowview_url}/api/conversations",
+        "flow view (browser)": info.flowview_url,
         "OTLP/HTTP": info.otlp_http_endpoint,
         "logs": info.logs_dir,
     }

@@ -4,6 +4,7 @@
     GET /api/conversations/{conversation_id}               its messages and session traces
     GET /api/traces/{trace_id}                             spans, and the traces they link to
     GET /api/search?q=                                     where a pasted id leads
+    GET /                                                  the page (frontend/src/flow.ts)
 
 Every parameter is checked before Jaeger is asked (400 with the reason); Jaeger unreachable
 is a 503 that says so. Nothing here reads or returns a token: the spans were redacted before
@@ -20,11 +21,12 @@ import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from omni_trace.flowview.data import BadQuery, FlowData, Page, name, since, trace_id
 from omni_trace.jaeger import JaegerClient, JaegerError
+from omni_trace.paths import FRONTEND_DIST
 
 Handler = Callable[[Request, FlowData], dict[str, Any]]
 
@@ -74,6 +76,32 @@ async def _healthz(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+# The page's files in frontend/dist (built with the chat page by scripts/bootstrap); "/" is
+# the page. Nothing else of dist is served here.
+PAGE_FILES = {
+    "": ("flow.html", "text/html"),
+    "flow.js": ("flow.js", "text/javascript"),
+    "flow.js.map": ("flow.js.map", "application/json"),
+    "flow.css": ("flow.css", "text/css"),
+    "style.css": ("style.css", "text/css"),
+}
+
+
+async def _page(request: Request) -> Response:
+    name = request.path_params.get("name", "")
+    if name not in PAGE_FILES:
+        return JSONResponse({"error": f"no such file: /{name}"}, status_code=404)
+    file, media_type = PAGE_FILES[name]
+    path = FRONTEND_DIST / file
+    if not path.is_file():
+        return PlainTextResponse(
+            f"The flow view's page is not built ({path}): run scripts/bootstrap "
+            "(or: cd frontend && npm ci && npm run build). The JSON API works: /api/conversations",
+            status_code=503,
+        )
+    return FileResponse(path, media_type=media_type)
+
+
 def create_app(jaeger_query_url: str) -> Starlette:
     jaeger = JaegerClient(jaeger_query_url)
     data = FlowData(jaeger)
@@ -109,5 +137,7 @@ def create_app(jaeger_query_url: str) -> Starlette:
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
             Route("/healthz", _healthz),
+            Route("/", _page),
+            Route("/{name}", _page),
         ],
     )

@@ -1,0 +1,297 @@
+// The flow view: conversations, their messages' chains, and each message's waterfall, read
+// from the flow view's JSON API (omni_trace/flowview/api.py). Everything shown is inserted as
+// text, never as HTML: span attributes come from clients and models.
+
+import { byId, el } from "./dom";
+
+interface Summary {
+  conversation_id: string;
+  user_id: string | null;
+  started_unix_ms: number;
+  last_unix_ms: number;
+  messages: number;
+  broken: number;
+  errors: number;
+}
+
+interface Message {
+  trace_id: string;
+  start_unix_ms: number;
+  layers: Record<string, boolean>;
+  hops_ms: Record<string, number | null>;
+  broken: boolean;
+  problems: string[];
+  errors: string[];
+  session_trace_ids: string[];
+}
+
+interface ConversationDetail extends Omit<Summary, "messages"> {
+  messages: Message[];
+  session_trace_ids: string[];
+}
+
+interface Span {
+  trace_id: string;
+  span_id: string;
+  parent_span_id: string | null;
+  name: string;
+  service: string;
+  kind: string;
+  start_unix_ns: number;
+  duration_ms: number;
+  attributes: Record<string, unknown>;
+  events: { name: string; offset_ms: number }[];
+  links: { trace_id: string; span_id: string; attributes: Record<string, unknown> }[];
+  status: string;
+  status_message: string;
+}
+
+interface Trace {
+  trace_id: string;
+  kind: string;
+  spans: Span[];
+  linked_trace_ids: string[];
+}
+
+const HOPS: [string, string][] = [
+  ["client_to_dashboard", "client → dashboard"],
+  ["dashboard_to_omni2", "dashboard → omni2"],
+  ["ttft_client", "first token: client"],
+  ["ttft_dashboard", "first token: dashboard"],
+  ["ttft_omni2", "first token: omni2"],
+  ["model", "model"],
+  ["tools", "tools"],
+  ["total", "total"],
+];
+const PAGE_SIZE = 50;
+const LIVE_MS = 5000;
+
+const view = () => byId("view");
+let live: number | undefined;
+
+async function api<T>(path: string): Promise<T> {
+  const response = await fetch(path, { headers: { accept: "application/json" } });
+  let body: { error?: string } = {};
+  try {
+    body = await response.json();
+  } catch {
+    body = { error: `${response.status} ${response.statusText}` };
+  }
+  if (!response.ok) throw new Error(body.error ?? `${response.status} ${response.statusText}`);
+  return body as T;
+}
+
+function ms(value: number | null | undefined): string {
+  return value === null || value === undefined ? "-" : value.toFixed(1);
+}
+
+function time(unixMs: number): string {
+  return new Date(unixMs).toLocaleString();
+}
+
+function link(href: string, text: string): HTMLAnchorElement {
+  return el("a", { href }, text);
+}
+
+export function chainState(message: Pick<Message, "broken" | "errors">): string {
+  return message.broken ? "broken" : message.errors.length ? "error" : "whole";
+}
+
+function chainCell(message: Message): HTMLTableCellElement {
+  const state = chainState(message);
+  const why = message.broken ? message.problems : message.errors;
+  const text = why.length ? `${state}: ${why.join("; ")}` : state;
+  return el("td", { class: "chain", "data-chain": state }, text);
+}
+
+function table(headers: string[], rows: HTMLTableRowElement[]): HTMLTableElement {
+  const head = el("tr", {}, ...headers.map((h) => el("th", {}, h)));
+  return el("table", { class: "flow" }, el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+async function showConversations(params: URLSearchParams): Promise<void> {
+  const user = params.get("user") ?? "";
+  const page = Number(params.get("page") ?? "0") || 0;
+  const query = new URLSearchParams({ page: String(page), page_size: String(PAGE_SIZE), since: "86400" });
+  if (user) query.set("user", user);
+  const data = await api<{ conversations: Summary[]; total: number }>(`/api/conversations?${query}`);
+  const rows = data.conversations.map((c) =>
+    el(
+      "tr",
+      { "data-conversation": c.conversation_id },
+      el("td", { class: "ids" }, link(`#/conversation/${c.conversation_id}`, c.conversation_id)),
+      el("td", {}, c.user_id ? link(`#/?user=${encodeURIComponent(c.user_id)}`, c.user_id) : "-"),
+      el("td", {}, time(c.started_unix_ms)),
+      el("td", { class: "num" }, String(c.messages)),
+      el("td", { class: "num" }, String(c.broken)),
+      el("td", { class: "num" }, String(c.errors)),
+    ),
+  );
+  const pages = el("nav", { class: "pages" });
+  if (page > 0) pages.append(link(pageHref(user, page - 1), "newer"));
+  if ((page + 1) * PAGE_SIZE < data.total) pages.append(link(pageHref(user, page + 1), "older"));
+  view().replaceChildren(
+    el("h2", {}, user ? `Conversations of ${user}` : "Conversations"),
+    el("p", { class: "hint" }, `${data.total} in the last 24 hours, newest first; updated every ${LIVE_MS / 1000} s`),
+    table(["conversation", "user", "started", "messages", "broken chains", "errors"], rows),
+    pages,
+  );
+}
+
+function pageHref(user: string, page: number): string {
+  const query = new URLSearchParams({ page: String(page) });
+  if (user) query.set("user", user);
+  return `#/?${query}`;
+}
+
+async function showConversation(id: string): Promise<void> {
+  const c = await api<ConversationDetail>(`/api/conversations/${encodeURIComponent(id)}`);
+  const rows = c.messages.map((m) =>
+    el(
+      "tr",
+      { "data-trace": m.trace_id },
+      el("td", { class: "ids" }, link(`#/trace/${m.trace_id}`, m.trace_id.slice(0, 12) + "…")),
+      el("td", {}, time(m.start_unix_ms)),
+      chainCell(m),
+      ...HOPS.map(([key]) => el("td", { class: "num", "data-hop": key }, ms(m.hops_ms[key]))),
+    ),
+  );
+  const sessions = c.session_trace_ids.map((t) => el("li", { class: "ids" }, link(`#/trace/${t}`, t)));
+  view().replaceChildren(
+    el("h2", {}, `Conversation ${c.conversation_id}`),
+    el("p", {}, `user ${c.user_id ?? "-"} · ${c.messages.length} messages · ${c.broken} broken · ${c.errors} with errors`),
+    el("h3", {}, "Session (connection) trace"),
+    el("ul", {}, ...sessions),
+    el("h3", {}, "Messages (milliseconds)"),
+    table(["trace", "sent", "chain", ...HOPS.map(([, label]) => label)], rows),
+  );
+}
+
+function depths(spans: Span[]): Map<string, number> {
+  const byId = new Map(spans.map((s) => [s.span_id, s]));
+  const depth = new Map<string, number>();
+  const of = (span: Span, seen = 0): number => {
+    const known = depth.get(span.span_id);
+    if (known !== undefined) return known;
+    const parent = span.parent_span_id ? byId.get(span.parent_span_id) : undefined;
+    const d = parent && seen < 64 ? of(parent, seen + 1) + 1 : 0;
+    depth.set(span.span_id, d);
+    return d;
+  };
+  spans.forEach((s) => of(s));
+  return depth;
+}
+
+function details(span: Span): HTMLElement {
+  const lines = [
+    `${span.service} · ${span.name} · ${span.kind} · ${ms(span.duration_ms)} ms · status ${span.status}${span.status_message ? `: ${span.status_message}` : ""}`,
+    "",
+    ...Object.entries(span.attributes).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+    ...span.events.map((e) => `event ${e.name} at +${ms(e.offset_ms)} ms`),
+  ];
+  const box = el("div", { class: "details" }, lines.join("\n"));
+  for (const l of span.links) {
+    box.append(el("div", {}, "link → ", link(`#/trace/${l.trace_id}`, `trace ${l.trace_id.slice(0, 12)}… span ${l.span_id}`), ` ${JSON.stringify(l.attributes)}`));
+  }
+  return box;
+}
+
+export function waterfall(spans: Span[]): HTMLElement {
+  const sorted = [...spans].sort((a, b) => a.start_unix_ns - b.start_unix_ns);
+  const start = Math.min(...sorted.map((s) => s.start_unix_ns));
+  const end = Math.max(...sorted.map((s) => s.start_unix_ns + s.duration_ms * 1e6));
+  const total = Math.max(end - start, 1);
+  const depth = depths(sorted);
+  const selected = el("div");
+  const rows = sorted.map((span) => {
+    const left = ((span.start_unix_ns - start) / total) * 100;
+    const width = ((span.duration_ms * 1e6) / total) * 100;
+    const bar = el("div", { class: "bar", style: `left:${left}%;width:${width}%` });
+    const label = el(
+      "div",
+      { class: "label", style: `padding-left:${(depth.get(span.span_id) ?? 0) * 0.8}rem` },
+      `${span.service}  ${span.name}  ${ms(span.duration_ms)} ms`,
+    );
+    const row = el(
+      "div",
+      { class: "span", "data-span": span.span_id, "data-status": span.status, "data-duration-ms": String(span.duration_ms) },
+      label,
+      el("div", { class: "track" }, bar),
+    );
+    row.addEventListener("click", () => selected.replaceChildren(details(span)));
+    return row;
+  });
+  return el("div", {}, el("div", { class: "waterfall" }, ...rows), selected);
+}
+
+async function showTrace(id: string): Promise<void> {
+  const trace = await api<Trace>(`/api/traces/${encodeURIComponent(id)}`);
+  const parts: (HTMLElement | string)[] = [
+    el("h2", {}, `${trace.kind === "session" ? "Session" : trace.kind === "message" ? "Message" : "Trace"} ${trace.trace_id}`),
+    waterfall(trace.spans),
+  ];
+  const conversation = trace.spans.map((s) => s.attributes["gen_ai.conversation.id"]).find((v) => typeof v === "string");
+  if (typeof conversation === "string") {
+    parts.splice(1, 0, el("p", {}, "conversation ", link(`#/conversation/${conversation}`, conversation)));
+  }
+  if (trace.linked_trace_ids.length) {
+    parts.push(el("h3", {}, "Linked traces"));
+    parts.push(el("ul", {}, ...trace.linked_trace_ids.map((t) => el("li", { class: "ids" }, link(`#/trace/${t}`, t)))));
+    // The session trace a message links to, drawn below it: connect, Traefik, auth.
+    try {
+      const linked = await api<Trace>(`/api/traces/${encodeURIComponent(trace.linked_trace_ids[0])}`);
+      parts.push(el("h3", {}, `${linked.kind === "session" ? "Session" : "Linked"} trace ${linked.trace_id}`), waterfall(linked.spans));
+    } catch (err) {
+      parts.push(el("p", { class: "hint" }, `linked trace not shown: ${(err as Error).message}`));
+    }
+  }
+  view().replaceChildren(...parts);
+}
+
+async function search(text: string): Promise<void> {
+  const found = await api<{ view: string; trace_id?: string; conversation_id?: string; user_id?: string }>(
+    `/api/search?${new URLSearchParams({ q: text })}`,
+  );
+  if (found.view === "trace" && found.trace_id) location.hash = `#/trace/${found.trace_id}`;
+  else if (found.view === "conversation" && found.conversation_id) location.hash = `#/conversation/${found.conversation_id}`;
+  else if (found.user_id) location.hash = `#/?user=${encodeURIComponent(found.user_id)}`;
+}
+
+async function route(): Promise<void> {
+  window.clearInterval(live);
+  live = undefined;
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?", 2);
+  const error = byId("flow-error");
+  const run = async (): Promise<void> => {
+    try {
+      if (path.startsWith("/conversation/")) await showConversation(decodeURIComponent(path.slice(14)));
+      else if (path.startsWith("/trace/")) await showTrace(decodeURIComponent(path.slice(7)));
+      else await showConversations(new URLSearchParams(query ?? ""));
+      error.hidden = true;
+    } catch (err) {
+      error.textContent = (err as Error).message;
+      error.hidden = false;
+    }
+  };
+  await run();
+  if (!path.startsWith("/conversation/") && !path.startsWith("/trace/")) {
+    live = window.setInterval(run, LIVE_MS); // new conversations appear without a reload
+  }
+}
+
+if (typeof document !== "undefined" && document.getElementById("view")) {
+  byId<HTMLFormElement>("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = byId<HTMLInputElement>("search-text").value.trim();
+    if (text) {
+      search(text).catch((err: Error) => {
+        const error = byId("flow-error");
+        error.textContent = err.message;
+        error.hidden = false;
+      });
+    }
+  });
+  window.addEventListener("hashchange", () => void route());
+  void route();
+}
