@@ -379,11 +379,11 @@ class Stack:
                 "FRONTEND_CHAT_WS_URL": info.dashboard_ws_url,
                 "FRONTEND_OTLP_TRACES_URL": f"{info.otlp_http_endpoint}/v1/traces",
                 "FRONTEND_JAEGER_QUERY_URL": info.jaeger_query_url,
-                # The Jaeger built here has no web UI: link replies to the trace's JSON instead.
+                # The Jaeger built here has no web UI: replies link to the flow view instead.
                 "FRONTEND_TRACE_URL_TEMPLATE": (
                     "{jaeger_query_url}/trace/{trace_id}"
                     if self.settings.jaeger_query_url
-                    else "{jaeger_query_url}/api/traces/{trace_id}"
+                    else f"{info.flowview_url}/#/trace/{{trace_id}}"
                 ),
             },
             _http_ok(f"{info.frontend_url}/healthz"),

@@ -45,7 +45,9 @@ def test_two_messages_traced_from_the_browser(
         assert reply.text.startswith("You said:"), reply
         assert reply.token_frames > 1, "the reply was streamed token by token"
         assert len(reply.trace_id) == 32
-        assert reply.trace_id in reply.link, "each reply links to its trace"
+        assert reply.link == f"{stack.info.flowview_url}/#/trace/{reply.trace_id}", (
+            "each reply links to its trace in the flow view"
+        )
     assert first.trace_id != second.trace_id != session_id
     expect(page.locator("#chat-session a.trace-link")).to_have_attribute(
         "data-trace-id", session_id
