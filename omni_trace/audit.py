@@ -160,10 +160,28 @@ def summary(reports: list[ChainReport]) -> str:
     )
 
 
-def render_json(reports: list[ChainReport]) -> str:
+def flow_view_url(base: str, trace_id: str) -> str:
+    """A message's (or session's) page in the flow view at `base`."""
+    return f"{base.rstrip('/')}/#/trace/{trace_id}"
+
+
+def render_links(reports: Iterable[ChainReport], base: str) -> str:
+    return "\n".join(
+        ["in the flow view:"]
+        + [f"  {r.trace_id[:12]}  {flow_view_url(base, r.trace_id)}" for r in reports]
+    )
+
+
+def render_json(reports: list[ChainReport], flow_view: str | None = None) -> str:
+    def message(report: ChainReport) -> dict[str, object]:
+        found = report.as_dict()
+        if flow_view:
+            found["flow_view_url"] = flow_view_url(flow_view, report.trace_id)
+        return found
+
     return json.dumps(
         {
-            "messages": [r.as_dict() for r in reports],
+            "messages": [message(r) for r in reports],
             "broken": sum(r.broken for r in reports),
             "errors": sum(bool(r.errors) for r in reports),
         },

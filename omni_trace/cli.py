@@ -199,6 +199,13 @@ def _jaeger_url(args: argparse.Namespace) -> str:
     return str(args.jaeger or StackInfo.read(args.stack_file).jaeger_query_url)
 
 
+def _flow_view(args: argparse.Namespace) -> str | None:
+    """The running stack's flow view, when these traces are that stack's (not --jaeger's)."""
+    if args.jaeger:
+        return None
+    return StackInfo.read(args.stack_file).flowview_url or None
+
+
 def parse_duration(text: str) -> float:
     """`90`, `90s`, `15m`, `2h`, `1d` -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -216,8 +223,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     )
     with JaegerClient(_jaeger_url(args)) as jaeger:
         reports = audit.run_audit(jaeger, query, _progress, settle_s=args.settle)
+    flow_view = _flow_view(args)
     if args.json:
-        print(audit.render_json(reports))
+        print(audit.render_json(reports, flow_view))
     else:
         print(audit.render_table(reports))
         print(
@@ -225,6 +233,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             "latencies in ms"
         )
         print(audit.summary(reports))
+        if flow_view and reports:
+            print(audit.render_links(reports, flow_view))
     if not reports:
         _progress(f"no message traces found for {query.describe()}")
     return audit.exit_code(reports, query, args.allow_errors)
@@ -262,6 +272,9 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
             )
     hops = ", ".join(f"{k} {v:.1f} ms" for k, v in report.hops.items() if v is not None)
     print(f"\nhops: {hops}\nchain: {report.status}")
+    flow_view = _flow_view(args)
+    if flow_view:
+        print(f"flow view: {audit.flow_view_url(flow_view, trace_id)}")
     return 1 if report.broken else 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -63,6 +64,7 @@ async def test_healthy_run_has_no_broken_chain(
     client_provider: TracerProvider,
     jaeger: JaegerClient,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     conversation = await _chat(stack, client_provider, "audit me", "and me", "and me too")
     reports = run_audit(jaeger, AuditQuery(conversation_id=conversation))
@@ -79,6 +81,20 @@ async def test_healthy_run_has_no_broken_chain(
     code, data = _audit_cli(stack, conversation, capsys)
     assert code == 0
     assert data["broken"] == 0 and len(data["messages"]) == 3  # type: ignore[arg-type]
+
+    # Against the running stack (its stack file), each message's row leads to the flow view.
+    stack_file = tmp_path / "stack.json"
+    stack.info.write(stack_file)
+    args = ["audit", "--conversation", conversation, "--settle", "3s"]
+    assert main([*args, "--stack-file", str(stack_file)]) == 0
+    out = capsys.readouterr().out
+    for report in reports:
+        assert f"{stack.info.flowview_url}/#/trace/{report.trace_id}" in out
+    assert main([*args, "--json", "--stack-file", str(stack_file)]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    assert [m["flow_view_url"] for m in messages] == [
+        f"{stack.info.flowview_url}/#/trace/{r.trace_id}" for r in reports
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +164,4 @@ async def test_trace_show_draws_message_and_session_waterfalls(
     assert f"message trace {trace_id}" in out and "linked session trace" in out
     assert "omni2 chat.turn" in out and "traefik ReverseProxy" in out
     assert "chain: ok" in out
+    assert "flow view:" not in out  # --jaeger: not necessarily this stack's traces
