@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,11 +13,12 @@ from playwright.sync_api import Page, expect
 from omni_trace.audit import AuditQuery, run_audit
 from omni_trace.chain import wait_for_chain
 from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient
+from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.stack import Stack
 from otel.names import Service
 from otel.setup import create_tracer_provider
 from tests.browser.conftest import Screenshots
+from tests.stack.conftest import running_stack
 
 pytestmark = pytest.mark.browser
 
@@ -106,3 +109,29 @@ def test_a_conversation_and_its_waterfall(
     # Nothing secret in the page or its requests.
     assert token not in page.content()
     assert not [url for url in requests if token in url]
+
+
+@pytest.fixture(scope="module")
+def untraced_omni2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose OMNI2 exports nothing: every chain through it is broken."""
+    with running_stack(tmp_path_factory.mktemp("flow-broken"), secrets.token_urlsafe(32)) as s:
+        s.restart_service("omni2", {"OTEL_SDK_DISABLED": "true"})
+        yield s
+
+
+def test_a_broken_chain_names_the_missing_layer(
+    page: Page, untraced_omni2: Stack, screenshots: Screenshots
+) -> None:
+    stack = untraced_omni2
+    conversation, (trace_id, _), _ = _chat(stack)
+    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        jaeger.wait_for_trace(
+            trace_id, has_services(Service.CHAT_CLIENT, Service.DASHBOARD), what="client, relay"
+        )
+    page.goto(f"{stack.info.flowview_url}/#/conversation/{conversation}")
+    chain = page.locator(f'tr[data-trace="{trace_id}"] .chain')
+    expect(chain).to_have_attribute("data-chain", "broken")
+    expect(chain).to_contain_text("missing layer omni2")
+    screenshots.take(page, "broken")
+    page.goto(f"{stack.info.flowview_url}/#/?user=alice")
+    expect(page.locator(f'tr[data-conversation="{conversation}"] td').nth(4)).to_have_text("2")
