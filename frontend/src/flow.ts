@@ -109,10 +109,36 @@ function table(headers: string[], rows: HTMLTableRowElement[]): HTMLTableElement
   return el("table", { class: "flow" }, el("thead", {}, head), el("tbody", {}, ...rows));
 }
 
+const WINDOWS: [string, string][] = [
+  ["900", "15 minutes"],
+  ["3600", "hour"],
+  ["86400", "24 hours"],
+  ["604800", "7 days"],
+];
+
+function listHref(user: string, since: string, page: number): string {
+  const query = new URLSearchParams({ since, page: String(page) });
+  if (user) query.set("user", user);
+  return `#/?${query}`;
+}
+
+function filters(user: string, since: string): HTMLFormElement {
+  const who = el("input", { name: "user", placeholder: "any user", value: user });
+  const window_ = el("select", { name: "since" }, ...WINDOWS.map(([value, label]) => el("option", { value }, `last ${label}`)));
+  window_.value = since;
+  const form = el("form", { class: "row", id: "filters" }, el("label", {}, "user ", who), el("label", {}, "window ", window_), el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = listHref(who.value.trim(), window_.value, 0);
+  });
+  return form;
+}
+
 async function showConversations(params: URLSearchParams): Promise<void> {
   const user = params.get("user") ?? "";
+  const since = WINDOWS.some(([value]) => value === params.get("since")) ? (params.get("since") as string) : "86400";
   const page = Number(params.get("page") ?? "0") || 0;
-  const query = new URLSearchParams({ page: String(page), page_size: String(PAGE_SIZE), since: "86400" });
+  const query = new URLSearchParams({ page: String(page), page_size: String(PAGE_SIZE), since });
   if (user) query.set("user", user);
   const data = await api<{ conversations: Summary[]; total: number }>(`/api/conversations?${query}`);
   const rows = data.conversations.map((c) =>
@@ -128,20 +154,18 @@ async function showConversations(params: URLSearchParams): Promise<void> {
     ),
   );
   const pages = el("nav", { class: "pages" });
-  if (page > 0) pages.append(link(pageHref(user, page - 1), "newer"));
-  if ((page + 1) * PAGE_SIZE < data.total) pages.append(link(pageHref(user, page + 1), "older"));
+  if (page > 0) pages.append(link(listHref(user, since, page - 1), "newer"));
+  if ((page + 1) * PAGE_SIZE < data.total) pages.append(link(listHref(user, since, page + 1), "older"));
+  const label = WINDOWS.find(([value]) => value === since)?.[1] ?? "";
+  // Live refresh redraws the list: keep a filter being typed in.
+  const typing = document.activeElement?.closest("#filters") ? byId("filters") : filters(user, since);
   view().replaceChildren(
     el("h2", {}, user ? `Conversations of ${user}` : "Conversations"),
-    el("p", { class: "hint" }, `${data.total} in the last 24 hours, newest first; updated every ${LIVE_MS / 1000} s`),
+    typing,
+    el("p", { class: "hint" }, `${data.total} in the last ${label}, newest first; updated every ${LIVE_MS / 1000} s`),
     table(["conversation", "user", "started", "messages", "broken chains", "errors"], rows),
     pages,
   );
-}
-
-function pageHref(user: string, page: number): string {
-  const query = new URLSearchParams({ page: String(page) });
-  if (user) query.set("user", user);
-  return `#/?${query}`;
 }
 
 async function showConversation(id: string): Promise<void> {

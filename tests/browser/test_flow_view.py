@@ -64,6 +64,14 @@ def test_a_conversation_and_its_waterfall(
     expect(row.locator("td").nth(3)).to_have_text("2")
     expect(row.locator("td").nth(4)).to_have_text("0")
     screenshots.take(page, "conversations")
+    # The filters: a user and a window, kept in the address.
+    page.goto(f"{stack.info.flowview_url}/#/")
+    page.fill("#filters input[name=user]", "alice")
+    page.select_option("#filters select[name=since]", "900")
+    page.click("#filters button")
+    expect(page).to_have_url(f"{stack.info.flowview_url}/#/?since=900&page=0&user=alice")
+    expect(row).to_be_visible()
+    expect(page.locator(".hint").first).to_contain_text("in the last 15 minutes")
 
     # The conversation: each message's chain and the audit's own hop numbers.
     row.locator("a").first.click()
