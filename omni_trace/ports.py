@@ -20,6 +20,8 @@ class Ports:
     frontend: int = 3001
     mcp_tools: int = 8765
     flowview: int = 16687
+    jaeger_metrics: int = 8889
+    prometheus: int = 16688
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:

@@ -21,6 +21,11 @@ class StackSettings(BaseSettings):
         validation_alias=AliasChoices("JAEGER_BIN", "OMNI_TRACE_JAEGER_BIN"),
         description="A prebuilt Jaeger v2 binary instead of building one.",
     )
+    prometheus_bin: Path | None = Field(
+        default=None,
+        description="Prometheus for the flow view's hop chart (default: `prometheus` on PATH, "
+        "Debian's package).",
+    )
     jaeger_query_url: str | None = Field(
         default=None, description="Use this running Jaeger's query API instead of starting one."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ SERVICE_ORDER = (
     "traefik",
     "dashboard",
     "frontend",
+    "prometheus",
     "flowview",
 )
 # Services of a stage start together; a stage waits until the one before is ready. Jaeger
@@ -44,7 +46,7 @@ SERVICE_ORDER = (
 # route); OMNI2 reaches mcp-tools only when a message needs a tool.
 START_STAGES = (
     ("jaeger",),
-    ("auth", "mcp-tools", "omni2", "dashboard", "frontend", "flowview"),
+    ("auth", "mcp-tools", "omni2", "dashboard", "frontend", "prometheus", "flowview"),
     ("traefik",),
 )
 
@@ -78,6 +80,7 @@ class StackInfo:
     mcp_url: str = ""
     omni2_database_url: str = ""  # may hold a password: the stack file is for this machine
     flowview_url: str = ""
+    prometheus_url: str = ""  # empty: no Prometheus on this machine (no hop chart)
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -161,6 +164,11 @@ class Stack:
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
             flowview_url=f"http://{host}:{self.ports.flowview}",
+            prometheus_url=(
+                f"http://{host}:{self.ports.prometheus}"
+                if prometheus_binary(self.settings) and not external
+                else ""
+            ),
             omni2_database_url=(
                 self.settings.database_url.get_secret_value()
                 if self.settings.database_url
@@ -301,6 +309,7 @@ class Stack:
                     "JAEGER_QUERY_HTTP": f"{host}:{p.jaeger_query}",
                     "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
                     "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
+                    "JAEGER_METRICS": f"{host}:{p.jaeger_metrics}",
                     # The chat page exports its spans to Jaeger: only its origin may.
                     "JAEGER_CORS_ORIGIN": info.frontend_url,
                 },
@@ -388,6 +397,25 @@ class Stack:
             },
             _http_ok(f"{info.frontend_url}/healthz"),
         )
+        prometheus = prometheus_binary(self.settings)
+        if info.prometheus_url and prometheus:
+            services["prometheus"] = _Service(
+                "prometheus",
+                [
+                    prometheus,
+                    f"--config.file={self._render_prometheus_config()}",
+                    f"--storage.tsdb.path={self.run_dir / 'prometheus'}",
+                    f"--web.listen-address={host}:{p.prometheus}",
+                    "--log.level=warn",
+                ],
+                dict(base),
+                _http_ok(f"{info.prometheus_url}/-/ready"),
+            )
+        elif not prometheus:
+            self._progress(
+                "note: no Prometheus (Debian's prometheus package; scripts/bootstrap installs "
+                "it): the flow view works without its hop chart"
+            )
         services["flowview"] = _Service(
             "flowview",
             [sys.executable, "-m", "omni_trace.flowview"],
@@ -397,6 +425,7 @@ class Stack:
                 "FLOWVIEW_HOST": host,
                 "FLOWVIEW_PORT": str(p.flowview),
                 "FLOWVIEW_JAEGER_QUERY_URL": info.jaeger_query_url,
+                "FLOWVIEW_PROMETHEUS_URL": info.prometheus_url,
             },
             _http_ok(f"{info.flowview_url}/healthz"),
         )
@@ -422,6 +451,16 @@ class Stack:
         )
         path = self.config_dir / "traefik.yml"
         path.write_text(static)
+        return path
+
+    def _render_prometheus_config(self) -> Path:
+        """Prometheus scrapes the span metrics Jaeger computes (services/jaeger/config.yaml)."""
+        path = self.config_dir / "prometheus.yml"
+        path.write_text(
+            "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
+            "scrape_configs:\n  - job_name: jaeger-spanmetrics\n    static_configs:\n"
+            f"      - targets: ['{self.settings.host}:{self.ports.jaeger_metrics}']\n"
+        )
         return path
 
     def _wait_ready(self, service: _Service) -> None:
@@ -451,6 +490,11 @@ class Stack:
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def prometheus_binary(settings: StackSettings) -> str | None:
+    """OMNI_TRACE_PROMETHEUS_BIN, or Debian's Prometheus (the `prometheus` package)."""
+    return str(settings.prometheus_bin) if settings.prometheus_bin else shutil.which("prometheus")
 
 
 def _http_ok(url: str) -> Callable[[httpx.Client], bool]:

@@ -63,7 +63,17 @@ const HOPS: [string, string][] = [
   ["tools", "tools"],
   ["total", "total"],
 ];
+interface Hops {
+  available: boolean;
+  hint?: string;
+  minutes?: number;
+  latency_ms?: { service: string; span: string; quantile: number; points: [number, number][] }[];
+  error_ratio?: { service: string; points: [number, number][] }[];
+}
+
 const PAGE_SIZE = 50;
+const COLORS = ["#3d6bd1", "#d1653d", "#2f9e6e", "#8a4fd1", "#c9a227", "#c23b6e"];
+const SVG = "http://www.w3.org/2000/svg";
 const LIVE_MS = 5000;
 
 const view = () => byId("view");
@@ -134,13 +144,70 @@ function filters(user: string, since: string): HTMLFormElement {
   return form;
 }
 
+function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string>): SVGElementTagNameMap[K] {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+// p50 (solid) and p95 (dashed) of each layer's span over the window, and each layer's share
+// of error spans, from span metrics in Prometheus (omni_trace/flowview/hops.py).
+export function hopChart(hops: Hops): HTMLElement {
+  if (!hops.available) return el("p", { class: "hint", id: "hop-chart" }, `Hop chart: ${hops.hint ?? "unavailable"}`);
+  const lines = hops.latency_ms ?? [];
+  const all = lines.flatMap((l) => l.points);
+  const box = el("div", { id: "hop-chart" }, el("h3", {}, `Hops over the last ${hops.minutes} minutes (ms, p50 solid, p95 dashed)`));
+  if (!all.length) {
+    box.append(el("p", { class: "hint" }, "no messages in this window yet"));
+    return box;
+  }
+  const [width, height] = [800, 200];
+  const t0 = Math.min(...all.map(([t]) => t));
+  const t1 = Math.max(...all.map(([t]) => t), t0 + 1);
+  const top = Math.max(...all.map(([, v]) => v), 1);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height + 20}`, class: "hops", role: "img" });
+  chart.append(svg("text", { x: "2", y: "12", class: "axis" }));
+  chart.lastElementChild!.textContent = `${top.toFixed(1)} ms`;
+  const keys = [...new Set(lines.map((l) => `${l.service} ${l.span}`))];
+  const legend = el("ul", { class: "legend" });
+  keys.forEach((key, i) => {
+    legend.append(el("li", { style: `color:${COLORS[i % COLORS.length]}` }, key));
+  });
+  for (const line of lines) {
+    const color = COLORS[keys.indexOf(`${line.service} ${line.span}`) % COLORS.length];
+    const points = line.points
+      .map(([t, v]) => `${(((t - t0) / (t1 - t0)) * width).toFixed(1)},${(height - (v / top) * height + 10).toFixed(1)}`)
+      .join(" ");
+    chart.append(
+      svg("polyline", {
+        points,
+        fill: "none",
+        stroke: color,
+        "stroke-width": "2",
+        "stroke-dasharray": line.quantile > 0.5 ? "6 4" : "",
+        "data-series": `${line.service} ${line.span} p${Math.round(line.quantile * 100)}`,
+        "data-points": String(line.points.length),
+      }),
+    );
+  }
+  const errors = (hops.error_ratio ?? []).map((e) => {
+    const last = e.points[e.points.length - 1]?.[1] ?? 0;
+    return el("li", {}, `${e.service}: ${(last * 100).toFixed(1)}% error spans`);
+  });
+  box.append(chart, legend, el("ul", { class: "legend" }, ...errors));
+  return box;
+}
+
 async function showConversations(params: URLSearchParams): Promise<void> {
   const user = params.get("user") ?? "";
   const since = WINDOWS.some(([value]) => value === params.get("since")) ? (params.get("since") as string) : "86400";
   const page = Number(params.get("page") ?? "0") || 0;
   const query = new URLSearchParams({ page: String(page), page_size: String(PAGE_SIZE), since });
   if (user) query.set("user", user);
-  const data = await api<{ conversations: Summary[]; total: number }>(`/api/conversations?${query}`);
+  const [data, hops] = await Promise.all([
+    api<{ conversations: Summary[]; total: number }>(`/api/conversations?${query}`),
+    api<Hops>("/api/hops?minutes=15").catch((err: Error) => ({ available: false, hint: err.message }) as Hops),
+  ]);
   const rows = data.conversations.map((c) =>
     el(
       "tr",
@@ -165,6 +232,7 @@ async function showConversations(params: URLSearchParams): Promise<void> {
     el("p", { class: "hint" }, `${data.total} in the last ${label}, newest first; updated every ${LIVE_MS / 1000} s`),
     table(["conversation", "user", "started", "messages", "broken chains", "errors"], rows),
     pages,
+    hopChart(hops),
   );
 }
 

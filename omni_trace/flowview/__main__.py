@@ -6,4 +6,4 @@ from services.common.server import serve
 from services.common.settings import load_settings
 
 settings = load_settings(FlowViewSettings)
-serve(create_app(settings.jaeger_query_url), settings)
+serve(create_app(settings.jaeger_query_url, settings.prometheus_url or None), settings)

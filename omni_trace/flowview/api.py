@@ -4,6 +4,7 @@
     GET /api/conversations/{conversation_id}               its messages and session traces
     GET /api/traces/{trace_id}                             spans, and the traces they link to
     GET /api/search?q=                                     where a pasted id leads
+    GET /api/hops?minutes=15                               p50/p95 per layer, error ratios
     GET /                                                  the page (frontend/src/flow.ts)
 
 Every parameter is checked before Jaeger is asked (400 with the reason); Jaeger unreachable
@@ -25,10 +26,15 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from omni_trace.flowview.data import BadQuery, FlowData, Page, name, since, trace_id
+from omni_trace.flowview.hops import NO_PROMETHEUS, HopMetrics, MetricsUnavailable
 from omni_trace.jaeger import JaegerClient, JaegerError
 from omni_trace.paths import FRONTEND_DIST
 
 Handler = Callable[[Request, FlowData], dict[str, Any]]
+
+
+class NotFound(Exception):
+    """Answered with 404 and this text (not LookupError: a KeyError is a bug, not a 404)."""
 
 
 def _number(request: Request, key: str, default: float) -> float:
@@ -54,21 +60,21 @@ def _conversation(request: Request, data: FlowData) -> dict[str, Any]:
     conversation_id = name(request.path_params["conversation_id"], "conversation id")
     found = data.conversation(conversation_id)
     if not found["messages"]:
-        raise LookupError(f"no messages of conversation {conversation_id} in Jaeger")
+        raise NotFound(f"no messages of conversation {conversation_id} in Jaeger")
     return found
 
 
 def _trace(request: Request, data: FlowData) -> dict[str, Any]:
     found = data.trace(trace_id(request.path_params["trace_id"]))
     if not found["spans"]:
-        raise LookupError(f"trace {found['trace_id']} is not in Jaeger (yet)")
+        raise NotFound(f"trace {found['trace_id']} is not in Jaeger (yet)")
     return found
 
 
 def _search(request: Request, data: FlowData) -> dict[str, Any]:
     found = data.search(request.query_params.get("q", ""))
     if found["view"] is None:
-        raise LookupError(found["error"])
+        raise NotFound(found["error"])
     return found
 
 
@@ -102,9 +108,18 @@ async def _page(request: Request) -> Response:
     return FileResponse(path, media_type=media_type)
 
 
-def create_app(jaeger_query_url: str) -> Starlette:
+def create_app(jaeger_query_url: str, prometheus_url: str | None = None) -> Starlette:
     jaeger = JaegerClient(jaeger_query_url)
     data = FlowData(jaeger)
+    metrics = HopMetrics(prometheus_url) if prometheus_url else None
+
+    def hops(request: Request, _: FlowData) -> dict[str, Any]:
+        minutes = _number(request, "minutes", 15)
+        if not 1 <= minutes <= 24 * 60:
+            raise BadQuery("minutes: 1..1440")
+        if metrics is None:
+            return {"available": False, "hint": NO_PROMETHEUS}
+        return metrics.hops(minutes)
 
     def endpoint(handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def respond(request: Request) -> JSONResponse:
@@ -113,9 +128,9 @@ def create_app(jaeger_query_url: str) -> Starlette:
                 return JSONResponse(await run_in_threadpool(handler, request, data))
             except BadQuery as err:
                 return JSONResponse({"error": str(err)}, status_code=400)
-            except LookupError as err:
+            except NotFound as err:
                 return JSONResponse({"error": str(err)}, status_code=404)
-            except JaegerError as err:
+            except (JaegerError, MetricsUnavailable) as err:
                 return JSONResponse({"error": str(err)}, status_code=503)
             except httpx.HTTPStatusError as err:
                 status = err.response.status_code
@@ -128,6 +143,8 @@ def create_app(jaeger_query_url: str) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         jaeger.close()
+        if metrics is not None:
+            metrics.close()
 
     return Starlette(
         lifespan=lifespan,
@@ -136,6 +153,7 @@ def create_app(jaeger_query_url: str) -> Starlette:
             Route("/api/conversations/{conversation_id}", endpoint(_conversation)),
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
+            Route("/api/hops", endpoint(hops)),
             Route("/healthz", _healthz),
             Route("/", _page),
             Route("/{name}", _page),

@@ -15,6 +15,9 @@ class FlowViewSettings(BaseSettings):
         default="http://127.0.0.1:16686",
         description="Where the traces are read (Jaeger's query API).",
     )
+    prometheus_url: str = Field(
+        default="", description="Prometheus with Jaeger's span metrics; empty: no hop chart."
+    )
     log_level: str = Field(default="INFO", validation_alias="OMNI_LOG_LEVEL")
     max_frame_bytes: int = Field(
         default=64 * 1024, description="No WebSocket here; the limit of any."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,6 +114,17 @@ def test_a_conversation_and_its_waterfall(
     page.fill("#search-text", trace_ids[0])
     page.click("#search button")
     expect(page).to_have_url(f"{stack.info.flowview_url}/#/trace/{trace_ids[0]}")
+
+    # The hop chart: after traffic that moves the span-metric counters between scrapes, each
+    # layer's line has points.
+    time.sleep(6)
+    _chat(stack)
+    page.goto(f"{stack.info.flowview_url}/#/")
+    for series in ("chat-client chat.message p50", "omni2 chat.turn p95"):
+        line = page.locator(f'#hop-chart polyline[data-series="{series}"]')
+        expect(line).to_have_count(1, timeout=45_000)
+        assert int(line.get_attribute("data-points") or 0) >= 1
+    screenshots.take(page, "hop-chart")
 
     # Nothing secret in the page or its requests.
     assert token not in page.content()

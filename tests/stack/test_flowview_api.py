@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +15,7 @@ from omni_trace.audit import AuditQuery, run_audit
 from omni_trace.chain import wait_for_chain
 from omni_trace.client import open_chat
 from omni_trace.flowview.api import create_app
+from omni_trace.flowview.hops import NO_PROMETHEUS
 from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
 from otel.names import Service, SpanName
@@ -143,3 +146,45 @@ def test_the_stack_serves_the_flow_view(stack: Stack) -> None:
     listed = httpx.get(f"{stack.info.flowview_url}/api/conversations", timeout=30)
     assert health.status_code == 200
     assert listed.status_code == 200 and "conversations" in listed.json()
+
+
+async def test_hops_over_time_come_from_span_metrics_in_prometheus(
+    stack: Stack,
+    client_provider: TracerProvider,
+    jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
+    # Two rounds of traffic a few scrapes apart: a rate needs the counters to move.
+    for _ in range(2):
+        await _conversation(stack, client_provider, jaeger, new_user(admin), jwt_secret)
+        await asyncio.sleep(6)
+    deadline = time.monotonic() + 45
+    while True:
+        hops = httpx.get(f"{stack.info.flowview_url}/api/hops", params={"minutes": 5}, timeout=10)
+        assert hops.status_code == 200, hops.text
+        data = hops.json()
+        lines = {(s["service"], s["span"], s["quantile"]): s["points"] for s in data["latency_ms"]}
+        if (Service.OMNI2, SpanName.TURN, 0.95) in lines or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    assert data["available"] is True
+    for service, span in (
+        (Service.CHAT_CLIENT, SpanName.MESSAGE),
+        (Service.DASHBOARD, SpanName.RELAY),
+        (Service.OMNI2, SpanName.TURN),
+    ):
+        p50, p95 = lines[(service, span, 0.5)], lines[(service, span, 0.95)]
+        assert p50 and p95, (service, span)
+        assert all(value > 0 for _, value in p50 + p95)
+        assert p50[-1][1] <= p95[-1][1]
+    errors = {e["service"]: e["points"] for e in data["error_ratio"]}
+    assert all(0 <= value <= 1 for _, value in errors[Service.OMNI2])
+
+
+def test_without_prometheus_the_hop_chart_says_how_to_get_it(stack: Stack) -> None:
+    with TestClient(create_app(stack.info.jaeger_query_url)) as api:
+        data = api.get("/api/hops").json()
+        assert api.get("/api/hops", params={"minutes": "0"}).status_code == 400
+    assert data == {"available": False, "hint": NO_PROMETHEUS}

@@ -1,0 +1,105 @@
+"""Hops over time: latency percentiles and error rates per layer, from span metrics.
+
+Jaeger's spanmetrics connector turns every span into calls and duration histograms per
+service and span name (services/jaeger/config.yaml); Prometheus scrapes them. The hops are
+the spans each layer records for a message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import httpx
+
+from otel.names import SpanName
+
+# The span of each layer that a message passes through.
+HOP_SPANS = (SpanName.MESSAGE, SpanName.RELAY, "ReverseProxy", SpanName.TURN, SpanName.AUTH_VERIFY)
+_SPANS = "|".join(HOP_SPANS)
+_BUCKETS = f'traces_span_metrics_duration_milliseconds_bucket{{span_name=~"{_SPANS}"}}'
+
+
+def _latency(quantile: float) -> str:
+    return (
+        f"histogram_quantile({quantile}, sum by (le, service_name, span_name) "
+        f"(rate({_BUCKETS}[1m])))"
+    )
+
+
+_CALLS = "traces_span_metrics_calls_total"
+_RATE = f"sum by (service_name) (rate({_CALLS}[1m]))"
+# A layer without a single error span has no error series: `or ... * 0` makes its ratio 0.
+_ERRORS = (
+    f'(sum by (service_name) (rate({_CALLS}{{status_code="STATUS_CODE_ERROR"}}[1m]))'
+    f" or {_RATE} * 0) / {_RATE}"
+)
+NO_PROMETHEUS = (
+    "no Prometheus: the hop chart needs Debian's prometheus package (scripts/bootstrap "
+    "installs it), then restart the stack"
+)
+
+
+class MetricsUnavailable(RuntimeError):
+    pass
+
+
+class HopMetrics:
+    def __init__(self, prometheus_url: str, timeout: float = 5.0) -> None:
+        self.url = prometheus_url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _range(self, query: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        try:
+            response = self._http.get(
+                f"{self.url}/api/v1/query_range",
+                params={"query": query, "start": start, "end": end, "step": step},
+            )
+        except httpx.HTTPError as err:
+            raise MetricsUnavailable(f"Prometheus at {self.url} unreachable: {err}") from err
+        if response.status_code != 200:
+            raise MetricsUnavailable(
+                f"Prometheus answered {response.status_code}: {response.text[:200]}"
+            )
+        return list(response.json()["data"]["result"])
+
+    def hops(self, minutes: float) -> dict[str, Any]:
+        end = time.time()
+        start = end - minutes * 60
+        step = max(5.0, minutes * 60 / 120)  # at most 120 points per line
+        series = []
+        for quantile in (0.5, 0.95):
+            for result in self._range(_latency(quantile), start, end, step):
+                labels = result["metric"]
+                series.append(
+                    {
+                        "service": labels.get("service_name", ""),
+                        "span": labels.get("span_name", ""),
+                        "quantile": quantile,
+                        "points": _points(result["values"]),
+                    }
+                )
+        errors = [
+            {"service": r["metric"].get("service_name", ""), "points": _points(r["values"])}
+            for r in self._range(_ERRORS, start, end, step)
+        ]
+        return {
+            "available": True,
+            "minutes": minutes,
+            "latency_ms": [s for s in series if s["points"]],
+            "error_ratio": [e for e in errors if e["points"]],
+        }
+
+
+def _points(values: list[list[Any]]) -> list[list[float]]:
+    """[unix seconds, value] pairs; a window without calls (NaN) is a gap, not a zero."""
+    points = []
+    for stamp, raw in values:
+        value = float(raw)
+        if math.isfinite(value):
+            points.append([float(stamp), value])
+    return points
