@@ -15,6 +15,7 @@ they left each service.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -42,9 +43,12 @@ def _number(request: Request, key: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise BadQuery(f"{key}: a number") from None
+    if not math.isfinite(value):
+        raise BadQuery(f"{key}: a finite number")
+    return value
 
 
 def _conversations(request: Request, data: FlowData) -> dict[str, Any]:

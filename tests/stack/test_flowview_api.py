@@ -120,6 +120,8 @@ async def test_a_conversation_reads_as_the_audit_does(
         ("/api/conversations", {"since": "soon"}, 400, "since: a number"),
         ("/api/conversations", {"since": "1e9"}, 400, "since: between 1 s and"),
         ("/api/conversations", {"page_size": "100000"}, 400, "page size: 1..200"),
+        ("/api/conversations", {"page": "inf"}, 400, "page: a finite number"),
+        ("/api/hops", {"minutes": "nan"}, 400, "minutes: a finite number"),
         ("/api/conversations", {"user": "x" * 500}, 400, "user: letters, digits"),
         ("/api/search", {"q": ""}, 400, "search: letters, digits"),
         ("/api/search", {"q": "nobody-at-all"}, 404, "no trace, conversation or user"),
