@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from omni_trace.audit import flow_view_url
 from omni_trace.jaeger_build import ensure_jaeger
 from omni_trace.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
 from omni_trace.ports import Ports
@@ -392,7 +393,7 @@ class Stack:
                 "FRONTEND_TRACE_URL_TEMPLATE": (
                     "{jaeger_query_url}/trace/{trace_id}"
                     if self.settings.jaeger_query_url
-                    else f"{info.flowview_url}/#/trace/{{trace_id}}"
+                    else flow_view_url(info.flowview_url, "{trace_id}")
                 ),
             },
             _http_ok(f"{info.frontend_url}/healthz"),

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from omni_trace.audit import AuditQuery, run_audit
+from omni_trace.audit import MESSAGE_SPANS, AuditQuery, run_audit
 from omni_trace.chain import ChainReport
 from omni_trace.jaeger import JaegerClient, TraceSpan
 from otel.names import Service, SpanName
@@ -80,10 +80,9 @@ def span_dict(span: TraceSpan) -> dict[str, Any]:
 
 def _kind(spans: list[TraceSpan]) -> str:
     """A message trace, a session (connection) trace, or neither."""
-    names = {s.name for s in spans}
-    if names & {SpanName.MESSAGE, SpanName.RELAY, SpanName.TURN}:
+    if any((s.service, s.name) in MESSAGE_SPANS for s in spans):
         return "message"
-    if SpanName.CONNECT in names or any(s.service == Service.TRAEFIK for s in spans):
+    if any(s.name == SpanName.CONNECT or s.service == Service.TRAEFIK for s in spans):
         return "session"
     return "other"
 
@@ -131,7 +130,7 @@ class FlowData:
         linked = {link.trace_id for s in spans for link in s.links} - {trace_id_}
         return {
             "trace_id": trace_id_,
-            "kind": _kind(spans) if spans else "unknown",
+            "kind": _kind(spans),
             "spans": [span_dict(s) for s in spans],
             "linked_trace_ids": sorted(linked),
         }
