@@ -4,12 +4,8 @@ and the API key nowhere in Jaeger or the logs."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,52 +18,14 @@ from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
 from tests.db import Admin
+from tests.fake_openai import FakeOpenAI
 from tests.stack.conftest import running_stack
 from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
-RECORDINGS = Path(__file__).parents[1] / "services" / "omni2" / "recordings"
 KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
 MODEL = "gpt-4o-mini"
-
-
-class FakeOpenAI:
-    """Answers POST /v1/chat/completions with the queued recordings, in order."""
-
-    def __init__(self) -> None:
-        self.queue: list[str] = []
-        self.requests: list[dict[str, Any]] = []
-        self.auth: list[str | None] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                fake.requests.append(json.loads(body))
-                fake.auth.append(self.headers.get("authorization"))
-                text = (RECORDINGS / f"{fake.queue.pop(0)}.http").read_text()
-                head, _, payload = text.partition("\n\n")
-                status, *headers = head.splitlines()
-                self.send_response(int(status.split()[1]))
-                for header in headers:
-                    name, _, value = header.partition(": ")
-                    self.send_header(name, value)
-                data = payload.encode()
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
