@@ -25,8 +25,40 @@ interface Message {
   session_trace_ids: string[];
 }
 
+interface ModelCall {
+  provider: string | null;
+  model: string | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  duration_ms: number;
+  ok: boolean;
+  error_type: string | null;
+}
+
+interface ToolCall {
+  name: string | null;
+  call_id: string | null;
+  duration_ms: number;
+  ok: boolean;
+  error: string | null;
+}
+
+// How a message ended and what it used (omni_trace/flowview/data.py turn_summary).
+interface Turn {
+  outcome: "ok" | "refused" | "error";
+  reason: string | null;
+  error_type: string | null;
+  model_calls: ModelCall[];
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cost_usd: number | null;
+  tool_calls: ToolCall[];
+}
+
 interface ConversationDetail extends Omit<Summary, "messages"> {
   messages: Message[];
+  turns: Record<string, Turn>;
+  refused: number;
   session_trace_ids: string[];
 }
 
@@ -51,6 +83,8 @@ interface Trace {
   kind: string;
   spans: Span[];
   linked_trace_ids: string[];
+  chain: Message | null; // message traces: the audit's report
+  turn: Turn | null;
 }
 
 const HOPS: [string, string][] = [
@@ -62,6 +96,13 @@ const HOPS: [string, string][] = [
   ["model", "model"],
   ["tools", "tools"],
   ["total", "total"],
+];
+// The hops under one heading each, so that time to first token reads per layer.
+const HOP_GROUPS: [string, [string, string][]][] = [
+  ["hop", [["client_to_dashboard", "to dashboard"], ["dashboard_to_omni2", "to omni2"]]],
+  ["first token at", [["ttft_client", "client"], ["ttft_dashboard", "dash\u00adboard"], ["ttft_omni2", "omni2"]]],
+  ["time in", [["model", "model"], ["tools", "tools"]]],
+  ["", [["total", "total"]]],
 ];
 interface Hops {
   available: boolean;
@@ -99,23 +140,102 @@ function time(unixMs: number): string {
   return new Date(unixMs).toLocaleString();
 }
 
+// One formatter for every row: a new one per call costs more than the rest of a row.
+const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+
+// Dollars with as many decimals as small amounts need, as OMNI2 writes them (checks.money).
+export function money(amount: number | null): string {
+  if (amount === null) return "-";
+  return amount >= 0.01 || amount === 0 ? `$${amount.toFixed(2)}` : `$${amount.toFixed(6)}`;
+}
+
 function link(href: string, text: string): HTMLAnchorElement {
   return el("a", { href }, text);
 }
 
-export function chainState(message: Pick<Message, "broken" | "errors">): string {
-  return message.broken ? "broken" : message.errors.length ? "error" : "whole";
+// Whether every layer's span is there and joined; how the message ended is its outcome.
+export function chainState(message: Pick<Message, "broken">): string {
+  return message.broken ? "broken" : "whole";
 }
 
 function chainCell(message: Message): HTMLTableCellElement {
   const state = chainState(message);
-  const why = message.broken ? message.problems : message.errors;
-  const text = why.length ? `${state}: ${why.join("; ")}` : state;
+  const text = message.broken ? `${state}: ${message.problems.join("; ")}` : state;
   return el("td", { class: "chain", "data-chain": state }, text);
 }
 
+export function outcomeText(turn: Turn): string {
+  if (turn.outcome === "ok") return "ok";
+  const code = turn.error_type ? ` (${turn.error_type})` : "";
+  return `${turn.outcome}${code}${turn.reason ? `: ${turn.reason}` : ""}`;
+}
+
+function outcomeCell(turn: Turn | undefined, errors: string[]): HTMLTableCellElement {
+  // A trace without OMNI2's summary (e.g. not read yet): the audit's own errors say enough.
+  if (!turn) return el("td", { class: "outcome", "data-outcome": errors.length ? "error" : "ok" }, errors.join("; ") || "ok");
+  // A long provider message is cut to three lines here; the message's own page has it whole.
+  const text = outcomeText(turn);
+  return el("td", { class: "outcome", "data-outcome": turn.outcome, title: text }, el("div", { class: "clamp" }, text));
+}
+
+// Each model the message called, once, with how many calls and whether one failed.
+function modelChips(calls: ModelCall[]): HTMLElement[] {
+  const byModel = new Map<string, ModelCall[]>();
+  for (const call of calls) {
+    const key = call.model ?? "?";
+    byModel.set(key, [...(byModel.get(key) ?? []), call]);
+  }
+  return [...byModel].map(([model, of]) => {
+    const failed = of.filter((c) => !c.ok);
+    const count = of.length > 1 ? ` ×${of.length}` : "";
+    const why = failed.length ? ` failed${failed[0].error_type ? ` (${failed[0].error_type})` : ""}` : "";
+    return el("span", { class: "chip model", "data-model": model, "data-ok": String(!failed.length) }, `${model}${count}${why}`);
+  });
+}
+
+export function tokensText(turn: Turn): string {
+  return turn.input_tokens === null && turn.output_tokens === null ? "-" : `${turn.input_tokens ?? "-"} in / ${turn.output_tokens ?? "-"} out`;
+}
+
+export function toolText(call: ToolCall): string {
+  return `${call.name ?? "?"} ${ms(call.duration_ms)} ms ${call.ok ? "ok" : "failed"}`;
+}
+
+function toolChips(calls: ToolCall[]): HTMLElement[] {
+  return calls.map((call) =>
+    el("span", { class: "chip tool", "data-tool": call.name ?? "", "data-ok": String(call.ok), title: call.error ?? "" }, toolText(call)),
+  );
+}
+
+function usageCells(turn: Turn | undefined): HTMLTableCellElement[] {
+  if (!turn) return ["model", "usage", "tools"].map((col) => el("td", { "data-col": col }, "-"));
+  return [
+    el("td", { "data-col": "model" }, ...(turn.model_calls.length ? modelChips(turn.model_calls) : ["-"])),
+    el(
+      "td",
+      { class: "num", "data-col": "usage" },
+      el("div", { "data-col": "tokens" }, tokensText(turn)),
+      el("div", { "data-col": "cost" }, money(turn.cost_usd)),
+    ),
+    el("td", { "data-col": "tools" }, ...(turn.tool_calls.length ? toolChips(turn.tool_calls) : ["-"])),
+  ];
+}
+
+// Two header rows: the hop columns under their group (hops, first token at, time in).
+function messagesHead(leading: string[]): HTMLTableSectionElement {
+  const top = el("tr", {}, ...leading.map((h) => el("th", { rowspan: "2" }, h)));
+  const bottom = el("tr");
+  for (const [group, hops] of HOP_GROUPS) {
+    if (group) top.append(el("th", { colspan: String(hops.length), class: "group" }, `${group} (ms)`));
+    else top.append(el("th", { rowspan: "2" }, `${hops[0][1]} (ms)`));
+    if (group) bottom.append(...hops.map(([, label]) => el("th", { class: "num" }, label)));
+  }
+  return el("thead", {}, top, bottom);
+}
+
+// Headers ending in "#" head a numeric (right-aligned) column.
 function table(headers: string[], rows: HTMLTableRowElement[]): HTMLTableElement {
-  const head = el("tr", {}, ...headers.map((h) => el("th", {}, h)));
+  const head = el("tr", {}, ...headers.map((h) => (h.endsWith("#") ? el("th", { class: "num" }, h.slice(0, -1)) : el("th", {}, h))));
   return el("table", { class: "flow" }, el("thead", {}, head), el("tbody", {}, ...rows));
 }
 
@@ -236,27 +356,53 @@ async function showConversations(params: URLSearchParams): Promise<void> {
   );
 }
 
-async function showConversation(id: string): Promise<void> {
-  const c = await api<ConversationDetail>(`/api/conversations/${encodeURIComponent(id)}`);
-  const rows = c.messages.map((m) =>
-    el(
-      "tr",
-      { "data-trace": m.trace_id },
-      el("td", { class: "ids" }, link(`#/trace/${m.trace_id}`, m.trace_id.slice(0, 12) + "…")),
-      el("td", {}, time(m.start_unix_ms)),
-      chainCell(m),
-      ...HOPS.map(([key]) => el("td", { class: "num", "data-hop": key }, ms(m.hops_ms[key]))),
-    ),
+export function messageRow(m: Message, turn: Turn | undefined): HTMLTableRowElement {
+  return el(
+    "tr",
+    { "data-trace": m.trace_id, "data-outcome": turn?.outcome ?? "" },
+    el("td", { class: "ids" }, link(`#/trace/${m.trace_id}`, m.trace_id.slice(0, 8) + "…")),
+    el("td", { class: "num", title: time(m.start_unix_ms) }, clock.format(m.start_unix_ms)),
+    chainCell(m),
+    outcomeCell(turn, m.errors),
+    ...usageCells(turn),
+    ...HOPS.map(([key]) => el("td", { class: "num", "data-hop": key }, ms(m.hops_ms[key]))),
   );
+}
+
+async function showConversation(id: string, started: number): Promise<void> {
+  const c = await api<ConversationDetail>(`/api/conversations/${encodeURIComponent(id)}`);
+  const fetched = performance.now();
+  // One tbody filled before it enters the page: one layout for all rows, not one per row.
+  const body = el("tbody", {}, ...c.messages.map((m) => messageRow(m, c.turns?.[m.trace_id])));
   const sessions = c.session_trace_ids.map((t) => el("li", { class: "ids" }, link(`#/trace/${t}`, t)));
+  const refused = c.refused ?? 0;
   view().replaceChildren(
     el("h2", {}, `Conversation ${c.conversation_id}`),
-    el("p", {}, `user ${c.user_id ?? "-"} · ${c.messages.length} messages · ${c.broken} broken · ${c.errors} with errors`),
+    el(
+      "p",
+      { id: "conversation-summary" },
+      `user ${c.user_id ?? "-"} · ${c.messages.length} messages · ${c.broken} broken · ${c.errors - refused} with errors · ${refused} refused`,
+    ),
     el("h3", {}, "Session (connection) trace"),
     el("ul", {}, ...sessions),
-    el("h3", {}, "Messages (milliseconds)"),
-    table(["trace", "sent", "chain", ...HOPS.map(([, label]) => label)], rows),
+    el("h3", {}, "Messages"),
+    el("div", { class: "scroll" }, el("table", { class: "flow messages" }, messagesHead(["trace", "sent", "chain", "outcome", "model", "tokens, cost", "tool calls"]), body)),
   );
+  markRendered("conversation", started, fetched);
+}
+
+// How long the page took (performance.now(), milliseconds): the API's answer, then building
+// and laying out the rows. On #view as data-api-ms / data-render-ms / data-total-ms, and as
+// a performance measure, for whoever wants to know (the browser test prints them).
+function markRendered(name: string, started: number, fetched: number): void {
+  void view().offsetHeight; // layout now, so that the time includes it
+  const done = performance.now();
+  const box = view();
+  box.dataset.view = name;
+  box.dataset.apiMs = (fetched - started).toFixed(1);
+  box.dataset.renderMs = (done - fetched).toFixed(1);
+  box.dataset.totalMs = (done - started).toFixed(1);
+  performance.measure(`flow:${name}`, { start: started, end: done });
 }
 
 function depths(spans: Span[]): Map<string, number> {
@@ -304,9 +450,18 @@ export function waterfall(spans: Span[]): HTMLElement {
       { class: "label", style: `padding-left:${(depth.get(span.span_id) ?? 0) * 0.8}rem` },
       `${span.service}  ${span.name}  ${ms(span.duration_ms)} ms`,
     );
+    // The spans the audit times as model and tools (omni_trace/chain.py).
+    const operation = span.service === "omni2" && span.name.startsWith("chat ") ? "chat" : span.name.startsWith("execute_tool") ? "execute_tool" : undefined;
     const row = el(
       "div",
-      { class: "span", "data-span": span.span_id, "data-status": span.status, "data-duration-ms": String(span.duration_ms) },
+      {
+        class: "span",
+        "data-span": span.span_id,
+        "data-status": span.status,
+        "data-duration-ms": String(span.duration_ms),
+        // Model and tool spans get their own colour: where a message's time went, at a glance.
+        "data-op": operation,
+      },
       label,
       el("div", { class: "track" }, bar),
     );
@@ -316,10 +471,69 @@ export function waterfall(spans: Span[]): HTMLElement {
   return el("div", {}, el("div", { class: "waterfall" }, ...rows), selected);
 }
 
+// A message's outcome, chain, GenAI usage, tool calls and hops, above its waterfall.
+export function turnSummary(chain: Message, turn: Turn): HTMLElement {
+  const models = turn.model_calls.map((c) =>
+    el(
+      "tr",
+      { "data-model-call": c.model ?? "", "data-ok": String(c.ok) },
+      el("td", {}, c.model ?? "?"),
+      el("td", {}, c.provider ?? "-"),
+      el("td", { class: "num" }, c.input_tokens === null ? "-" : String(c.input_tokens)),
+      el("td", { class: "num" }, c.output_tokens === null ? "-" : String(c.output_tokens)),
+      el("td", { class: "num" }, ms(c.duration_ms)),
+      el("td", { class: "state" }, c.ok ? "ok" : `failed${c.error_type ? ` (${c.error_type})` : ""}`),
+    ),
+  );
+  const tools = turn.tool_calls.map((c) =>
+    el(
+      "tr",
+      { "data-tool-call": c.name ?? "", "data-ok": String(c.ok) },
+      el("td", {}, c.name ?? "?"),
+      el("td", { class: "ids" }, c.call_id ?? "-"),
+      el("td", { class: "num" }, ms(c.duration_ms)),
+      el("td", { class: "state" }, c.ok ? "ok" : `failed${c.error ? `: ${c.error}` : ""}`),
+    ),
+  );
+  const hops = el("table", { class: "flow hops-table" }, messagesHead([]), el("tbody", {}, el("tr", {}, ...HOPS.map(([key]) => el("td", { class: "num", "data-hop": key }, ms(chain.hops_ms[key]))))));
+  return el(
+    "section",
+    { id: "turn", "data-outcome": turn.outcome },
+    el(
+      "p",
+      { class: "verdict" },
+      el("span", { class: "outcome", "data-outcome": turn.outcome }, outcomeText(turn)),
+      " · chain ",
+      el("span", { class: "chain", "data-chain": chainState(chain) }, chain.broken ? `broken: ${chain.problems.join("; ")}` : "whole"),
+    ),
+    el(
+      "p",
+      { class: "usage" },
+      "tokens ",
+      el("strong", { "data-col": "tokens" }, tokensText(turn)),
+      " · cost ",
+      el("strong", { "data-col": "cost" }, money(turn.cost_usd)),
+    ),
+    el("h3", {}, "Model calls"),
+    models.length ? table(["model", "provider", "input tokens#", "output tokens#", "ms#", "result"], models) : el("p", { class: "hint" }, "no model call"),
+    el("h3", {}, "Tool calls"),
+    tools.length ? table(["tool", "call id", "ms#", "result"], tools) : el("p", { class: "hint" }, "no tool call"),
+    el("h3", {}, "Hops"),
+    el("div", { class: "scroll" }, hops),
+  );
+}
+
 async function showTrace(id: string): Promise<void> {
   const trace = await api<Trace>(`/api/traces/${encodeURIComponent(id)}`);
   const parts: (HTMLElement | string)[] = [
     el("h2", {}, `${trace.kind === "session" ? "Session" : trace.kind === "message" ? "Message" : "Trace"} ${trace.trace_id}`),
+    ...(trace.chain && trace.turn
+      ? [
+          turnSummary(trace.chain, trace.turn),
+          el("h3", {}, "Waterfall"),
+          el("p", { class: "legend-line" }, el("span", { class: "swatch model" }), "model call ", el("span", { class: "swatch tool" }), "tool call ", el("span", { class: "swatch error" }), "error"),
+        ]
+      : []),
     waterfall(trace.spans),
   ];
   const conversation = trace.spans.map((s) => s.attributes["gen_ai.conversation.id"]).find((v) => typeof v === "string");
@@ -355,9 +569,11 @@ async function route(): Promise<void> {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?", 2);
   const error = byId("flow-error");
+  const started = performance.now();
+  for (const key of ["view", "apiMs", "renderMs", "totalMs"]) delete view().dataset[key];
   const run = async (): Promise<void> => {
     try {
-      if (path.startsWith("/conversation/")) await showConversation(decodeURIComponent(path.slice(14)));
+      if (path.startsWith("/conversation/")) await showConversation(decodeURIComponent(path.slice(14)), started);
       else if (path.startsWith("/trace/")) await showTrace(decodeURIComponent(path.slice(7)));
       else await showConversations(new URLSearchParams(query ?? ""));
       error.hidden = true;

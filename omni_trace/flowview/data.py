@@ -7,13 +7,14 @@ finds messages, so the page and the audit cannot disagree about a chain.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from omni_trace.audit import MESSAGE_SPANS, AuditQuery, run_audit
-from omni_trace.chain import ChainReport
+from omni_trace.audit import MESSAGE_SPANS, AuditQuery, find_message_traces, run_audit
+from omni_trace.chain import ChainReport, analyze_chain
 from omni_trace.jaeger import JaegerClient, TraceSpan
-from otel.names import Service, SpanName
+from otel.names import Attr, Service, SpanName
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 # Conversation and user ids as OMNI2 and `omni-trace users` make them.
@@ -78,6 +79,81 @@ def span_dict(span: TraceSpan) -> dict[str, Any]:
     }
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _total(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def turn_summary(spans: list[TraceSpan], report: ChainReport) -> dict[str, Any]:
+    """How a message ended and what it used, from its spans' GenAI and chat.* attributes.
+
+    outcome: `ok`, `refused` (a check of OMNI2 said no: rate or usage limit, permission),
+    `error` (the audit found error spans: the model, a tool, a lost client) — the chain's
+    wholeness is the report's, shown beside it, not folded in here.
+    """
+    turn = next((s for s in spans if (s.service, s.name) == (Service.OMNI2, SpanName.TURN)), None)
+    denied = next((s for s in spans if s.attributes.get(Attr.CHECK_RESULT) == "deny"), None)
+    # The spans the audit times as "model" and "tools" (the MCP SDK's own tools/call spans name
+    # the same GenAI operation: they are the tool call seen from below, not another one).
+    models = [s for s in spans if s.service == Service.OMNI2 and s.name.startswith("chat ")]
+    tools = [s for s in spans if s.name.startswith("execute_tool")]
+    failed = [s for s in spans if s.status == "ERROR"]
+    if denied is not None:
+        outcome, cause = "refused", denied
+    elif report.errors:
+        # OMNI2's own account first: it names the model or tool that failed the turn.
+        outcome = "error"
+        cause = turn if turn is not None and turn.status == "ERROR" else failed[0]
+    else:
+        outcome, cause = "ok", None
+    return {
+        "outcome": outcome,
+        "reason": (cause.status_message or None) if cause else None,
+        "error_type": cause.attributes.get(Attr.ERROR_TYPE) if cause else None,
+        "model_calls": [
+            {
+                "provider": m.attributes.get(Attr.GEN_AI_PROVIDER),
+                # The model that answered when the provider said; the one asked for if not.
+                "model": m.attributes.get(Attr.GEN_AI_RESPONSE_MODEL)
+                or m.attributes.get(Attr.GEN_AI_REQUEST_MODEL),
+                "input_tokens": _count(m.attributes.get(Attr.GEN_AI_INPUT_TOKENS)),
+                "output_tokens": _count(m.attributes.get(Attr.GEN_AI_OUTPUT_TOKENS)),
+                "duration_ms": m.duration_ms,
+                "ok": m.status != "ERROR",
+                "error_type": m.attributes.get(Attr.ERROR_TYPE),
+            }
+            for m in models
+        ],
+        "input_tokens": _total(
+            [_count(m.attributes.get(Attr.GEN_AI_INPUT_TOKENS)) for m in models]
+        ),
+        "output_tokens": _total(
+            [_count(m.attributes.get(Attr.GEN_AI_OUTPUT_TOKENS)) for m in models]
+        ),
+        # OMNI2 prices a turn it answered (its settings' prices); a failed turn has no cost.
+        "cost_usd": _number(turn.attributes.get(Attr.USAGE_COST)) if turn else None,
+        "tool_calls": [
+            {
+                "name": t.attributes.get(Attr.GEN_AI_TOOL_NAME),
+                "call_id": t.attributes.get(Attr.GEN_AI_TOOL_CALL_ID),
+                "duration_ms": t.duration_ms,
+                # chat.tool.status is the tool's real outcome; the span status when absent.
+                "ok": t.attributes.get(Attr.TOOL_STATUS, "ok") == "ok" and t.status != "ERROR",
+                "error": t.status_message or None,
+            }
+            for t in tools
+        ],
+    }
+
+
 def _kind(spans: list[TraceSpan]) -> str:
     """A message trace, a session (connection) trace, or neither."""
     if any((s.service, s.name) in MESSAGE_SPANS for s in spans):
@@ -87,13 +163,70 @@ def _kind(spans: list[TraceSpan]) -> str:
     return "other"
 
 
+class Snapshot(JaegerClient):
+    """Jaeger as one request of the view reads it: each trace fetched once, so that the audit
+    and the usage summary read the same spans, and the message traces fetched side by side,
+    so that a conversation of hundreds of messages does not wait on as many round trips in a
+    row. Lives for one request only: a trace may still be growing."""
+
+    def __init__(self, jaeger: JaegerClient, workers: int = 8) -> None:
+        # The client's connection pool is shared (httpx clients are thread-safe); nothing of
+        # its own to close.
+        self.query_url = jaeger.query_url
+        self._http = jaeger._http
+        self._workers = workers
+        self._traces: dict[str, list[TraceSpan]] = {}
+        self._searches: dict[tuple[Any, ...], list[str]] = {}
+
+    def get_trace(self, trace_id: str) -> list[TraceSpan]:
+        if trace_id not in self._traces:
+            self._traces[trace_id] = super().get_trace(trace_id)
+        return self._traces[trace_id]
+
+    def prefetch(self, trace_ids: list[str]) -> None:
+        missing = [t for t in dict.fromkeys(trace_ids) if t not in self._traces]
+        if len(missing) < 2:
+            return
+        with ThreadPoolExecutor(min(self._workers, len(missing))) as pool:
+            fetched = pool.map(super().get_trace, missing)
+            self._traces.update(zip(missing, fetched, strict=True))
+
+    def find_trace_ids(
+        self,
+        service: str,
+        tags: dict[str, str] | None = None,
+        *,
+        lookback: str = "1h",
+        limit: int = 100,
+        operation: str | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+    ) -> list[str]:
+        # The audit searches again what `FlowData._messages` searched a moment before (its
+        # window ends "now"): within one request that is the same search.
+        key = (service, tuple(sorted((tags or {}).items())), lookback, limit, operation)
+        if key not in self._searches:
+            self._searches[key] = super().find_trace_ids(
+                service,
+                tags,
+                lookback=lookback,
+                limit=limit,
+                operation=operation,
+                start_us=start_us,
+                end_us=end_us,
+            )
+        return self._searches[key]
+
+
 class FlowData:
     def __init__(self, jaeger: JaegerClient) -> None:
         self.jaeger = jaeger
 
-    def _messages(self, query: AuditQuery) -> list[ChainReport]:
+    def _messages(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[ChainReport]:
+        snapshot = snapshot or Snapshot(self.jaeger)
+        snapshot.prefetch(find_message_traces(snapshot, query))
         # The page shows what Jaeger holds now; the audit's wait for late spans is for CI.
-        return run_audit(self.jaeger, query, settle_s=0)
+        return run_audit(snapshot, query, settle_s=0)
 
     def conversations(
         self, *, user_id: str | None = None, since_s: float = 3600.0, page: Page = Page()
@@ -117,23 +250,40 @@ class FlowData:
         }
 
     def conversation(self, conversation_id: str, since_s: float = MAX_SINCE_S) -> dict[str, Any]:
-        reports = self._messages(AuditQuery(conversation_id=conversation_id, since_s=since_s))
+        """Its messages as `omni-trace audit --json` gives them, and beside them (`turns`, by
+        trace id) how each ended and what it used."""
+        snapshot = Snapshot(self.jaeger)
+        reports = self._messages(
+            AuditQuery(conversation_id=conversation_id, since_s=since_s), snapshot
+        )
         sessions = list(dict.fromkeys(t for r in reports for t in r.session_trace_ids))
+        turns = {r.trace_id: turn_summary(snapshot.get_trace(r.trace_id), r) for r in reports}
         return _summary(conversation_id, reports) | {
+            # Of the messages with errors, those a check of OMNI2 refused.
+            "refused": sum(t["outcome"] == "refused" for t in turns.values()),
             "messages": [r.as_dict() for r in reports],
+            "turns": turns,
             "session_trace_ids": sessions,
         }
 
     def trace(self, trace_id_: str) -> dict[str, Any]:
-        """A trace's spans, and the traces its spans link to (a message trace's session)."""
+        """A trace's spans, and the traces its spans link to (a message trace's session); a
+        message trace also gets its chain report (the audit's) and its turn summary."""
         spans = self.jaeger.get_trace(trace_id_)
         linked = {link.trace_id for s in spans for link in s.links} - {trace_id_}
-        return {
+        kind = _kind(spans)
+        found: dict[str, Any] = {
             "trace_id": trace_id_,
-            "kind": _kind(spans),
+            "kind": kind,
             "spans": [span_dict(s) for s in spans],
             "linked_trace_ids": sorted(linked),
+            "chain": None,
+            "turn": None,
         }
+        if kind == "message":
+            report = analyze_chain(spans, self.jaeger.get_trace)
+            found |= {"chain": report.as_dict(), "turn": turn_summary(spans, report)}
+        return found
 
     def search(self, text: str) -> dict[str, Any]:
         """Where a pasted id leads: a trace of either kind, a conversation, or a user."""

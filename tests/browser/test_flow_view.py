@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
+import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from omni_trace.audit import AuditQuery, run_audit
-from omni_trace.chain import wait_for_chain
-from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient, has_services
+from omni_trace.chain import HOPS, ChainReport, wait_for_chain
+from omni_trace.client import ChatReply, login, open_chat
+from omni_trace.jaeger import JaegerClient, TraceSpan, has_services
 from omni_trace.stack import Stack
-from otel.names import Service
+from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
+from services.common.tokens import issue_token
+from services.omni2 import checks
 from tests.browser.conftest import Screenshots
-from tests.stack.conftest import running_stack
+from tests.db import Admin
+from tests.fake_openai import FakeOpenAI
+from tests.stack.conftest import new_user, running_stack
+from tests.stack.traces import has, one
 
 pytestmark = pytest.mark.browser
+
+T = TypeVar("T")
 
 
 def _chat(stack: Stack) -> tuple[str, list[str], str]:
@@ -155,3 +165,332 @@ def test_a_broken_chain_names_the_missing_layer(
     screenshots.take(page, "broken")
     page.goto(f"{stack.info.flowview_url}/#/?user=alice")
     expect(page.locator(f'tr[data-conversation="{conversation}"] td').nth(4)).to_have_text("2")
+
+
+# -- how each message ended, what it used, and a page of 200 -------------------------------
+
+KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def openai_omni2(
+    tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI
+) -> Iterator[Stack]:
+    """OMNI2 on its OpenAI provider, talking to recorded exchanges: a model that can fail
+    (the offline model never does) beside one that calls MCP tools and answers."""
+    env = {
+        "OMNI2_MODEL_PROVIDER": "openai",
+        "OMNI2_MODEL_NAME": MODEL,
+        "OMNI2_OPENAI_BASE_URL": fake_openai.url,
+        "OMNI2_OPENAI_API_KEY": KEY,
+    }
+    with running_stack(
+        tmp_path_factory.mktemp("flow-outcomes"),
+        secrets.token_urlsafe(32),
+        service_env={"omni2": env},
+    ) as s:
+        yield s
+
+
+def _in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    # Playwright's sync API runs an event loop in this thread: chat from another.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _send_all(stack: Stack, token: str, texts: list[str]) -> tuple[str, list[ChatReply]]:
+    """One connection, the messages one after another: its conversation and the replies."""
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
+    )
+
+    async def run() -> tuple[str, list[ChatReply]]:
+        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
+            replies = [await chat.send(text) for text in texts]
+        assert chat.conversation_id
+        return chat.conversation_id, replies
+
+    try:
+        return _in_thread(run())
+    finally:
+        provider.shutdown()
+
+
+def _watch_requests(page: Page) -> list[str]:
+    """Every request of the page as text: URL, headers and body, to search for a secret."""
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(f"{r.url}\n{r.headers}\n{r.post_data or ''}"))
+    return seen
+
+
+def _no_secret_in_page(page: Page, requests: list[str], *secrets_: str) -> None:
+    storage = page.evaluate(
+        "() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"
+    )
+    assert requests, "the page made requests"
+    for secret in secrets_:
+        assert secret not in page.content(), "a secret in the page's DOM"
+        assert not [r for r in requests if secret in r], "a secret in the page's requests"
+        assert secret not in storage, "a secret in the page's storage"
+
+
+def _money(amount: float | None) -> str:
+    return "-" if amount is None else checks.money(amount)
+
+
+def _expected_usage(spans: list[TraceSpan]) -> dict[str, Any]:
+    """What the page must say of a message, read straight from its spans in Jaeger."""
+    models = [s for s in spans if s.name == SpanName.model_call(MODEL)]
+    tools = [s for s in spans if s.name.startswith("execute_tool ")]
+    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    inputs = [m.attributes[Attr.GEN_AI_INPUT_TOKENS] for m in models if m.status != "ERROR"]
+    outputs = [m.attributes[Attr.GEN_AI_OUTPUT_TOKENS] for m in models if m.status != "ERROR"]
+    return {
+        "models": [
+            (
+                m.attributes.get(Attr.GEN_AI_RESPONSE_MODEL)
+                or m.attributes[Attr.GEN_AI_REQUEST_MODEL],
+                m.status != "ERROR",
+            )
+            for m in models
+        ],
+        "model_rows": [
+            (
+                m.attributes.get(Attr.GEN_AI_RESPONSE_MODEL)
+                or m.attributes[Attr.GEN_AI_REQUEST_MODEL],
+                m.attributes[Attr.GEN_AI_PROVIDER],
+                str(m.attributes.get(Attr.GEN_AI_INPUT_TOKENS, "-")),
+                str(m.attributes.get(Attr.GEN_AI_OUTPUT_TOKENS, "-")),
+                f"{m.duration_ms:.1f}",
+                "ok" if m.status != "ERROR" else f"failed ({m.attributes[Attr.ERROR_TYPE]})",
+            )
+            for m in models
+        ],
+        "tokens": f"{sum(inputs)} in / {sum(outputs)} out" if inputs else "-",
+        "cost": _money(turn.attributes.get(Attr.USAGE_COST)),
+        "tools": [
+            f"{t.attributes[Attr.GEN_AI_TOOL_NAME]} {t.duration_ms:.1f} ms "
+            + ("ok" if t.attributes.get(Attr.TOOL_STATUS) == "ok" else "failed")
+            for t in tools
+        ],
+        "tool_rows": [
+            (
+                t.attributes[Attr.GEN_AI_TOOL_NAME],
+                t.attributes[Attr.GEN_AI_TOOL_CALL_ID],
+                f"{t.duration_ms:.1f}",
+            )
+            for t in tools
+        ],
+    }
+
+
+def _cells(locator: Locator) -> list[str]:
+    return [t.strip() for t in locator.all_inner_texts()]
+
+
+def _hops_match_the_audit(scope: Locator, report: ChainReport) -> None:
+    """Every hop the page shows is the audit's number (`omni-trace audit --json`)."""
+    assert set(report.hops) == set(HOPS)
+    for hop in HOPS:
+        value = report.hops[hop]
+        expect(scope.locator(f'[data-hop="{hop}"]')).to_have_text(
+            "-" if value is None else f"{value:.1f}"
+        )
+
+
+def test_refused_failed_and_tool_messages_with_their_usage(
+    page: Page, openai_omni2: Stack, fake_openai: FakeOpenAI, screenshots: Screenshots
+) -> None:
+    stack = openai_omni2
+    # A rate limit of 3 a minute: the fourth message in a row is refused by OMNI2's check.
+    user = new_user(Admin(stack.info.omni2_database_url), rate_per_minute=3)
+    token = issue_token(user, stack.jwt_secret)
+    fake_openai.queue += ["openai_tool_calls", "openai_answer", "openai_answer", "openai_bad_key"]
+    conversation, replies = _send_all(
+        stack,
+        token,
+        [
+            "How many products are there?",  # the model calls database_query over MCP
+            "Thanks, that is all I needed",  # a plain answer
+            "One more question",  # the provider refuses OMNI2's key: a model error
+            "And another one",  # over the rate limit: refused before the model
+        ],
+    )
+    tool, plain, failed, refused = replies
+    assert tool.ok and tool.frame["result"]["tools_used"] == ["database_query"], tool.frame
+    assert plain.ok and plain.frame["result"]["tools_used"] == [], plain.frame
+    assert failed.frame["code"] == "provider_auth", failed.frame
+    assert refused.frame["code"] == "rate_limited", refused.frame
+    assert fake_openai.queue == [], "the refused message reached no model"
+
+    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        for reply in replies:
+            assert not wait_for_chain(jaeger, reply.trace_id).broken, reply.frame
+        jaeger.wait_for_trace(
+            tool.trace_id,
+            has((Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))),
+            what="the MCP server's span of the tool call",
+        )
+        spans = {r.trace_id: jaeger.get_trace(r.trace_id) for r in replies}
+        audit = {
+            r.trace_id: r
+            for r in run_audit(jaeger, AuditQuery(conversation_id=conversation), settle_s=0)
+        }
+    assert list(audit) == [r.trace_id for r in replies]
+    usage = {trace_id: _expected_usage(found) for trace_id, found in spans.items()}
+    # The spans say what the frames said: the page is checked against the spans below.
+    assert usage[tool.trace_id]["tokens"] == (
+        f"{tool.frame['result']['tokens_input']} in / {tool.frame['result']['tokens_output']} out"
+    )
+    assert usage[tool.trace_id]["cost"] == checks.money(tool.frame["result"]["cost"])
+    requests = _watch_requests(page)
+
+    page.goto(f"{stack.info.flowview_url}/#/conversation/{conversation}")
+    rows = page.locator("tr[data-trace]")
+    expect(rows).to_have_count(4)
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.trace)") == list(audit)
+    expect(page.locator("#conversation-summary")).to_have_text(
+        f"user {user} · 4 messages · 0 broken · 1 with errors · 1 refused"
+    )
+    outcomes = {
+        tool.trace_id: ("ok", "ok"),
+        plain.trace_id: ("ok", "ok"),
+        failed.trace_id: ("error", "error (provider_auth): model failed: openai returned HTTP 401"),
+        refused.trace_id: (
+            "refused",
+            "refused (rate_limited): Rate limit exceeded: 3 messages per minute",
+        ),
+    }
+    for trace_id, (state, text) in outcomes.items():
+        row = page.locator(f'tr[data-trace="{trace_id}"]')
+        expect(row.locator(".chain")).to_have_text("whole")
+        outcome = row.locator(".outcome")
+        expect(outcome).to_have_attribute("data-outcome", state)
+        if state == "ok":
+            expect(outcome).to_have_text("ok")
+        else:
+            expect(outcome).to_contain_text(text)
+        expected = usage[trace_id]
+        chips = row.locator('[data-col="model"] .chip')
+        shown = chips.evaluate_all("cs => cs.map(c => [c.dataset.model, c.dataset.ok])")
+        calls = expected["models"]
+        assert shown == [
+            [model, str(all(ok for m, ok in calls if m == model)).lower()]
+            for model in dict.fromkeys(m for m, _ in calls)
+        ], (trace_id, shown, calls)
+        expect(row.locator('[data-col="tokens"]')).to_have_text(expected["tokens"])
+        expect(row.locator('[data-col="cost"]')).to_have_text(expected["cost"])
+        assert _cells(row.locator('[data-col="tools"] .chip')) == expected["tools"]
+        _hops_match_the_audit(row, audit[trace_id])
+    # Readable at a glance: the tool call, the two model calls of that message, the failure.
+    tool_row = page.locator(f'tr[data-trace="{tool.trace_id}"]')
+    expect(tool_row.locator('[data-col="tools"]')).to_contain_text("database_query")
+    expect(tool_row.locator('[data-col="model"]')).to_have_text("gpt-4o-mini-2024-07-18 \u00d72")
+    failed_row = page.locator(f'tr[data-trace="{failed.trace_id}"]')
+    expect(failed_row.locator('[data-col="model"]')).to_have_text(
+        "gpt-4o-mini failed (provider_auth)"
+    )
+    expect(page.locator(f'tr[data-trace="{refused.trace_id}"] [data-col="model"]')).to_have_text(
+        "-"
+    )
+    screenshots.take(page, "outcomes")
+
+    # Each message's own page: the same verdict, its model and tool calls, the audit's hops.
+    for reply, name in ((tool, "tool-call"), (failed, "model-error"), (refused, "refused")):
+        page.goto(f"{stack.info.flowview_url}/#/trace/{reply.trace_id}")
+        summary = page.locator("#turn")
+        expected = usage[reply.trace_id]
+        state, text = outcomes[reply.trace_id]
+        expect(summary).to_have_attribute("data-outcome", state)
+        expect(summary.locator(".outcome")).to_contain_text(text)
+        expect(summary.locator(".chain")).to_have_text("whole")
+        expect(summary.locator('[data-col="tokens"]')).to_have_text(expected["tokens"])
+        expect(summary.locator('[data-col="cost"]')).to_have_text(expected["cost"])
+        models = summary.locator("tr[data-model-call]")
+        expect(models).to_have_count(len(expected["model_rows"]))
+        shown = [tuple(_cells(r.locator("td"))) for r in models.all()]
+        assert shown == expected["model_rows"], shown
+        tools = summary.locator("tr[data-tool-call]")
+        expect(tools).to_have_count(len(expected["tool_rows"]))
+        for row, (tool_name, call_id, duration) in zip(
+            tools.all(), expected["tool_rows"], strict=True
+        ):
+            assert _cells(row.locator("td")) == [tool_name, call_id, duration, "ok"]
+        _hops_match_the_audit(summary, audit[reply.trace_id])
+        # The model's and the tools' spans stand out in the waterfall.
+        waterfall = page.locator(".waterfall").first
+        expect(waterfall.locator('.span[data-op="chat"]')).to_have_count(len(expected["models"]))
+        expect(waterfall.locator('.span[data-op="execute_tool"]')).to_have_count(
+            len(expected["tools"])
+        )
+        screenshots.take(page, name)
+
+    _no_secret_in_page(page, requests, token, KEY)
+
+
+def test_a_conversation_of_200_messages_renders_and_says_how_fast(
+    page: Page, stack: Stack, screenshots: Screenshots
+) -> None:
+    # Limits of its own: 200 messages in a minute is past every role's rate and daily tokens.
+    user = new_user(
+        Admin(stack.info.omni2_database_url),
+        "admin",
+        rate_per_minute=1000,
+        daily_tokens=100_000_000,
+        daily_cost=1_000_000.0,
+    )
+    token = issue_token(user, stack.jwt_secret)
+    started = time.monotonic()
+    conversation, replies = _send_all(stack, token, [f"Message {i}" for i in range(200)])
+    print(f"200 messages sent and answered in {time.monotonic() - started:.1f} s")
+    assert all(r.ok for r in replies), [r.frame for r in replies if not r.ok][:3]
+    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        assert not wait_for_chain(jaeger, replies[-1].trace_id).broken
+        query = AuditQuery(conversation_id=conversation)
+        deadline = time.monotonic() + 30
+        reports = run_audit(jaeger, query, settle_s=0)
+        while len(reports) < 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            reports = run_audit(jaeger, query, settle_s=0)
+    assert [r.trace_id for r in reports] == [r.trace_id for r in replies]
+
+    api_started = time.perf_counter()
+    answer = httpx.get(f"{stack.info.flowview_url}/api/conversations/{conversation}", timeout=60)
+    api_ms = (time.perf_counter() - api_started) * 1000
+    assert answer.status_code == 200 and len(answer.json()["messages"]) == 200
+    print(f"flow view API: conversation of 200 messages in {api_ms:.0f} ms")
+
+    requests = _watch_requests(page)
+    page.goto(f"{stack.info.flowview_url}/#/conversation/{conversation}")
+    expect(page.locator("tr[data-trace]")).to_have_count(200, timeout=60_000)
+    view = page.locator('#view[data-view="conversation"]')
+    expect(view).to_have_attribute("data-render-ms", re.compile(r"^\d+(\.\d+)?$"))
+    timing = view.evaluate(
+        """v => ({
+            api: Number(v.dataset.apiMs),
+            render: Number(v.dataset.renderMs),
+            total: Number(v.dataset.totalMs),
+            sinceNavigation: (() => {
+                const m = performance.getEntriesByName("flow:conversation").at(-1);
+                return m ? m.startTime + m.duration : null;
+            })(),
+        })"""
+    )
+    print(
+        "flow view page, 200 messages (performance.now() in Chromium): "
+        f"API answer {timing['api']:.0f} ms, rows built and laid out {timing['render']:.0f} ms, "
+        f"together {timing['total']:.0f} ms; {timing['sinceNavigation']:.0f} ms after navigation"
+    )
+    assert timing["render"] >= 0 and timing["total"] >= timing["render"]
+    assert timing["sinceNavigation"] is not None
+    expect(page.locator("tr[data-trace] .chain")).to_have_text(["whole"] * 200)
+    screenshots.take(page, "200-messages")
+    _no_secret_in_page(page, requests, token)

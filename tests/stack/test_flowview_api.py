@@ -74,6 +74,12 @@ async def test_a_conversation_reads_as_the_audit_does(
     assert detail["messages"] == [r.as_dict() for r in audit]
     assert all(all(m["layers"].values()) for m in detail["messages"])
     assert len(detail["session_trace_ids"]) == 1
+    # Beside the audit's verdicts, how each message ended and what it used, from its spans.
+    hello, tool = (detail["turns"][t] for t in trace_ids)
+    assert (hello["outcome"], tool["outcome"], detail["refused"]) == ("ok", "ok", 0)
+    assert [(c["name"], c["ok"]) for c in tool["tool_calls"]] == [("database_query", True)]
+    assert [c["model"] for c in tool["model_calls"]] == ["omni2-offline-1"] * 2
+    assert hello["tool_calls"] == [] and hello["cost_usd"] > 0 and hello["output_tokens"] > 0
 
     message = api.get(f"/api/traces/{trace_ids[1]}").json()
     assert message["kind"] == "message"
@@ -84,6 +90,9 @@ async def test_a_conversation_reads_as_the_audit_does(
         (Service.OMNI2, SpanName.TURN),
         (Service.MCP_TOOLS, "tools/call database_query"),
     } <= names
+    # Its own page has the same chain report and summary as the conversation's.
+    assert message["chain"] == detail["messages"][1]
+    assert message["turn"] == tool
     # The message trace leads to its connection's session trace through its links.
     assert message["linked_trace_ids"] == detail["session_trace_ids"]
     session = api.get(f"/api/traces/{detail['session_trace_ids'][0]}").json()
