@@ -23,7 +23,7 @@ from omni_trace.chain import analyze_chain
 from omni_trace.client import ChatError, login, open_chat
 from omni_trace.jaeger import JaegerClient, JaegerError
 from omni_trace.jaeger_build import JaegerBuildError, ensure_jaeger
-from omni_trace.paths import DEFAULT_STACK_FILE
+from omni_trace.paths import DEFAULT_STACK_FILE, REPO_ROOT
 from omni_trace.ports import Ports, busy_ports
 from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
@@ -328,6 +328,20 @@ def cmd_names(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    # Imported here: only this command needs Grafana's SDK; other commands start faster.
+    from omni_trace import dashboards
+
+    if args.check:
+        stale = dashboards.stale(REPO_ROOT)
+        for path in stale:
+            print(f"{path}: not what the code generates; run: omni-trace dashboards")
+        return 1 if stale else 0
+    for path in dashboards.write(REPO_ROOT):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_build_jaeger(args: argparse.Namespace) -> int:
     print(ensure_jaeger(_progress, StackSettings().jaeger_bin))
     return 0
@@ -533,6 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     names = sub.add_parser("names", help="print the table of span names and attributes")
     names.add_argument("--markdown", action="store_true", help="(the only format; for docs)")
     names.set_defaults(func=cmd_names)
+    boards = sub.add_parser(
+        "dashboards",
+        help="write the Grafana dashboards and the Jaeger UI's links (built in code)",
+        description="Build the Grafana dashboards from omni_trace/dashboards.py with Grafana's "
+        "Foundation SDK and write them to dashboards/ (compose's Grafana provisions them from "
+        "there), and the Jaeger UI's link patterns to the flow view to compose/jaeger-ui.json.",
+    )
+    boards.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a file is out of date"
+    )
+    boards.set_defaults(func=cmd_dashboards)
     users_mod.add_parser(sub, stack_file)
 
     build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")

@@ -25,6 +25,7 @@ import httpx
 
 from omni_trace.audit import flow_view_url
 from omni_trace.jaeger_build import ensure_jaeger
+from omni_trace.jaeger_ui import jaeger_ui_config
 from omni_trace.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
 from omni_trace.ports import Ports
 from omni_trace.settings import StackSettings
@@ -311,6 +312,7 @@ class Stack:
                     "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
                     "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
                     "JAEGER_METRICS": f"{host}:{p.jaeger_metrics}",
+                    "JAEGER_UI_CONFIG": str(self._render_jaeger_ui_config()),
                     # The chat page exports its spans to Jaeger: only its origin may.
                     "JAEGER_CORS_ORIGIN": info.frontend_url,
                 },
@@ -454,13 +456,22 @@ class Stack:
         path.write_text(static)
         return path
 
+    def _render_jaeger_ui_config(self) -> Path:
+        path = self.config_dir / "jaeger-ui.json"
+        path.write_text(json.dumps(jaeger_ui_config(self.info.flowview_url), indent=2))
+        return path
+
     def _render_prometheus_config(self) -> Path:
-        """Prometheus scrapes the span metrics Jaeger computes (services/jaeger/config.yaml)."""
+        """Prometheus scrapes Jaeger's metrics and the flow view's audit
+        (services/prometheus/prometheus.yml)."""
+        host = self.settings.host
+        template = (SERVICES_DIR / "prometheus" / "prometheus.yml").read_text()
         path = self.config_dir / "prometheus.yml"
         path.write_text(
-            "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
-            "scrape_configs:\n  - job_name: jaeger-spanmetrics\n    static_configs:\n"
-            f"      - targets: ['{self.settings.host}:{self.ports.jaeger_metrics}']\n"
+            Template(template).substitute(
+                JAEGER_METRICS=f"{host}:{self.ports.jaeger_metrics}",
+                FLOWVIEW=f"{host}:{self.ports.flowview}",
+            )
         )
         return path
 

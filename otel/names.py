@@ -27,8 +27,18 @@ class AttrDoc:
     source: str  # "project", "semconv" (set by our code), "fastapi" or "mcp-sdk" (their spans)
 
 
+@dataclass(frozen=True)
+class MetricDoc:
+    name: str
+    instrument: str  # "histogram" or "counter"
+    unit: str
+    attributes: tuple[str, ...]
+    description: str
+
+
 SPANS: dict[str, SpanDoc] = {}
 ATTRIBUTES: dict[str, AttrDoc] = {}
+METRICS: dict[str, MetricDoc] = {}
 
 
 def _span(name: str, services: tuple[str, ...], kind: str, description: str) -> str:
@@ -299,6 +309,47 @@ for _key, _what in (
     _attr(_key, _what, "mcp-sdk")
 
 
+def _metric(
+    name: str, instrument: str, unit: str, attributes: tuple[str, ...], description: str
+) -> str:
+    METRICS[name] = MetricDoc(name, instrument, unit, attributes, description)
+    return name
+
+
+class Metric:
+    """Metrics the services export by OTLP beside their spans: what a dashboard charts over
+    time, where a trace shows one message. Jaeger's collector serves them to Prometheus."""
+
+    TIME_TO_FIRST_TOKEN: Final = _metric(
+        "chat.time_to_first_token",
+        "histogram",
+        "s",
+        (),
+        "dashboard: from a message frame to its first token frame; omni2: from the message to "
+        "its first token sent (the layer is the series' service)",
+    )
+    TOKEN_USAGE: Final = _metric(
+        "gen_ai.client.token.usage",
+        "histogram",
+        "{token}",
+        (
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.request.model",
+            "gen_ai.token.type",
+            "user.id",
+        ),
+        "omni2: tokens of one answered message (semantic conventions), per user",
+    )
+    COST: Final = _metric(
+        "chat.usage.cost",
+        "counter",
+        "{USD}",
+        ("gen_ai.request.model", "user.id"),
+        "omni2: cost of answered messages from the model prices, per user",
+    )
+
+
 class LinkRole:
     """Values of `chat.link.role` on span links from a message trace to its session trace."""
 
@@ -361,6 +412,14 @@ def telemetry_markdown() -> str:
     lines += ["", "## Attributes", "", "| key | source | what |", "|---|---|---|"]
     for attr in ATTRIBUTES.values():
         lines.append(f"| `{attr.key}` | {attr.source} | {attr.description} |")
+    lines += ["", "## Metrics", "", "| name | instrument | unit | attributes | what |"]
+    lines.append("|---|---|---|---|---|")
+    for metric in METRICS.values():
+        names = ", ".join(f"`{a}`" for a in metric.attributes) or "(the service only)"
+        lines.append(
+            f"| `{metric.name}` | {metric.instrument} | `{metric.unit}` | {names} "
+            f"| {metric.description} |"
+        )
     lines += ["", "## Span links", "", "| `chat.link.role` | target |", "|---|---|"]
     lines.append(f"| `{LinkRole.UPSTREAM_CONNECT}` | the dashboard's `upstream connect` span |")
     lines.append(f"| `{LinkRole.GATEWAY}` | Traefik's `ReverseProxy` span of the connection |")

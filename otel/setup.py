@@ -1,4 +1,4 @@
-"""Tracer provider setup: the only place that builds providers and exporters."""
+"""Tracer and meter provider setup: the only place that builds providers and exporters."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import logging
 import os
 
 import requests
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from otel.metrics import create_meter_provider
 from otel.otlp import OtlpSpanExporter
 from otel.processors import InheritAttributesProcessor
 from otel.redaction import RedactingSpanExporter
@@ -38,8 +40,7 @@ def create_tracer_provider(
     http://127.0.0.1:4318) overrides the endpoint for callers that talk to several stacks.
     The sampler obeys a server's per-connection decision first (`otel.sampling`).
     """
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    provider = TracerProvider(resource=Resource.create(attributes), sampler=ServerDecisionSampler())
+    provider = TracerProvider(resource=_resource(service_name), sampler=ServerDecisionSampler())
     endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
     exporter = RedactingSpanExporter(OtlpSpanExporter(endpoint=endpoint, session=_session()))
     provider.add_span_processor(InheritAttributesProcessor())
@@ -47,6 +48,11 @@ def create_tracer_provider(
     delay = None if os.environ.get(_BSP_DELAY) else _DEFAULT_BSP_DELAY_MS
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
     return provider
+
+
+def _resource(service_name: str) -> Resource:
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    return Resource.create(attributes)
 
 
 def _session() -> requests.Session:
@@ -59,15 +65,16 @@ def _session() -> requests.Session:
 
 
 def setup_tracing(service_name: str) -> trace.TracerProvider:
-    """Install the global tracer provider for a service; call once at start.
+    """Install the global tracer and meter providers for a service; call once at start.
 
-    With `OTEL_SDK_DISABLED=true` nothing is exported and the API's no-op provider stays.
+    With `OTEL_SDK_DISABLED=true` nothing is exported and the API's no-op providers stay.
     """
     if sdk_disabled():
-        log.info("OpenTelemetry SDK disabled: %s emits no spans", service_name)
+        log.info("OpenTelemetry SDK disabled: %s emits no spans or metrics", service_name)
         return trace.get_tracer_provider()
     provider = create_tracer_provider(service_name)
     trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(create_meter_provider(_resource(service_name)))
     return provider
 
 
@@ -77,3 +84,6 @@ def shutdown_tracing(timeout_millis: int = 3000) -> None:
     if isinstance(provider, TracerProvider):
         provider.force_flush(timeout_millis)
         provider.shutdown()
+    meters = metrics.get_meter_provider()
+    if isinstance(meters, MeterProvider):
+        meters.shutdown(timeout_millis)

@@ -6,4 +6,10 @@ from services.common.server import serve
 from services.common.settings import load_settings
 
 settings = load_settings(FlowViewSettings)
-serve(create_app(settings.jaeger_query_url, settings.prometheus_url or None), settings)
+app = create_app(
+    settings.jaeger_query_url,
+    settings.prometheus_url or None,
+    dist_dir=settings.dist_dir,
+    jaeger_ui_url=settings.jaeger_ui_url or None,
+)
+serve(app, settings)

@@ -5,6 +5,8 @@
     GET /api/traces/{trace_id}                             spans, and the traces they link to
     GET /api/search?q=                                     where a pasted id leads
     GET /api/hops?minutes=15                               p50/p95 per layer, error ratios
+    GET /api/config                                        the page's links (a Jaeger UI)
+    GET /metrics                                           the audit's verdicts, for Prometheus
     GET /                                                  the page (frontend/src/flow.ts)
 
 Every parameter is checked before Jaeger is asked (400 with the reason); Jaeger unreachable
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +31,7 @@ from starlette.routing import Route
 
 from omni_trace.flowview.data import BadQuery, FlowData, Page, name, since, trace_id
 from omni_trace.flowview.hops import NO_PROMETHEUS, HopMetrics, MetricsUnavailable
+from omni_trace.flowview.metrics import CONTENT_TYPE, AuditMetrics
 from omni_trace.jaeger import JaegerClient, JaegerError
 from omni_trace.paths import FRONTEND_DIST
 
@@ -97,25 +101,47 @@ PAGE_FILES = {
 }
 
 
-async def _page(request: Request) -> Response:
-    name = request.path_params.get("name", "")
-    if name not in PAGE_FILES:
-        return JSONResponse({"error": f"no such file: /{name}"}, status_code=404)
-    file, media_type = PAGE_FILES[name]
-    path = FRONTEND_DIST / file
-    if not path.is_file():
-        return PlainTextResponse(
-            f"The flow view's page is not built ({path}): run scripts/bootstrap "
-            "(or: cd frontend && npm ci && npm run build). The JSON API works: /api/conversations",
-            status_code=503,
-        )
-    return FileResponse(path, media_type=media_type)
+def _pages(dist: Path) -> Callable[[Request], Awaitable[Response]]:
+    async def page(request: Request) -> Response:
+        name = request.path_params.get("name", "")
+        if name not in PAGE_FILES:
+            return JSONResponse({"error": f"no such file: /{name}"}, status_code=404)
+        file, media_type = PAGE_FILES[name]
+        path = dist / file
+        if not path.is_file():
+            return PlainTextResponse(
+                f"The flow view's page is not built ({path}): run scripts/bootstrap (or: cd "
+                "frontend && npm ci && npm run build). The JSON API works: /api/conversations",
+                status_code=503,
+            )
+        return FileResponse(path, media_type=media_type)
+
+    return page
 
 
-def create_app(jaeger_query_url: str, prometheus_url: str | None = None) -> Starlette:
+def create_app(
+    jaeger_query_url: str,
+    prometheus_url: str | None = None,
+    *,
+    dist_dir: Path = FRONTEND_DIST,
+    jaeger_ui_url: str | None = None,
+) -> Starlette:
+    """`jaeger_ui_url`: a Jaeger with its web UI, which the page links each trace to."""
     jaeger = JaegerClient(jaeger_query_url)
     data = FlowData(jaeger)
     metrics = HopMetrics(prometheus_url) if prometheus_url else None
+    audit_metrics = AuditMetrics(jaeger)
+
+    async def config(_: Request) -> JSONResponse:
+        return JSONResponse({"jaeger_ui_url": jaeger_ui_url})
+
+    async def exposition(_: Request) -> Response:
+        try:
+            counts = await run_in_threadpool(audit_metrics.counts)
+        except (JaegerError, httpx.HTTPError) as err:
+            # A failed scrape (Prometheus's `up` is 0) rather than counts that look like none.
+            return PlainTextResponse(f"the audit could not read Jaeger: {err}", status_code=503)
+        return PlainTextResponse(counts.exposition(), media_type=CONTENT_TYPE)
 
     def hops(request: Request, _: FlowData) -> dict[str, Any]:
         minutes = _number(request, "minutes", 15)
@@ -158,8 +184,10 @@ def create_app(jaeger_query_url: str, prometheus_url: str | None = None) -> Star
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
             Route("/api/hops", endpoint(hops)),
+            Route("/metrics", exposition),
+            Route("/api/config", config),
             Route("/healthz", _healthz),
-            Route("/", _page),
-            Route("/{name}", _page),
+            Route("/", _pages(dist_dir)),
+            Route("/{name}", _pages(dist_dir)),
         ],
     )

@@ -19,22 +19,29 @@ from otel.names import SpanName
 HOP_SPANS = (SpanName.MESSAGE, SpanName.RELAY, "ReverseProxy", SpanName.TURN, SpanName.AUTH_VERIFY)
 _SPANS = "|".join(HOP_SPANS)
 _BUCKETS = f'traces_span_metrics_duration_milliseconds_bucket{{span_name=~"{_SPANS}"}}'
+_CALLS = "traces_span_metrics_calls_total"
 
 
-def _latency(quantile: float) -> str:
+# The flow view and the Grafana dashboards (omni_trace/dashboards.py) chart the same
+# queries; Grafana passes its own window ($__rate_interval).
+def latency_query(quantile: float, window: str = "1m") -> str:
+    """Milliseconds, per service and hop span."""
     return (
         f"histogram_quantile({quantile}, sum by (le, service_name, span_name) "
-        f"(rate({_BUCKETS}[1m])))"
+        f"(rate({_BUCKETS}[{window}])))"
     )
 
 
-_CALLS = "traces_span_metrics_calls_total"
-_RATE = f"sum by (service_name) (rate({_CALLS}[1m]))"
-# A layer without a single error span has no error series: `or ... * 0` makes its ratio 0.
-_ERRORS = (
-    f'(sum by (service_name) (rate({_CALLS}{{status_code="STATUS_CODE_ERROR"}}[1m]))'
-    f" or {_RATE} * 0) / {_RATE}"
-)
+def error_ratio_query(window: str = "1m") -> str:
+    """Error spans over all spans, per service."""
+    rate = f"sum by (service_name) (rate({_CALLS}[{window}]))"
+    # A layer without a single error span has no error series: `or ... * 0` makes its ratio 0.
+    return (
+        f'(sum by (service_name) (rate({_CALLS}{{status_code="STATUS_CODE_ERROR"}}[{window}]))'
+        f" or {rate} * 0) / {rate}"
+    )
+
+
 NO_PROMETHEUS = (
     "no Prometheus: the hop chart needs Debian's prometheus package (scripts/bootstrap "
     "installs it), then restart the stack"
@@ -73,7 +80,7 @@ class HopMetrics:
         step = max(5.0, minutes * 60 / 120)  # at most 120 points per line
         series = []
         for quantile in (0.5, 0.95):
-            for result in self._range(_latency(quantile), start, end, step):
+            for result in self._range(latency_query(quantile), start, end, step):
                 labels = result["metric"]
                 series.append(
                     {
@@ -85,7 +92,7 @@ class HopMetrics:
                 )
         errors = [
             {"service": r["metric"].get("service_name", ""), "points": _points(r["values"])}
-            for r in self._range(_ERRORS, start, end, step)
+            for r in self._range(error_ratio_query(), start, end, step)
         ]
         return {
             "available": True,

@@ -9,12 +9,14 @@ frame with the same trace id. Every span carries the connection's sampling decis
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
+from otel.metrics import chat_metrics
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.propagation import FRAME_TRACE_KEY, client_parent, inject_frame
 from services.common.protocol import (
@@ -35,6 +37,8 @@ class _Pending:
     trace_id: int
     span: Span
     token_frames: int = 0
+    # Monotonic, and taken even when the span is not recorded: the metric sees every message.
+    started: float = field(default_factory=time.perf_counter)
 
 
 class MessageRefused(Exception):
@@ -117,6 +121,7 @@ class MessageRelay:
         # OMNI2 answers a connection's messages in order: a token is the oldest pending's.
         if pending.token_frames == 0:
             pending.span.add_event(Event.FIRST_TOKEN)
+            chat_metrics().first_token(time.perf_counter() - pending.started)
         pending.token_frames += 1
 
     def close(self, reason: str) -> None:

@@ -36,6 +36,7 @@ from opentelemetry.trace import (
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from otel.metrics import chat_metrics
 from otel.names import Attr, Event, Flow, LinkRole, SpanName
 from otel.propagation import extract_frame, remote_span_context
 from otel.redaction import redact_text
@@ -133,6 +134,7 @@ class ChatSession:
     expires_at: float  # epoch seconds: the token's expiry
     # The turn being answered, until its first token frame is sent (for the first_token event).
     _awaiting_first_token: trace.Span | None = field(default=None, init=False)
+    _turn_started: float = field(default=0.0, init=False)
     # The conversation so far, for the model. The conversation was created by this connection
     # and only this connection writes to it, so what it stored is what it holds here: no
     # database read per message (and no `chat.history` span for a read that does not happen).
@@ -266,6 +268,7 @@ class ChatSession:
             set_status_on_exception=False,
         ) as span:
             self._awaiting_first_token = span
+            self._turn_started = time.perf_counter()
             record = TurnRecord(self.conversation_id, self.user_id, _trace_id(span))
             result = AgentResult(flow=record.flow)
             outcome = await self._answer_turn(frame, record, result, attributes)
@@ -378,6 +381,14 @@ class ChatSession:
                     Attr.USAGE_COST: record.cost,
                 }
             )
+            chat_metrics().usage(
+                provider=record.provider,
+                model=record.model,
+                user_id=self.user_id,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                cost=record.cost,
+            )
             frame = done_frame(self._result(result, record), record.trace_id)
         if outcome.close is not None:
             span.set_attributes(
@@ -468,6 +479,7 @@ class ChatSession:
             # Same event as the client's and the dashboard's: time to first token per layer.
             self._awaiting_first_token.add_event(Event.FIRST_TOKEN)
             self._awaiting_first_token = None
+            chat_metrics().first_token(time.perf_counter() - self._turn_started)
         await self._send(token_frame(text))
 
     async def _send(self, frame: dict[str, Any]) -> None:

@@ -1,16 +1,24 @@
-"""The compose stack cannot run here (no Docker engine), so check what can be checked:
-pinned images, healthchecks, one .env, mounts that exist, and Traefik settings that agree
-with the local stack's."""
+"""The compose stack cannot run here (no Docker engine), so check what can be checked: a
+real compose implementation parses it (Debian's docker-compose), pinned images,
+healthchecks, one .env, mounts that exist, generated files up to date, and settings that
+agree with the local stack's."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import pytest
 import yaml
+
+from omni_trace import dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
@@ -55,7 +63,7 @@ def test_every_variable_comes_from_the_env_file() -> None:
 
 def test_secrets_are_required_and_not_committed() -> None:
     required = required_variables()
-    assert "MCP_TOOLS_AUTH_TOKEN" in required
+    assert {"MCP_TOOLS_AUTH_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= set(required)
     for name, messages in required.items():
         assert env_file()[name] == "", f"{name} has a value committed in compose/.env"
         for message in messages:
@@ -82,12 +90,15 @@ def test_services_and_healthchecks() -> None:
         "traefik",
         "dashboard",
         "frontend",
+        "flowview",
+        "prometheus",
+        "grafana",
     }
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
 
-@pytest.mark.parametrize("name", ["jaeger", "traefik"])
+@pytest.mark.parametrize("name", ["jaeger", "traefik", "prometheus", "grafana"])
 def test_images_are_pinned(name: str) -> None:
     image = resolve(compose()["services"][name]["image"])
     repo, _, tag = image.rpartition(":")
@@ -165,7 +176,7 @@ def test_no_jwt_secret_is_shipped_and_compose_requires_one() -> None:
 
 def test_only_what_a_browser_opens_is_published() -> None:
     published = {name for name, s in compose()["services"].items() if s.get("ports")}
-    assert published == {"jaeger", "dashboard", "frontend"}
+    assert published == {"jaeger", "dashboard", "frontend", "flowview", "grafana"}
     assert compose()["services"]["jaeger"]["ports"] == [
         "${JAEGER_UI_PORT}:16686",
         "${OTLP_HTTP_PORT}:4318",
@@ -177,3 +188,140 @@ def test_browser_facing_services_allow_only_the_chat_page_origin() -> None:
     page = "http://localhost:${FRONTEND_PORT}"
     assert services["jaeger"]["environment"]["JAEGER_CORS_ORIGIN"] == page
     assert services["dashboard"]["environment"]["DASHBOARD_ALLOWED_ORIGINS"] == f'["{page}"]'
+
+
+# -- a real compose implementation's parser ----------------------------------------------------
+
+SECRETS = {"OMNI_JWT_SECRET": "s" * 43, "MCP_TOOLS_AUTH_TOKEN": "t" * 43}
+
+
+def docker_compose(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` (Debian's compose v1): it resolves .env, anchors, variables
+    and required values as `up` would, without a Docker engine."""
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is missing: scripts/bootstrap installs Debian's package"
+    # Only PATH from this process: a variable set in the test runner's environment must not
+    # stand in for one missing from .env.
+    return subprocess.run(
+        [binary, "--project-directory", str(COMPOSE), "config"],
+        cwd=COMPOSE,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_parses_the_file_once_the_secrets_are_set() -> None:
+    secrets = SECRETS | {"GRAFANA_ADMIN_PASSWORD": "g" * 32}
+    run = docker_compose(secrets)
+    assert run.returncode == 0, run.stderr
+    resolved = yaml.safe_load(run.stdout)
+    assert set(resolved["services"]) == set(compose()["services"])
+    published = {
+        name: sorted(int(p["published"]) for p in service.get("ports", []))
+        for name, service in resolved["services"].items()
+        if service.get("ports")
+    }
+    assert published == {
+        "jaeger": [4318, 16686],
+        "dashboard": [8091],
+        "frontend": [3001],
+        "flowview": [16687],
+        "grafana": [3000],
+    }
+    flowview = resolved["services"]["flowview"]["environment"]
+    assert flowview["FLOWVIEW_JAEGER_UI_URL"] == "http://localhost:16686"
+    grafana = resolved["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == secrets["GRAFANA_ADMIN_PASSWORD"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert set(resolved["volumes"]) == {"omni2-data", "prometheus-data"}
+
+
+@pytest.mark.parametrize("missing", [*SECRETS, "GRAFANA_ADMIN_PASSWORD"])
+def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
+    env = {k: v for k, v in (SECRETS | {"GRAFANA_ADMIN_PASSWORD": "g" * 32}).items()}
+    del env[missing]
+    run = docker_compose(env)
+    assert run.returncode != 0
+    assert "set it in compose/.env" in run.stderr and "openssl rand" in run.stderr, run.stderr
+
+
+# -- observability parts: Prometheus, Grafana, the Jaeger UI's links ---------------------------
+
+
+def test_generated_files_are_what_the_code_generates() -> None:
+    """dashboards/*.json and compose/jaeger-ui.json come from omni_trace/dashboards.py."""
+    assert dashboards.stale(ROOT) == [], "run: omni-trace dashboards"
+    assert sorted(p.name for p in (ROOT / "dashboards").glob("*.json")) == sorted(
+        dashboards.dashboards()
+    ), "a dashboard in dashboards/ that the code does not generate"
+
+
+def test_prometheus_config_agrees_with_the_local_stack() -> None:
+    template = (ROOT / "services" / "prometheus" / "prometheus.yml").read_text()
+    local = yaml.safe_load(
+        Template(template).substitute(JAEGER_METRICS="jaeger:8889", FLOWVIEW="flowview:16687")
+    )
+    assert yaml.safe_load((COMPOSE / "prometheus.yml").read_text()) == local
+    jobs = {job["job_name"]: job for job in local["scrape_configs"]}
+    # The services' series keep their own `job` (the service that recorded them).
+    assert jobs["jaeger"]["honor_labels"] is True
+
+
+def test_prometheus_image_is_the_local_stacks_version() -> None:
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: scripts/bootstrap installs Debian's package"
+    found = re.search(
+        r"version (\d+\.\d+\.\d+)", subprocess.check_output([binary, "--version"], text=True)
+    )
+    assert found
+    assert env_file()["PROMETHEUS_IMAGE"] == f"prom/prometheus:v{found.group(1)}"
+
+
+def test_grafana_provisions_what_the_dashboards_use() -> None:
+    provisioning = COMPOSE / "grafana" / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "datasources.yml").read_text())
+    by_uid = {s["uid"]: s for s in sources["datasources"]}
+    assert by_uid["prometheus"]["url"] == "http://prometheus:9090"
+    assert by_uid["jaeger"]["url"] == "http://jaeger:16686"
+    for name, board in dashboards.dashboards().items():
+        used = {
+            (ref["type"], ref["uid"])
+            for panel in board["panels"]
+            for ref in [
+                panel.get("datasource"),
+                *[t.get("datasource") for t in panel.get("targets", [])],
+            ]
+            if ref
+        }
+        assert used and used <= {(s["type"], uid) for uid, s in by_uid.items()}, name
+    grafana = compose()["services"]["grafana"]
+    provider = yaml.safe_load((provisioning / "dashboards" / "omni-trace.yml").read_text())
+    folder = provider["providers"][0]["options"]["path"]
+    mounted = {v.split(":")[1] for v in grafana["volumes"]}
+    assert {f"{folder}/{name}" for name in dashboards.dashboards()} <= mounted
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in mounted
+
+
+def test_grafana_schema_version_is_the_pinned_grafanas() -> None:
+    """The SDK's minor version is the Grafana it writes dashboards for."""
+    sdk = next(
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("grafana-foundation-sdk==")
+    )
+    sdk_grafana = sdk.rsplit("!", 1)[1]  # epoch!version
+    image = env_file()["GRAFANA_IMAGE"].rpartition(":")[2]
+    assert image.split(".")[:2] == sdk_grafana.split(".")[:2]
+
+
+def test_jaeger_ui_links_point_at_the_published_flow_view() -> None:
+    config = json.loads((COMPOSE / "jaeger-ui.json").read_text())
+    flowview = f"http://localhost:{env_file()['FLOWVIEW_PORT']}/"
+    patterns = config["linkPatterns"]
+    assert {p["type"] for p in patterns} == {"traces", "tags"}
+    assert all(p["url"].startswith(flowview) for p in patterns)
+    jaeger = compose()["services"]["jaeger"]
+    assert "./jaeger-ui.json:/etc/jaeger/ui-config.json:ro" in jaeger["volumes"]
+    assert jaeger["environment"]["JAEGER_UI_CONFIG"] == "/etc/jaeger/ui-config.json"

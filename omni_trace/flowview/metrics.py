@@ -1,0 +1,103 @@
+"""The audit's verdicts as Prometheus gauges (GET /metrics on the flow view).
+
+Span metrics say how long each hop took; only the chain analysis can say whether a message's
+chain is whole. Each scrape reads the audit of a recent window: messages that ended at least
+`SETTLE_S` ago (a chain waiting for the last batch of spans is not broken), counted by
+chain verdict and outcome, and broken chains by each layer they lack. The result is kept for
+`CACHE_S`, so several scrapers cost one audit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from omni_trace.audit import AuditQuery, find_message_traces, run_audit
+from omni_trace.chain import LAYERS
+from omni_trace.flowview.data import Snapshot, turn_summary
+from omni_trace.jaeger import JaegerClient
+
+WINDOW_S = 900.0
+SETTLE_S = 10.0
+CACHE_S = 10.0
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class AuditCounts:
+    messages: Counter[tuple[str, str]]  # (chain, outcome) -> messages
+    missing: Counter[str]  # layer -> broken chains without it
+    seconds: float  # how long the audit took
+    limited: bool  # the window held more messages than one audit reads
+
+    def exposition(self) -> str:
+        window = f"{WINDOW_S:.0f}"
+        lines = [
+            "# HELP omni_trace_audit_messages Messages of the audit window by chain verdict "
+            "and outcome (settled messages only).",
+            "# TYPE omni_trace_audit_messages gauge",
+        ]
+        for chain in ("whole", "broken"):
+            for outcome in ("ok", "refused", "error"):
+                count = self.messages[(chain, outcome)]
+                lines.append(
+                    f'omni_trace_audit_messages{{chain="{chain}",outcome="{outcome}",'
+                    f'window_s="{window}"}} {count}'
+                )
+        lines += [
+            "# HELP omni_trace_audit_missing_layer Broken chains of the audit window that "
+            "lack this layer.",
+            "# TYPE omni_trace_audit_missing_layer gauge",
+        ]
+        for layer in LAYERS:
+            lines.append(
+                f'omni_trace_audit_missing_layer{{layer="{layer}",window_s="{window}"}} '
+                f"{self.missing[layer]}"
+            )
+        lines += [
+            "# HELP omni_trace_audit_seconds How long the last audit of the window took.",
+            "# TYPE omni_trace_audit_seconds gauge",
+            f"omni_trace_audit_seconds {self.seconds:.3f}",
+            "# HELP omni_trace_audit_limited 1 when the window held more messages than one "
+            "audit reads (the counts are of the newest).",
+            "# TYPE omni_trace_audit_limited gauge",
+            f"omni_trace_audit_limited {int(self.limited)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class AuditMetrics:
+    def __init__(self, jaeger: JaegerClient) -> None:
+        self._jaeger = jaeger
+        self._lock = threading.Lock()
+        self._cached: tuple[float, AuditCounts] | None = None
+
+    def counts(self) -> AuditCounts:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > CACHE_S:
+                self._cached = (now, self._audit())
+            return self._cached[1]
+
+    def _audit(self) -> AuditCounts:
+        started = time.perf_counter()
+        query = AuditQuery(since_s=WINDOW_S + SETTLE_S)
+        settled_before_ns = int((time.time() - SETTLE_S) * 1e9)
+        messages: Counter[tuple[str, str]] = Counter()
+        missing: Counter[str] = Counter()
+        snapshot = Snapshot(self._jaeger)
+        found = find_message_traces(snapshot, query)
+        snapshot.prefetch(found)
+        for report in run_audit(snapshot, query, settle_s=0):
+            if report.end_ns > settled_before_ns:
+                continue
+            chain = "broken" if report.broken else "whole"
+            outcome = turn_summary(snapshot.get_trace(report.trace_id), report)["outcome"]
+            messages[(chain, outcome)] += 1
+            if report.broken:
+                missing.update(layer for layer, seen in report.layers.items() if not seen)
+        return AuditCounts(
+            messages, missing, time.perf_counter() - started, len(found) >= query.limit
+        )
