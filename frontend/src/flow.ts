@@ -227,7 +227,7 @@ function messagesHead(leading: string[]): HTMLTableSectionElement {
   const bottom = el("tr");
   for (const [group, hops] of HOP_GROUPS) {
     if (group) top.append(el("th", { colspan: String(hops.length), class: "group" }, `${group} (ms)`));
-    else top.append(el("th", { rowspan: "2" }, `${hops[0][1]} (ms)`));
+    else top.append(el("th", { rowspan: "2", class: "num" }, `${hops[0][1]} (ms)`));
     if (group) bottom.append(...hops.map(([, label]) => el("th", { class: "num" }, label)));
   }
   return el("thead", {}, top, bottom);
