@@ -436,6 +436,7 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
         },
         progress=lambda _: None,
         tracing=tracing,
+        viewers=False,
     )
     progress(f"[{label}] starting the stack ...")
     started = time.perf_counter()

@@ -130,7 +130,11 @@ class Stack:
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         progress: Progress = print,
         tracing: bool | None = None,
+        viewers: bool = True,
     ) -> None:
+        """`viewers`: the flow view and Prometheus, which show the traces. The bench leaves
+        them out: they are not on the chat's path, and their reads of Jaeger would load the
+        stack it measures."""
         self.settings = settings or StackSettings()
         # Off means off in every layer (the Python services and Traefik); None: as
         # OTEL_SDK_DISABLED says.
@@ -165,10 +169,10 @@ class Stack:
             traefik_access_log=str(self.logs_dir / "traefik-access.log"),
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
-            flowview_url=f"http://{host}:{self.ports.flowview}",
+            flowview_url=f"http://{host}:{self.ports.flowview}" if viewers else "",
             prometheus_url=(
                 f"http://{host}:{self.ports.prometheus}"
-                if prometheus_binary(self.settings) and not external
+                if viewers and prometheus_binary(self.settings) and not external
                 else ""
             ),
             omni2_database_url=(
@@ -312,7 +316,7 @@ class Stack:
                     "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
                     "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
                     "JAEGER_METRICS": f"{host}:{p.jaeger_metrics}",
-                    "JAEGER_UI_CONFIG": str(self._render_jaeger_ui_config()),
+                    "JAEGER_UI_CONFIG": self._render_jaeger_ui_config(),
                     # The chat page exports its spans to Jaeger: only its origin may.
                     "JAEGER_CORS_ORIGIN": info.frontend_url,
                 },
@@ -391,12 +395,7 @@ class Stack:
                 "FRONTEND_CHAT_WS_URL": info.dashboard_ws_url,
                 "FRONTEND_OTLP_TRACES_URL": f"{info.otlp_http_endpoint}/v1/traces",
                 "FRONTEND_JAEGER_QUERY_URL": info.jaeger_query_url,
-                # The Jaeger built here has no web UI: replies link to the flow view instead.
-                "FRONTEND_TRACE_URL_TEMPLATE": (
-                    "{jaeger_query_url}/trace/{trace_id}"
-                    if self.settings.jaeger_query_url
-                    else flow_view_url(info.flowview_url, "{trace_id}")
-                ),
+                "FRONTEND_TRACE_URL_TEMPLATE": self._trace_link(),
             },
             _http_ok(f"{info.frontend_url}/healthz"),
         )
@@ -414,24 +413,25 @@ class Stack:
                 dict(base),
                 _http_ok(f"{info.prometheus_url}/-/ready"),
             )
-        elif not prometheus:
+        elif info.flowview_url and not prometheus:
             self._progress(
                 "note: no Prometheus (Debian's prometheus package; scripts/bootstrap installs "
                 "it): the flow view works without its hop chart"
             )
-        services["flowview"] = _Service(
-            "flowview",
-            [sys.executable, "-m", "omni_trace.flowview"],
-            {
-                **base,
-                "PYTHONUNBUFFERED": "1",
-                "FLOWVIEW_HOST": host,
-                "FLOWVIEW_PORT": str(p.flowview),
-                "FLOWVIEW_JAEGER_QUERY_URL": info.jaeger_query_url,
-                "FLOWVIEW_PROMETHEUS_URL": info.prometheus_url,
-            },
-            _http_ok(f"{info.flowview_url}/healthz"),
-        )
+        if info.flowview_url:
+            services["flowview"] = _Service(
+                "flowview",
+                [sys.executable, "-m", "omni_trace.flowview"],
+                {
+                    **base,
+                    "PYTHONUNBUFFERED": "1",
+                    "FLOWVIEW_HOST": host,
+                    "FLOWVIEW_PORT": str(p.flowview),
+                    "FLOWVIEW_JAEGER_QUERY_URL": info.jaeger_query_url,
+                    "FLOWVIEW_PROMETHEUS_URL": info.prometheus_url,
+                },
+                _http_ok(f"{info.flowview_url}/healthz"),
+            )
         if not (FRONTEND_DIST / "index.html").is_file():
             self._progress(
                 f"warning: the chat page is not built ({FRONTEND_DIST}); run scripts/bootstrap"
@@ -439,6 +439,15 @@ class Stack:
         for name, extra in self._service_env.items():
             services[name].env.update(extra)
         return services
+
+    def _trace_link(self) -> str:
+        """Where the chat page's trace links lead: a configured Jaeger's UI, else the flow
+        view (the Jaeger built here has no web UI), else Jaeger's JSON."""
+        if self.settings.jaeger_query_url:
+            return "{jaeger_query_url}/trace/{trace_id}"
+        if self.info.flowview_url:
+            return flow_view_url(self.info.flowview_url, "{trace_id}")
+        return "{jaeger_query_url}/api/traces/{trace_id}"
 
     def _render_traefik_config(self) -> Path:
         dynamic = SERVICES_DIR / "traefik" / "dynamic.yml"
@@ -456,10 +465,13 @@ class Stack:
         path.write_text(static)
         return path
 
-    def _render_jaeger_ui_config(self) -> Path:
+    def _render_jaeger_ui_config(self) -> str:
+        """The UI's links to the flow view; empty (no UI configuration) without one."""
+        if not self.info.flowview_url:
+            return ""
         path = self.config_dir / "jaeger-ui.json"
         path.write_text(json.dumps(jaeger_ui_config(self.info.flowview_url), indent=2))
-        return path
+        return str(path)
 
     def _render_prometheus_config(self) -> Path:
         """Prometheus scrapes Jaeger's metrics and the flow view's audit

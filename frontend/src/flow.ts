@@ -132,6 +132,19 @@ async function api<T>(path: string): Promise<T> {
   return body as T;
 }
 
+// Links beyond the page (a Jaeger UI, under compose) come from the server's settings; asked
+// once. Without an answer the page simply has no such links.
+let pageConfig: Promise<{ jaeger_ui_url: string | null }> | undefined;
+function config(): Promise<{ jaeger_ui_url: string | null }> {
+  pageConfig ??= api<{ jaeger_ui_url: string | null }>("/api/config").catch(() => ({ jaeger_ui_url: null }));
+  return pageConfig;
+}
+
+// A trace's page in the Jaeger UI.
+export function jaegerUiHref(base: string, traceId: string): string {
+  return `${base.replace(/\/+$/, "")}/trace/${encodeURIComponent(traceId)}`;
+}
+
 function ms(value: number | null | undefined): string {
   return value === null || value === undefined ? "-" : value.toFixed(1);
 }
@@ -536,6 +549,10 @@ async function showTrace(id: string): Promise<void> {
       : []),
     waterfall(trace.spans),
   ];
+  const { jaeger_ui_url: jaegerUi } = await config();
+  if (jaegerUi) {
+    parts.splice(1, 0, el("p", {}, el("a", { href: jaegerUiHref(jaegerUi, trace.trace_id), id: "jaeger-ui", target: "_blank", rel: "noopener" }, "open in the Jaeger UI")));
+  }
   const conversation = trace.spans.map((s) => s.attributes["gen_ai.conversation.id"]).find((v) => typeof v === "string");
   if (typeof conversation === "string") {
     parts.splice(1, 0, el("p", {}, "conversation ", link(`#/conversation/${conversation}`, conversation)));

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +21,7 @@ from omni_trace.audit import AuditQuery, run_audit
 from omni_trace.chain import HOPS, ChainReport, wait_for_chain
 from omni_trace.client import ChatReply, login, open_chat
 from omni_trace.jaeger import JaegerClient, TraceSpan, has_services
+from omni_trace.ports import Ports
 from omni_trace.stack import Stack
 from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -494,3 +498,48 @@ def test_a_conversation_of_200_messages_renders_and_says_how_fast(
     expect(page.locator("tr[data-trace] .chain")).to_have_text(["whole"] * 200)
     screenshots.take(page, "200-messages")
     _no_secret_in_page(page, requests, token)
+
+
+JAEGER_UI = "http://jaeger-ui.example:16686"
+
+
+@pytest.fixture
+def flowview_with_jaeger_ui(stack: Stack) -> Iterator[str]:
+    """A second flow view over the stack's Jaeger, told of a Jaeger UI as compose's is."""
+    port = Ports.free().flowview
+    env = {
+        **os.environ,
+        "FLOWVIEW_HOST": "127.0.0.1",
+        "FLOWVIEW_PORT": str(port),
+        "FLOWVIEW_JAEGER_QUERY_URL": stack.info.jaeger_query_url,
+        "FLOWVIEW_JAEGER_UI_URL": JAEGER_UI,
+    }
+    process = subprocess.Popen([sys.executable, "-m", "omni_trace.flowview"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "flow view not up"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_trace_links_back_to_the_jaeger_ui(
+    page: Page, stack: Stack, jaeger: JaegerClient, flowview_with_jaeger_ui: str
+) -> None:
+    _, (trace_id, _), _ = _chat(stack)
+    assert not wait_for_chain(jaeger, trace_id).broken
+    page.goto(f"{flowview_with_jaeger_ui}/#/trace/{trace_id}")
+    expect(page.locator("#jaeger-ui")).to_have_attribute("href", f"{JAEGER_UI}/trace/{trace_id}")
+    # Without a Jaeger UI configured (the local stack's), no such link.
+    page.goto(f"{stack.info.flowview_url}/#/trace/{trace_id}")
+    expect(page.locator(".waterfall").first).to_be_visible()
+    expect(page.locator("#jaeger-ui")).to_have_count(0)

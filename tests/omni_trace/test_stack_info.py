@@ -81,3 +81,24 @@ def test_sdk_disabled_switches_traefik_tracing_off_too(
     config = yaml.safe_load(stack._render_traefik_config().read_text())
     assert ("tracing" in config) is not disabled
     assert config["accessLog"]["fields"]["queryParameters"]["defaultMode"] == "drop"
+
+
+@pytest.mark.parametrize("viewers", [True, False])
+def test_the_viewers_are_left_out_when_asked(tmp_path: Path, viewers: bool) -> None:
+    """The bench's stacks run without the flow view and Prometheus (they read Jaeger while it
+    measures); the chat page's links then lead to Jaeger's JSON, and Jaeger's UI has no links."""
+    stack = Stack(tmp_path, Ports(), StackSettings(), progress=lambda _: None, viewers=viewers)
+    stack.config_dir.mkdir(parents=True)
+    plan = stack._plan()
+    assert ("flowview" in plan) is viewers
+    assert bool(stack.info.flowview_url) is viewers
+    link = plan["frontend"].env["FRONTEND_TRACE_URL_TEMPLATE"]
+    ui_config = plan["jaeger"].env["JAEGER_UI_CONFIG"]
+    if viewers:
+        assert link == f"{stack.info.flowview_url}/#/trace/{{trace_id}}"
+        links = json.loads(Path(ui_config).read_text())["linkPatterns"]
+        assert all(p["url"].startswith(f"{stack.info.flowview_url}/#/") for p in links)
+    else:
+        assert "prometheus" not in plan
+        assert link == "{jaeger_query_url}/api/traces/{trace_id}"
+        assert ui_config == ""
