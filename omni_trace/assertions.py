@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from omni_trace.chain import analyze_chain
 from omni_trace.jaeger import TraceSpan
+from omni_trace.spec import ChainSpec
 from omni_trace.tracetree import render_tree
 
 _CHAIN_SPLIT = re.compile(r"\s+(>>|>)\s+")
@@ -247,16 +248,19 @@ class Trace:
         )
 
 
-def assert_message_chain(message: Trace, session: Trace | None = None) -> None:
-    """The message chain covers all four layers (Traefik through the link), with no orphans,
-    and its session trace holds the linked spans. `session` defaults to the one linked."""
+def assert_message_chain(
+    message: Trace, session: Trace | None = None, spec: ChainSpec | None = None
+) -> None:
+    """The message chain covers every layer of the spec (default: this project's four,
+    Traefik through the link), with no orphans, and its session trace holds the linked
+    spans."""
     sessions = {session.trace_id: session.spans} if session else {}
     related = [session] if session else []
 
     def lookup(trace_id: str) -> list[TraceSpan]:
         return sessions.get(trace_id, [])
 
-    report = analyze_chain(message.spans, lookup)
+    report = analyze_chain(message.spans, lookup, spec)
     if report.broken:
         Trace(message.spans, related=related).fail(
             "message chain is broken: " + "; ".join(report.problems)

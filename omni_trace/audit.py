@@ -12,16 +12,13 @@ from datetime import datetime
 
 from omni_trace.chain import ChainReport, analyze_chain
 from omni_trace.jaeger import JaegerClient, TraceSpan
-from otel.names import CLIENTS, Attr, Service, SpanName
+from omni_trace.spec import ChainSpec, default_spec
 
 Progress = Callable[[str], None]
 
-# Where a message trace can be found: each layer's message span (any one may be missing).
-MESSAGE_SPANS = (
-    *((service, SpanName.MESSAGE) for service in CLIENTS),
-    (Service.DASHBOARD, SpanName.RELAY),
-    (Service.OMNI2, SpanName.TURN),
-)
+# Where a message trace of our stack can be found: each layer's message span (any one may be
+# missing). Another stack's: its spec's `message_spans`.
+MESSAGE_SPANS = default_spec().message_spans
 
 
 @dataclass(frozen=True)
@@ -31,12 +28,13 @@ class AuditQuery:
     since_s: float = 3600.0
     limit: int = 500
 
-    def tags(self) -> dict[str, str]:
+    def tags(self, spec: ChainSpec | None = None) -> dict[str, str]:
+        spec = spec or default_spec()
         tags = {}
         if self.conversation_id:
-            tags[Attr.CONVERSATION_ID] = self.conversation_id
+            tags[spec.conversation_attribute] = self.conversation_id
         if self.user_id:
-            tags[Attr.USER_ID] = self.user_id
+            tags[spec.user_attribute] = self.user_id
         return tags
 
     def describe(self) -> str:
@@ -45,8 +43,11 @@ class AuditQuery:
         return " and ".join(parts) or f"the last {self.since_s:.0f} s"
 
 
-def find_message_traces(jaeger: JaegerClient, query: AuditQuery) -> list[str]:
+def find_message_traces(
+    jaeger: JaegerClient, query: AuditQuery, spec: ChainSpec | None = None
+) -> list[str]:
     """Trace ids of message traces matching the query, at any layer that recorded them."""
+    spec = spec or default_spec()
     services = set(jaeger.services())
     end_us = int(time.time() * 1e6)
     start_us = end_us - int(query.since_s * 1e6)
@@ -55,7 +56,7 @@ def find_message_traces(jaeger: JaegerClient, query: AuditQuery) -> list[str]:
         service, operation = layer
         return jaeger.find_trace_ids(
             service,
-            query.tags(),
+            query.tags(spec),
             operation=operation,
             limit=query.limit,
             start_us=start_us,
@@ -64,7 +65,7 @@ def find_message_traces(jaeger: JaegerClient, query: AuditQuery) -> list[str]:
 
     # Jaeger answers a search with whole traces: a few hundred messages take it a while per
     # layer, so the layers are searched side by side.
-    layers = [layer for layer in MESSAGE_SPANS if layer[0] in services]
+    layers = [layer for layer in spec.message_spans if layer[0] in services]
     with ThreadPoolExecutor(max(len(layers), 1)) as pool:
         found = list(pool.map(search, layers))
     return list(dict.fromkeys(trace_id for ids in found for trace_id in ids))
@@ -75,9 +76,10 @@ def run_audit(
     query: AuditQuery,
     progress: Progress = lambda _: None,
     settle_s: float = 10.0,
+    spec: ChainSpec | None = None,
 ) -> list[ChainReport]:
     progress(f"searching Jaeger for messages of {query.describe()} ...")
-    trace_ids = find_message_traces(jaeger, query)
+    trace_ids = find_message_traces(jaeger, query, spec)
     sessions: dict[str, list[TraceSpan]] = {}
 
     def session(trace_id: str) -> list[TraceSpan]:
@@ -88,7 +90,7 @@ def run_audit(
     reports: dict[str, ChainReport] = {}
     for i, trace_id in enumerate(trace_ids, 1):
         progress(f"  checking trace {i}/{len(trace_ids)} {trace_id}")
-        reports[trace_id] = analyze_chain(jaeger.get_trace(trace_id), session)
+        reports[trace_id] = analyze_chain(jaeger.get_trace(trace_id), session, spec)
     # Spans reach Jaeger in batches (Traefik's every 5 s): a chain broken only for want of
     # spans from the last few seconds is re-checked until `settle_s` after the message.
     while True:
@@ -102,7 +104,7 @@ def run_audit(
         for r in recent:
             for session_id in r.session_trace_ids:
                 sessions.pop(session_id, None)
-            reports[r.trace_id] = analyze_chain(jaeger.get_trace(r.trace_id), session)
+            reports[r.trace_id] = analyze_chain(jaeger.get_trace(r.trace_id), session, spec)
     # Link mode: a client's own trace is a part of the message trace that links to it.
     linked = {r.client_trace_id for r in reports.values() if r.client_trace_id}
     return sorted(
@@ -114,44 +116,57 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-COLUMNS = (
-    ("trace", 12),
-    ("start", 8),
-    ("user", 8),
-    ("layers", 6),
-    ("c>d", 6),
-    ("d>o", 6),
-    ("ttft c/d/o", 17),
-    ("model", 7),
-    ("tools", 6),
-    ("total", 7),
-)
+Column = tuple[str, int, Callable[[ChainReport], str]]
 
 
-def render_table(reports: Iterable[ChainReport]) -> str:
-    header = "  ".join(f"{name:<{width}}" for name, width in COLUMNS) + "  status"
-    lines = [header, "-" * len(header)]
-    for r in reports:
-        h = r.hops
-        layers = "".join(
-            letter if r.layers[layer] else "-"
-            for letter, layer in zip(
-                "CDTO", ("client", "dashboard", "traefik", "omni2"), strict=True
+def _hop_cell(hop: str) -> Callable[[ChainReport], str]:
+    return lambda r: _ms(r.hops.get(hop))
+
+
+def columns(spec: ChainSpec | None = None) -> list[Column]:
+    """The table's columns for a spec: a letter per layer, each hop between layers (`c>d`),
+    time to first token at each layer in one column, then model, tools and total."""
+    spec = spec or default_spec()
+    joined = [h for h in spec.hops if "_to_" in h]
+    ttft = [h for h in spec.hops if h.startswith("ttft_")]
+    found: list[Column] = [
+        ("trace", 12, lambda r: r.trace_id[:12]),
+        ("start", 8, lambda r: datetime.fromtimestamp(r.start_ns / 1e9).strftime("%H:%M:%S")),
+        ("user", 8, lambda r: (r.user_id or "-")[:8]),
+        (
+            "layers",
+            max(6, len(spec.layers)),
+            lambda r: "".join(
+                name[0].upper() if r.layers.get(name) else "-" for name in spec.layer_names
+            ),
+        ),
+    ]
+    for hop in joined:
+        outer, inner = hop.split("_to_")
+        found.append((f"{outer[0]}>{inner[0]}", 6, _hop_cell(hop)))
+    if ttft:
+        initials = "/".join(h.removeprefix("ttft_")[0] for h in ttft)
+        found.append(
+            (
+                f"ttft {initials}",
+                6 * len(ttft) - 1,
+                lambda r: "/".join(_ms(r.hops.get(h)) for h in ttft),
             )
         )
-        row = (
-            r.trace_id[:12],
-            datetime.fromtimestamp(r.start_ns / 1e9).strftime("%H:%M:%S"),
-            (r.user_id or "-")[:8],
-            layers,
-            _ms(h.get("client_to_dashboard")),
-            _ms(h.get("dashboard_to_omni2")),
-            "/".join(_ms(h.get(k)) for k in ("ttft_client", "ttft_dashboard", "ttft_omni2")),
-            _ms(h.get("model")),
-            _ms(h.get("tools")),
-            _ms(h.get("total")),
-        )
-        cells = "  ".join(f"{v:<{w}}" for v, (_, w) in zip(row, COLUMNS, strict=True))
+    found += [
+        ("model", 7, _hop_cell("model")),
+        ("tools", 6, _hop_cell("tools")),
+        ("total", 7, _hop_cell("total")),
+    ]
+    return found
+
+
+def render_table(reports: Iterable[ChainReport], spec: ChainSpec | None = None) -> str:
+    table = columns(spec)
+    header = "  ".join(f"{name:<{width}}" for name, width, _ in table) + "  status"
+    lines = [header, "-" * len(header)]
+    for r in reports:
+        cells = "  ".join(f"{cell(r):<{width}}" for _, width, cell in table)
         lines.append(f"{cells}  {r.status}")
     return "\n".join(lines)
 
@@ -195,7 +210,7 @@ def render_json(reports: list[ChainReport], flow_view: str | None = None) -> str
 
 
 def exit_code(reports: list[ChainReport], query: AuditQuery, allow_errors: bool) -> int:
-    if not reports and query.tags():
+    if not reports and (query.conversation_id or query.user_id):
         return 1  # asked about a conversation or user that left no trace at all
     if any(r.broken for r in reports):
         return 1

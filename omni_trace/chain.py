@@ -1,15 +1,20 @@
 """Is one message's chain whole? The analysis behind `audit`, the assertions and `doctor`.
 
-A message trace should hold the client's `chat.message` > the dashboard's `chat.relay` >
-OMNI2's `chat.turn`, and reach Traefik through links into the connection's session trace
-(`chat.relay` -> `upstream connect`, `chat.turn` -> Traefik's `ReverseProxy`). Traefik's entry
-span of a connection arrives only when the connection closes, so the links target spans that
-arrive early (upstream connect, ReverseProxy), never that entry span.
+What a whole chain is comes from a chain spec (`omni_trace.spec`; the default is this
+project's stack): each layer's message span in the message trace, each child of its parent
+layer's span, and the links that reach layers living in the connection's session trace. For
+the default: the client's `chat.message` > the dashboard's `chat.relay` > OMNI2's
+`chat.turn`, with `chat.relay` -> `upstream connect` and `chat.turn` -> Traefik's
+`ReverseProxy` links into the session trace. (Traefik's entry span of a connection arrives
+only when the connection closes, so the links target spans that arrive early.)
 
-A dashboard in `link` mode (DASHBOARD_CLIENT_TRACE=link) roots each message trace at its own
-`chat.relay` and links to the client's `chat.message`, which stays in the client's trace: the
-client layer is then found through that link, and the client's trace is not a message trace
-of its own (`ChainReport.client_trace_id` names it, so the audit does not count it twice).
+A layer may start its own trace and link to its parent's span instead (`parent_link`; the
+dashboard's DASHBOARD_CLIENT_TRACE=link): that parent is found through the link, and its
+trace is not a message trace of its own (`ChainReport.client_trace_id` names it, so the audit
+does not count it twice).
+
+The analysis goes in steps: the structure (each layer's span, parents), the links, the
+latencies, and the verdict is what they found.
 """
 
 from __future__ import annotations
@@ -20,21 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omni_trace.jaeger import JaegerClient, TraceSpan
-from otel.names import CLIENTS, Attr, Event, LinkRole, Service, SpanName
+from omni_trace.spec import ChainSpec, Layer, LinkRule, default_spec
 
-LAYERS = ("client", "dashboard", "traefik", "omni2")
-# Milliseconds reported per message: hop latencies, time to first token at each layer,
-# time in the model and in tools, and the client's whole wait.
-HOPS = (
-    "client_to_dashboard",
-    "dashboard_to_omni2",
-    "ttft_client",
-    "ttft_dashboard",
-    "ttft_omni2",
-    "model",
-    "tools",
-    "total",
-)
+# The default spec's layers and hops (milliseconds per message: hop latencies, time to first
+# token at each layer, time in the model and in tools, the outermost layer's whole wait).
+LAYERS = default_spec().layer_names
+HOPS = default_spec().hops
 
 SessionLookup = Callable[[str], list[TraceSpan]]
 
@@ -46,7 +42,7 @@ class ChainReport:
     end_ns: int = 0
     conversation_id: str | None = None
     user_id: str | None = None
-    layers: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(LAYERS, False))
+    layers: dict[str, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # the chain is broken
     errors: list[str] = field(default_factory=list)  # the chain is whole, the message failed
     hops: dict[str, float | None] = field(default_factory=dict)  # milliseconds
@@ -81,126 +77,174 @@ class ChainReport:
         }
 
 
-def _first(spans: list[TraceSpan], services: tuple[str, ...], name: str) -> TraceSpan | None:
-    found = [s for s in spans if s.service in services and s.name == name]
-    return found[0] if found else None
+class _Chain:
+    """One message trace read through a spec, step by step."""
 
+    def __init__(self, spec: ChainSpec, spans: list[TraceSpan], lookup: SessionLookup) -> None:
+        self.spec = spec
+        self.spans = spans
+        self.lookup = lookup
+        self.report = ChainReport(trace_id=spans[0].trace_id if spans else "")
+        self.report.layers = dict.fromkeys(spec.layer_names, False)
+        self.found: dict[str, TraceSpan | None] = {}
+        self.linked_parent: set[str] = set()  # layers whose parent span is in another trace
+        self.traces: dict[str, list[TraceSpan]] = {}
 
-def _link(span: TraceSpan, role: str) -> tuple[str, str] | None:
-    for link in span.links:
-        if link.attributes.get(Attr.LINK_ROLE) == role:
-            return link.trace_id, link.span_id
-    return None
+    def _trace(self, trace_id: str, session: bool = True) -> list[TraceSpan]:
+        if trace_id not in self.traces:
+            self.traces[trace_id] = self.lookup(trace_id)
+            if session:
+                self.report.session_trace_ids.append(trace_id)
+        return self.traces[trace_id]
 
+    def _link(self, span: TraceSpan, role: str) -> tuple[str, str] | None:
+        for link in span.links:
+            if link.attributes.get(self.spec.link_role_attribute) == role:
+                return link.trace_id, link.span_id
+        return None
 
-def analyze_chain(spans: list[TraceSpan], session_lookup: SessionLookup) -> ChainReport:
-    """Check one message trace (and, through its links, the session trace)."""
-    report = ChainReport(trace_id=spans[0].trace_id if spans else "")
-    if not spans:
-        report.problems.append("trace not found")
-        return report
-    report.start_ns = min(s.start_ns for s in spans)
-    report.end_ns = max(s.end_ns for s in spans)
-    message = _first(spans, CLIENTS, SpanName.MESSAGE)
-    relay = _first(spans, (Service.DASHBOARD,), SpanName.RELAY)
-    turn = _first(spans, (Service.OMNI2,), SpanName.TURN)
-    linked_message = False
-    client_link = _link(relay, LinkRole.CLIENT) if relay is not None and not message else None
-    if client_link is not None:
-        client_spans = session_lookup(client_link[0])
-        message = next((s for s in client_spans if s.span_id == client_link[1]), None)
-        if message is not None and (
-            message.service not in CLIENTS or message.name != SpanName.MESSAGE
-        ):
-            message = None
-        report.client_trace_id = client_link[0]
-        linked_message = message is not None
-    report.layers.update(
-        client=message is not None, dashboard=relay is not None, omni2=turn is not None
-    )
-    for layer, span in (("client", message), ("dashboard", relay), ("omni2", turn)):
-        if span is None:
-            report.problems.append(f"missing layer {layer}")
-    for span in spans:
-        report.conversation_id = report.conversation_id or span.attributes.get(Attr.CONVERSATION_ID)
-        report.user_id = report.user_id or span.attributes.get(Attr.USER_ID)
-
-    ids = {s.span_id for s in spans}
-    for span in spans:
-        if span.parent_span_id and span.parent_span_id not in ids:
-            report.problems.append(f"orphan {span.service} {span.name} (parent not in trace)")
-        if span.status == "ERROR":
-            detail = span.status_message or span.attributes.get(Attr.ERROR_TYPE, "")
-            report.errors.append(f"{span.service} {span.name}: {detail}".strip())
-    if message and relay and not linked_message and relay.parent_span_id != message.span_id:
-        report.problems.append("chat.relay is not a child of chat.message")
-    if relay and turn and turn.parent_span_id != relay.span_id:
-        report.problems.append("chat.turn is not a child of chat.relay")
-
-    sessions: dict[str, list[TraceSpan]] = {}
-
-    def linked_span(target: tuple[str, str]) -> TraceSpan | None:
+    def _linked_span(self, target: tuple[str, str], session: bool = True) -> TraceSpan | None:
         trace_id, span_id = target
-        if trace_id not in sessions:
-            sessions[trace_id] = session_lookup(trace_id)
-            report.session_trace_ids.append(trace_id)
-        return next((s for s in sessions[trace_id] if s.span_id == span_id), None)
+        return next((s for s in self._trace(trace_id, session) if s.span_id == span_id), None)
 
-    if relay is not None:
-        target = _link(relay, LinkRole.UPSTREAM_CONNECT)
+    def structure(self) -> None:
+        """Each layer's message span; a parent found through its link when the layer roots
+        a trace of its own; which layers are missing; orphans and parents."""
+        report, spec = self.report, self.spec
+        for layer in spec.message_layers:
+            self.found[layer.name] = next(
+                (s for s in self.spans if layer.holds(s.service, s.name)), None
+            )
+        for layer in spec.message_layers:
+            span = self.found[layer.name]
+            if layer.parent_link is None or span is None or self.found.get(layer.parent or ""):
+                continue
+            target = self._link(span, layer.parent_link)
+            if target is None:
+                continue
+            outer = spec.layer(layer.parent or "")
+            linked = self._linked_span(target, session=False)
+            report.client_trace_id = target[0]
+            if linked is not None and outer.holds(linked.service, linked.name):
+                self.found[outer.name] = linked
+                self.linked_parent.add(layer.name)
+        for layer in spec.message_layers:
+            present = self.found[layer.name] is not None
+            report.layers[layer.name] = present
+            if not present and not layer.optional:
+                report.problems.append(f"missing layer {layer.name}")
+        for span in self.spans:
+            report.conversation_id = report.conversation_id or span.attributes.get(
+                spec.conversation_attribute
+            )
+            report.user_id = report.user_id or span.attributes.get(spec.user_attribute)
+        ids = {s.span_id for s in self.spans}
+        for span in self.spans:
+            if span.parent_span_id and span.parent_span_id not in ids:
+                report.problems.append(f"orphan {span.service} {span.name} (parent not in trace)")
+            if span.status == "ERROR":
+                detail = span.status_message or span.attributes.get("error.type", "")
+                report.errors.append(f"{span.service} {span.name}: {detail}".strip())
+        for layer in spec.message_layers:
+            span, parent = self.found[layer.name], self.found.get(layer.parent or "")
+            if span is None or parent is None or layer.name in self.linked_parent:
+                continue
+            if span.parent_span_id != parent.span_id:
+                report.problems.append(
+                    f"{layer.message} is not a child of {spec.layer(layer.parent or '').message}"
+                )
+
+    def links(self) -> None:
+        """Each layer's required links, and the layers they prove (a gateway)."""
+        for layer in self.spec.message_layers:
+            span = self.found[layer.name]
+            if span is not None:
+                for rule in layer.links:
+                    self._check_link(layer, span, rule)
+
+    def _check_link(self, layer: Layer, span: TraceSpan, rule: LinkRule) -> None:
+        problems = self.report.problems
+        target = self._link(span, rule.role)
         if target is None:
-            report.problems.append("missing link chat.relay -> upstream connect")
-        elif linked_span(target) is None:
-            report.problems.append("link target upstream connect not in Jaeger")
-    if turn is not None:
-        target = _link(turn, LinkRole.GATEWAY)
-        gateway = linked_span(target) if target else None
-        if target is None:
-            report.problems.append("missing link chat.turn -> traefik (did not come through it?)")
-        elif gateway is None:
-            report.problems.append("missing layer traefik (linked span not in Jaeger yet)")
-        elif gateway.service != Service.TRAEFIK:
-            report.problems.append(f"chat.turn links to {gateway.service}, not traefik")
+            hint = f" ({rule.hint})" if rule.hint else ""
+            problems.append(f"missing link {layer.message} -> {rule.target}{hint}")
+            return
+        linked = self._linked_span(target)
+        if rule.layer is None:
+            if linked is None:
+                problems.append(f"link target {rule.span} not in Jaeger")
+            return
+        proven = self.spec.layer(rule.layer)
+        if linked is None:
+            problems.append(f"missing layer {proven.name} (linked span not in Jaeger yet)")
+        elif linked.service not in proven.services:
+            problems.append(f"{layer.message} links to {linked.service}, not {proven.name}")
         else:
-            report.layers["traefik"] = True
+            self.report.layers[proven.name] = True
 
-    if message and relay:
-        report.hops["client_to_dashboard"] = (relay.start_ns - message.start_ns) / 1e6
-    if relay and turn:
-        report.hops["dashboard_to_omni2"] = (turn.start_ns - relay.start_ns) / 1e6
-    report.hops["ttft_client"] = message.event_offset_ms(Event.FIRST_TOKEN) if message else None
-    report.hops["ttft_dashboard"] = relay.event_offset_ms(Event.FIRST_TOKEN) if relay else None
-    models = [s for s in spans if s.service == Service.OMNI2 and s.name.startswith("chat ")]
-    if turn is not None:
-        report.hops["ttft_omni2"] = turn.event_offset_ms(Event.FIRST_TOKEN)
-        chunk = models[0].attributes.get(Attr.TIME_TO_FIRST_CHUNK) if models else None
-        if report.hops["ttft_omni2"] is None and isinstance(chunk, int | float):
-            # Older OMNI2 without the event: the first model call's first chunk.
-            report.hops["ttft_omni2"] = (models[0].start_ns - turn.start_ns) / 1e6 + chunk * 1000
-    report.hops["model"] = sum(s.duration_ms for s in models) if models else None
-    tools = [s for s in spans if s.name.startswith("execute_tool")]
-    report.hops["tools"] = sum(s.duration_ms for s in tools) if tools else None
-    report.hops["total"] = (
-        message.duration_ms if message else (relay.duration_ms if relay else None)
-    )
-    return report
+    def latencies(self) -> None:
+        """Milliseconds: each layer's hop from its parent, time to first token per layer,
+        time in the model and in tools, and the outermost layer's whole wait."""
+        spec, hops, found = self.spec, self.report.hops, self.found
+        for layer in spec.layers:
+            if layer.parent:
+                span, parent = found.get(layer.name), found.get(layer.parent)
+                hops[f"{layer.parent}_to_{layer.name}"] = (
+                    (span.start_ns - parent.start_ns) / 1e6 if span and parent else None
+                )
+        for layer in spec.message_layers:
+            span = found[layer.name]
+            hops[f"ttft_{layer.name}"] = (
+                span.event_offset_ms(spec.first_token_event) if span else None
+            )
+        models = [s for s in self.spans if spec.model_spans.matches(s.service, s.name)]
+        tools = [s for s in self.spans if spec.tool_spans.matches(s.service, s.name)]
+        hops["model"] = sum(s.duration_ms for s in models) if models else None
+        hops["tools"] = sum(s.duration_ms for s in tools) if tools else None
+        outermost = next((found[x.name] for x in spec.message_layers if found[x.name]), None)
+        hops["total"] = outermost.duration_ms if outermost else None
+
+
+def analyze_chain(
+    spans: list[TraceSpan], session_lookup: SessionLookup, spec: ChainSpec | None = None
+) -> ChainReport:
+    """Check one message trace (and, through its links, the session trace) against a spec
+    (default: this project's stack). Broken: `problems`; whole but failed: `errors`."""
+    chain = _Chain(spec or default_spec(), spans, session_lookup)
+    if not spans:
+        chain.report.problems.append("trace not found")
+        return chain.report
+    chain.report.start_ns = min(s.start_ns for s in spans)
+    chain.report.end_ns = max(s.end_ns for s in spans)
+    chain.structure()
+    chain.links()
+    chain.latencies()
+    return chain.report
 
 
 def wait_for_chain(
-    jaeger: JaegerClient, trace_id: str, timeout: float = 15.0, interval: float = 0.3
+    jaeger: JaegerClient,
+    trace_id: str,
+    timeout: float = 15.0,
+    interval: float = 0.3,
+    spec: ChainSpec | None = None,
 ) -> ChainReport:
     """Poll until the message chain is whole (or the timeout passes): the last report."""
     deadline = time.monotonic() + timeout
     while True:
-        report = analyze_chain(jaeger.get_trace(trace_id), jaeger.get_trace)
+        report = analyze_chain(jaeger.get_trace(trace_id), jaeger.get_trace, spec)
         if not report.broken or time.monotonic() >= deadline:
             return report
         time.sleep(interval)
 
 
-def session_closed_and_whole(spans: list[TraceSpan]) -> bool:
-    """A closed connection's session trace is whole: Traefik's entry span has arrived (it is
-    exported only when the connection closes) and no span lacks its parent."""
+def session_closed_and_whole(spans: list[TraceSpan], spec: ChainSpec | None = None) -> bool:
+    """A closed connection's session trace is whole: each gateway layer's entry span has
+    arrived (Traefik exports it only when the connection closes) and no span lacks its
+    parent."""
     ids = {s.span_id for s in spans}
-    entry = any(s.service == Service.TRAEFIK and s.kind == "SERVER" for s in spans)
-    return entry and all(not s.parent_span_id or s.parent_span_id in ids for s in spans)
+    gateways = [layer for layer in (spec or default_spec()).layers if not layer.message]
+    entries = all(
+        any(s.service in layer.services and s.kind == "SERVER" for s in spans) for layer in gateways
+    )
+    return entries and all(not s.parent_span_id or s.parent_span_id in ids for s in spans)

@@ -26,6 +26,7 @@ from omni_trace.jaeger_build import JaegerBuildError, ensure_jaeger
 from omni_trace.paths import DEFAULT_STACK_FILE, REPO_ROOT
 from omni_trace.ports import Ports, busy_ports
 from omni_trace.settings import StackSettings
+from omni_trace.spec import ChainSpec, SpecError, default_spec, load_spec
 from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
 from omni_trace.waterfall import render_waterfall
 from otel.names import Service, telemetry_markdown
@@ -199,6 +200,10 @@ def _jaeger_url(args: argparse.Namespace) -> str:
     return str(args.jaeger or StackInfo.read(args.stack_file).jaeger_query_url)
 
 
+def _spec(args: argparse.Namespace) -> ChainSpec:
+    return load_spec(args.spec) if args.spec else default_spec()
+
+
 def _flow_view(args: argparse.Namespace) -> str | None:
     """The running stack's flow view, when these traces are that stack's (not --jaeger's)."""
     if args.jaeger:
@@ -221,17 +226,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     query = AuditQuery(
         conversation_id=args.conversation, user_id=args.user, since_s=args.since, limit=args.limit
     )
+    spec = _spec(args)
     with JaegerClient(_jaeger_url(args)) as jaeger:
-        reports = audit.run_audit(jaeger, query, _progress, settle_s=args.settle)
+        reports = audit.run_audit(jaeger, query, _progress, settle_s=args.settle, spec=spec)
     flow_view = _flow_view(args)
     if args.json:
         print(audit.render_json(reports, flow_view))
     else:
-        print(audit.render_table(reports))
-        print(
-            "\nlayers: C client, D dashboard, T traefik (through the link), O omni2; "
-            "latencies in ms"
-        )
+        print(audit.render_table(reports, spec))
+        letters = ", ".join(f"{name[0].upper()} {name}" for name in spec.layer_names)
+        print(f"\nlayers ({spec.name}): {letters}; latencies in ms")
         print(audit.summary(reports))
         if flow_view and reports:
             print(audit.render_links(reports, flow_view))
@@ -240,10 +244,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return audit.exit_code(reports, query, args.allow_errors)
 
 
-def _latest_message_trace(jaeger: JaegerClient) -> str:
+def _latest_message_trace(jaeger: JaegerClient, spec: ChainSpec) -> str:
     candidates: list[tuple[int, str]] = []
     services = set(jaeger.services())
-    for service, operation in audit.MESSAGE_SPANS:
+    for service, operation in spec.message_spans:
         if service in services:
             for trace_id in jaeger.find_trace_ids(service, operation=operation, limit=20):
                 spans = jaeger.get_trace(trace_id)
@@ -256,12 +260,14 @@ def _latest_message_trace(jaeger: JaegerClient) -> str:
 
 def cmd_trace_show(args: argparse.Namespace) -> int:
     width = args.width or shutil.get_terminal_size((120, 40)).columns
+    spec = _spec(args)
     with JaegerClient(_jaeger_url(args)) as jaeger:
-        trace_id = _latest_message_trace(jaeger) if args.trace_id == "last" else args.trace_id
+        last = args.trace_id == "last"
+        trace_id = _latest_message_trace(jaeger, spec) if last else args.trace_id
         spans = jaeger.get_trace(trace_id)
         if not spans:
             raise JaegerError(f"trace {trace_id} not found in Jaeger")
-        report = analyze_chain(spans, jaeger.get_trace)
+        report = analyze_chain(spans, jaeger.get_trace, spec)
         print(render_waterfall(spans, width, f"message trace {trace_id}"))
         for session_id in report.session_trace_ids:
             print()
@@ -434,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="URL",
             help="Jaeger query URL (default: the running stack's, from the stack file)",
         )
+        p.add_argument(
+            "--spec",
+            metavar="FILE",
+            help="the chain spec of the stack whose traces these are (YAML; default: this "
+            "project's stack, omni_trace/specs/omni2.yaml; see docs/toolkit.md)",
+        )
 
     aud = sub.add_parser(
         "audit",
@@ -570,7 +582,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         return int(args.func(args))
-    except (StackError, ChatError, JaegerError, JaegerBuildError, users_mod.UsersError) as err:
+    except (
+        StackError,
+        ChatError,
+        JaegerError,
+        JaegerBuildError,
+        SpecError,
+        users_mod.UsersError,
+    ) as err:
         print(f"omni-trace: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -80,11 +80,13 @@ class ChatConnection:
         welcome: dict[str, Any],
         session_trace_id: str,
         tracer: trace.Tracer,
+        message_span_name: str = SpanName.MESSAGE,
     ) -> None:
         self.connection = connection
         self.welcome = welcome
         self.session_trace_id = session_trace_id
         self._tracer = tracer
+        self._message_span_name = message_span_name
 
     @property
     def conversation_id(self) -> str | None:
@@ -102,12 +104,12 @@ class ChatConnection:
     async def send(
         self, text: str, on_token: TokenCallback | None = None, extra: dict[str, Any] | None = None
     ) -> ChatReply:
-        """One message as one trace: `chat.message` from send until done/error."""
+        """One message as one trace: its span (`chat.message`) from send until done/error."""
         attributes: dict[str, Any] = {Attr.MESSAGE_CHARS: len(text)}
         if self.conversation_id:
             attributes[Attr.CONVERSATION_ID] = self.conversation_id
         with self._tracer.start_as_current_span(
-            SpanName.MESSAGE, kind=SpanKind.CLIENT, attributes=attributes
+            self._message_span_name, kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             frame = {"type": "message", "text": text, **(extra or {})}
             frame[FRAME_TRACE_KEY] = w3c_carrier(span)
@@ -160,8 +162,10 @@ async def open_chat(
     tracer_provider: TracerProvider | None = None,
     headers: dict[str, str] | None = None,
     open_timeout: float = 10.0,
+    message_span_name: str = SpanName.MESSAGE,
 ) -> AsyncIterator[ChatConnection]:
-    """Connect as the client layer; `chat.connect` lasts until the welcome frame arrives."""
+    """Connect as the client layer; `chat.connect` lasts until the welcome frame arrives.
+    Each message is a `message_span_name` span (another stack's client may name it its way)."""
     tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
     parts = urlsplit(ws_url)
     with tracer.start_as_current_span(
@@ -190,7 +194,7 @@ async def open_chat(
         for key, attr in (("conversation_id", Attr.CONVERSATION_ID), ("user_id", Attr.USER_ID)):
             if isinstance(welcome.get(key), str):
                 span.set_attribute(attr, welcome[key])
-    chat = ChatConnection(connection, welcome, session_trace_id, tracer)
+    chat = ChatConnection(connection, welcome, session_trace_id, tracer, message_span_name)
     try:
         yield chat
     finally:

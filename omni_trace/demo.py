@@ -6,11 +6,13 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from omni_trace.chain import ChainReport, wait_for_chain
 from omni_trace.client import ChatReply, login, open_chat
 from omni_trace.jaeger import JaegerClient, TraceSpan, TraceTimeout, has_services
+from omni_trace.spec import default_spec
 from omni_trace.stack import StackInfo
 from omni_trace.tracetree import render_tree
-from otel.names import Service, SpanName
+from otel.names import Service
 from otel.setup import create_tracer_provider
 from services.omni2.db.seed import DEMO_PASSWORDS
 
@@ -29,31 +31,29 @@ SESSION_SERVICES = (
 
 
 def message_trace_complete(spans: list[TraceSpan]) -> bool:
-    names = {s.name for s in spans}
-    return {SpanName.MESSAGE, SpanName.RELAY, SpanName.TURN} <= names
+    """Every message layer's span is in (the default spec's)."""
+    names = {(s.service, s.name) for s in spans}
+    return all(
+        any((service, layer.message) in names for service in layer.services)
+        for layer in default_spec().message_layers
+    )
 
 
-def hop_summary(spans: list[TraceSpan]) -> str:
-    """Time spent at each layer of one message, outermost first."""
-    by_name = {s.name: s for s in spans}
-    parts = []
-    for label, name in (
-        ("client", SpanName.MESSAGE),
-        ("dashboard", SpanName.RELAY),
-        ("omni2", SpanName.TURN),
-    ):
-        if name in by_name:
-            parts.append(f"{label} {by_name[name].duration_ms:.1f} ms")
-    model = [s for s in spans if s.name.startswith("chat ") and s.service == Service.OMNI2]
-    if model:
-        parts.append(f"model {sum(m.duration_ms for m in model):.1f} ms")
-    tools = [s for s in spans if s.name.startswith("execute_tool ")]
-    if tools:
-        parts.append(f"tools {sum(t.duration_ms for t in tools):.1f} ms")
-    client = by_name.get(SpanName.MESSAGE)
-    ttft = client.attributes.get("chat.time_to_first_token_ms") if client else None
-    if isinstance(ttft, int | float):
-        parts.append(f"first token at client {ttft:.1f} ms")
+def hop_summary(report: ChainReport) -> str:
+    """The audit's numbers for one message: its chain, each hop, where the first token was
+    seen, time in the model and tools, the whole wait."""
+    hops = report.hops
+
+    def ms(key: str) -> str:
+        value = hops.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    parts = ["chain " + ("whole" if not report.broken else report.status)]
+    parts += [f"{h.replace('_to_', ' > ')} {ms(h)} ms" for h in hops if "_to_" in h]
+    ttft = [h for h in hops if h.startswith("ttft_")]
+    firsts = " / ".join(f"{h.removeprefix('ttft_')} {ms(h)}" for h in ttft)
+    parts.append(f"first token at {firsts} ms")
+    parts += [f"{key} {ms(key)} ms" for key in ("model", "tools", "total") if hops.get(key)]
     return " | ".join(parts)
 
 
@@ -83,15 +83,10 @@ def run_demo(
     print("\nTraces from Jaeger (" + info.jaeger_query_url + "):")
     with JaegerClient(info.jaeger_query_url) as jaeger:
         for reply in replies:
-            try:
-                spans = jaeger.wait_for_trace(
-                    reply.trace_id, message_trace_complete, what="the message chain", timeout=15
-                )
-            except TraceTimeout as err:
-                print(f"\n{err}\n{render_tree(err.spans)}", file=sys.stderr)
-                continue
-            print(f"\nmessage {reply.trace_id}: {hop_summary(spans)}")
-            print(render_tree(spans))
+            # Until the chain is whole (Traefik sends its spans in batches), or as it stands.
+            report = wait_for_chain(jaeger, reply.trace_id, timeout=15)
+            print(f"\nmessage {reply.trace_id}: {hop_summary(report)}")
+            print(render_tree(jaeger.get_trace(reply.trace_id)))
         # Traefik's entry span ends with the connection, so the session trace is whole now.
         try:
             session = jaeger.wait_for_trace(

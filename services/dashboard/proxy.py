@@ -109,6 +109,7 @@ async def proxy_chat(websocket: WebSocket, settings: DashboardSettings, log_: Re
         keep=connection.keep,
         link_client=link,
         max_pending=settings.max_pending_messages,
+        span_name=settings.relay_span_name,
     )
     try:
         await relay_frames(connection, upstream, relay)

@@ -52,9 +52,16 @@ class MessageRefused(Exception):
 
 class MessageRelay:
     def __init__(
-        self, upstream: SpanContext, *, keep: bool, link_client: bool, max_pending: int
+        self,
+        upstream: SpanContext,
+        *,
+        keep: bool,
+        link_client: bool,
+        max_pending: int,
+        span_name: str = SpanName.RELAY,
     ) -> None:
         self._link = Link(upstream, {Attr.LINK_ROLE: LinkRole.UPSTREAM_CONNECT})
+        self._span_name = span_name
         self._keep = keep
         self._link_client = link_client
         self._max_pending = max_pending
@@ -73,7 +80,7 @@ class MessageRelay:
             frame.get(FRAME_TRACE_KEY), keep=self._keep, link=self._link_client
         )
         span = tracer.start_span(
-            SpanName.RELAY,
+            self._span_name,
             context=parent,
             kind=SpanKind.SERVER,
             links=[self._link, *links],

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from otel.names import SpanName
 from services.common.settings import CommonSettings
 from services.omni2.settings import DEFAULT_DATABASE_URL
 
@@ -47,6 +48,13 @@ class DashboardSettings(CommonSettings):
         description="continue: a client's traceparent roots the trace (the chain starts in "
         "the browser); link: each connection and message starts its own trace and links to "
         "the client's span (for public deployments).",
+    )
+    relay_span_name: str = Field(
+        default=SpanName.RELAY,
+        min_length=1,
+        max_length=128,
+        description="Name of the span of each relayed message, for stacks that name their "
+        "layers their own way (a chain spec then says so: docs/toolkit.md).",
     )
 
     # -- limits per connection ----------------------------------------------------------------

@@ -219,7 +219,7 @@ class ChatSession:
             flow,
             Flow.FRAME,
             err.error_type,
-            SpanName.TURN if own else SpanName.REJECT,
+            self.settings.turn_span_name if own else SpanName.REJECT,
             span_kind=SpanKind.SERVER,
             context=context if own else self._in_session_trace(),
             links=self._links(),
@@ -259,7 +259,7 @@ class ChatSession:
     async def _turn(self, frame: ClientMessage) -> None:
         attributes = self._attributes()
         with tracer.start_as_current_span(
-            SpanName.TURN,
+            self.settings.turn_span_name,
             context=self._client_context(frame.raw),
             kind=SpanKind.SERVER,
             links=self._links(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from otel.names import SpanName
 from services.common.settings import CommonSettings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
@@ -64,6 +65,14 @@ class Omni2Settings(CommonSettings):
         default="You are OMNI2 Assistant. Answer briefly. Use the tools you are given when the "
         "user asks about data in the database.",
         description="The system message every model call starts with.",
+    )
+
+    turn_span_name: str = Field(
+        default=SpanName.TURN,
+        min_length=1,
+        max_length=128,
+        description="Name of the span of each answered message, for stacks that name their "
+        "layers their own way (a chain spec then says so: docs/toolkit.md).",
     )
 
     # -- conversation and tools ---------------------------------------------------------------

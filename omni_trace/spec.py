@@ -1,0 +1,270 @@
+"""A chain spec: what a whole message looks like in one stack's traces.
+
+The audit, `trace show`, `doctor` and the pytest assertions read traces through a spec, so
+they work on any stack whose layers record one span per message: a spec names each layer's
+services and message span, how each layer joins the one before it (a child span, or a link
+with a role), the links that reach layers living in the connection's trace (a gateway), and
+the attributes that carry the conversation and the user. This project's stack ships its own
+(`omni_trace/specs/omni2.yaml`, the default); `--spec FILE` reads another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_SPEC = Path(__file__).with_name("specs") / "omni2.yaml"
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the text says where and why."""
+
+
+@dataclass(frozen=True)
+class SpanPattern:
+    """Spans by service and name (fnmatch patterns, `*` for any)."""
+
+    services: tuple[str, ...] = ("*",)
+    name: str = "*"
+
+    def matches(self, service: str, name: str) -> bool:
+        return fnmatchcase(name, self.name) and any(fnmatchcase(service, s) for s in self.services)
+
+
+@dataclass(frozen=True)
+class LinkRule:
+    """A link a layer's message span must carry, found by its role attribute. Its target is a
+    span named `span` (in the connection's trace), or a span of layer `layer`, which the link
+    then proves present."""
+
+    role: str
+    span: str | None = None
+    layer: str | None = None
+    hint: str = ""  # said when the link is missing
+
+    @property
+    def target(self) -> str:
+        return self.layer or self.span or "?"
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    services: tuple[str, ...]
+    message: str | None = None  # its span per message; None: reached only through a link
+    parent: str | None = None  # the layer whose message span is this one's parent
+    parent_link: str | None = None  # or: the role of a link to that span (another trace)
+    optional: bool = False
+    links: tuple[LinkRule, ...] = ()
+
+    def holds(self, service: str, name: str) -> bool:
+        return service in self.services and name == self.message
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    name: str
+    layers: tuple[Layer, ...]
+    conversation_attribute: str
+    user_attribute: str
+    link_role_attribute: str
+    first_token_event: str
+    model_spans: SpanPattern
+    tool_spans: SpanPattern
+    source: str = ""  # the file it came from
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def message_layers(self) -> tuple[Layer, ...]:
+        return tuple(layer for layer in self.layers if layer.message)
+
+    @property
+    def message_spans(self) -> tuple[tuple[str, str], ...]:
+        """(service, span name) of every span that marks a message trace."""
+        return tuple(
+            (service, layer.message)
+            for layer in self.message_layers
+            for service in layer.services
+            if layer.message
+        )
+
+    @property
+    def hops(self) -> tuple[str, ...]:
+        """Names of the milliseconds reported per message: each layer's hop from its parent,
+        time to first token at each layer, time in the model and in tools, and the whole wait
+        at the outermost layer."""
+        joined = tuple(f"{layer.parent}_to_{layer.name}" for layer in self.layers if layer.parent)
+        ttft = tuple(f"ttft_{layer.name}" for layer in self.message_layers)
+        return (*joined, *ttft, "model", "tools", "total")
+
+    def describe(self) -> str:
+        parts = []
+        for layer in self.layers:
+            where = f"{'|'.join(layer.services)}:{layer.message}" if layer.message else "via link"
+            parts.append(f"{layer.name} ({where}{', optional' if layer.optional else ''})")
+        return " > ".join(parts)
+
+
+# -- reading a spec file ---------------------------------------------------------------------
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise SpecError(f"{where}: a name or a list of names")
+
+
+def _string(data: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where}.{key}: a non-empty string" + ("" if default else " (required)"))
+    return value
+
+
+def _optional(data: dict[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise SpecError(f"{where}.{key}: a non-empty string")
+    return value
+
+
+def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: a mapping")
+    unknown = set(value) - allowed
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    return value
+
+
+def _pattern(value: Any, where: str) -> SpanPattern:
+    data = _mapping(value, where, {"services", "name"})
+    services = _strings(data.get("services", "*"), f"{where}.services")
+    return SpanPattern(services, _string(data, "name", where, "*"))
+
+
+def _link(value: Any, where: str) -> LinkRule:
+    data = _mapping(value, where, {"role", "span", "layer", "hint"})
+    rule = LinkRule(
+        role=_string(data, "role", where),
+        span=_optional(data, "span", where),
+        layer=_optional(data, "layer", where),
+        hint=data.get("hint") or "",
+    )
+    if (rule.span is None) == (rule.layer is None):
+        raise SpecError(f"{where}: name the link's target: `span` or `layer` (one of them)")
+    return rule
+
+
+_LAYER_KEYS = {"name", "services", "message", "parent", "parent_link", "optional", "links"}
+_TOP_KEYS = {
+    "name",
+    "layers",
+    "conversation_attribute",
+    "user_attribute",
+    "link_role_attribute",
+    "first_token_event",
+    "model_spans",
+    "tool_spans",
+}
+
+
+def _layer(value: Any, where: str) -> Layer:
+    data = _mapping(value, where, _LAYER_KEYS)
+    name = _string(data, "name", where)
+    links = data.get("links") or []
+    if not isinstance(links, list):
+        raise SpecError(f"{where}.links: a list")
+    optional = data.get("optional", False)
+    if not isinstance(optional, bool):
+        raise SpecError(f"{where}.optional: true or false")
+    return Layer(
+        name=name,
+        services=_strings(data.get("services"), f"{where}.services"),
+        message=_optional(data, "message", where),
+        parent=_optional(data, "parent", where),
+        parent_link=_optional(data, "parent_link", where),
+        optional=optional,
+        links=tuple(_link(link, f"{where}.links[{i}]") for i, link in enumerate(links)),
+    )
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
+    top = _mapping(data, source, _TOP_KEYS)
+    raw_layers = top.get("layers")
+    if not isinstance(raw_layers, list) or not raw_layers:
+        raise SpecError(f"{source}: `layers`, a list of at least one layer, outermost first")
+    layers = tuple(_layer(layer, f"layers[{i}]") for i, layer in enumerate(raw_layers))
+    names = [layer.name for layer in layers]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{source}: layer names repeat: {names}")
+    if not any(layer.message for layer in layers):
+        raise SpecError(f"{source}: no layer has a `message` span: nothing marks a message")
+    seen: set[str] = set()
+    for layer in layers:
+        if layer.parent is not None:
+            if layer.parent not in seen:
+                raise SpecError(
+                    f"layer {layer.name}: parent {layer.parent!r} is not a layer before it"
+                )
+            if not layer.message or not layers[names.index(layer.parent)].message:
+                raise SpecError(f"layer {layer.name}: both it and its parent need a `message`")
+        if layer.parent_link is not None and layer.parent is None:
+            raise SpecError(f"layer {layer.name}: `parent_link` needs a `parent`")
+        if layer.links and not layer.message:
+            raise SpecError(f"layer {layer.name}: links are checked on its `message` span")
+        for link in layer.links:
+            if link.layer is not None and link.layer not in names:
+                raise SpecError(f"layer {layer.name}: link {link.role!r} to unknown layer")
+        seen.add(layer.name)
+    for layer in layers:
+        reached = any(link.layer == layer.name for other in layers for link in other.links)
+        if not layer.message and not reached:
+            raise SpecError(
+                f"layer {layer.name}: no `message` span and no layer links to it: "
+                "nothing could find it"
+            )
+    return ChainSpec(
+        name=_string(top, "name", source),
+        layers=layers,
+        conversation_attribute=_string(top, "conversation_attribute", source),
+        user_attribute=_string(top, "user_attribute", source),
+        link_role_attribute=_string(top, "link_role_attribute", source, "link.role"),
+        first_token_event=_string(top, "first_token_event", source, "first_token"),
+        model_spans=_pattern(top.get("model_spans", {"name": "chat *"}), "model_spans"),
+        tool_spans=_pattern(top.get("tool_spans", {"name": "execute_tool*"}), "tool_spans"),
+        source=source,
+    )
+
+
+def load_spec(path: Path | str) -> ChainSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SpecError(f"cannot read the chain spec {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not YAML: {err}") from None
+    return parse_spec(data, str(path))
+
+
+@cache
+def default_spec() -> ChainSpec:
+    """This project's stack (omni_trace/specs/omni2.yaml)."""
+    return load_spec(DEFAULT_SPEC)
