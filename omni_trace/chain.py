@@ -77,6 +77,17 @@ class ChainReport:
         }
 
 
+def _ancestors(span: TraceSpan, by_id: dict[str, TraceSpan]) -> list[str]:
+    """Span ids above `span`, nearest first, as far as the trace holds them."""
+    found: list[str] = []
+    while span.parent_span_id and span.parent_span_id not in found:
+        found.append(span.parent_span_id)
+        if span.parent_span_id not in by_id:
+            break
+        span = by_id[span.parent_span_id]
+    return found
+
+
 class _Chain:
     """One message trace read through a spec, step by step."""
 
@@ -145,14 +156,17 @@ class _Chain:
             if span.status == "ERROR":
                 detail = span.status_message or span.attributes.get("error.type", "")
                 report.errors.append(f"{span.service} {span.name}: {detail}".strip())
+        by_id = {s.span_id: s for s in self.spans}
         for layer in spec.message_layers:
             span, parent = self.found[layer.name], self.found.get(layer.parent or "")
             if span is None or parent is None or layer.name in self.linked_parent:
                 continue
-            if span.parent_span_id != parent.span_id:
-                report.problems.append(
-                    f"{layer.message} is not a child of {spec.layer(layer.parent or '').message}"
-                )
+            above = spec.layer(layer.parent or "").message
+            if layer.nested:
+                if parent.span_id not in _ancestors(span, by_id):
+                    report.problems.append(f"{layer.message} is not under {above}")
+            elif span.parent_span_id != parent.span_id:
+                report.problems.append(f"{layer.message} is not a child of {above}")
 
     def links(self) -> None:
         """Each layer's required links, and the layers they prove (a gateway)."""

@@ -22,6 +22,8 @@ class Ports:
     flowview: int = 16687
     jaeger_metrics: int = 8889
     prometheus: int = 16688
+    # UDP: Jaeger's `jaeger` receiver (thrift compact), which jaeger-client reporters use.
+    jaeger_thrift_compact: int = 6831
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:

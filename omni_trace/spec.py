@@ -59,6 +59,7 @@ class Layer:
     message: str | None = None  # its span per message; None: reached only through a link
     parent: str | None = None  # the layer whose message span is this one's parent
     parent_link: str | None = None  # or: the role of a link to that span (another trace)
+    nested: bool = False  # a descendant of the parent's span, not only a child
     optional: bool = False
     links: tuple[LinkRule, ...] = ()
 
@@ -172,7 +173,16 @@ def _link(value: Any, where: str) -> LinkRule:
     return rule
 
 
-_LAYER_KEYS = {"name", "services", "message", "parent", "parent_link", "optional", "links"}
+_LAYER_KEYS = {
+    "name",
+    "services",
+    "message",
+    "parent",
+    "parent_link",
+    "nested",
+    "optional",
+    "links",
+}
 _TOP_KEYS = {
     "name",
     "layers",
@@ -191,15 +201,16 @@ def _layer(value: Any, where: str) -> Layer:
     links = data.get("links") or []
     if not isinstance(links, list):
         raise SpecError(f"{where}.links: a list")
-    optional = data.get("optional", False)
-    if not isinstance(optional, bool):
-        raise SpecError(f"{where}.optional: true or false")
+    optional, nested = data.get("optional", False), data.get("nested", False)
+    if not isinstance(optional, bool) or not isinstance(nested, bool):
+        raise SpecError(f"{where}: `optional` and `nested` are true or false")
     return Layer(
         name=name,
         services=_strings(data.get("services"), f"{where}.services"),
         message=_optional(data, "message", where),
         parent=_optional(data, "parent", where),
         parent_link=_optional(data, "parent_link", where),
+        nested=nested,
         optional=optional,
         links=tuple(_link(link, f"{where}.links[{i}]") for i, link in enumerate(links)),
     )
@@ -225,8 +236,8 @@ def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
                 )
             if not layer.message or not layers[names.index(layer.parent)].message:
                 raise SpecError(f"layer {layer.name}: both it and its parent need a `message`")
-        if layer.parent_link is not None and layer.parent is None:
-            raise SpecError(f"layer {layer.name}: `parent_link` needs a `parent`")
+        if (layer.parent_link is not None or layer.nested) and layer.parent is None:
+            raise SpecError(f"layer {layer.name}: `parent_link` and `nested` need a `parent`")
         if layer.links and not layer.message:
             raise SpecError(f"layer {layer.name}: links are checked on its `message` span")
         for link in layer.links:

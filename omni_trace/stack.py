@@ -83,6 +83,8 @@ class StackInfo:
     omni2_database_url: str = ""  # may hold a password: the stack file is for this machine
     flowview_url: str = ""
     prometheus_url: str = ""  # empty: no Prometheus on this machine (no hop chart)
+    # host:port (UDP) where a jaeger-client service reports its spans; empty: external Jaeger
+    jaeger_thrift_compact: str = ""
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -170,6 +172,7 @@ class Stack:
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
             flowview_url=f"http://{host}:{self.ports.flowview}" if viewers else "",
+            jaeger_thrift_compact="" if external else f"{host}:{self.ports.jaeger_thrift_compact}",
             prometheus_url=(
                 f"http://{host}:{self.ports.prometheus}"
                 if viewers and prometheus_binary(self.settings) and not external
@@ -316,6 +319,7 @@ class Stack:
                     "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
                     "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
                     "JAEGER_METRICS": f"{host}:{p.jaeger_metrics}",
+                    "JAEGER_THRIFT_COMPACT": info.jaeger_thrift_compact,
                     "JAEGER_UI_CONFIG": self._render_jaeger_ui_config(),
                     # The chat page exports its spans to Jaeger: only its origin may.
                     "JAEGER_CORS_ORIGIN": info.frontend_url,

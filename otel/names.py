@@ -113,6 +113,13 @@ class SpanName:
         "SERVER",
         "FastAPI's server span of the ForwardAuth check",
     )
+    USAGE_WEBHOOK: Final = _span(
+        "POST usage webhook",
+        (Service.OMNI2,),
+        "CLIENT",
+        "an answered message's usage sent to OMNI2_USAGE_WEBHOOK_URL, after the reply; the "
+        "receiving service's span is its child (examples/usage_ledger, on jaeger-client)",
+    )
     PERSIST: Final = _span(
         "chat.persist",
         (Service.OMNI2,),
@@ -275,6 +282,11 @@ class Attr:
     TOOL_STATUS: Final = _attr("chat.tool.status", "`ok` or `error`: the tool's real outcome")
     USAGE_COST: Final = _attr("chat.usage.cost", "cost of one message (USD, from model prices)")
     FLOW_EVENTS: Final = _attr("chat.flow_events", "flow events stored for one message")
+    HTTP_STATUS: Final = _attr(
+        "http.response.status_code",
+        "the HTTP status: FastAPI's server spans, and the answer to our own client spans",
+        "semconv",
+    )
     ROWS: Final = _attr("chat.db.rows", "rows a database span wrote or a tool returned")
     PERSIST_BATCH: Final = _attr(
         "chat.db.batch", "messages stored in the same transaction (turns that ended together)"
@@ -289,7 +301,6 @@ class Attr:
 for _key in (
     "http.request.method",
     "http.request.method_original",
-    "http.response.status_code",
     "http.route",
     "network.protocol.version",
     "url.path",

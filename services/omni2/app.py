@@ -20,6 +20,7 @@ from services.omni2.providers import create_model
 from services.omni2.settings import Omni2Settings
 from services.omni2.store import Store
 from services.omni2.tools import McpToolbox
+from services.omni2.webhook import UsageWebhook
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def create_app(
     store = Store(db)
     tools = toolbox or McpToolbox.from_settings(settings)
     chat_model = model or create_model(settings)
-    services = ChatServices(settings, store, chat_model, tools)
+    webhook = UsageWebhook(settings.usage_webhook_url, settings.usage_webhook_timeout_s)
+    services = ChatServices(settings, store, chat_model, tools, webhook=webhook)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +57,7 @@ def create_app(
         tools.start()  # the MCP handshake now, in its own trace, not in a message's
         yield
         await tools.aclose()
+        await webhook.aclose()
         await db.dispose()
 
     app = FastAPI(title="omni2", telemetry=telemetry_config(), lifespan=lifespan)

@@ -63,6 +63,7 @@ from services.omni2.settings import Omni2Settings
 from services.omni2.steps import traced_step
 from services.omni2.store import Store
 from services.omni2.tools import McpToolbox, ToolsUnavailable
+from services.omni2.webhook import UsageWebhook
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -101,6 +102,7 @@ class ChatServices:
     model: ChatModel
     toolbox: McpToolbox
     connections: ConnectionCount = field(default_factory=ConnectionCount)
+    webhook: UsageWebhook = field(default_factory=lambda: UsageWebhook(None))
 
     @property
     def usage_policy(self) -> UsagePolicy:
@@ -400,6 +402,12 @@ class ChatSession:
             raise ClientGone
         if frame is not None:
             await self._send(frame)
+        if outcome.error_type is None:
+            # After the reply: the webhook is never in the chat's way.
+            self.services.webhook.post(
+                {**self._result(result, record), "user_id": self.user_id, "model": record.model},
+                trace.set_span_in_context(span),
+            )
         if outcome.close is not None:
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.websocket.close(code=outcome.close, reason=close_reason(outcome.reason))

@@ -75,6 +75,16 @@ class Omni2Settings(CommonSettings):
         "layers their own way (a chain spec then says so: docs/toolkit.md).",
     )
 
+    usage_webhook_url: str | None = Field(
+        default=None,
+        description="After each answered message, its usage (tokens, cost, ids; no content) is "
+        "POSTed here in the background, with the trace context in every configured propagator "
+        "(OTEL_PROPAGATORS=tracecontext,baggage,jaeger adds uber-trace-id). Unset: no call.",
+    )
+    usage_webhook_timeout_s: float = Field(
+        default=2.0, gt=0, le=30, description="Each webhook call gives up after this long."
+    )
+
     # -- conversation and tools ---------------------------------------------------------------
     history_turns: int = Field(default=20, ge=0, description="Earlier turns sent to the model.")
     max_agent_iterations: int = Field(

@@ -1,0 +1,146 @@
+"""A legacy service on jaeger-client in a message's chain: OMNI2 calls the usage ledger
+(examples/usage_ledger) with `uber-trace-id` beside `traceparent`, the ledger continues the
+trace with jaeger-client and reports to Jaeger's `jaeger` receiver over UDP; its span sits
+under OMNI2's turn and the audit, by the example's spec, counts it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from omni_trace.assertions import Trace
+from omni_trace.audit import AuditQuery, run_audit
+from omni_trace.client import ChatReply, login, open_chat
+from omni_trace.jaeger import JaegerClient, has_services
+from omni_trace.paths import REPO_ROOT
+from omni_trace.spec import load_spec
+from omni_trace.stack import Stack
+from otel.names import Service, SpanName
+from otel.setup import create_tracer_provider
+from tests.stack.conftest import running_stack
+
+pytestmark = pytest.mark.stack
+
+EXAMPLE = REPO_ROOT / "examples" / "usage_ledger"
+LEDGER = "usage-ledger"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ledger_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, ledger_port: int) -> Iterator[Stack]:
+    omni2 = {
+        "OMNI2_USAGE_WEBHOOK_URL": f"http://127.0.0.1:{ledger_port}/usage",
+        # uber-trace-id beside traceparent: what a jaeger-client service reads.
+        "OTEL_PROPAGATORS": "tracecontext,baggage,jaeger",
+    }
+    run_dir = tmp_path_factory.mktemp("ledger-stack")
+    with running_stack(run_dir, secrets.token_urlsafe(32), service_env={"omni2": omni2}) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ledger(
+    stack: Stack, ledger_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "LEDGER_PORT": str(ledger_port),
+        "JAEGER_AGENT": stack.info.jaeger_thrift_compact,
+    }
+    log = (tmp_path_factory.mktemp("ledger") / "ledger.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "ledger.py")], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{ledger_port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, f"the ledger exited: {Path(log.name).read_text()}"
+            assert time.monotonic() < deadline, "the ledger did not come up"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def _chat(stack: Stack) -> tuple[str, list[ChatReply]]:
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
+    )
+
+    async def run() -> tuple[str, list[ChatReply]]:
+        token = await login(stack.info.dashboard_url, "alice", "alice-demo")
+        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
+            replies = [
+                await chat.send("Hello ledger"),
+                await chat.send("How many products per category are in the database?"),
+            ]
+        assert chat.conversation_id and all(r.ok for r in replies), [r.frame for r in replies]
+        return chat.conversation_id, replies
+
+    try:
+        return asyncio.run(run())
+    finally:
+        provider.shutdown()
+
+
+def test_the_legacy_ledger_joins_each_message_chain(stack: Stack, ledger: str) -> None:
+    conversation_id, replies = _chat(stack)
+    spec = load_spec(EXAMPLE / "chain.yaml")
+    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        for reply in replies:
+            spans = jaeger.wait_for_trace(
+                reply.trace_id,
+                has_services(Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2, LEDGER),
+                what="every layer and the ledger",
+            )
+            message = Trace(spans)
+            # jaeger-client's span, continued from uber-trace-id, under OMNI2's call to it.
+            message.assert_chain(
+                f"omni2:{SpanName.TURN} > omni2:{SpanName.USAGE_WEBHOOK} > {LEDGER}:record usage"
+            )
+            message.assert_attribute(f"{LEDGER}:record usage", "user.id", "alice")
+            message.assert_attribute(
+                f"omni2:{SpanName.USAGE_WEBHOOK}", "http.response.status_code", 200
+            )
+            message.assert_no_orphans()
+        reports = run_audit(jaeger, AuditQuery(conversation_id=conversation_id), spec=spec)
+        # Our own spec's verdicts agree: the ledger is an extra layer, not a change.
+        ours = run_audit(jaeger, AuditQuery(conversation_id=conversation_id))
+    assert [r.trace_id for r in reports] == [r.trace_id for r in replies]
+    for report in reports:
+        assert report.problems == [] and report.layers["ledger"] is True, report.status
+        assert report.hops["omni2_to_ledger"] is not None and report.hops["omni2_to_ledger"] > 0
+    assert all(not r.broken and "ledger" not in r.layers for r in ours)
+
+    # The ledger counted what OMNI2 told the client.
+    totals = httpx.get(f"{ledger}/usage", timeout=5).json()
+    assert totals["alice"]["messages"] == 2
+    assert totals["alice"]["tokens"] == sum(r.frame["result"]["tokens_used"] for r in replies)
