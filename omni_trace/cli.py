@@ -31,7 +31,6 @@ from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
 from omni_trace.waterfall import render_waterfall
 from otel.names import Service, telemetry_markdown
 from otel.setup import create_tracer_provider
-from services.omni2.db.seed import DEMO_PASSWORDS
 
 EPILOG = """\
 environment:
@@ -154,9 +153,13 @@ def _password(args: argparse.Namespace) -> str:
     env = os.environ.get("OMNI_TRACE_PASSWORD")
     if env:
         return env
-    if args.user in DEMO_PASSWORDS:
-        return DEMO_PASSWORDS[args.user]
-    raise ChatError(f"no password for {args.user!r}: pass --password or set OMNI_TRACE_PASSWORD")
+    demo = StackInfo.read(args.stack_file).demo_passwords
+    if args.user in demo:
+        return demo[args.user]
+    raise ChatError(
+        f"no password for {args.user!r} (not one of the stack's demo users: "
+        f"{', '.join(demo) or 'none'}): pass --password or set OMNI_TRACE_PASSWORD"
+    )
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from omni_trace.stack import StackInfo
 from omni_trace.tracetree import render_tree
 from otel.names import Service
 from otel.setup import create_tracer_provider
-from services.omni2.db.seed import DEMO_PASSWORDS
 
 DEFAULT_MESSAGES = (
     "Hello, what can you do?",
@@ -60,7 +59,7 @@ def hop_summary(report: ChainReport) -> str:
 async def _chat(
     info: StackInfo, user: str, messages: Sequence[str], provider: object
 ) -> tuple[list[ChatReply], str]:
-    token = await login(info.dashboard_url, user, DEMO_PASSWORDS.get(user, ""))
+    token = await login(info.dashboard_url, user, info.demo_passwords.get(user, ""))
     replies = []
     async with open_chat(info.dashboard_ws_url, token, tracer_provider=provider) as chat:  # type: ignore[arg-type]
         print(f"\nconnected as {user}; conversation {chat.conversation_id}")

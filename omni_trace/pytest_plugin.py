@@ -40,7 +40,6 @@ from omni_trace.spec import ChainSpec, SpecError, default_spec, load_spec
 from omni_trace.stack import Stack, StackInfo
 from otel.names import Service
 from otel.setup import create_tracer_provider
-from services.omni2.db.seed import DEMO_PASSWORDS
 
 ChatFactory = Callable[..., AbstractAsyncContextManager[ChatConnection]]
 
@@ -113,7 +112,7 @@ def omni_chat(omni_stack: StackInfo, omni_tracer_provider: TracerProvider) -> Ch
     async def connect(
         user: str = "alice", password: str | None = None
     ) -> AsyncIterator[ChatConnection]:
-        password = password or DEMO_PASSWORDS.get(user, "")
+        password = password or omni_stack.demo_passwords.get(user, "")
         token = await login(omni_stack.dashboard_url, user, password)
         async with open_chat(
             omni_stack.dashboard_ws_url, token, tracer_provider=omni_tracer_provider

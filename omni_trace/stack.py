@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -85,6 +85,8 @@ class StackInfo:
     prometheus_url: str = ""  # empty: no Prometheus on this machine (no hop chart)
     # host:port (UDP) where a jaeger-client service reports its spans; empty: external Jaeger
     jaeger_thrift_compact: str = ""
+    # The demo logins OMNI2 seeded (public demo credentials; empty when it seeds none).
+    demo_passwords: dict[str, str] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -213,7 +215,20 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        self.info = replace(self.info, demo_passwords=self._demo_passwords())
         return self.info
+
+    @property
+    def _demo_users_file(self) -> Path:
+        return self.run_dir / "demo-users.json"
+
+    def _demo_passwords(self) -> dict[str, str]:
+        """What OMNI2 wrote to OMNI2_DEMO_USERS_FILE when it seeded its demo users."""
+        try:
+            found = json.loads(self._demo_users_file.read_text())
+        except (OSError, ValueError):
+            return {}  # seeding off (or an OMNI2 that does not write it): no demo logins
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
     def stop(self) -> None:
         for name in reversed(SERVICE_ORDER):
@@ -355,6 +370,7 @@ class Stack:
                 "OMNI2_DATABASE_URL": info.omni2_database_url,
                 "OMNI2_MCP_URL": info.mcp_url,
                 "OMNI2_MCP_AUTH_TOKEN": self.mcp_auth_token,
+                "OMNI2_DEMO_USERS_FILE": str(self._demo_users_file),
             },
             _http_ok(f"{info.omni2_url}/healthz"),
         )

@@ -14,7 +14,7 @@ from services.omni2.connect import ChatConnect
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.engine import redacted_url
-from services.omni2.db.seed import seed_demo
+from services.omni2.db.seed import seed_demo, write_demo_users
 from services.omni2.model import ChatModel
 from services.omni2.providers import create_model
 from services.omni2.settings import Omni2Settings
@@ -51,6 +51,8 @@ def create_app(
             added = await seed_demo(db)
             if added:
                 log.info("seeded %d demo roles and users", added)
+            if settings.demo_users_file is not None:
+                write_demo_users(settings.demo_users_file)
         log.info(
             "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
         )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -35,6 +37,12 @@ class Omni2Settings(CommonSettings):
         "<run dir>/omni2.db).",
     )
     seed_demo_users: bool = Field(default=True, description="Add the demo roles and users.")
+    demo_users_file: Path | None = Field(
+        default=None,
+        description="Where OMNI2 writes the demo users it seeds, with their (public, "
+        "documented) demo passwords, so that a local harness can log in as them without "
+        "knowing OMNI2's internals; written 0600 at start. Unset: not written.",
+    )
 
     # -- model -------------------------------------------------------------------------------
     model_provider: str = Field(

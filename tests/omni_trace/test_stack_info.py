@@ -102,3 +102,17 @@ def test_the_viewers_are_left_out_when_asked(tmp_path: Path, viewers: bool) -> N
         assert "prometheus" not in plan
         assert link == "{jaeger_query_url}/api/traces/{trace_id}"
         assert ui_config == ""
+
+
+def test_demo_logins_come_from_what_omni2_wrote(tmp_path: Path) -> None:
+    """The harness learns the demo users from OMNI2's OMNI2_DEMO_USERS_FILE, not its code."""
+    stack = Stack(tmp_path, Ports(), StackSettings(), progress=lambda _: None)
+    stack.config_dir.mkdir(parents=True)
+    omni2 = stack._plan()["omni2"].env
+    written = Path(omni2["OMNI2_DEMO_USERS_FILE"])
+    assert written.parent == tmp_path
+    assert stack._demo_passwords() == {}  # not written (seeding off): no demo logins
+    written.write_text("not json")
+    assert stack._demo_passwords() == {}
+    written.write_text(json.dumps({"alice": "alice-demo"}))
+    assert stack._demo_passwords() == {"alice": "alice-demo"}

@@ -7,7 +7,10 @@ without a password (a database made before passwords were stored) gets its demo 
 from __future__ import annotations
 
 import functools
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,8 +83,16 @@ DEMO_USERS: list[DemoUser] = [
     DemoUser("tim", "Tim", "user", "tim-demo", daily_token_limit=120, note="tiny daily limit"),
 ]
 
-# user -> demo password, for the clients that log in as a demo user (CLI, demo, pytest plugin).
+# user -> demo password: what OMNI2 tells a harness through OMNI2_DEMO_USERS_FILE.
 DEMO_PASSWORDS: dict[str, str] = {demo.id: demo.password for demo in DEMO_USERS}
+
+
+def write_demo_users(path: Path) -> None:
+    """The demo logins as JSON (user -> password), private to this user (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(DEMO_PASSWORDS, out)
 
 
 @functools.cache

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +16,7 @@ from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
+from services.omni2.db.seed import DEMO_USERS, write_demo_users
 from tests.db import Admin
 from tests.services.omni2.conftest import converse, gateway_headers
 
@@ -235,3 +238,10 @@ def test_providers_come_from_settings_and_keys_stay_secret() -> None:
     assert isinstance(model, OpenAICompatibleModel) and model.provider == "openai"
     with pytest.raises(ValueError, match="unknown model provider 'nope'"):
         create_model(Omni2Settings(OMNI_JWT_SECRET=SECRET, model_provider="nope"))  # type: ignore[call-arg]
+
+
+def test_the_demo_users_file_is_private_and_lists_every_demo_login(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "demo-users.json"
+    write_demo_users(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == {d.id: d.password for d in DEMO_USERS}
