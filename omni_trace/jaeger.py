@@ -76,6 +76,7 @@ class TraceSpan:
     status: str = "UNSET"
     status_message: str = ""
     events: tuple[SpanEvent, ...] = ()
+    scope: str = ""  # the instrumentation scope: which library made the span
 
     @property
     def duration_ms(self) -> float:
@@ -136,6 +137,7 @@ def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
         resource = _attributes(resource_spans.get("resource", {}).get("attributes"))
         service = str(resource.get("service.name", "unknown"))
         for scope_spans in resource_spans.get("scopeSpans", []):
+            scope = str(scope_spans.get("scope", {}).get("name", ""))
             for s in scope_spans.get("spans", []):
                 status = s.get("status", {})
                 spans.append(
@@ -163,6 +165,7 @@ def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
                             SpanEvent(e.get("name", ""), int(e.get("timeUnixNano", 0)))
                             for e in s.get("events", [])
                         ),
+                        scope=scope,
                     )
                 )
     spans.sort(key=lambda span: span.start_ns)

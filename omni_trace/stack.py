@@ -310,16 +310,16 @@ class Stack:
         # One service name would be wrong for all; secrets go only to the services that hold
         # them, never inherited from the shell by every process.
         base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-        python = {
+        traced = {
             **base,
             "PYTHONUNBUFFERED": "1",
-            "OMNI_JWT_SECRET": self.jwt_secret,
             "OTEL_EXPORTER_OTLP_ENDPOINT": info.otlp_http_endpoint,
             # A dead Jaeger must not hold a service's shutdown for long.
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
         }
         if not self.tracing:
-            python["OTEL_SDK_DISABLED"] = "true"
+            traced["OTEL_SDK_DISABLED"] = "true"
+        python = {**traced, "OMNI_JWT_SECRET": self.jwt_secret}
         services: dict[str, _Service] = {}
         if not self.settings.jaeger_query_url:
             jaeger = ensure_jaeger(self._progress, self.settings.jaeger_bin)
@@ -407,8 +407,7 @@ class Stack:
             "frontend",
             [sys.executable, "-m", "services.frontend"],
             {
-                **base,
-                "PYTHONUNBUFFERED": "1",
+                **traced,
                 "FRONTEND_HOST": host,
                 "FRONTEND_PORT": str(p.frontend),
                 "FRONTEND_DASHBOARD_URL": info.dashboard_url,

@@ -61,11 +61,19 @@ class Service:
     AUTH: Final = "omni2-auth"  # Traefik's ForwardAuth target
     OMNI2: Final = "omni2"  # the chat backend (layer 4)
     MCP_TOOLS: Final = "mcp-tools"  # the MCP tool server
+    FRONTEND: Final = "chat-frontend"  # serves the chat page and its /config.json
 
 
 CLIENTS = (Service.CHAT_CLIENT, Service.CHAT_BROWSER)
 # Services whose spans our code emits (Traefik's spans are Traefik's own).
-OWN_SERVICES = (*CLIENTS, Service.DASHBOARD, Service.AUTH, Service.OMNI2, Service.MCP_TOOLS)
+OWN_SERVICES = (
+    *CLIENTS,
+    Service.DASHBOARD,
+    Service.AUTH,
+    Service.OMNI2,
+    Service.MCP_TOOLS,
+    Service.FRONTEND,
+)
 
 
 class SpanName:
@@ -111,7 +119,7 @@ class SpanName:
         "GET /verify",
         (Service.AUTH,),
         "SERVER",
-        "FastAPI's server span of the ForwardAuth check",
+        "the ForwardAuth check (opentelemetry-instrumentation-fastapi's server span)",
     )
     USAGE_WEBHOOK: Final = _span(
         "POST usage webhook",
@@ -190,9 +198,11 @@ class SpanName:
     )
     HTTP_SERVER: Final = _span(
         "* /*",
-        (Service.DASHBOARD, Service.AUTH, Service.OMNI2),
+        (Service.DASHBOARD, Service.AUTH, Service.OMNI2, Service.FRONTEND),
         "SERVER",
-        "FastAPI's server span of any other HTTP route (login, healthz)",
+        "opentelemetry-instrumentation-fastapi's server span of any other HTTP route (the "
+        "dashboard's login, the chat page's /config.json); health checks, WebSocket routes "
+        "and the page's static files are not traced",
     )
 
     @staticmethod
@@ -296,8 +306,8 @@ class Attr:
     )
 
 
-# Attributes of FastAPI's own HTTP server spans (emitted by FastAPI, listed so the table is
-# complete).
+# Attributes of the HTTP server spans of opentelemetry-instrumentation-fastapi (listed so the
+# table is complete; stable HTTP semantic conventions).
 for _key in (
     "http.request.method",
     "http.request.method_original",
@@ -306,8 +316,11 @@ for _key in (
     "url.path",
     "url.query",
     "url.scheme",
+    "user_agent.original",
+    "client.address",
+    "client.port",
 ):
-    _attr(_key, "FastAPI's HTTP server span (semantic conventions)", "fastapi")
+    _attr(_key, "HTTP server span (opentelemetry-instrumentation-fastapi)", "fastapi")
 
 
 # Attributes that the MCP SDK's own spans carry (we use its spans for MCP, not our own).

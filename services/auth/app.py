@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
-from otel.fastapi import telemetry_config
+from otel.fastapi import instrument, telemetry_config
 from otel.names import Attr
 from services.auth.settings import AuthSettings
 from services.common.tokens import TokenError, bearer_token, verify_token
@@ -44,4 +44,5 @@ def create_app(settings: AuthSettings) -> FastAPI:
         span.set_attributes({Attr.AUTH_RESULT: "allowed", Attr.USER_ID: identity.user_id})
         return Response(status_code=200, headers={USER_ID_HEADER: identity.user_id})
 
+    instrument(app)
     return app

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 
-from otel.fastapi import telemetry_config
+from otel.fastapi import instrument, telemetry_config
 from services.dashboard.audit import RefusalLog
 from services.dashboard.login import login_router
 from services.dashboard.proxy import proxy_chat
@@ -45,4 +45,5 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     async def ws_chat(websocket: WebSocket) -> None:
         await proxy_chat(websocket, settings, refusals)
 
+    instrument(app, websocket_paths=("/ws/chat",))
     return app

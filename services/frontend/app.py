@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from otel.fastapi import instrument, telemetry_config
 from services.frontend.settings import FrontendSettings
 
 BUILD_HINT = "scripts/bootstrap (or: cd frontend && npm ci && npm run build)"
@@ -52,7 +53,13 @@ def missing_bundle_page(settings: FrontendSettings) -> HTMLResponse:
 
 
 def create_app(settings: FrontendSettings) -> FastAPI:
-    app = FastAPI(title="chat-frontend", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="chat-frontend",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        telemetry=telemetry_config(),
+    )
     config = page_config(settings)
 
     @app.middleware("http")
@@ -76,4 +83,5 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         return config
 
     app.mount("/", StaticFiles(directory=settings.dist_dir, html=True, check_dir=False))
+    instrument(app, static=True)
     return app

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
 
-from otel.fastapi import telemetry_config
+from otel.fastapi import instrument, telemetry_config
 from services.omni2.chat import ChatServices
 from services.omni2.connect import ChatConnect
 from services.omni2.db import Database
@@ -74,4 +74,5 @@ def create_app(
     async def ws_chat(websocket: WebSocket) -> None:
         await ChatConnect(websocket, services, settings.jwt_secret).serve()
 
+    instrument(app, websocket_paths=("/ws/chat",))
     return app

@@ -1,0 +1,97 @@
+"""The maintained instrumentation in real traces: opentelemetry-instrumentation-fastapi makes
+the HTTP server spans of the dashboard's login, auth's ForwardAuth check and the chat page's
+/config.json, each once (FastAPI's own telemetry is off), under the caller's context."""
+
+from __future__ import annotations
+
+import secrets
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.assertions import Trace
+from omni_trace.client import open_chat
+from omni_trace.jaeger import JaegerClient, has_services
+from omni_trace.stack import Stack
+from otel.names import Service, SpanName
+from services.common.tokens import issue_token
+
+pytestmark = pytest.mark.stack
+
+FASTAPI = "opentelemetry.instrumentation.fastapi"
+
+
+def _traceparent() -> tuple[str, str]:
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
+    stack: Stack, jaeger: JaegerClient
+) -> None:
+    login_trace, traceparent = _traceparent()
+    response = httpx.post(
+        f"{stack.info.dashboard_url}/api/login",
+        json={"username": "alice", "password": "alice-demo"},
+        headers={"traceparent": traceparent},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    # The page's files are not traced. Asked before /config.json: once that span is in
+    # Jaeger, a span of the page (same process, same export queue) would be too.
+    page_trace, traceparent = _traceparent()
+    page = httpx.get(
+        f"{stack.info.frontend_url}/", headers={"traceparent": traceparent}, timeout=10
+    )
+    assert page.status_code == 200
+    config_trace, traceparent = _traceparent()
+    config = httpx.get(
+        f"{stack.info.frontend_url}/config.json", headers={"traceparent": traceparent}, timeout=10
+    )
+    assert config.status_code == 200
+    # The page's files are not traced: no trace at all for them.
+    page_trace, traceparent = _traceparent()
+    page = httpx.get(
+        f"{stack.info.frontend_url}/", headers={"traceparent": traceparent}, timeout=10
+    )
+    assert page.status_code == 200
+
+    login = Trace(
+        jaeger.wait_for_trace(login_trace, has_services(Service.DASHBOARD), what="the login span")
+    )
+    (span,) = login.select(f"{Service.DASHBOARD}:POST /api/login[kind=SERVER]")
+    assert span.scope == FASTAPI and len(login.spans) == 1, login.tree()
+    assert span.attributes["http.route"] == "/api/login"
+    assert span.attributes["http.response.status_code"] == 200
+
+    served = Trace(
+        jaeger.wait_for_trace(config_trace, has_services(Service.FRONTEND), what="/config.json")
+    )
+    (span,) = served.select(f"{Service.FRONTEND}:GET /config.json[kind=SERVER]")
+    assert span.scope == FASTAPI and len(served.spans) == 1, served.tree()
+    assert jaeger.get_trace(page_trace) == []
+
+
+async def test_forward_auth_is_one_instrumented_span_under_traefik(
+    stack: Stack, jaeger: JaegerClient, client_provider: TracerProvider, jwt_secret: str
+) -> None:
+    async with open_chat(
+        stack.info.dashboard_ws_url,
+        issue_token("alice", jwt_secret),
+        tracer_provider=client_provider,
+    ) as chat:
+        await chat.send("hello")
+    client_provider.force_flush()
+    session = Trace(
+        jaeger.wait_for_trace(
+            chat.session_trace_id, has_services(Service.AUTH, Service.TRAEFIK), what="auth"
+        )
+    )
+    (verify,) = session.select(f"{Service.AUTH}:{SpanName.AUTH_VERIFY}")
+    assert verify.scope == FASTAPI
+    session.assert_chain(f"traefik:AuthRequest > {Service.AUTH}:{SpanName.AUTH_VERIFY}")
+    # No second span for the same request (FastAPI's own telemetry is off), and none for the
+    # WebSocket route of OMNI2 or the dashboard.
+    assert len(session.select(f"{Service.AUTH}:*")) == 1, session.tree()
+    assert not session.select("*:GET /ws/chat"), session.tree()
