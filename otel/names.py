@@ -24,7 +24,9 @@ class SpanDoc:
 class AttrDoc:
     key: str
     description: str
-    source: str  # "project", "semconv" (set by our code), "fastapi" or "mcp-sdk" (their spans)
+    source: (
+        str  # "project", "semconv" (set by our code); "fastapi", "sqlalchemy", "mcp-sdk": theirs
+    )
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,12 @@ class SpanName:
         "OMNI2 opening its MCP session and reading the tool catalogue at start, in a trace of "
         "its own, so that no chat message pays for the handshake",
     )
+    SQL_CONNECT: Final = _span(
+        "connect",
+        (Service.OMNI2,),
+        "CLIENT",
+        "OMNI2_SQL_SPANS only: a new database connection (SQLAlchemy instrumentation)",
+    )
     HTTP_SERVER: Final = _span(
         "* /*",
         (Service.DASHBOARD, Service.AUTH, Service.OMNI2, Service.FRONTEND),
@@ -321,6 +329,27 @@ for _key in (
     "client.port",
 ):
     _attr(_key, "HTTP server span (opentelemetry-instrumentation-fastapi)", "fastapi")
+
+
+# Spans and attributes of opentelemetry-instrumentation-sqlalchemy (OMNI2_SQL_SPANS only).
+for _operation in ("INSERT", "SELECT", "UPDATE", "DELETE"):
+    _span(
+        f"{_operation} *",
+        (Service.OMNI2,),
+        "CLIENT",
+        f"OMNI2_SQL_SPANS only: one {_operation} statement, `{_operation} <database>`",
+    )
+    _span(
+        _operation,
+        (Service.OMNI2,),
+        "CLIENT",
+        f"OMNI2_SQL_SPANS only: one {_operation} statement (PostgreSQL: no database in the name)",
+    )
+for _key, _what in (
+    ("db.namespace", "the database (SQLite: its file; PostgreSQL: its name)"),
+    ("db.query.text", "the statement with placeholders; the values are never recorded"),
+):
+    _attr(_key, _what, "sqlalchemy")
 
 
 # Attributes that the MCP SDK's own spans carry (we use its spans for MCP, not our own).

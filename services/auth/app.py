@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
-from otel.fastapi import instrument, telemetry_config
+from otel.instrumentation import instrument, telemetry_config
 from otel.names import Attr
 from services.auth.settings import AuthSettings
 from services.common.tokens import TokenError, bearer_token, verify_token

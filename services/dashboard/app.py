@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 
-from otel.fastapi import instrument, telemetry_config
+from otel.instrumentation import instrument, telemetry_config
 from services.dashboard.audit import RefusalLog
 from services.dashboard.login import login_router
 from services.dashboard.proxy import proxy_chat

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from otel.fastapi import instrument, telemetry_config
+from otel.instrumentation import instrument, telemetry_config
 from services.frontend.settings import FrontendSettings
 
 BUILD_HINT = "scripts/bootstrap (or: cd frontend && npm ci && npm run build)"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
 
-from otel.fastapi import instrument, telemetry_config
+from otel.instrumentation import instrument, telemetry_config
 from services.omni2.chat import ChatServices
 from services.omni2.connect import ChatConnect
 from services.omni2.db import Database
@@ -36,7 +36,7 @@ def create_app(
     model: ChatModel | None = None,
     toolbox: McpToolbox | None = None,
 ) -> FastAPI:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, sql_spans=settings.sql_spans)
     store = Store(db)
     tools = toolbox or McpToolbox.from_settings(settings)
     chat_model = model or create_model(settings)

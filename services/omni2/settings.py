@@ -37,6 +37,11 @@ class Omni2Settings(CommonSettings):
         "<run dir>/omni2.db).",
     )
     seed_demo_users: bool = Field(default=True, description="Add the demo roles and users.")
+    sql_spans: bool = Field(
+        default=False,
+        description="A span per SQL statement (opentelemetry-instrumentation-sqlalchemy) under "
+        "chat.persist and the checks. Off by default: a message's trace stays small.",
+    )
     demo_users_file: Path | None = Field(
         default=None,
         description="Where OMNI2 writes the demo users it seeds, with their (public, "

@@ -5,17 +5,21 @@ the HTTP server spans of the dashboard's login, auth's ForwardAuth check and the
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.assertions import Trace
-from omni_trace.client import open_chat
+from omni_trace.client import login, open_chat
+from omni_trace.demo import message_trace_complete
 from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.stack import Stack
 from otel.names import Service, SpanName
+from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
+from tests.stack.conftest import running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -95,3 +99,38 @@ async def test_forward_auth_is_one_instrumented_span_under_traefik(
     # WebSocket route of OMNI2 or the dashboard.
     assert len(session.select(f"{Service.AUTH}:*")) == 1, session.tree()
     assert not session.select("*:GET /ws/chat"), session.tree()
+
+
+SQLALCHEMY = "opentelemetry.instrumentation.sqlalchemy"
+
+
+@pytest.fixture(scope="module")
+def sql_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env = {"omni2": {"OMNI2_SQL_SPANS": "true"}}
+    run_dir = tmp_path_factory.mktemp("sql-stack")
+    with running_stack(run_dir, secrets.token_urlsafe(32), service_env=env) as stack:
+        yield stack
+
+
+async def test_sql_spans_when_switched_on(sql_stack: Stack) -> None:
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=sql_stack.info.otlp_http_endpoint
+    )
+    try:
+        token = await login(sql_stack.info.dashboard_url, "alice", "alice-demo")
+        async with open_chat(
+            sql_stack.info.dashboard_ws_url, token, tracer_provider=provider
+        ) as chat:
+            reply = await chat.send("a message whose rows are traced")
+        provider.force_flush()
+    finally:
+        provider.shutdown()
+    with JaegerClient(sql_stack.info.jaeger_query_url) as jaeger:
+        message = Trace(
+            jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
+        )
+    inserts = message.select(f"{Service.OMNI2}:INSERT *")
+    assert inserts and all(s.scope == SQLALCHEMY for s in inserts), message.tree()
+    message.assert_chain(f"{Service.OMNI2}:{SpanName.PERSIST} >> {Service.OMNI2}:INSERT *")
+    for span in message.select(f"{Service.OMNI2}:[ISU]*[kind=CLIENT]"):
+        assert "a message whose rows" not in str(span.attributes), span.attributes

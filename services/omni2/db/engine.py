@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from otel.instrumentation import instrument_engine
 from services.omni2.db.models import Base
 from services.omni2.db.upgrade import add_missing_columns
 
@@ -36,7 +37,7 @@ class Database:
 
     The URL may hold a password: it is kept as a SecretStr (`redacted_url` for logs)."""
 
-    def __init__(self, url: str | SecretStr) -> None:
+    def __init__(self, url: str | SecretStr, sql_spans: bool = False) -> None:
         self.url = url if isinstance(url, SecretStr) else SecretStr(url)
         url = self.url.get_secret_value()
         parsed = make_url(url)
@@ -52,6 +53,8 @@ class Database:
         self.engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        if sql_spans:
+            instrument_engine(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_tables(self) -> None:

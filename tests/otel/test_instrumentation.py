@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel.fastapi import instrument, telemetry_config
+from otel.instrumentation import instrument, telemetry_config
 from otel.names import ATTRIBUTES
 from services.frontend.app import create_app as create_frontend
 from tests.services.frontend.test_app import _bundle, _settings
