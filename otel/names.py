@@ -331,6 +331,16 @@ for _key in (
     _attr(_key, "HTTP server span (opentelemetry-instrumentation-fastapi)", "fastapi")
 
 
+# The model providers' HTTP requests (opentelemetry-instrumentation-httpx on the SDKs' client).
+_span(
+    "POST",
+    (Service.OMNI2,),
+    "CLIENT",
+    "a model provider's HTTP request (anthropic or openai SDK), under `chat <model>`",
+)
+_attr("network.peer.address", "the host an HTTP request went to", "httpx")
+
+
 # Spans and attributes of opentelemetry-instrumentation-sqlalchemy (OMNI2_SQL_SPANS only).
 for _operation in ("INSERT", "SELECT", "UPDATE", "DELETE"):
     _span(

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from omni_trace.assertions import Trace
 from omni_trace.client import login, open_chat
 from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
@@ -55,7 +56,9 @@ _tool_trace = has(
     (Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query")),
     (Service.OMNI2, SpanName.execute_tool("database_query")),
     (Service.OMNI2, SpanName.TURN),
+    (Service.OMNI2, "POST"),
 )
+HTTPX = "opentelemetry.instrumentation.httpx"
 
 
 async def test_provider_error_then_tool_call_and_the_key_never_leaks(
@@ -103,6 +106,12 @@ async def test_provider_error_then_tool_call_and_the_key_never_leaks(
         "two openai model calls with GenAI attributes",
         spans,
     )
+    # The SDK's requests: a CLIENT span each, from the httpx instrumentation, under the call.
+    message = Trace(spans)
+    requests = message.select(f"{Service.OMNI2}:POST[kind=CLIENT]")
+    assert len(requests) == 2 and all(r.scope == HTTPX for r in requests), message.tree()
+    message.assert_chain(f"{Service.OMNI2}:{SpanName.model_call(MODEL)} > {Service.OMNI2}:POST")
+    message.assert_attribute(f"{Service.OMNI2}:POST", "http.response.status_code", 200)
     tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
     server = one(spans, Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))
     expect(

@@ -1,8 +1,9 @@
-"""Anthropic's Messages API, streamed (SSE), with tool use.
+"""Anthropic's Messages API through the official `anthropic` SDK, streamed, with tool use.
 
-POST {base}/v1/messages with `stream: true`; events message_start (usage.input_tokens),
-content_block_start/delta/stop (text_delta, or tool_use with input_json_delta), message_delta
-(stop_reason, usage.output_tokens), message_stop, error.
+Events: message_start (usage.input_tokens), content_block_start/delta/stop (text_delta, or
+tool_use with input_json_delta), message_delta (stop_reason, usage.output_tokens),
+message_stop; an `error` event mid-stream is raised by the SDK as a status error of the 200
+answer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpx
+import anthropic
 
 from services.omni2.model import (
     ChatMessage,
@@ -20,10 +21,8 @@ from services.omni2.model import (
     TextChunk,
     ToolSpec,
 )
-from services.omni2.providers.http import StreamingHttpModel, tool_calls
-from services.omni2.providers.sse import sse_events
+from services.omni2.providers.http import SdkModel, body_of, tool_calls
 
-API_VERSION = "2023-06-01"
 _FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -65,22 +64,9 @@ def to_anthropic(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, A
     return system, out
 
 
-class AnthropicModel(StreamingHttpModel):
+class AnthropicModel(SdkModel):
     provider = "anthropic"
     default_base_url = "https://api.anthropic.com"
-    path = "/v1/messages"
-
-    def headers(self, key: str | None) -> dict[str, str]:
-        if key is None:
-            raise ModelError(
-                "anthropic: no API key configured (OMNI2_ANTHROPIC_API_KEY)", "provider_auth"
-            )
-        return {
-            "x-api-key": key,
-            "anthropic-version": API_VERSION,
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-        }
 
     def request(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> dict[str, Any]:
         system, converted = to_anthropic(messages)
@@ -99,52 +85,69 @@ class AnthropicModel(StreamingHttpModel):
             ]
         return body
 
-    async def events(self, response: httpx.Response) -> AsyncIterator[ModelEvent]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ModelEvent]:
+        if self._key is None:
+            raise ModelError(
+                "anthropic: no API key configured (OMNI2_ANTHROPIC_API_KEY)", "provider_auth"
+            )
+        sdk = anthropic.AsyncAnthropic(
+            api_key=self._key,
+            base_url=self.base_url,
+            http_client=self._http,
+            max_retries=0,
+            timeout=self._timeout,
+            # Our `chat <model>` span is the call's span and the httpx instrumentation makes the
+            # request's: the SDK's own span would record the call a second time.
+            open_telemetry={"traces": False, "propagation": False},
+        )
+        try:
+            async for event in self._events(sdk, self.request(messages, tools)):
+                yield event
+        except anthropic.APIStatusError as err:
+            # An `error` event arrives in a 200 answer: the stream failed, not the request.
+            in_stream = err.status_code == 200
+            raise self.status_error(err.status_code, body_of(err), in_stream=in_stream) from None
+        except anthropic.APIConnectionError as err:
+            raise self.transport_error(err, isinstance(err, anthropic.APITimeoutError)) from None
+
+    async def _events(
+        self, sdk: anthropic.AsyncAnthropic, request: dict[str, Any]
+    ) -> AsyncIterator[ModelEvent]:
         input_tokens = output_tokens = 0
         model, message_id, stop = self.name, None, "stop"
         tools: dict[int, dict[str, Any]] = {}
         finished = False
-        async for sse in sse_events(response):
-            data = sse.json()
-            kind = data.get("type", sse.event)
-            if kind == "message_start":
-                message = data.get("message") or {}
-                model = message.get("model") or model
-                message_id = message.get("id")
-                usage = message.get("usage") or {}
-                input_tokens = int(usage.get("input_tokens") or 0)
-                input_tokens += int(usage.get("cache_read_input_tokens") or 0)
-                input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-                output_tokens = int(usage.get("output_tokens") or 0)
-            elif kind == "content_block_start":
-                block = data.get("content_block") or {}
-                if block.get("type") == "tool_use":
-                    tools[int(data["index"])] = {
-                        "id": block["id"],
-                        "name": block["name"],
-                        "json": "",
-                    }
-                elif block.get("type") == "text" and block.get("text"):
-                    yield TextChunk(block["text"])
-            elif kind == "content_block_delta":
-                delta = data.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield TextChunk(delta["text"])
-                elif delta.get("type") == "input_json_delta":
-                    tools[int(data["index"])]["json"] += delta.get("partial_json", "")
-            elif kind == "message_delta":
-                stop = (data.get("delta") or {}).get("stop_reason") or stop
-                usage = data.get("usage") or {}
-                output_tokens = int(usage.get("output_tokens") or output_tokens)
-            elif kind == "message_stop":
+        stream = await sdk.messages.create(**request)
+        async for event in stream:
+            if event.type == "message_start":
+                message = event.message
+                model = message.model or model
+                message_id = message.id
+                usage = message.usage
+                input_tokens = int(usage.input_tokens or 0)
+                input_tokens += int(usage.cache_read_input_tokens or 0)
+                input_tokens += int(usage.cache_creation_input_tokens or 0)
+                output_tokens = int(usage.output_tokens or 0)
+            elif event.type == "content_block_start":
+                block = event.content_block
+                if block.type == "tool_use":
+                    tools[event.index] = {"id": block.id, "name": block.name, "json": ""}
+                elif block.type == "text" and block.text:
+                    yield TextChunk(block.text)
+            elif event.type == "content_block_delta":
+                delta = event.delta
+                if delta.type == "text_delta" and delta.text:
+                    yield TextChunk(delta.text)
+                elif delta.type == "input_json_delta":
+                    tools[event.index]["json"] += delta.partial_json
+            elif event.type == "message_delta":
+                stop = event.delta.stop_reason or stop
+                if event.usage is not None and event.usage.output_tokens:
+                    output_tokens = int(event.usage.output_tokens)
+            elif event.type == "message_stop":
                 finished = True
-            elif kind == "error":
-                error = data.get("error") or {}
-                etype = str(error.get("type") or "error")
-                raise ModelError(
-                    f"anthropic stream error ({etype}): {error.get('message', '')}"[:300],
-                    "provider_overloaded" if etype == "overloaded_error" else "provider_error",
-                )
         if not finished:
             raise ModelError("anthropic stream ended early", "incomplete")
         yield Finished(

@@ -1,9 +1,7 @@
-"""OpenAI-compatible chat completions, streamed (SSE), with tool calls.
-
-POST {base}/chat/completions with `stream: true` and `stream_options.include_usage`; works
-with OpenAI, vLLM's and Ollama's OpenAI-compatible servers. Chunks carry `choices[0].delta`
-(content, or tool_calls by index with argument fragments) and `finish_reason`; the last chunk
-carries `usage`; the stream ends with `data: [DONE]`.
+"""OpenAI-compatible chat completions through the official `openai` SDK, streamed, with tool
+calls; works with OpenAI, vLLM's and Ollama's OpenAI-compatible servers (OMNI2_OPENAI_BASE_URL).
+Chunks carry `choices[0].delta` (content, or tool_calls by index with argument fragments) and
+`finish_reason`; the last chunk carries `usage` (stream_options.include_usage).
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpx
+import openai
 
 from services.omni2.model import (
     ChatMessage,
@@ -22,8 +20,7 @@ from services.omni2.model import (
     TextChunk,
     ToolSpec,
 )
-from services.omni2.providers.http import StreamingHttpModel, tool_calls
-from services.omni2.providers.sse import sse_events
+from services.omni2.providers.http import SdkModel, body_of, tool_calls
 
 
 def to_openai(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -52,16 +49,19 @@ def to_openai(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-class OpenAICompatibleModel(StreamingHttpModel):
+class OpenAICompatibleModel(SdkModel):
     provider = "openai"
     default_base_url = "https://api.openai.com/v1"
-    path = "/chat/completions"
 
-    def headers(self, key: str | None) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if key:  # local servers (vLLM, Ollama) need none
-            headers["authorization"] = f"Bearer {key}"
-        return headers
+    def _sdk(self) -> openai.AsyncOpenAI:
+        # Local servers (vLLM, Ollama) need no key; the SDK insists on one.
+        return openai.AsyncOpenAI(
+            api_key=self._key or "unused",
+            base_url=self.base_url,
+            http_client=self._http,
+            max_retries=0,
+            timeout=self._timeout,
+        )
 
     def request(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -85,47 +85,51 @@ class OpenAICompatibleModel(StreamingHttpModel):
             ]
         return body
 
-    async def events(self, response: httpx.Response) -> AsyncIterator[ModelEvent]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ModelEvent]:
+        try:
+            async for event in self._events(self.request(messages, tools)):
+                yield event
+        except openai.APIStatusError as err:
+            raise self.status_error(err.status_code, body_of(err)) from None
+        except openai.APIConnectionError as err:
+            raise self.transport_error(err, isinstance(err, openai.APITimeoutError)) from None
+        except openai.APIError as err:  # an error object in the stream
+            raise ModelError(
+                f"openai stream error: {err.message}"[:300], "provider_error"
+            ) from None
+
+    async def _events(self, request: dict[str, Any]) -> AsyncIterator[ModelEvent]:
         input_tokens = output_tokens = 0
         model, response_id, finish = self.name, None, None
         calls: dict[int, dict[str, Any]] = {}
-        done = False
-        async for sse in sse_events(response):
-            if sse.data.strip() == "[DONE]":
-                done = True
-                break
-            chunk = sse.json()
-            if "error" in chunk:
-                error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                raise ModelError(
-                    f"openai stream error: {error.get('message', chunk['error'])}"[:300],
-                    "provider_error",
-                )
-            model = chunk.get("model") or model
-            response_id = chunk.get("id") or response_id
-            usage = chunk.get("usage")
-            if usage:
-                input_tokens = int(usage.get("prompt_tokens") or 0)
-                output_tokens = int(usage.get("completion_tokens") or 0)
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    yield TextChunk(delta["content"])
-                for call in delta.get("tool_calls") or []:
+        stream = await self._sdk().chat.completions.create(**request)
+        async for chunk in stream:
+            model = chunk.model or model
+            response_id = chunk.id or response_id
+            if chunk.usage is not None:
+                input_tokens = int(chunk.usage.prompt_tokens or 0)
+                output_tokens = int(chunk.usage.completion_tokens or 0)
+            for choice in chunk.choices or []:
+                delta = choice.delta
+                if delta is not None and delta.content:
+                    yield TextChunk(delta.content)
+                for call in (delta.tool_calls if delta is not None else None) or []:
                     slot = calls.setdefault(
-                        int(call.get("index", 0)), {"id": "", "name": "", "args": ""}
+                        int(call.index or 0), {"id": "", "name": "", "args": ""}
                     )
-                    function = call.get("function") or {}
-                    slot["id"] = call.get("id") or slot["id"]
-                    slot["name"] = function.get("name") or slot["name"]
-                    slot["args"] += function.get("arguments") or ""
-                finish = choice.get("finish_reason") or finish
-        if not done and finish is None:
+                    slot["id"] = call.id or slot["id"]
+                    if call.function is not None:
+                        slot["name"] = call.function.name or slot["name"]
+                        slot["args"] += call.function.arguments or ""
+                finish = choice.finish_reason or finish
+        if finish is None:
             raise ModelError("openai stream ended early", "incomplete")
         yield Finished(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            finish_reason=finish or "stop",
+            finish_reason=finish,
             tool_calls=tool_calls(
                 {i: (c["id"], c["name"], c["args"]) for i, c in calls.items()}, self.provider
             ),

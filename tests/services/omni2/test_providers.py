@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
-from otel.names import Attr, Flow, SpanName
+from otel.names import ATTRIBUTES, Attr, Flow, SpanName
 from services.omni2.db import repository as repo
 from services.omni2.model import ChatMessage, ToolCall
 from services.omni2.providers.anthropic import AnthropicModel, to_anthropic
@@ -24,6 +24,7 @@ from tests.services.omni2.conftest import converse, gateway_headers
 
 RECORDINGS = Path(__file__).parent / "recordings"
 KEY = "sk-test-omni2-0000000000000000"
+HTTPX_SCOPE = "opentelemetry.instrumentation.httpx"
 CLAUDE = "claude-sonnet-4-5-20250929"
 
 
@@ -60,6 +61,22 @@ def openai(replay: Replay) -> OpenAICompatibleModel:
     return OpenAICompatibleModel("gpt-4o-mini", SecretStr(KEY), client=replay.client())
 
 
+def http_spans_under_model_calls(spans: InMemorySpanExporter, models: list[Any]) -> None:
+    """Each model call's request: one CLIENT span of the httpx instrumentation below it."""
+    requests = [
+        s
+        for s in spans.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == HTTPX_SCOPE
+    ]
+    assert sorted(r.parent.span_id for r in requests if r.parent) == sorted(
+        m.context.span_id for m in models
+    )
+    for request in requests:
+        assert request.name == "POST" and request.attributes is not None, request.name
+        assert request.attributes["http.response.status_code"] == 200
+        assert set(request.attributes) <= set(ATTRIBUTES), set(request.attributes) - set(ATTRIBUTES)
+
+
 def no_key_in_spans(spans: InMemorySpanExporter) -> None:
     for span in spans.get_finished_spans():
         assert KEY not in json.dumps(dict(span.attributes or {}), default=str), span.name
@@ -81,8 +98,10 @@ def test_anthropic_streams_and_calls_tools_through_mcp(
 
     first, second = replay.body(0), replay.body(1)
     assert replay.requests[0].url == "https://api.anthropic.com/v1/messages"
-    assert replay.requests[0].headers["x-api-key"] == KEY
-    assert replay.requests[0].headers["anthropic-version"] == "2023-06-01"
+    # The SDK's own way to send the key and the API version.
+    assert replay.requests[0].headers["authorization"] == f"Bearer {KEY}"
+    assert replay.requests[0].headers["anthropic-version"]
+    assert replay.requests[0].headers["user-agent"].startswith("AsyncAnthropic/Python")
     assert first["stream"] is True and first["model"] == CLAUDE
     assert first["system"].startswith("You are OMNI2 Assistant")
     assert {t["name"] for t in first["tools"]} == {"database_query", "list_tables"}
@@ -111,6 +130,7 @@ def test_anthropic_streams_and_calls_tools_through_mcp(
     assert models[0].attributes[Attr.SERVER_ADDRESS] == "api.anthropic.com"
     assert models[0].attributes[Attr.SERVER_PORT] == 443
     assert all(Attr.TIME_TO_FIRST_CHUNK in (m.attributes or {}) for m in models)
+    http_spans_under_model_calls(spans, models)
     no_key_in_spans(spans)
     usage = admin(lambda s: repo.usage_since(s, "bob", repo.start_of_day()))
     assert usage[0] == 472 + 598 + 89 + 12
@@ -141,12 +161,12 @@ def test_openai_compatible_streams_and_calls_tools(
     }
     assert result["role"] == "tool" and result["tool_call_id"] == call["tool_calls"][0]["id"]
     assert json.loads(result["content"])["rows"] == [[6]]
-    (model, _) = [
-        s for s in spans.get_finished_spans() if s.name == SpanName.model_call("gpt-4o-mini")
-    ]
-    assert model.attributes and model.attributes[Attr.GEN_AI_RESPONSE_MODEL] == (
+    models = [s for s in spans.get_finished_spans() if s.name == SpanName.model_call("gpt-4o-mini")]
+    assert len(models) == 2
+    assert models[0].attributes and models[0].attributes[Attr.GEN_AI_RESPONSE_MODEL] == (
         "gpt-4o-mini-2024-07-18"
     )
+    http_spans_under_model_calls(spans, models)
     no_key_in_spans(spans)
 
 
