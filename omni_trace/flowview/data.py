@@ -218,15 +218,19 @@ class Snapshot(JaegerClient):
         return self._searches[key]
 
 
+def audit_now(snapshot: Snapshot, query: AuditQuery) -> list[ChainReport]:
+    """The audit of what `snapshot` holds now, its message traces fetched side by side. The
+    view shows Jaeger as it is: the audit's wait for late spans is for CI."""
+    snapshot.prefetch(find_message_traces(snapshot, query))
+    return run_audit(snapshot, query, settle_s=0)
+
+
 class FlowData:
     def __init__(self, jaeger: JaegerClient) -> None:
         self.jaeger = jaeger
 
     def _messages(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[ChainReport]:
-        snapshot = snapshot or Snapshot(self.jaeger)
-        snapshot.prefetch(find_message_traces(snapshot, query))
-        # The page shows what Jaeger holds now; the audit's wait for late spans is for CI.
-        return run_audit(snapshot, query, settle_s=0)
+        return audit_now(snapshot or Snapshot(self.jaeger), query)
 
     def conversations(
         self, *, user_id: str | None = None, since_s: float = 3600.0, page: Page = Page()

@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from omni_trace.audit import AuditQuery, find_message_traces, run_audit
+from omni_trace.audit import AuditQuery
 from omni_trace.chain import LAYERS
-from omni_trace.flowview.data import Snapshot, turn_summary
+from omni_trace.flowview.data import Snapshot, audit_now, turn_summary
 from omni_trace.jaeger import JaegerClient
 
 WINDOW_S = 900.0
@@ -88,9 +88,8 @@ class AuditMetrics:
         messages: Counter[tuple[str, str]] = Counter()
         missing: Counter[str] = Counter()
         snapshot = Snapshot(self._jaeger)
-        found = find_message_traces(snapshot, query)
-        snapshot.prefetch(found)
-        for report in run_audit(snapshot, query, settle_s=0):
+        reports = audit_now(snapshot, query)
+        for report in reports:
             if report.end_ns > settled_before_ns:
                 continue
             chain = "broken" if report.broken else "whole"
@@ -99,5 +98,5 @@ class AuditMetrics:
             if report.broken:
                 missing.update(layer for layer, seen in report.layers.items() if not seen)
         return AuditCounts(
-            messages, missing, time.perf_counter() - started, len(found) >= query.limit
+            messages, missing, time.perf_counter() - started, len(reports) >= query.limit
         )

@@ -6,11 +6,11 @@ import asyncio
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -30,7 +30,7 @@ from services.omni2 import checks
 from tests.browser.conftest import Screenshots
 from tests.db import Admin
 from tests.fake_openai import FakeOpenAI
-from tests.stack.conftest import new_user, running_stack
+from tests.stack.conftest import new_user, running_stack, serving
 from tests.stack.traces import has, one
 
 pytestmark = pytest.mark.browser
@@ -506,7 +506,7 @@ JAEGER_UI = "http://jaeger-ui.example:16686"
 
 
 @pytest.fixture
-def flowview_with_jaeger_ui(stack: Stack) -> Iterator[str]:
+def flowview_with_jaeger_ui(stack: Stack, tmp_path: Path) -> Iterator[str]:
     """A second flow view over the stack's Jaeger, told of a Jaeger UI as compose's is."""
     port = Ports.free().flowview
     env = {
@@ -516,22 +516,10 @@ def flowview_with_jaeger_ui(stack: Stack) -> Iterator[str]:
         "FLOWVIEW_JAEGER_QUERY_URL": stack.info.jaeger_query_url,
         "FLOWVIEW_JAEGER_UI_URL": JAEGER_UI,
     }
-    process = subprocess.Popen([sys.executable, "-m", "omni_trace.flowview"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "flow view not up"
-            time.sleep(0.1)
+    log = tmp_path / "flowview.log"
+    argv = [sys.executable, "-m", "omni_trace.flowview"]
+    with serving(argv, env, f"http://127.0.0.1:{port}", log) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_a_trace_links_back_to_the_jaeger_ui(

@@ -6,12 +6,16 @@ the stack's Jaeger, so unit tests' in-memory provider never sees them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +28,27 @@ from otel.names import Service
 from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
 from tests.db import Admin
+
+
+@contextmanager
+def serving(argv: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[str]:
+    """A process of a test's own (a second flow view, an example service) until its
+    `/healthz` answers; stopped on exit. Its output goes to `log`, shown if it dies."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                assert process.poll() is None, f"{argv} exited: {log.read_text()}"
+                assert time.monotonic() < deadline, f"{argv} not up: {log.read_text()}"
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 @contextmanager

@@ -9,11 +9,8 @@ import asyncio
 import os
 import secrets
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +24,7 @@ from omni_trace.spec import load_spec
 from omni_trace.stack import Stack
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
-from tests.stack.conftest import running_stack
+from tests.stack.conftest import running_stack, serving
 
 pytestmark = pytest.mark.stack
 
@@ -67,27 +64,10 @@ def ledger(
         "LEDGER_PORT": str(ledger_port),
         "JAEGER_AGENT": stack.info.jaeger_thrift_compact,
     }
-    log = (tmp_path_factory.mktemp("ledger") / "ledger.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLE / "ledger.py")], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{ledger_port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, f"the ledger exited: {Path(log.name).read_text()}"
-            assert time.monotonic() < deadline, "the ledger did not come up"
-            time.sleep(0.1)
+    log = tmp_path_factory.mktemp("ledger") / "ledger.log"
+    argv = [sys.executable, str(EXAMPLE / "ledger.py")]
+    with serving(argv, env, f"http://127.0.0.1:{ledger_port}", log) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
 
 
 def _chat(stack: Stack) -> tuple[str, list[ChatReply]]:
