@@ -14,21 +14,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from omni_trace import audit, doctor
-from omni_trace import bench as bench_mod
-from omni_trace import demo as demo_mod
-from omni_trace import users as users_mod
-from omni_trace.audit import AuditQuery
-from omni_trace.chain import analyze_chain
-from omni_trace.client import ChatError, login, open_chat
-from omni_trace.jaeger import JaegerClient, JaegerError
-from omni_trace.jaeger_build import JaegerBuildError, ensure_jaeger
-from omni_trace.paths import DEFAULT_STACK_FILE, REPO_ROOT
-from omni_trace.ports import Ports, busy_ports
-from omni_trace.settings import StackSettings
-from omni_trace.spec import ChainSpec, SpecError, default_spec, load_spec
-from omni_trace.stack import Stack, StackError, StackInfo, stack_summary
-from omni_trace.waterfall import render_waterfall
+from omni_trace.stack import bench as bench_mod
+from omni_trace.stack import demo as demo_mod
+from omni_trace.stack import doctor
+from omni_trace.stack import users as users_mod
+from omni_trace.stack.client import ChatError, login, open_chat
+from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
+from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
+from omni_trace.stack.ports import Ports, busy_ports
+from omni_trace.stack.runner import Stack, StackError, StackInfo, stack_summary
+from omni_trace.stack.settings import StackSettings
+from omni_trace.traces import audit
+from omni_trace.traces.audit import AuditQuery
+from omni_trace.traces.chain import analyze_chain
+from omni_trace.traces.jaeger import JaegerClient, JaegerError
+from omni_trace.traces.spec import ChainSpec, SpecError, default_spec, load_spec
+from omni_trace.traces.waterfall import render_waterfall
 from otel.names import Service, telemetry_markdown
 from otel.setup import create_tracer_provider
 

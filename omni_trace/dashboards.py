@@ -30,7 +30,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardLinkType, DataSourceRef
 
 from omni_trace.flowview.hops import error_ratio_query, latency_query
-from omni_trace.jaeger_ui import jaeger_ui_config
+from omni_trace.stack.jaeger_ui import jaeger_ui_config
 
 # The provisioned data sources' uids (compose/grafana/provisioning/datasources).
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")

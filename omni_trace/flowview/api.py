@@ -32,8 +32,8 @@ from starlette.routing import Route
 from omni_trace.flowview.data import BadQuery, FlowData, Page, name, since, trace_id
 from omni_trace.flowview.hops import NO_PROMETHEUS, HopMetrics, MetricsUnavailable
 from omni_trace.flowview.metrics import CONTENT_TYPE, AuditMetrics
-from omni_trace.jaeger import JaegerClient, JaegerError
-from omni_trace.paths import FRONTEND_DIST
+from omni_trace.stack.paths import FRONTEND_DIST
+from omni_trace.traces.jaeger import JaegerClient, JaegerError
 
 Handler = Callable[[Request, FlowData], dict[str, Any]]
 

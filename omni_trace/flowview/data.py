@@ -1,6 +1,6 @@
 """What the flow view shows, assembled from Jaeger with the audit's own chain analysis.
 
-Every verdict here is `omni_trace.chain.analyze_chain`'s, found the way `omni-trace audit`
+Every verdict here is `omni_trace.traces.chain.analyze_chain`'s, found the way `omni-trace audit`
 finds messages, so the page and the audit cannot disagree about a chain.
 """
 
@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from omni_trace.audit import MESSAGE_SPANS, AuditQuery, find_message_traces, run_audit
-from omni_trace.chain import ChainReport, analyze_chain
-from omni_trace.jaeger import JaegerClient, TraceSpan
+from omni_trace.traces.audit import MESSAGE_SPANS, AuditQuery, find_message_traces, run_audit
+from omni_trace.traces.chain import ChainReport, analyze_chain
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service, SpanName
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")

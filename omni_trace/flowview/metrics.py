@@ -14,10 +14,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from omni_trace.audit import AuditQuery
-from omni_trace.chain import LAYERS
 from omni_trace.flowview.data import Snapshot, audit_now, turn_summary
-from omni_trace.jaeger import JaegerClient
+from omni_trace.traces.audit import AuditQuery
+from omni_trace.traces.chain import LAYERS
+from omni_trace.traces.jaeger import JaegerClient
 
 WINDOW_S = 900.0
 SETTLE_S = 10.0

@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from omni_trace.paths import FRONTEND_DIST
+from omni_trace.stack.paths import FRONTEND_DIST
 
 
 class FlowViewSettings(BaseSettings):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Playwright, sync_playwright
 
-from omni_trace.jaeger import JaegerClient
-from omni_trace.paths import REPO_ROOT
 from omni_trace.stack import Stack
+from omni_trace.stack.paths import REPO_ROOT
+from omni_trace.traces.jaeger import JaegerClient
 from tests.stack.conftest import running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from omni_trace.audit import AuditQuery, run_audit
-from omni_trace.chain import HOPS, ChainReport, wait_for_chain
-from omni_trace.client import ChatReply, login, open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan, has_services
-from omni_trace.ports import Ports
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatReply, login, open_chat
+from omni_trace.stack.ports import Ports
+from omni_trace.traces.audit import AuditQuery, run_audit
+from omni_trace.traces.chain import HOPS, ChainReport, wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan, has_services
 from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service, SpanName
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CLOSE_MEANINGS, CloseCode
 from services.common.tokens import issue_token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from omni_trace.jaeger import JaegerClient, TraceSpan
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, LinkRole, Service, SpanName
 from tests.stack.traces import chain_names, expect, link_targets, one
 

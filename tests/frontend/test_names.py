@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from omni_trace.paths import REPO_ROOT
+from omni_trace.stack.paths import REPO_ROOT
 from otel import names
 from services.common import protocol
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from omni_trace.paths import REPO_ROOT
+from omni_trace.stack.paths import REPO_ROOT
 
 FRONTEND = REPO_ROOT / "frontend"
 ESBUILD = FRONTEND / "node_modules" / ".bin" / "esbuild"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omni_trace.jaeger import TraceSpan, parse_otlp
+from omni_trace.traces.jaeger import TraceSpan, parse_otlp
 
 DATA = Path(__file__).parent / "data"
 

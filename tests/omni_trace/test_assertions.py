@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omni_trace.assertions import Selector, Trace, TraceAssertionError, assert_message_chain
+from omni_trace.traces.assertions import Selector, Trace, TraceAssertionError, assert_message_chain
 from tests.omni_trace.recorded import message_spans, session_spans
 
 CHAIN = "chat-client:chat.message > dashboard-backend:chat.relay > omni2:chat.turn"

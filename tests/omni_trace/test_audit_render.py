@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from omni_trace.audit import AuditQuery, exit_code, render_json, render_table, summary
-from omni_trace.chain import HOPS, analyze_chain, session_closed_and_whole
-from omni_trace.waterfall import render_waterfall
+from omni_trace.traces.audit import AuditQuery, exit_code, render_json, render_table, summary
+from omni_trace.traces.chain import HOPS, analyze_chain, session_closed_and_whole
+from omni_trace.traces.waterfall import render_waterfall
 from tests.omni_trace.recorded import message_spans, session_spans
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from omni_trace.bench import merge_runs, percentile, sample_process
 from omni_trace.cli import main
+from omni_trace.stack.bench import merge_runs, percentile, sample_process
 from otel.names import Service
 
 MEASURES = ("burst_ttft_p50", "burst_ttft_p99", "burst_latency_p50", "burst_latency_p99")

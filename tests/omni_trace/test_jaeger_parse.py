@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omni_trace.jaeger import parse_otlp
-from omni_trace.tracetree import render_tree
+from omni_trace.traces.jaeger import parse_otlp
+from omni_trace.traces.tracetree import render_tree
 from otel.names import Attr, LinkRole, Service, SpanName
 
 DATA = Path(__file__).parent / "data"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from omni_trace.audit import MESSAGE_SPANS
-from omni_trace.chain import HOPS, analyze_chain
-from omni_trace.jaeger import SpanLink, TraceSpan
-from omni_trace.spec import DEFAULT_SPEC, SpecError, default_spec, load_spec, parse_spec
+from omni_trace.traces.audit import MESSAGE_SPANS
+from omni_trace.traces.chain import HOPS, analyze_chain
+from omni_trace.traces.jaeger import SpanLink, TraceSpan
+from omni_trace.traces.spec import DEFAULT_SPEC, SpecError, default_spec, load_spec, parse_spec
 from otel.names import CLIENTS, Attr, Event, LinkRole, Service, SpanName
 from tests.omni_trace.recorded import message_spans, session_spans
 

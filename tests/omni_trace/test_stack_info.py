@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omni_trace.ports import Ports
-from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack, StackInfo, stack_summary
+from omni_trace.stack.ports import Ports
+from omni_trace.stack.settings import StackSettings
 
 
 def test_stack_file_has_the_frontend_url(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from omni_trace.jaeger import JaegerClient
-from omni_trace.ports import Ports
-from omni_trace.settings import StackSettings
 from omni_trace.stack import Stack
+from omni_trace.stack.ports import Ports
+from omni_trace.stack.settings import StackSettings
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service
 from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.audit import AuditQuery, run_audit
-from omni_trace.chain import HOPS, wait_for_chain
 from omni_trace.cli import main
-from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.stack import Stack
+from omni_trace.stack.client import login, open_chat
+from omni_trace.traces.audit import AuditQuery, run_audit
+from omni_trace.traces.chain import HOPS, wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Service
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack

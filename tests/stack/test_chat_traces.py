@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.client import login, open_chat
-from omni_trace.demo import SESSION_SERVICES, message_trace_complete
-from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
+from omni_trace.stack.client import login, open_chat
+from omni_trace.stack.demo import SESSION_SERVICES, message_trace_complete
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, LinkRole, Service, SpanName
 from tests.stack.traces import chain_names, expect, link_targets, one
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from omni_trace.client import ChatRefused, login, open_chat
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatRefused, login, open_chat
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode

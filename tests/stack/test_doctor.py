@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from omni_trace.cli import _doctor_token
-from omni_trace.doctor import Closed, close_hop, diagnose
-from omni_trace.jaeger import TraceSpan
 from omni_trace.stack import Stack
+from omni_trace.stack.doctor import Closed, close_hop, diagnose
+from omni_trace.traces.jaeger import TraceSpan
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CLOSE_MEANINGS, CloseCode
 from services.common.tokens import issue_token

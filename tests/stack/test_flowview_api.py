@@ -11,13 +11,13 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.testclient import TestClient
 
-from omni_trace.audit import AuditQuery, run_audit
-from omni_trace.chain import wait_for_chain
-from omni_trace.client import open_chat
 from omni_trace.flowview.api import create_app
 from omni_trace.flowview.hops import NO_PROMETHEUS
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import open_chat
+from omni_trace.traces.audit import AuditQuery, run_audit
+from omni_trace.traces.chain import wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin

@@ -8,9 +8,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from websockets.asyncio.client import connect
 
-from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.stack import Stack
+from omni_trace.stack.client import login, open_chat
+from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Attr, Service, SpanName
 from tests.stack.traces import expect, one
 

@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token

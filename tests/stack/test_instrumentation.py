@@ -11,11 +11,11 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.assertions import Trace
-from omni_trace.client import login, open_chat
-from omni_trace.demo import message_trace_complete
-from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.stack import Stack
+from omni_trace.stack.client import login, open_chat
+from omni_trace.stack.demo import message_trace_complete
+from omni_trace.traces.assertions import Trace
+from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token

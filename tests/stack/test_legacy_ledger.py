@@ -15,13 +15,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from omni_trace.assertions import Trace
-from omni_trace.audit import AuditQuery, run_audit
-from omni_trace.client import ChatReply, login, open_chat
-from omni_trace.jaeger import JaegerClient, has_services
-from omni_trace.paths import REPO_ROOT
-from omni_trace.spec import load_spec
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatReply, login, open_chat
+from omni_trace.stack.paths import REPO_ROOT
+from omni_trace.traces.assertions import Trace
+from omni_trace.traces.audit import AuditQuery, run_audit
+from omni_trace.traces.jaeger import JaegerClient, has_services
+from omni_trace.traces.spec import load_spec
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack, serving

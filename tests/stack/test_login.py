@@ -23,9 +23,9 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
+from omni_trace.stack.client import login, open_chat
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service
 from tests.stack.traces import expect
 

@@ -27,10 +27,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.client import open_chat
-from omni_trace.demo import message_trace_complete
-from omni_trace.jaeger import JaegerClient, TraceSpan
 from omni_trace.stack import Stack
+from omni_trace.stack.client import open_chat
+from omni_trace.stack.demo import message_trace_complete
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, McpMeta, Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin

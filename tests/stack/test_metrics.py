@@ -14,12 +14,12 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.chain import wait_for_chain
-from omni_trace.client import ChatReply, open_chat
 from omni_trace.dashboards import dashboards, queries
-from omni_trace.jaeger import JaegerClient
-from omni_trace.jaeger_ui import jaeger_ui_config
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatReply, open_chat
+from omni_trace.stack.jaeger_ui import jaeger_ui_config
+from omni_trace.traces.chain import wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin

@@ -15,9 +15,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from websockets.exceptions import ConnectionClosed
 
-from omni_trace.client import ChatConnection, ChatRefused, ChatReply, open_chat
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatConnection, ChatRefused, ChatReply, open_chat
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from omni_trace.client import ChatReply, login, open_chat
-from omni_trace.jaeger import JaegerClient, has_services
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatReply, login, open_chat
+from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack
 
@@ -172,7 +172,7 @@ def test_a_mismatched_spec_names_the_missing_layer(
 
 
 PLUGIN_TEST = """
-from omni_trace.assertions import assert_message_chain
+from omni_trace.traces.assertions import assert_message_chain
 
 
 def test_each_message_chain_is_whole(omni_traces, omni_spec):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.client import open_chat
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import open_chat
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from omni_trace.assertions import assert_message_chain
-from omni_trace.pytest_plugin import ChatFactory, TraceFetcher
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import TraceFetcher
+from omni_trace.traces.assertions import assert_message_chain
 
 pytestmark = pytest.mark.stack
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.assertions import Trace
-from omni_trace.client import login, open_chat
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import login, open_chat
+from omni_trace.traces.assertions import Trace
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo

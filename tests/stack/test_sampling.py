@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.audit import AuditQuery, run_audit
-from omni_trace.chain import wait_for_chain
-from omni_trace.client import open_chat
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import open_chat
+from omni_trace.traces.audit import AuditQuery, run_audit
+from omni_trace.traces.chain import wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token

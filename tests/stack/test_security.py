@@ -14,10 +14,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from omni_trace.client import ChatRefused, login, open_chat
-from omni_trace.demo import message_trace_complete
-from omni_trace.jaeger import JaegerClient, TraceSpan, has_services
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatRefused, login, open_chat
+from omni_trace.stack.demo import message_trace_complete
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan, has_services
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import AUDIENCE, ISSUER, issue_token

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.client import ChatRefused, login, open_chat
-from omni_trace.demo import message_trace_complete
-from omni_trace.jaeger import JaegerClient
 from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatRefused, login, open_chat
+from omni_trace.stack.demo import message_trace_complete
+from omni_trace.traces.jaeger import JaegerClient
 from otel.names import ATTRIBUTES, OWN_SERVICES, Event, Service, documented_span
 
 pytestmark = pytest.mark.stack

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from omni_trace.jaeger import TraceSpan
-from omni_trace.tracetree import render_tree
+from omni_trace.traces.jaeger import TraceSpan
+from omni_trace.traces.tracetree import render_tree
 
 
 def expect(condition: bool, message: str, *traces: list[TraceSpan]) -> None:

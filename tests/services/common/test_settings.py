@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from omni_trace.paths import REPO_ROOT
+from omni_trace.stack.paths import REPO_ROOT
 from services.auth.settings import AuthSettings
 from services.common.settings import MIN_SECRET_BYTES, load_settings
 

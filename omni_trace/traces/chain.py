@@ -1,6 +1,6 @@
 """Is one message's chain whole? The analysis behind `audit`, the assertions and `doctor`.
 
-What a whole chain is comes from a chain spec (`omni_trace.spec`; the default is this
+What a whole chain is comes from a chain spec (`omni_trace.traces.spec`; the default is this
 project's stack): each layer's message span in the message trace, each child of its parent
 layer's span, and the links that reach layers living in the connection's session trace. For
 the default: the client's `chat.message` > the dashboard's `chat.relay` > OMNI2's
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from omni_trace.jaeger import JaegerClient, TraceSpan
-from omni_trace.spec import ChainSpec, Layer, LinkRule, default_spec
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.traces.spec import ChainSpec, Layer, LinkRule, default_spec
 
 # The default spec's layers and hops (milliseconds per message: hop latencies, time to first
 # token at each layer, time in the model and in tools, the outermost layer's whole wait).

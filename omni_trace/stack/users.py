@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from omni_trace.stack import StackError, StackInfo
+from omni_trace.stack.runner import StackError, StackInfo
 from services.common.passwords import hash_password, password_problem
 from services.omni2.db import Database
 from services.omni2.db import repository as repo

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.client import ChatError, ChatRefused, login, open_chat
-from omni_trace.jaeger import JaegerClient, JaegerError, TraceSpan
-from omni_trace.stack import StackInfo
+from omni_trace.stack.client import ChatError, ChatRefused, login, open_chat
+from omni_trace.stack.runner import StackInfo
+from omni_trace.traces.jaeger import JaegerClient, JaegerError, TraceSpan
 from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CLOSE_MEANINGS, CloseCode

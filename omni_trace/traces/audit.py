@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from omni_trace.chain import ChainReport, analyze_chain
-from omni_trace.jaeger import JaegerClient, TraceSpan
-from omni_trace.spec import ChainSpec, default_spec
+from omni_trace.traces.chain import ChainReport, analyze_chain
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.traces.spec import ChainSpec, default_spec
 
 Progress = Callable[[str], None]
 

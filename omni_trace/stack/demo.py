@@ -6,12 +6,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from omni_trace.chain import ChainReport, wait_for_chain
-from omni_trace.client import ChatReply, login, open_chat
-from omni_trace.jaeger import JaegerClient, TraceSpan, TraceTimeout, has_services
-from omni_trace.spec import default_spec
-from omni_trace.stack import StackInfo
-from omni_trace.tracetree import render_tree
+from omni_trace.stack.client import ChatReply, login, open_chat
+from omni_trace.stack.runner import StackInfo
+from omni_trace.traces.chain import ChainReport, wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan, TraceTimeout, has_services
+from omni_trace.traces.spec import default_spec
+from omni_trace.traces.tracetree import render_tree
 from otel.names import Service
 from otel.setup import create_tracer_provider
 

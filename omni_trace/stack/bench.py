@@ -43,12 +43,12 @@ from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from pydantic import SecretStr
 from sqlalchemy import insert, select
 
-from omni_trace.chain import wait_for_chain
-from omni_trace.client import ChatConnection, ChatError, open_chat
-from omni_trace.jaeger import JaegerClient, has_services
-from omni_trace.ports import Ports
-from omni_trace.settings import StackSettings
-from omni_trace.stack import Stack
+from omni_trace.stack.client import ChatConnection, ChatError, open_chat
+from omni_trace.stack.ports import Ports
+from omni_trace.stack.runner import Stack
+from omni_trace.stack.settings import StackSettings
+from omni_trace.traces.chain import wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token

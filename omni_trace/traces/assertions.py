@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
-from omni_trace.chain import analyze_chain
-from omni_trace.jaeger import TraceSpan
-from omni_trace.spec import ChainSpec
-from omni_trace.tracetree import render_tree
+from omni_trace.traces.chain import analyze_chain
+from omni_trace.traces.jaeger import TraceSpan
+from omni_trace.traces.spec import ChainSpec
+from omni_trace.traces.tracetree import render_tree
 
 _CHAIN_SPLIT = re.compile(r"\s+(>>|>)\s+")
 _SELECTOR = re.compile(r"^(?:(?P<service>[^:\[\]]+):)?(?P<name>[^\[\]]+?)(?:\[(?P<attrs>.*)\])?$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from omni_trace.jaeger import TraceSpan
+from omni_trace.traces.jaeger import TraceSpan
 
 
 def _ordered(spans: list[TraceSpan]) -> list[tuple[int, TraceSpan]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omni_trace.audit import flow_view_url
+from omni_trace.traces.audit import flow_view_url
 from otel.names import Attr
 
 

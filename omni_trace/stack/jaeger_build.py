@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from omni_trace.paths import JAEGER_MODULE_DIR, cache_dir
+from omni_trace.stack.paths import JAEGER_MODULE_DIR, cache_dir
 
 JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
 

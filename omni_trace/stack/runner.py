@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 
-from omni_trace.audit import flow_view_url
-from omni_trace.jaeger_build import ensure_jaeger
-from omni_trace.jaeger_ui import jaeger_ui_config
-from omni_trace.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
-from omni_trace.ports import Ports
-from omni_trace.settings import StackSettings
+from omni_trace.stack.jaeger_build import ensure_jaeger
+from omni_trace.stack.jaeger_ui import jaeger_ui_config
+from omni_trace.stack.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
+from omni_trace.stack.ports import Ports
+from omni_trace.stack.settings import StackSettings
+from omni_trace.traces.audit import flow_view_url
 from otel.setup import sdk_disabled
 
 Progress = Callable[[str], None]

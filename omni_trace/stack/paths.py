@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DIR = REPO_ROOT / "services"
 JAEGER_MODULE_DIR = REPO_ROOT / "tools" / "jaeger"
 FRONTEND_DIST = REPO_ROOT / "frontend" / "dist"  # built by scripts/bootstrap

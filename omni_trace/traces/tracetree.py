@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from omni_trace.jaeger import TraceSpan
+from omni_trace.traces.jaeger import TraceSpan
 
 
 def render_tree(spans: list[TraceSpan], *, show_links: bool = True) -> str:

@@ -1,0 +1,7 @@
+"""This project's stack: start it (runner), chat through it (client), check it (doctor),
+measure it (bench). Uses `omni_trace.traces`; the services themselves run as processes and
+need the `stack` extra."""
+
+from omni_trace.stack.runner import Stack, StackError, StackInfo, stack_summary
+
+__all__ = ["Stack", "StackError", "StackInfo", "stack_summary"]

@@ -1,0 +1,80 @@
+"""pytest plugin (entry point `omni_trace_stack`): fixtures that run and drive this project's
+stack, for the trace fixtures of `omni_trace.traces.plugin`.
+
+Fixtures:
+  omni_stack            the stack under test (StackInfo): the running one named by
+                        `--omni-stack-file` / $OMNI_TRACE_STACK_FILE, else a fresh stack on
+                        free ports for the session (needs `pip install 'omni-trace[stack]'`)
+  omni_tracer_provider  the test's chat-client layer: its spans go to the stack's Jaeger
+  omni_chat             `async with omni_chat("alice") as chat:` logs in and connects as the
+                        chat-client layer (traced); `await chat.send("...")` returns the reply
+
+A conftest.py may override `omni_stack` to start the stack its own way (the project's own
+tests do).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.stack.client import ChatConnection, login, open_chat
+from omni_trace.stack.ports import Ports
+from omni_trace.stack.runner import Stack, StackInfo
+from otel.names import Service
+from otel.setup import create_tracer_provider
+
+ChatFactory = Callable[..., AbstractAsyncContextManager[ChatConnection]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("omni-trace").addoption(
+        "--omni-stack-file",
+        default=os.environ.get("OMNI_TRACE_STACK_FILE"),
+        help="test against the running stack described by this stack file "
+        "(default: start one on free ports)",
+    )
+
+
+@pytest.fixture(scope="session")
+def omni_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StackInfo]:
+    stack_file = request.config.getoption("--omni-stack-file")
+    if stack_file:
+        yield StackInfo.read(Path(stack_file))
+        return
+    with Stack(tmp_path_factory.mktemp("omni-stack"), Ports.free(), progress=lambda _: None) as s:
+        yield s.info
+
+
+@pytest.fixture(scope="session")
+def omni_tracer_provider(omni_stack: StackInfo) -> Iterator[TracerProvider]:
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=omni_stack.otlp_http_endpoint
+    )
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture
+def omni_chat(omni_stack: StackInfo, omni_tracer_provider: TracerProvider) -> ChatFactory:
+    @asynccontextmanager
+    async def connect(  # options: open_chat's (headers, message_span_name, ...)
+        user: str = "alice", password: str | None = None, **options: Any
+    ) -> AsyncIterator[ChatConnection]:
+        password = password or omni_stack.demo_passwords.get(user, "")
+        token = await login(omni_stack.dashboard_url, user, password)
+        async with open_chat(
+            omni_stack.dashboard_ws_url, token, tracer_provider=omni_tracer_provider, **options
+        ) as chat:
+            yield chat
+        omni_tracer_provider.force_flush()
+
+    return connect

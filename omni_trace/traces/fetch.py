@@ -1,0 +1,58 @@
+"""Fetching a message's trace and its session trace from Jaeger, once the chain is whole."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.traces.assertions import Trace
+from omni_trace.traces.chain import session_closed_and_whole, wait_for_chain
+from omni_trace.traces.jaeger import JaegerClient, TraceTimeout
+from omni_trace.traces.spec import ChainSpec
+
+
+class Reply(Protocol):
+    """Anything that names the trace of a reply (a `done` or `error` frame's `trace_id`)."""
+
+    @property
+    def trace_id(self) -> str: ...
+
+
+@dataclass
+class TraceFetcher:
+    jaeger: JaegerClient
+    provider: TracerProvider | None = None  # the test's own chat client, flushed before reading
+    spec: ChainSpec | None = None
+
+    def message(
+        self, reply: Reply | str, timeout: float = 20.0, *, connection_closed: bool = True
+    ) -> tuple[Trace, Trace]:
+        """The message trace of a reply and its linked session trace, once the chain is whole
+        (or after `timeout`, as far as it got). With `connection_closed`, also wait for the
+        session trace to be whole (a gateway such as Traefik exports its entry span only when
+        the connection ends)."""
+        if self.provider is not None:
+            self.provider.force_flush()
+        trace_id = reply if isinstance(reply, str) else reply.trace_id
+        report = wait_for_chain(self.jaeger, trace_id, timeout, spec=self.spec)
+        session = Trace([])
+        if report.session_trace_ids:
+            session = self.session(report.session_trace_ids[0], timeout, closed=connection_closed)
+        return Trace(self.jaeger.get_trace(trace_id), related=[session]), session
+
+    def session(self, trace_id: str, timeout: float = 20.0, *, closed: bool = True) -> Trace:
+        if closed:
+            with contextlib.suppress(TraceTimeout):
+                self.jaeger.wait_for_trace(
+                    trace_id,
+                    lambda spans: session_closed_and_whole(spans, self.spec),
+                    what="the whole session",
+                    timeout=timeout,
+                )
+        return Trace(self.jaeger.get_trace(trace_id))
+
+    def trace(self, trace_id: str) -> Trace:
+        return Trace(self.jaeger.get_trace(trace_id))
