@@ -7,7 +7,9 @@ Fixtures:
                         free ports for the session (needs `pip install 'omni-trace[stack]'`)
   omni_tracer_provider  the test's chat-client layer: its spans go to the stack's Jaeger
   omni_chat             `async with omni_chat("alice") as chat:` logs in and connects as the
-                        chat-client layer (traced); `await chat.send("...")` returns the reply
+                        chat-client layer (traced); `await chat.send("...")` returns the reply;
+                        `omni_chat(token=...)` connects with a token of the test's own, and
+                        open_chat's options (headers, message_span_name) pass through
 
 A conftest.py may override `omni_stack` to start the stack its own way (the project's own
 tests do).
@@ -67,10 +69,15 @@ def omni_tracer_provider(omni_stack: StackInfo) -> Iterator[TracerProvider]:
 def omni_chat(omni_stack: StackInfo, omni_tracer_provider: TracerProvider) -> ChatFactory:
     @asynccontextmanager
     async def connect(  # options: open_chat's (headers, message_span_name, ...)
-        user: str = "alice", password: str | None = None, **options: Any
+        user: str = "alice",
+        password: str | None = None,
+        *,
+        token: str | None = None,
+        **options: Any,
     ) -> AsyncIterator[ChatConnection]:
-        password = password or omni_stack.demo_passwords.get(user, "")
-        token = await login(omni_stack.dashboard_url, user, password)
+        if token is None:  # else the test brings its own (an expired one, another user's...)
+            password = password or omni_stack.demo_passwords.get(user, "")
+            token = await login(omni_stack.dashboard_url, user, password)
         async with open_chat(
             omni_stack.dashboard_ws_url, token, tracer_provider=omni_tracer_provider, **options
         ) as chat:

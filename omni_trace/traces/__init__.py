@@ -24,6 +24,8 @@ from omni_trace.traces.jaeger import (
     SpanLink,
     TraceSpan,
     TraceTimeout,
+    has_services,
+    has_spans_named,
 )
 from omni_trace.traces.spec import ChainSpec, Layer, LinkRule, SpecError, default_spec, load_spec
 from omni_trace.traces.tracetree import render_tree
@@ -50,6 +52,8 @@ __all__ = [
     "assert_message_chain",
     "default_spec",
     "find_message_traces",
+    "has_services",
+    "has_spans_named",
     "load_spec",
     "render_tree",
     "render_waterfall",

@@ -83,6 +83,12 @@ class Trace:
         trees = "\n\n".join(t.tree() for t in [self, *self.related])
         raise TraceAssertionError(f"{message}\n\n{trees}")
 
+    def expect(self, condition: bool, message: str) -> None:
+        """Fail with `message` and the trace tree(s) unless `condition` holds: for checks the
+        structural assertions below do not cover."""
+        if not condition:
+            self.fail(message)
+
     # -- selection -------------------------------------------------------------------------
 
     def select(self, selector: str | Selector) -> list[TraceSpan]:
@@ -97,6 +103,14 @@ class Trace:
 
     def children(self, span: TraceSpan) -> list[TraceSpan]:
         return [s for s in self.spans if s.parent_span_id == span.span_id]
+
+    def ancestors(self, span: TraceSpan) -> list[TraceSpan]:
+        """The span's parents, nearest first, as far as this trace holds them."""
+        out = []
+        while span.parent_span_id in self.by_id:
+            span = self.by_id[span.parent_span_id]
+            out.append(span)
+        return out
 
     def descendants(self, span: TraceSpan) -> list[TraceSpan]:
         out, todo = [], self.children(span)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -10,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.traces.assertions import Trace
 from omni_trace.traces.chain import session_closed_and_whole, wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient, TraceTimeout
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan, TraceTimeout
 from omni_trace.traces.spec import ChainSpec
 
 
@@ -53,6 +54,23 @@ class TraceFetcher:
                     timeout=timeout,
                 )
         return Trace(self.jaeger.get_trace(trace_id))
+
+    def wait(
+        self,
+        trace_id: str,
+        until: Callable[[list[TraceSpan]], bool],
+        *,
+        what: str,
+        timeout: float = 20.0,
+    ) -> Trace:
+        """The trace once `until(spans)` holds (see `has_spans_named`); after `timeout`, a
+        TraceAssertionError naming `what` with the trace as far as it got."""
+        if self.provider is not None:
+            self.provider.force_flush()
+        try:
+            return Trace(self.jaeger.wait_for_trace(trace_id, until, what=what, timeout=timeout))
+        except TraceTimeout as err:
+            Trace(err.spans).fail(str(err))
 
     def trace(self, trace_id: str) -> Trace:
         return Trace(self.jaeger.get_trace(trace_id))

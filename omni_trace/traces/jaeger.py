@@ -269,5 +269,11 @@ def has_services(*services: str) -> Callable[[list[TraceSpan]], bool]:
     return lambda spans: set(services) <= {s.service for s in spans}
 
 
+def has_spans_named(*wanted: tuple[str, str]) -> Callable[[list[TraceSpan]], bool]:
+    """Condition: the trace holds a span of each (service, span name). A span reaches Jaeger
+    only when it ends, and each service exports in its own batches: wait for what you assert."""
+    return lambda spans: set(wanted) <= {(s.service, s.name) for s in spans}
+
+
 def has_spans(count: int) -> Callable[[list[TraceSpan]], bool]:
     return lambda spans: len(spans) >= count

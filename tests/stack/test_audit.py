@@ -61,12 +61,12 @@ def _audit_cli(
 
 async def test_healthy_run_has_no_broken_chain(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    conversation = await _chat(stack, client_provider, "audit me", "and me", "and me too")
+    conversation = await _chat(stack, omni_tracer_provider, "audit me", "and me", "and me too")
     reports = run_audit(jaeger, AuditQuery(conversation_id=conversation))
     assert len(reports) == 3, [r.trace_id for r in reports]
     for report in reports:
@@ -148,9 +148,9 @@ async def test_audit_names_the_missing_layer_and_fails(
 
 
 async def test_trace_show_draws_message_and_session_waterfalls(
-    stack: Stack, client_provider: TracerProvider, capsys: pytest.CaptureFixture[str]
+    stack: Stack, omni_tracer_provider: TracerProvider, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    conversation = await _chat(stack, client_provider, "show me")
+    conversation = await _chat(stack, omni_tracer_provider, "show me")
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
         (trace_id,) = jaeger.find_trace_ids(
             Service.CHAT_CLIENT, {"gen_ai.conversation.id": conversation}, operation="chat.message"

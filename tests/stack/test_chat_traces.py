@@ -23,17 +23,17 @@ def session_complete(spans: list[TraceSpan]) -> bool:
 
 
 async def test_two_messages_one_connection(
-    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         first = await chat.send("What can you do?")
         second = await chat.send("And then?")
     conversation = chat.conversation_id
     assert conversation
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
 
     for reply in (first, second):
         assert reply.ok, reply.frame

@@ -53,14 +53,14 @@ async def _conversation(
 
 async def test_a_conversation_reads_as_the_audit_does(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
     api: TestClient,
 ) -> None:
     user = new_user(admin)
-    conversation, trace_ids = await _conversation(stack, client_provider, jaeger, user, jwt_secret)
+    conversation, trace_ids = await _conversation(stack, omni_tracer_provider, jaeger, user, jwt_secret)
 
     listed = api.get("/api/conversations", params={"user": user}).json()
     assert [c["conversation_id"] for c in listed["conversations"]] == [conversation]
@@ -161,7 +161,7 @@ def test_the_stack_serves_the_flow_view(stack: Stack) -> None:
 
 async def test_hops_over_time_come_from_span_metrics_in_prometheus(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -169,7 +169,7 @@ async def test_hops_over_time_come_from_span_metrics_in_prometheus(
     assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
     # Two rounds of traffic a few scrapes apart: a rate needs the counters to move.
     for _ in range(2):
-        await _conversation(stack, client_provider, jaeger, new_user(admin), jwt_secret)
+        await _conversation(stack, omni_tracer_provider, jaeger, new_user(admin), jwt_secret)
         await asyncio.sleep(6)
     deadline = time.monotonic() + 45
     while True:

@@ -28,11 +28,11 @@ MALFORMED: list[tuple[str | bytes, str]] = [
 
 
 async def test_malformed_frames_get_error_frames_and_connection_stays_usable(
-    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     token = await login(stack.info.dashboard_url, "bob", "bob-demo")
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         answers = [await chat.send_raw(frame) for frame, _ in MALFORMED]
         after = await chat.send("still working?")
@@ -46,7 +46,7 @@ async def test_malformed_frames_get_error_frames_and_connection_stays_usable(
     assert after.ok and after.text
 
     # A message frame without text is still one traced exchange: relayed, refused by OMNI2.
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     missing_text = answers[3]
     spans = jaeger.wait_for_trace(
         missing_text["trace_id"],

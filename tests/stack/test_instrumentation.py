@@ -78,15 +78,15 @@ def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
 
 
 async def test_forward_auth_is_one_instrumented_span_under_traefik(
-    stack: Stack, jaeger: JaegerClient, client_provider: TracerProvider, jwt_secret: str
+    stack: Stack, jaeger: JaegerClient, omni_tracer_provider: TracerProvider, jwt_secret: str
 ) -> None:
     async with open_chat(
         stack.info.dashboard_ws_url,
         issue_token("alice", jwt_secret),
-        tracer_provider=client_provider,
+        tracer_provider=omni_tracer_provider,
     ) as chat:
         await chat.send("hello")
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     session = Trace(
         jaeger.wait_for_trace(
             chat.session_trace_id, has_services(Service.AUTH, Service.TRAEFIK), what="auth"

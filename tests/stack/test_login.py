@@ -68,12 +68,12 @@ def user_with_password(stack: Stack, password: str) -> str:
 
 
 async def test_a_user_added_with_a_password_logs_in_and_chats(
-    stack: Stack, client_provider: TracerProvider
+    stack: Stack, omni_tracer_provider: TracerProvider
 ) -> None:
     user = user_with_password(stack, "first-pass-123")
     token = await login(stack.info.dashboard_url, user, "first-pass-123")
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         assert chat.welcome["user_id"] == user
         reply = await chat.send(f"hello from {user}")

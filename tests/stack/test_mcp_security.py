@@ -185,7 +185,7 @@ def _uncovered_gaps_ms(span: TraceSpan, spans: list[TraceSpan]) -> list[float]:
 
 
 async def _first_message_after_restart(
-    stack: Stack, admin: Admin, client_provider: TracerProvider, jaeger: JaegerClient, text: str
+    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, jaeger: JaegerClient, text: str
 ) -> tuple[list[TraceSpan], int]:
     """Restart OMNI2 (its MCP session with it), send one message, return its trace."""
     restarted_us = int(time.time() * 1e6)
@@ -193,11 +193,11 @@ async def _first_message_after_restart(
     user = new_user(admin)  # role `user`: may use the tools
     token = issue_token(user, stack.jwt_secret)
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         reply = await chat.send(text)
     assert reply.ok, reply.frame
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message")
     return spans, restarted_us
 
@@ -229,10 +229,10 @@ def _connect_trace(jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
 
 
 async def test_a_first_tool_free_message_has_no_mcp_spans(
-    stack: Stack, admin: Admin, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     spans, restarted_us = await _first_message_after_restart(
-        stack, admin, client_provider, jaeger, "hello there"
+        stack, admin, omni_tracer_provider, jaeger, "hello there"
     )
     expect(not _mcp_spans(spans), f"MCP spans in a tool-free message: {_mcp_spans(spans)}", spans)
     connect = _connect_trace(jaeger, restarted_us)
@@ -250,10 +250,10 @@ async def test_a_first_tool_free_message_has_no_mcp_spans(
 
 
 async def test_a_first_tool_call_has_no_time_outside_its_spans(
-    stack: Stack, admin: Admin, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     spans, _ = await _first_message_after_restart(
-        stack, admin, client_provider, jaeger, "How many orders are in the database?"
+        stack, admin, omni_tracer_provider, jaeger, "How many orders are in the database?"
     )
     spans = jaeger.wait_for_trace(
         spans[0].trace_id,

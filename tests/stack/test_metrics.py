@@ -63,14 +63,14 @@ async def _chat(stack: Stack, provider: TracerProvider, user: str, secret: str) 
 
 async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
     assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
     user = new_user(admin)
-    replies = await _chat(stack, client_provider, user, jwt_secret)
+    replies = await _chat(stack, omni_tracer_provider, user, jwt_secret)
     # What OMNI2 told the client and recorded on its turn spans, message by message.
     results = [r.frame["result"] for r in replies]
     costs = []
@@ -108,13 +108,13 @@ async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
 
 async def test_every_dashboard_query_answers_after_traffic(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
     # Two rounds a few scrapes apart: a rate needs its counters to move.
     for _ in range(2):
-        await _chat(stack, client_provider, new_user(admin), jwt_secret)
+        await _chat(stack, omni_tracer_provider, new_user(admin), jwt_secret)
         await asyncio.sleep(6)
     (board,) = dashboards().values()
     pending = {

@@ -47,7 +47,7 @@ def backend(
         yield Backend(
             request.getfixturevalue("stack"),
             request.getfixturevalue("admin"),
-            request.getfixturevalue("client_provider"),
+            request.getfixturevalue("omni_tracer_provider"),
         )
         return
     base: str = request.getfixturevalue("postgres")
@@ -114,7 +114,7 @@ async def test_parallel_connections_hold_the_rate_limit(backend: Backend, jwt_se
 
 async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -124,11 +124,11 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
     url = stack.info.dashboard_ws_url
     async with contextlib.AsyncExitStack() as exits:
         chats = [
-            await exits.enter_async_context(open_chat(url, token, tracer_provider=client_provider))
+            await exits.enter_async_context(open_chat(url, token, tracer_provider=omni_tracer_provider))
             for _ in range(5)
         ]
         with pytest.raises(ChatRefused) as refused:
-            async with open_chat(url, token, tracer_provider=client_provider):
+            async with open_chat(url, token, tracer_provider=omni_tracer_provider):
                 pass
         assert refused.value.code == CloseCode.TOO_MANY_CONNECTIONS
         assert refused.value.reason == "too many connections: 5 already open for this user"
@@ -139,7 +139,7 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
         deadline = time.monotonic() + 5
         while True:
             try:
-                async with open_chat(url, token, tracer_provider=client_provider) as again:
+                async with open_chat(url, token, tracer_provider=omni_tracer_provider) as again:
                     assert (await again.send("my turn")).ok
                 break
             except ChatRefused as still:
@@ -153,7 +153,7 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
         (Flow.CHECK, "connections", "denied"),
         (Flow.CONNECT, "refused", "denied"),
     ]
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(
         refused.value.session_trace_id,
         has((Service.OMNI2, SpanName.CONNECT), (Service.OMNI2, SpanName.check("connections"))),
@@ -173,7 +173,7 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
 
 async def test_a_connection_ends_with_4401_when_its_token_expires(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -181,7 +181,7 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
     user = new_user(admin)
     token = issue_token(user, jwt_secret, ttl_seconds=3)
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         assert (await chat.send("hello")).ok
         with pytest.raises(ConnectionClosed) as closed:
@@ -192,7 +192,7 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
     events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
     (expired,) = [e for e in events if e.kind == Flow.CLOSE]
     assert expired.name == "token_expired"
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(
         expired.trace_id, has((Service.OMNI2, SpanName.CLOSE)), what="omni2's chat.close"
     )
@@ -209,7 +209,7 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
 
 async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_their_own(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -217,7 +217,7 @@ async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_
     user = new_user(admin)
     token = issue_token(user, jwt_secret)
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         answers = [await chat.send_raw(frame) for frame in ("not json", '{"type": "shout"}') * 5]
         assert (await chat.send("still fine?")).ok
@@ -231,7 +231,7 @@ async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_
     assert [(e.name, e.status, e.trace_id) for e in frames] == [
         (a["code"], "denied", trace_id) for a in answers
     ]
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(
         trace_id,
         lambda spans: sum(s.name == SpanName.REJECT for s in spans) == 10,

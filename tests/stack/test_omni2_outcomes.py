@@ -47,7 +47,7 @@ _TURN_AND_RELAY = has((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanNa
 )
 async def test_connect_refusals(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -60,10 +60,10 @@ async def test_connect_refusals(
         token = issue_token(user, jwt_secret)
     else:  # the dashboard lets them log in: the refusal is OMNI2's
         token = await login(stack.info.dashboard_url, user, f"{user}-demo")
-    refused = await _refused(stack, token, client_provider)
+    refused = await _refused(stack, token, omni_tracer_provider)
     assert refused.code == code
     assert refused.reason.startswith(reason)
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
 
     spans = jaeger.wait_for_trace(
         refused.session_trace_id, _omni2_connect, what="omni2's chat.connect"
@@ -118,7 +118,7 @@ def _turn_denied(spans: list[TraceSpan], error_type: str, check: str) -> None:
 
 async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -126,7 +126,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     user = new_user(admin, rate_per_minute=3)
     token = issue_token(user, jwt_secret)
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         replies = [await chat.send(f"burst {i}") for i in range(5)]
         pong = await chat.send_raw('{"type": "ping"}')
@@ -135,7 +135,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     assert refused.error == "Rate limit exceeded: 3 messages per minute"
     assert refused.frame["code"] == "rate_limited"
     assert pong == {"type": "pong"}, "the connection stays open"
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(refused.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "rate_limited", "rate_limit")
     events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
@@ -144,7 +144,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
 
 async def test_usage_accumulates_until_the_daily_limit_refuses(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -153,7 +153,7 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
     token = issue_token(user, jwt_secret)
     used: list[int] = []
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         for i in range(10):
             reply = await chat.send(f"tell me something, number {i}")
@@ -164,7 +164,7 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
     assert reply.frame["code"] == "daily_limit_exceeded", reply.frame
     assert reply.error == f"Daily limit exceeded: {sum(used)} of 150 tokens used today"
     assert len(used) >= 2 and sum(used[:-1]) < 150 <= sum(used)
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(reply.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "daily_limit_exceeded", "usage")
     check = one(spans, Service.OMNI2, SpanName.check("usage"))
@@ -178,7 +178,7 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
 
 async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     stack: Stack,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -186,7 +186,7 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     user = new_user(admin)
     token = issue_token(user, jwt_secret)
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         assert (await chat.send("hello")).ok
         admin(lambda s: repo.block_user(s, user, "suspicious activity", by="test"))
@@ -198,7 +198,7 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     rcvd = closed.value.rcvd
     assert rcvd is not None and rcvd.code == CloseCode.USER_BLOCKED, rcvd
     assert rcvd.reason == "user blocked: suspicious activity"
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     spans = jaeger.wait_for_trace(blocked.trace_id, _TURN_AND_RELAY, what="the block")
     _turn_denied(spans, "user_blocked", "user")
     turn = one(spans, Service.OMNI2, SpanName.TURN)
@@ -208,7 +208,7 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
         spans,
     )
     # ... and a new connection is refused at connect.
-    refused = await _refused(stack, token, client_provider)
+    refused = await _refused(stack, token, omni_tracer_provider)
     assert refused.code == CloseCode.USER_BLOCKED
 
 
@@ -222,11 +222,11 @@ def _tool_trace_complete(spans: list[TraceSpan]) -> bool:
 
 
 async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
-    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     token = await login(stack.info.dashboard_url, "bob", "bob-demo")
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         first = await chat.send("How many products per category are in the database?")
         second = await chat.send("Thanks!")
@@ -235,7 +235,7 @@ async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
     assert result["tools_used"] == ["database_query"] and result["tool_calls"] == 1
     assert "The database_query tool returned" in first.text and "observability" in first.text
     assert "1 earlier message" in second.text, "history reaches the model on the second turn"
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
 
     spans = jaeger.wait_for_trace(
         first.trace_id, _tool_trace_complete, what="client to mcp-tools spans"

@@ -47,7 +47,7 @@ def backend(
             stack,
             request.getfixturevalue("admin"),
             request.getfixturevalue("jaeger"),
-            request.getfixturevalue("client_provider"),
+            request.getfixturevalue("omni_tracer_provider"),
         )
         return
     base: str = request.getfixturevalue("postgres")

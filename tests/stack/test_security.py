@@ -86,16 +86,16 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
     kind: str,
     stack: Stack,
     jwt_secret: str,
-    client_provider: TracerProvider,
+    omni_tracer_provider: TracerProvider,
     jaeger: JaegerClient,
 ) -> None:
     token, reason = _bad_tokens(jwt_secret)[kind]
     with pytest.raises(ChatRefused) as refused:
-        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=client_provider):
+        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider):
             pass
     assert refused.value.code == CloseCode.UNAUTHENTICATED
     assert reason in refused.value.reason
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     session_id = refused.value.session_trace_id
     layers = (Service.CHAT_CLIENT, Service.DASHBOARD) + (
         () if kind == "missing" else (Service.TRAEFIK, Service.AUTH)
@@ -133,18 +133,18 @@ def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
 
 
 async def test_jwt_never_reaches_spans_logs_or_access_log(
-    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
     async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=client_provider
+        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
     ) as chat:
         reply = await chat.send(f"my token is in the URL only, not here {time.time()}")
     await _welcome(stack.info.traefik_ws_url, {"Authorization": f"Bearer {token}"})
     with pytest.raises(ChatRefused):  # and a refusal, whose reason must not echo the token
         async with open_chat(stack.info.dashboard_ws_url, token + "x"):
             pass
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
     jaeger.wait_for_trace(
         chat.session_trace_id, has_services(Service.TRAEFIK, Service.OMNI2), what="session"

@@ -15,18 +15,18 @@ pytestmark = pytest.mark.stack
 
 
 async def test_services_emit_only_documented_telemetry(
-    stack: Stack, client_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
     # Traffic that exercises every code path we trace: login, chat, a malformed frame,
     # a refused token.
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
-    async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=client_provider) as c:
+    async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider) as c:
         reply = await c.send("table check")
         await c.send_raw("not json")
     with pytest.raises(ChatRefused):
-        async with open_chat(stack.info.dashboard_ws_url, "bad", tracer_provider=client_provider):
+        async with open_chat(stack.info.dashboard_ws_url, "bad", tracer_provider=omni_tracer_provider):
             pass
-    client_provider.force_flush()
+    omni_tracer_provider.force_flush()
     jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
 
     events = {v for k, v in vars(Event).items() if k.isupper()}
