@@ -22,9 +22,15 @@ from omni_trace.stack.client import ChatError, login, open_chat
 from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
 from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
 from omni_trace.stack.ports import Ports, busy_ports
-from omni_trace.stack.runner import Stack, StackError, StackInfo, stack_summary
+from omni_trace.stack.runner import (
+    Stack,
+    StackError,
+    StackInfo,
+    require_stack_packages,
+    stack_summary,
+)
 from omni_trace.stack.settings import StackSettings
-from omni_trace.traces import audit
+from omni_trace.traces import audit, diagnosis
 from omni_trace.traces.audit import AuditQuery
 from omni_trace.traces.chain import analyze_chain
 from omni_trace.traces.jaeger import JaegerClient, JaegerError
@@ -288,6 +294,23 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
     return 1 if report.broken else 0
 
 
+DOCTOR_WINDOW_S = 900.0
+DOCTOR_DESCRIPTION = """\
+Probe this project's running stack: check each layer, log in, send a probe
+message, and read its traces to report where the chain breaks: connection
+refused at which hop, authentication failed and why, or which layer went quiet.
+
+From traces alone, on any stack (given --jaeger, --spec, --trace,
+--conversation or --since): no probe is sent. The messages already in Jaeger
+(default: the last 15 minutes) are read by the chain spec, and each way they
+broke or failed is named with its hop, its cause (the missing span, or the
+deepest error span) and its traces.
+
+Exits 1 when a chain is broken (from traces: or a message failed), 2 on a bad
+spec or an unreachable Jaeger.
+"""
+
+
 def _doctor_token(args: argparse.Namespace) -> str | None:
     """The JWT to probe with, if given: a file (or - for stdin), the environment, or --token.
     A token lets the doctor probe as anyone, a user OMNI2 does not know included."""
@@ -297,9 +320,36 @@ def _doctor_token(args: argparse.Namespace) -> str | None:
     return args.token or os.environ.get("OMNI_TRACE_TOKEN") or None
 
 
+def _doctor_from_traces(args: argparse.Namespace) -> int:
+    """The doctor on traces alone: any stack's Jaeger, read by its spec; no probe is sent."""
+    spec = _spec(args)
+    with JaegerClient(_jaeger_url(args)) as jaeger:
+        if args.trace:
+            spans = jaeger.get_trace(args.trace)
+            if not spans:
+                raise JaegerError(f"trace {args.trace} not found in Jaeger")
+            reports, scope = [analyze_chain(spans, jaeger.get_trace, spec)], f"trace {args.trace}"
+        else:
+            query = AuditQuery(
+                conversation_id=args.conversation,
+                user_id=args.user,
+                since_s=args.since or DOCTOR_WINDOW_S,
+            )
+            reports = audit.run_audit(jaeger, query, _progress, spec=spec)
+            scope = query.describe()
+    if not reports:
+        _progress(f"no message traces found for {scope}: nothing to diagnose")
+        return 1
+    print(diagnosis.render(reports, spec, scope))
+    return 1 if any(r.broken or r.errors for r in reports) else 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.jaeger or args.spec or args.trace or args.conversation or args.since:
+        return _doctor_from_traces(args)
     info = StackInfo.read(args.stack_file)
     token = _doctor_token(args)
+    args.user = args.user or "alice"
     password = "" if token else _password(args)
     result = doctor.diagnose(
         info,
@@ -339,7 +389,9 @@ def cmd_names(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboards(args: argparse.Namespace) -> int:
-    # Imported here: only this command needs Grafana's SDK; other commands start faster.
+    # Imported here: only this command needs Grafana's SDK (the stack extra), and other
+    # commands start faster without it.
+    require_stack_packages("omni-trace dashboards")
     from omni_trace import dashboards
 
     if args.check:
@@ -448,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--spec",
             metavar="FILE",
             help="the chain spec of the stack whose traces these are (YAML; default: this "
-            "project's stack, omni_trace/specs/omni2.yaml; see docs/toolkit.md)",
+            "project's stack, omni_trace/traces/specs/omni2.yaml; see docs/toolkit.md)",
         )
 
     aud = sub.add_parser(
@@ -497,11 +549,20 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser(
         "doctor",
         help="find where the chat chain breaks",
-        description="Check each layer, log in, send a probe message, and read its traces to "
-        "report where the chain breaks: connection refused at which hop, authentication "
-        "failed and why, or which layer went quiet. Exits 1 when the chain is broken.",
+        description=DOCTOR_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    doc.add_argument("--user", default="alice", help="user to log in and probe as (default alice)")
+    doc.add_argument(
+        "--user",
+        help="the probe's user (default alice); from traces: only this user's messages",
+    )
+    doc.add_argument("--trace", metavar="ID", help="from traces: diagnose this message trace")
+    doc.add_argument("--conversation", help="from traces: this conversation's messages")
+    doc.add_argument(
+        "--since",
+        type=parse_duration,
+        help="from traces: how far back to look (default 15m)",
+    )
     doc.add_argument(
         "--password", help="password (default: OMNI_TRACE_PASSWORD, or the demo user's)"
     )
@@ -515,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", help="probe with this JWT (visible in the process list: prefer --token-file)"
     )
     doc.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for answers")
-    stack_file(doc)
+    jaeger_source(doc)
     doc.set_defaults(func=cmd_doctor)
 
     bench = sub.add_parser(
@@ -574,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; exit 1 if a file is out of date"
     )
     boards.set_defaults(func=cmd_dashboards)
-    users_mod.add_parser(sub, stack_file)
+    users_mod.add_parser(sub)
 
     build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")
     build.set_defaults(func=cmd_build_jaeger)
@@ -592,7 +653,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         JaegerError,
         JaegerBuildError,
         SpecError,
-        users_mod.UsersError,
     ) as err:
         print(f"omni-trace: {err}", file=sys.stderr)
         return 2

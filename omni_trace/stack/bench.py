@@ -29,8 +29,8 @@ import json
 import os
 import random
 import resource
+import subprocess
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,24 +41,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from pydantic import SecretStr
-from sqlalchemy import insert, select
 
 from omni_trace.stack.client import ChatConnection, ChatError, open_chat
+from omni_trace.stack.paths import REPO_ROOT
 from omni_trace.stack.ports import Ports
-from omni_trace.stack.runner import Stack
+from omni_trace.stack.runner import Stack, StackError
 from omni_trace.stack.settings import StackSettings
+from omni_trace.stack.users import ADMIN
 from omni_trace.traces.chain import wait_for_chain
 from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
-from services.common.tokens import issue_token
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.models import Message, Role, Usage
 
 Progress = Callable[[str], None]
 
-BENCH_ROLE = "bench"
 MESSAGE_TIMEOUT_S = 60.0  # a message without an answer by then counts as lost
 TOOL_FREE = "Hello, what can you do?"
 TOOL_CALLING = "How many products per category are in the database?"
@@ -189,65 +185,38 @@ class RunReport:
 
 class BenchUsers:
     """Users of a role without limits, so the bench measures the pipeline, not refusals;
-    each connection of the burst gets its own (OMNI2 allows a few connections per user)."""
+    each connection of the burst gets its own (OMNI2 allows a few connections per user).
+    Made by OMNI2's own admin command, which also gives each a token."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.ids: list[str] = []
+        self.tokens: list[str] = []
 
-    async def create(self, count: int) -> None:
-        db = Database(self.stack.info.omni2_database_url)
-        try:
-            async with db.session() as session:
-                if await session.scalar(select(Role).where(Role.name == BENCH_ROLE)) is None:
-                    session.add(
-                        Role(
-                            name=BENCH_ROLE,
-                            description="omni-trace bench: no limits",
-                            permissions=["chat", "tools"],
-                            mcp_tools=["*"],
-                        )
-                    )
-                    await session.flush()
-                for _ in range(count):
-                    user_id = f"bench-{uuid.uuid4().hex[:10]}"
-                    await repo.add_user(session, user_id, BENCH_ROLE)
-                    self.ids.append(user_id)
-        finally:
-            await db.dispose()
+    def _admin(self, *args: str) -> str:
+        env = {
+            **os.environ,
+            "OMNI2_DATABASE_URL": self.stack.info.omni2_database_url,
+            "OMNI_JWT_SECRET": self.stack.jwt_secret,
+        }
+        run = subprocess.run(
+            [*ADMIN, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
+        if run.returncode != 0:
+            raise StackError(f"OMNI2's admin command {args[0]} failed: {run.stderr.strip()}")
+        return run.stdout
 
-    async def store_history(self, user_id: str, rows: int) -> None:
-        """`rows` earlier messages of the user (with their usage), in a past conversation,
-        written in chunks straight to the tables."""
-        db = Database(self.stack.info.omni2_database_url)
-        conversation = f"bench-history-{uuid.uuid4().hex[:8]}"
-        try:
-            async with db.session() as session:
-                await repo.create_conversation(session, conversation, user_id, "0" * 32)
-            for start in range(0, rows, 10_000):
-                count = min(10_000, rows - start)
-                ids = {"conversation_id": conversation, "user_id": user_id, "trace_id": "0" * 32}
-                async with db.session() as session:
-                    await session.execute(
-                        insert(Message),
-                        [
-                            ids | {"role": "user" if i % 2 == 0 else "assistant", "content": "x"}
-                            for i in range(count)
-                        ],
-                    )
-                    await session.execute(
-                        insert(Usage),
-                        [
-                            ids | {"provider": "offline", "model": "m", "tokens_input": 1}
-                            for _ in range(count // 2)
-                        ],
-                    )
-        finally:
-            await db.dispose()
+    def create(self, count: int) -> None:
+        users = json.loads(self._admin("load-users", str(count)))["users"]
+        self.ids += [u["id"] for u in users]
+        self.tokens += [u["token"] for u in users]
+
+    def store_history(self, user_id: str, rows: int) -> None:
+        """`rows` earlier messages of the user (with their usage), in a past conversation."""
+        self._admin("store-history", user_id, str(rows))
 
     def token(self, index: int) -> tuple[str, str]:
-        user = self.ids[index % len(self.ids)]
-        return user, issue_token(user, self.stack.jwt_secret)
+        return self.ids[index % len(self.ids)], self.tokens[index % len(self.tokens)]
 
 
 async def _message(chat: ChatConnection, text: str) -> Sample:
@@ -446,7 +415,7 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
         users = BenchUsers(stack)
         # One user per burst connection (OMNI2 allows a few connections per user), and two
         # more, the last, for the long-history phase alone.
-        _run(users.create(max(cfg.burst, cfg.clients, 2) + 2))
+        users.create(max(cfg.burst, cfg.clients, 2) + 2)
         with client_tracing(stack, tracing) as provider:
             run = Phase(stack, users, provider, cfg, label, progress)
             # One message first, so first-use costs (imports, pools) are not measured.
@@ -541,7 +510,7 @@ def _history_phase(run: Phase) -> dict[str, Any]:
         return cpu_spent(before, sample_stack(run.stack)).get("omni2", 0.0), turns
 
     first, first_turns = omni2_cpu(long_user)  # before its history is stored
-    _run(run.users.store_history(run.users.ids[long_user], cfg.history_rows))
+    run.users.store_history(run.users.ids[long_user], cfg.history_rows)
     cpu = {fresh_user: 0.0, long_user: 0.0}
     turns = {fresh_user: 0, long_user: 0}
     for block in range(blocks):

@@ -7,6 +7,7 @@ Each process writes to <run_dir>/logs/<name>.log; secrets travel in the environm
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -60,6 +61,37 @@ _NOT_INHERITED = frozenset(
 
 class StackError(RuntimeError):
     pass
+
+
+# One module of each package group the services need (the `stack` extra), as imported.
+STACK_PACKAGES = {
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "sqlalchemy": "SQLAlchemy",
+    "mcp": "mcp",
+    "jwt": "PyJWT",
+    "argon2": "argon2-cffi",
+    "opentelemetry.instrumentation.fastapi": "opentelemetry-instrumentation-fastapi",
+    "grafana_foundation_sdk": "grafana-foundation-sdk",
+}
+
+
+def require_stack_packages(what: str = "this command") -> None:
+    """The toolkit installs without the stack's packages; running the stack needs them."""
+    missing = []
+    for module, package in STACK_PACKAGES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            missing.append(package)
+    if missing:
+        raise StackError(
+            f"{what} runs this project's stack, whose packages are not installed "
+            f"(missing: {', '.join(missing)}): pip install 'omni-trace[stack]'. Reading "
+            "traces (audit, trace show, doctor --jaeger, the pytest fixtures) needs none of them."
+        )
 
 
 @dataclass(frozen=True)
@@ -139,6 +171,7 @@ class Stack:
         """`viewers`: the flow view and Prometheus, which show the traces. The bench leaves
         them out: they are not on the chat's path, and their reads of Jaeger would load the
         stack it measures."""
+        require_stack_packages("starting a stack")
         self.settings = settings or StackSettings()
         # Off means off in every layer (the Python services and Traefik); None: as
         # OTEL_SDK_DISABLED says.

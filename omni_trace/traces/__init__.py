@@ -27,7 +27,15 @@ from omni_trace.traces.jaeger import (
     has_services,
     has_spans_named,
 )
-from omni_trace.traces.spec import ChainSpec, Layer, LinkRule, SpecError, default_spec, load_spec
+from omni_trace.traces.spec import (
+    ChainSpec,
+    Layer,
+    LinkRule,
+    SpecError,
+    default_spec,
+    load_spec,
+    parse_spec,
+)
 from omni_trace.traces.tracetree import render_tree
 from omni_trace.traces.waterfall import render_waterfall
 
@@ -55,6 +63,7 @@ __all__ = [
     "has_services",
     "has_spans_named",
     "load_spec",
+    "parse_spec",
     "render_tree",
     "render_waterfall",
     "run_audit",

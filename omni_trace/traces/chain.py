@@ -14,7 +14,7 @@ trace is not a message trace of its own (`ChainReport.client_trace_id` names it,
 does not count it twice).
 
 The analysis goes in steps: the structure (each layer's span, parents), the links, the
-latencies, and the verdict is what they found.
+latencies, and the verdict (where it broke or failed, and why).
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class ChainReport:
     hops: dict[str, float | None] = field(default_factory=dict)  # milliseconds
     session_trace_ids: list[str] = field(default_factory=list)
     client_trace_id: str | None = None  # link mode: the client's trace the relay links to
+    # The verdict: where the chain broke ("dashboard -> omni2": the hop into the first missing
+    # layer) or, whole but failed, the layer of the deepest error span, which `cause` names.
+    hop: str | None = None
+    cause: str | None = None
 
     @property
     def broken(self) -> bool:
@@ -74,6 +78,8 @@ class ChainReport:
             "errors": self.errors,
             "session_trace_ids": self.session_trace_ids,
             "client_trace_id": self.client_trace_id,
+            "hop": self.hop,
+            "cause": self.cause,
         }
 
 
@@ -218,6 +224,41 @@ class _Chain:
         outermost = next((found[x.name] for x in spec.message_layers if found[x.name]), None)
         hops["total"] = outermost.duration_ms if outermost else None
 
+    def verdict(self) -> None:
+        """Where the chain broke: the hop into the outermost missing layer (a layer proven by
+        a link sits between the linking layer and its parent); else, for a whole chain whose
+        message failed, the layer of the deepest error span, the one no other error explains."""
+        spec, report = self.spec, self.report
+        for layer in spec.message_layers:
+            if not report.layers[layer.name] and not layer.optional:
+                report.hop = f"{layer.parent} -> {layer.name}" if layer.parent else layer.name
+                report.cause = f"no {layer.message} span from {'/'.join(layer.services)}"
+                return
+            for rule in layer.links:
+                if rule.layer and not report.layers[rule.layer]:
+                    via = [layer.parent] if layer.parent else []
+                    report.hop = " -> ".join([*via, rule.layer, layer.name])
+                    report.cause = next((p for p in report.problems if rule.layer in p), None)
+                    return
+        if report.problems:
+            report.hop, report.cause = "chain", report.problems[0]
+            return
+        errors = [s for s in self.spans if s.status == "ERROR"]
+        below_error = {
+            ancestor
+            for span in errors
+            for ancestor in _ancestors(span, {s.span_id: s for s in self.spans})
+        }
+        deepest = [s for s in errors if s.span_id not in below_error]
+        if deepest:
+            span = deepest[0]
+            layer_name = next(
+                (x.name for x in spec.layers if span.service in x.services), span.service
+            )
+            detail = span.status_message or span.attributes.get("error.type", "")
+            report.hop = layer_name
+            report.cause = f"{span.service} {span.name}: {detail}".rstrip(": ")
+
 
 def analyze_chain(
     spans: list[TraceSpan], session_lookup: SessionLookup, spec: ChainSpec | None = None
@@ -233,6 +274,7 @@ def analyze_chain(
     chain.structure()
     chain.links()
     chain.latencies()
+    chain.verdict()
     return chain.report
 
 

@@ -5,7 +5,7 @@ they work on any stack whose layers record one span per message: a spec names ea
 services and message span, how each layer joins the one before it (a child span, or a link
 with a role), the links that reach layers living in the connection's trace (a gateway), and
 the attributes that carry the conversation and the user. This project's stack ships its own
-(`omni_trace/specs/omni2.yaml`, the default); `--spec FILE` reads another.
+(`omni_trace/traces/specs/omni2.yaml`, the default); `--spec FILE` reads another.
 """
 
 from __future__ import annotations
@@ -277,5 +277,5 @@ def load_spec(path: Path | str) -> ChainSpec:
 
 @cache
 def default_spec() -> ChainSpec:
-    """This project's stack (omni_trace/specs/omni2.yaml)."""
+    """This project's stack (omni_trace/traces/specs/omni2.yaml)."""
     return load_spec(DEFAULT_SPEC)

@@ -1,15 +1,19 @@
 """The toolkit on a stack of other names: the real stack started with its services and
 message spans renamed through settings, as another team's stack would name them, read by
-`omni-trace audit --spec --jaeger` and by the pytest plugin with a matching spec; a
-mismatched spec names the missing layer."""
+`omni-trace audit --spec --jaeger`, `omni-trace doctor --spec --jaeger` and the pytest plugin
+with a matching spec; a mismatched spec names the missing layer. The doctor and the plugin
+run from a fresh virtualenv with the project installed without its `stack` extra, as a user
+of another stack installs it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack
 
 pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SPEC: dict[str, Any] = {
     "name": "acme-chat",
@@ -96,6 +102,72 @@ def conversation(acme: Stack) -> tuple[str, list[ChatReply]]:
                 what="3 layers",
             )
     return found
+
+
+@pytest.fixture(scope="module")
+def toolkit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtualenv with `pip install <project>` (no extras) and pytest: its bin/."""
+    root = tmp_path_factory.mktemp("toolkit")
+    source = root / "source"
+    for package in ("omni_trace", "otel", "services"):
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pytest_pin = next(
+        d for d in project["optional-dependencies"]["dev"] if d.startswith("pytest==")
+    )
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    bin_dir = root / "venv" / "bin"
+    install = [str(bin_dir / "python"), "-m", "pip", "install", "--quiet"]
+    install += ["--disable-pip-version-check", str(source), pytest_pin]
+    run = subprocess.run(install, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return bin_dir
+
+
+def test_the_toolkit_installs_without_the_stacks_packages(toolkit: Path) -> None:
+    for module in ("fastapi", "sqlalchemy", "anthropic", "mcp", "uvicorn"):
+        run = subprocess.run([str(toolkit / "python"), "-c", f"import {module}"], check=False)
+        assert run.returncode == 1, f"{module} came with the toolkit"
+    run = subprocess.run(
+        [str(toolkit / "omni-trace"), "up"], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 2 and "pip install 'omni-trace[stack]'" in run.stderr
+
+
+def _doctor(
+    toolkit: Path, acme: Stack, spec: Path, conversation_id: str
+) -> subprocess.CompletedProcess[str]:
+    argv = [str(toolkit / "omni-trace"), "doctor", "--jaeger", acme.info.jaeger_query_url]
+    argv += ["--spec", str(spec), "--conversation", conversation_id]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=spec.parent)
+
+
+def test_the_doctor_reads_another_stacks_traces_by_its_spec(
+    toolkit: Path, acme: Stack, conversation: tuple[str, list[ChatReply]], tmp_path: Path
+) -> None:
+    conversation_id, replies = conversation
+    spec = tmp_path / "acme.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    run = _doctor(toolkit, acme, spec, conversation_id)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 message(s) of conversation" in run.stdout
+    assert "by the acme-chat spec: 2 whole and answered, 0 broken chain(s), 0 failed" in run.stdout
+    assert "every chain is whole and every message was answered" in run.stdout
+
+    wrong = json.loads(json.dumps(SPEC))
+    wrong["layers"][3]["message"] = "respond"  # the backend's span is called "answer"
+    spec.write_text(yaml.safe_dump(wrong))
+    run = _doctor(toolkit, acme, spec, conversation_id)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "2 x chain breaks at proxy -> backend: no respond span from acme-llm" in run.stdout
+    for reply in replies:
+        assert f"trace {reply.trace_id}  conversation {conversation_id}  " in run.stdout
+    # The gateway is proven by the backend's link, and the backend's span was not found.
+    assert "layers reached: web, proxy\n" in run.stdout
 
 
 def _audit(
@@ -172,7 +244,7 @@ def test_a_mismatched_spec_names_the_missing_layer(
 
 
 PLUGIN_TEST = """
-from omni_trace.traces.assertions import assert_message_chain
+from omni_trace.traces import assert_message_chain
 
 
 def test_each_message_chain_is_whole(omni_traces, omni_spec):
@@ -186,15 +258,16 @@ def test_each_message_chain_is_whole(omni_traces, omni_spec):
 
 
 def test_the_pytest_plugin_asserts_on_another_stack(
-    acme: Stack, conversation: tuple[str, list[ChatReply]], tmp_path: Path
+    toolkit: Path, acme: Stack, conversation: tuple[str, list[ChatReply]], tmp_path: Path
 ) -> None:
-    """A user's own test file, run with the plugin against their Jaeger and spec."""
+    """A user's own test file, run with the plugin (from the toolkit's install) against
+    their Jaeger and spec."""
     _, replies = conversation
     spec = tmp_path / "acme.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     test_file = tmp_path / "test_acme.py"
     test_file.write_text(PLUGIN_TEST.format(trace_ids=[r.trace_id for r in replies]))
-    argv = [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider"]
+    argv = [str(toolkit / "pytest"), str(test_file), "-q", "-p", "no:cacheprovider"]
     argv += ["--omni-jaeger", acme.info.jaeger_query_url, "--omni-spec", str(spec)]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr

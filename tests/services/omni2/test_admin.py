@@ -1,4 +1,5 @@
-"""`omni-trace users ...` against a fresh SQLite database (and PostgreSQL)."""
+"""OMNI2's admin command (what `omni-trace users ...` runs) against a fresh SQLite database
+(and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omni_trace.cli import main
+from services.omni2.admin import main
 from services.common.passwords import verify_password
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
@@ -17,8 +18,14 @@ from tests.db import Admin
 from tests.pg import emptied
 
 
+@pytest.fixture(autouse=True)
+def called_as_omni_trace_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `omni-trace users` runs it: its messages name that command."""
+    monkeypatch.setenv("OMNI2_ADMIN_PROG", "omni-trace users")
+
+
 def run(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[int, str, str]:
-    code = main(["users", "--database-url", db, *args])
+    code = main(["--database-url", db, *args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -145,7 +152,7 @@ def test_passwd_from_stdin_from_the_prompt_and_remove(
 
     answers = iter(["first-answer", "second-answer"])
     code, _, err = run(capsys, db, "passwd", "dave")
-    assert code == 2 and err == "omni-trace: the two passwords differ; nothing changed\n"
+    assert code == 2 and err == "omni-trace users: the two passwords differ; nothing changed\n"
     assert stored() == hashed
 
     assert run(capsys, db, "passwd", "dave", "--remove")[0] == 0
@@ -163,14 +170,14 @@ def test_passwd_refuses_what_it_cannot_set(
     code, _, err = run(capsys, db, "passwd", "dave", "--password", "short")
     assert code == 2 and "at least 8 characters" in err
     code, _, err = run(capsys, db, "passwd", "nobody", "--password", "long-enough")
-    assert code == 2 and err == "omni-trace: no user 'nobody'\n"
+    assert code == 2 and err == "omni-trace users: no user 'nobody'\n"
     assert Admin(db)(lambda s: repo.password_hash(s, "dave")) == before
 
 
 def test_errors_are_reported_with_exit_code_2(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, db, "add", "alice")[0] == 0
     code, _, err = run(capsys, db, "block", "nobody", "--reason", "x")
-    assert code == 2 and err == "omni-trace: no user 'nobody'\n"
+    assert code == 2 and err == "omni-trace users: no user 'nobody'\n"
     code, _, err = run(capsys, db, "add", "alice")
     assert code == 2 and "exists already" in err
     code, _, err = run(capsys, db, "add", "zed", "--role", "wizard")
