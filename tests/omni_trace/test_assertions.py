@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from omni_trace.traces import TraceFetcher, has_spans_named
 from omni_trace.traces.assertions import Selector, Trace, TraceAssertionError, assert_message_chain
+from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from tests.omni_trace.recorded import message_spans, session_spans
 
 CHAIN = "chat-client:chat.message > dashboard-backend:chat.relay > omni2:chat.turn"
@@ -117,3 +119,50 @@ def test_message_chain_names_the_missing_layer(
 def test_message_chain_without_session_lacks_traefik(message: Trace) -> None:
     with pytest.raises(TraceAssertionError, match="missing layer traefik"):
         assert_message_chain(message, Trace([]))
+
+
+def test_ancestors_and_expect(message: Trace, session: Trace) -> None:
+    model = message.one("omni2:chat *")
+    assert [(s.service, s.name) for s in message.ancestors(model)] == [
+        ("omni2", "chat.turn"),
+        ("dashboard-backend", "chat.relay"),
+        ("chat-client", "chat.message"),
+    ]
+    message.expect(True, "never shown")
+    related = Trace(message.spans, related=[session])
+    with pytest.raises(TraceAssertionError) as failure:
+        related.expect(False, "the model span has no parent")
+    text = str(failure.value)
+    assert text.startswith("the model span has no parent")
+    assert "chat.turn" in text and "ReverseProxy" in text  # both trees
+
+
+class _Jaeger:
+    """Jaeger as far as TraceFetcher.wait reads it: the trace grows by one span per poll."""
+
+    def __init__(self, spans: list[TraceSpan]) -> None:
+        self.spans, self.polls = spans, 0
+
+    def wait_for_trace(self, trace_id, until, *, what, timeout):  # type: ignore[no-untyped-def]
+        return JaegerClient.wait_for_trace(self, trace_id, until, what=what, timeout=timeout)  # type: ignore[arg-type]
+
+    def get_trace(self, trace_id: str) -> list[TraceSpan]:
+        self.polls += 1
+        return self.spans[: self.polls]
+
+
+def test_the_fetcher_waits_for_a_condition_and_fails_with_the_tree() -> None:
+    spans = message_spans()
+    fetcher = TraceFetcher(_Jaeger(spans))  # type: ignore[arg-type]
+    wanted = has_spans_named(("omni2", "chat.turn"), ("dashboard-backend", "chat.relay"))
+    trace = fetcher.wait(spans[0].trace_id, wanted, what="turn and relay", timeout=30)
+    assert {("omni2", "chat.turn"), ("dashboard-backend", "chat.relay")} <= {
+        (s.service, s.name) for s in trace.spans
+    }
+    missing = has_spans_named(("llm-api", "answer"))
+    with pytest.raises(TraceAssertionError) as failure:
+        TraceFetcher(_Jaeger(spans)).wait(  # type: ignore[arg-type]
+            spans[0].trace_id, missing, what="the backend's answer", timeout=0.5
+        )
+    text = str(failure.value)
+    assert "the backend's answer not seen within 0 s" in text and "chat.message" in text
