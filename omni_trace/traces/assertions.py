@@ -13,10 +13,10 @@ what did not match.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 from omni_trace.traces.chain import analyze_chain
 from omni_trace.traces.jaeger import TraceSpan
@@ -67,14 +67,25 @@ def _selector(value: str | Selector) -> Selector:
     return value if isinstance(value, Selector) else Selector.parse(value)
 
 
-class Trace:
-    """One trace's spans, with selection and structural assertions."""
+class Trace(Sequence[TraceSpan]):
+    """One trace's spans (in start order; a Trace is the sequence of them), with selection
+    and structural assertions."""
 
     def __init__(self, spans: Iterable[TraceSpan], *, related: Iterable[Trace] = ()) -> None:
         self.spans = sorted(spans, key=lambda s: s.start_ns)
         self.trace_id = self.spans[0].trace_id if self.spans else ""
         self.by_id = {s.span_id: s for s in self.spans}
         self.related = list(related)  # printed along on failure (e.g. the session trace)
+
+    @overload
+    def __getitem__(self, index: int) -> TraceSpan: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TraceSpan]: ...
+    def __getitem__(self, index: int | slice) -> TraceSpan | list[TraceSpan]:
+        return self.spans[index]
+
+    def __len__(self) -> int:
+        return len(self.spans)
 
     def tree(self) -> str:
         return render_tree(self.spans)

@@ -20,7 +20,7 @@ latencies, and the verdict (where it broke or failed, and why).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +97,7 @@ def _ancestors(span: TraceSpan, by_id: dict[str, TraceSpan]) -> list[str]:
 class _Chain:
     """One message trace read through a spec, step by step."""
 
-    def __init__(self, spec: ChainSpec, spans: list[TraceSpan], lookup: SessionLookup) -> None:
+    def __init__(self, spec: ChainSpec, spans: Sequence[TraceSpan], lookup: SessionLookup) -> None:
         self.spec = spec
         self.spans = spans
         self.lookup = lookup
@@ -261,7 +261,7 @@ class _Chain:
 
 
 def analyze_chain(
-    spans: list[TraceSpan], session_lookup: SessionLookup, spec: ChainSpec | None = None
+    spans: Sequence[TraceSpan], session_lookup: SessionLookup, spec: ChainSpec | None = None
 ) -> ChainReport:
     """Check one message trace (and, through its links, the session trace) against a spec
     (default: this project's stack). Broken: `problems`; whole but failed: `errors`."""
@@ -294,7 +294,7 @@ def wait_for_chain(
         time.sleep(interval)
 
 
-def session_closed_and_whole(spans: list[TraceSpan], spec: ChainSpec | None = None) -> bool:
+def session_closed_and_whole(spans: Sequence[TraceSpan], spec: ChainSpec | None = None) -> bool:
     """A closed connection's session trace is whole: each gateway layer's entry span has
     arrived (Traefik exports it only when the connection closes) and no span lacks its
     parent."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from omni_trace.traces.jaeger import TraceSpan
 
 
-def render_tree(spans: list[TraceSpan], *, show_links: bool = True) -> str:
+def render_tree(spans: Sequence[TraceSpan], *, show_links: bool = True) -> str:
     if not spans:
         return "(no spans)"
     ids = {s.span_id for s in spans}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from omni_trace.traces.jaeger import TraceSpan
 
 
-def _ordered(spans: list[TraceSpan]) -> list[tuple[int, TraceSpan]]:
+def _ordered(spans: Sequence[TraceSpan]) -> list[tuple[int, TraceSpan]]:
     """Depth-first order with depths; spans whose parent is missing become roots."""
     ids = {s.span_id for s in spans}
     children: dict[str | None, list[TraceSpan]] = defaultdict(list)
@@ -25,7 +26,7 @@ def _ordered(spans: list[TraceSpan]) -> list[tuple[int, TraceSpan]]:
     return out
 
 
-def render_waterfall(spans: list[TraceSpan], width: int = 100, title: str = "") -> str:
+def render_waterfall(spans: Sequence[TraceSpan], width: int = 100, title: str = "") -> str:
     if not spans:
         return "(no spans)"
     rows = _ordered(spans)

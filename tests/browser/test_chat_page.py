@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from omni_trace.stack import Stack
+from omni_trace.traces import Trace
 from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service
 from tests.browser.conftest import Screenshots
@@ -55,11 +56,15 @@ def test_two_messages_traced_from_the_browser(
 
     # Closing the connection ends Traefik's entry span, completing the session trace.
     chat.log_out()
-    session = jaeger.wait_for_trace(session_id, session_complete, what="every layer's connect")
+    session = Trace(
+        jaeger.wait_for_trace(session_id, session_complete, what="every layer's connect")
+    )
     check_session_trace(session, "alice", conversation)
     for reply in (first, second):
-        spans = jaeger.wait_for_trace(
-            reply.trace_id, message_chain_complete, what="browser, dashboard and omni2 spans"
+        spans = Trace(
+            jaeger.wait_for_trace(
+                reply.trace_id, message_chain_complete, what="browser, dashboard and omni2 spans"
+            )
         )
         check_message_trace(spans, session, conversation)
 

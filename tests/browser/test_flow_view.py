@@ -20,9 +20,10 @@ from playwright.sync_api import Locator, Page, expect
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, login, open_chat
 from omni_trace.stack.ports import Ports
+from omni_trace.traces import Trace, has_spans_named
 from omni_trace.traces.audit import AuditQuery, run_audit
 from omni_trace.traces.chain import HOPS, ChainReport, wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient, TraceSpan, has_services
+from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
@@ -31,7 +32,6 @@ from tests.browser.conftest import Screenshots
 from tests.db import Admin
 from tests.fake_openai import FakeOpenAI
 from tests.stack.conftest import new_user, running_stack, serving
-from tests.stack.traces import has, one
 
 pytestmark = pytest.mark.browser
 
@@ -252,11 +252,11 @@ def _money(amount: float | None) -> str:
     return "-" if amount is None else checks.money(amount)
 
 
-def _expected_usage(spans: list[TraceSpan]) -> dict[str, Any]:
+def _expected_usage(spans: Trace) -> dict[str, Any]:
     """What the page must say of a message, read straight from its spans in Jaeger."""
     models = [s for s in spans if s.name == SpanName.model_call(MODEL)]
     tools = [s for s in spans if s.name.startswith("execute_tool ")]
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
     inputs = [m.attributes[Attr.GEN_AI_INPUT_TOKENS] for m in models if m.status != "ERROR"]
     outputs = [m.attributes[Attr.GEN_AI_OUTPUT_TOKENS] for m in models if m.status != "ERROR"]
     return {
@@ -342,10 +342,10 @@ def test_refused_failed_and_tool_messages_with_their_usage(
             assert not wait_for_chain(jaeger, reply.trace_id).broken, reply.frame
         jaeger.wait_for_trace(
             tool.trace_id,
-            has((Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))),
+            has_spans_named((Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))),
             what="the MCP server's span of the tool call",
         )
-        spans = {r.trace_id: jaeger.get_trace(r.trace_id) for r in replies}
+        spans = {r.trace_id: Trace(jaeger.get_trace(r.trace_id)) for r in replies}
         audit = {
             r.trace_id: r
             for r in run_audit(jaeger, AuditQuery(conversation_id=conversation), settle_s=0)

@@ -6,13 +6,12 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from omni_trace.stack import Stack
+from omni_trace.traces import Trace
 from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Service, SpanName
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage
 from tests.browser.traces import message_chain_complete
-from tests.stack.traces import expect as expect_trace
-from tests.stack.traces import one
 
 pytestmark = pytest.mark.browser
 
@@ -43,13 +42,14 @@ def test_dashboard_restart_reconnects(
     assert reply.text.startswith("You said:")
     screenshots.take(page, "chatting-again")
 
-    spans = jaeger.wait_for_trace(
-        reply.trace_id, message_chain_complete, what="the message chain after reconnecting"
+    spans = Trace(
+        jaeger.wait_for_trace(
+            reply.trace_id, message_chain_complete, what="the message chain after reconnecting"
+        )
     )
-    message = one(spans, Service.CHAT_BROWSER, SpanName.MESSAGE)
-    relay = one(spans, Service.DASHBOARD, SpanName.RELAY)
-    expect_trace(
+    message = spans.one(f"{Service.CHAT_BROWSER}:{SpanName.MESSAGE}")
+    relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
+    spans.expect(
         message.parent_span_id is None and relay.parent_span_id == message.span_id,
         "the message after the restart is still traced from the browser",
-        spans,
     )

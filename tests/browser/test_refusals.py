@@ -8,14 +8,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from omni_trace.stack import Stack
+from omni_trace.traces import Trace, has_spans_named
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CLOSE_MEANINGS, CloseCode
 from services.common.tokens import issue_token
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage, TestPage
-from tests.stack.traces import expect as expect_trace
-from tests.stack.traces import has, one
 
 pytestmark = pytest.mark.browser
 
@@ -47,20 +46,19 @@ def test_bad_token_on_the_chat_page_shows_the_reason(
             names
         )
 
-    spans = jaeger.wait_for_trace(session_id, refused_at_gateway, what="browser and auth spans")
-    browser = one(spans, Service.CHAT_BROWSER, SpanName.CONNECT)
-    dashboard = one(spans, Service.DASHBOARD, SpanName.CONNECT)
-    expect_trace(
+    spans = Trace(
+        jaeger.wait_for_trace(session_id, refused_at_gateway, what="browser and auth spans")
+    )
+    browser = spans.one(f"{Service.CHAT_BROWSER}:{SpanName.CONNECT}")
+    dashboard = spans.one(f"{Service.DASHBOARD}:{SpanName.CONNECT}")
+    spans.expect(
         browser.status == "ERROR"
         and browser.attributes.get(Attr.CLOSE_CODE) == CloseCode.UNAUTHENTICATED
         and dashboard.parent_span_id == browser.span_id,
         "the browser's connect span records the 4401 refusal, the dashboard's hangs below it",
-        spans,
     )
-    expect_trace(
-        not [s for s in spans if s.service == Service.OMNI2],
-        "a refused token never reaches OMNI2",
-        spans,
+    spans.expect(
+        not [s for s in spans if s.service == Service.OMNI2], "a refused token never reaches OMNI2"
     )
 
 
@@ -142,20 +140,23 @@ def refused_at_omni2(
     assert len(sockets) == 1, f"the page knocked again after {code}: {len(sockets)} sockets"
     expect(chat.status).to_have_attribute("data-state", "closed")
 
-    spans = jaeger.wait_for_trace(
-        session_id,
-        has((Service.CHAT_BROWSER, SpanName.CONNECT), (Service.OMNI2, SpanName.CONNECT)),
-        what="the browser's and omni2's connect spans",
+    spans = Trace(
+        jaeger.wait_for_trace(
+            session_id,
+            has_spans_named(
+                (Service.CHAT_BROWSER, SpanName.CONNECT), (Service.OMNI2, SpanName.CONNECT)
+            ),
+            what="the browser's and omni2's connect spans",
+        )
     )
-    browser = one(spans, Service.CHAT_BROWSER, SpanName.CONNECT)
-    omni2 = one(spans, Service.OMNI2, SpanName.CONNECT)
-    expect_trace(
+    browser = spans.one(f"{Service.CHAT_BROWSER}:{SpanName.CONNECT}")
+    omni2 = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
+    spans.expect(
         browser.attributes.get(Attr.CLOSE_CODE) == code
         and browser.status == "ERROR"
         and omni2.attributes.get(Attr.CLOSE_CODE) == code
         and omni2.attributes.get(Attr.USER_ID) == user,
         f"omni2 refused {user} with {code}, and the browser recorded that close",
-        spans,
     )
 
 

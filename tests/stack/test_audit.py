@@ -62,12 +62,12 @@ def _audit_cli(
 async def test_healthy_run_has_no_broken_chain(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_jaeger: JaegerClient,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     conversation = await _chat(stack, omni_tracer_provider, "audit me", "and me", "and me too")
-    reports = run_audit(jaeger, AuditQuery(conversation_id=conversation))
+    reports = run_audit(omni_jaeger, AuditQuery(conversation_id=conversation))
     assert len(reports) == 3, [r.trace_id for r in reports]
     for report in reports:
         assert not report.broken, report.problems

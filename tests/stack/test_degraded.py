@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, login, open_chat
+from omni_trace.traces import Trace, has_spans_named
 from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -21,7 +22,6 @@ from services.common.protocol import CloseCode
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import running_stack
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +32,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory, jwt_secret: str) -> Iter
         yield stack
 
 
-_tool_failed = has(
+_tool_failed = has_spans_named(
     (Service.OMNI2, SpanName.execute_tool("database_query")), (Service.OMNI2, SpanName.TURN)
 )
 
@@ -59,15 +59,14 @@ async def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(own_sta
         "tools work again once the MCP server is back"
     )
     with JaegerClient(own_stack.info.jaeger_query_url) as jaeger:
-        spans = jaeger.wait_for_trace(failed.trace_id, _tool_failed, what="execute_tool")
-    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
-    expect(
+        spans = Trace(jaeger.wait_for_trace(failed.trace_id, _tool_failed, what="execute_tool"))
+    tool = spans.one(f"{Service.OMNI2}:{SpanName.execute_tool('database_query')}")
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    spans.expect(
         tool.status == "ERROR" and tool.attributes.get(Attr.ERROR_TYPE) == "mcp_unavailable",
         "execute_tool records the unreachable server",
-        spans,
     )
-    expect(turn.status == "ERROR", "chat.turn ends in error", spans)
+    spans.expect(turn.status == "ERROR", "chat.turn ends in error")
     admin = Admin(own_stack.info.omni2_database_url)
     events = admin(lambda s: repo.flow_events(s, trace_id=failed.trace_id))
     assert [(e.kind, e.name) for e in events if e.status == "error"] == [

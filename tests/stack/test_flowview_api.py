@@ -33,7 +33,7 @@ def api(stack: Stack) -> Iterator[TestClient]:
 
 
 async def _conversation(
-    stack: Stack, provider: TracerProvider, jaeger: JaegerClient, user: str, secret: str
+    stack: Stack, provider: TracerProvider, omni_jaeger: JaegerClient, user: str, secret: str
 ) -> tuple[str, list[str]]:
     """Two messages of a fresh user (one with a tool call), their chains whole in Jaeger."""
     async with open_chat(
@@ -46,7 +46,7 @@ async def _conversation(
     provider.force_flush()
     assert all(r.ok for r in replies), [r.frame for r in replies]
     for reply in replies:
-        assert not wait_for_chain(jaeger, reply.trace_id).broken
+        assert not wait_for_chain(omni_jaeger, reply.trace_id).broken
     assert chat.conversation_id
     return chat.conversation_id, [r.trace_id for r in replies]
 
@@ -54,13 +54,15 @@ async def _conversation(
 async def test_a_conversation_reads_as_the_audit_does(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
     api: TestClient,
 ) -> None:
     user = new_user(admin)
-    conversation, trace_ids = await _conversation(stack, omni_tracer_provider, jaeger, user, jwt_secret)
+    conversation, trace_ids = await _conversation(
+        stack, omni_tracer_provider, omni_jaeger, user, jwt_secret
+    )
 
     listed = api.get("/api/conversations", params={"user": user}).json()
     assert [c["conversation_id"] for c in listed["conversations"]] == [conversation]
@@ -68,7 +70,7 @@ async def test_a_conversation_reads_as_the_audit_does(
     assert (summary["user_id"], summary["messages"], summary["broken"]) == (user, 2, 0)
 
     detail = api.get(f"/api/conversations/{conversation}").json()
-    audit = run_audit(jaeger, AuditQuery(conversation_id=conversation), settle_s=0)
+    audit = run_audit(omni_jaeger, AuditQuery(conversation_id=conversation), settle_s=0)
     assert [m["trace_id"] for m in detail["messages"]] == trace_ids
     # The same analysis, so the same verdicts and hop numbers as `omni-trace audit --json`.
     assert detail["messages"] == [r.as_dict() for r in audit]
@@ -162,14 +164,14 @@ def test_the_stack_serves_the_flow_view(stack: Stack) -> None:
 async def test_hops_over_time_come_from_span_metrics_in_prometheus(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
     assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
     # Two rounds of traffic a few scrapes apart: a rate needs the counters to move.
     for _ in range(2):
-        await _conversation(stack, omni_tracer_provider, jaeger, new_user(admin), jwt_secret)
+        await _conversation(stack, omni_tracer_provider, omni_jaeger, new_user(admin), jwt_secret)
         await asyncio.sleep(6)
     deadline = time.monotonic() + 45
     while True:

@@ -9,10 +9,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from websockets.asyncio.client import connect
 
 from omni_trace.stack import Stack
-from omni_trace.stack.client import login, open_chat
-from omni_trace.traces.jaeger import JaegerClient, has_services
+from omni_trace.stack.client import login
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import TraceFetcher
+from omni_trace.traces.jaeger import has_services
 from otel.names import Attr, Service, SpanName
-from tests.stack.traces import expect, one
 
 pytestmark = pytest.mark.stack
 
@@ -28,12 +29,12 @@ MALFORMED: list[tuple[str | bytes, str]] = [
 
 
 async def test_malformed_frames_get_error_frames_and_connection_stays_usable(
-    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack,
+    omni_tracer_provider: TracerProvider,
+    omni_traces: TraceFetcher,
+    omni_chat: ChatFactory,
 ) -> None:
-    token = await login(stack.info.dashboard_url, "bob", "bob-demo")
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat("bob") as chat:
         answers = [await chat.send_raw(frame) for frame, _ in MALFORMED]
         after = await chat.send("still working?")
     for (frame, code), answer in zip(MALFORMED, answers, strict=True):
@@ -48,20 +49,19 @@ async def test_malformed_frames_get_error_frames_and_connection_stays_usable(
     # A message frame without text is still one traced exchange: relayed, refused by OMNI2.
     omni_tracer_provider.force_flush()
     missing_text = answers[3]
-    spans = jaeger.wait_for_trace(
+    spans = omni_traces.wait(
         missing_text["trace_id"],
         has_services(Service.DASHBOARD, Service.OMNI2),
         what="the refused frame's relay and turn",
     )
-    relay = one(spans, Service.DASHBOARD, SpanName.RELAY)
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
-    expect(turn.parent_span_id == relay.span_id, "turn < relay", spans)
-    expect(
+    relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    spans.expect(turn.parent_span_id == relay.span_id, "turn < relay")
+    spans.expect(
         turn.status == "ERROR" and turn.attributes.get(Attr.ERROR_TYPE) == "missing_text",
         "OMNI2's span records why the frame was refused",
-        spans,
     )
-    expect(relay.status == "ERROR", "the relay span ends with the error frame", spans)
+    spans.expect(relay.status == "ERROR", "the relay span ends with the error frame")
 
 
 async def test_malformed_query_trace_context_starts_a_fresh_trace(stack: Stack) -> None:

@@ -17,14 +17,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from omni_trace.stack import Stack
-from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.traces import TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import new_user
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -60,7 +59,7 @@ def token(admin: Admin, jwt_secret: str) -> str:
 
 
 async def test_a_client_cannot_switch_tracing_off(
-    stack: Stack, jaeger: JaegerClient, token: str
+    stack: Stack, omni_traces: TraceFetcher, token: str
 ) -> None:
     session_trace, session_span = _ids()
     message_trace, message_span = _ids()
@@ -72,26 +71,26 @@ async def test_a_client_cannot_switch_tracing_off(
         )
     assert done["type"] == "done"
     assert done["trace_id"] == message_trace  # the client's trace is continued ...
-    spans = jaeger.wait_for_trace(  # ... and every layer recorded it
+    spans = omni_traces.wait(  # ... and every layer recorded it
         message_trace,
-        has((Service.DASHBOARD, SpanName.RELAY), (Service.OMNI2, SpanName.TURN)),
+        has_spans_named((Service.DASHBOARD, SpanName.RELAY), (Service.OMNI2, SpanName.TURN)),
         what="dashboard and omni2 spans of a message sent with flags -00",
     )
-    relay = one(spans, Service.DASHBOARD, SpanName.RELAY)
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
-    expect(relay.parent_span_id == message_span, "relay continues the client's span", spans)
-    expect(turn.parent_span_id == relay.span_id, "turn is a child of the relay", spans)
-    session = jaeger.wait_for_trace(
+    relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    spans.expect(relay.parent_span_id == message_span, "relay continues the client's span")
+    spans.expect(turn.parent_span_id == relay.span_id, "turn is a child of the relay")
+    session = omni_traces.wait(
         session_trace,
-        has(
+        has_spans_named(
             (Service.DASHBOARD, SpanName.CONNECT),
             (Service.OMNI2, SpanName.CONNECT),
             (Service.TRAEFIK, "ReverseProxy"),
         ),
         what="the session trace of a connection opened with flags -00",
     )
-    connect_span = one(session, Service.DASHBOARD, SpanName.CONNECT)
-    expect(connect_span.parent_span_id == session_span, "connect continues the client", session)
+    connect_span = session.one(f"{Service.DASHBOARD}:{SpanName.CONNECT}")
+    session.expect(connect_span.parent_span_id == session_span, "connect continues the client")
 
 
 @pytest.mark.parametrize(
@@ -136,7 +135,7 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(stack: Stack, token:
 
 
 async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
-    stack: Stack, jaeger: JaegerClient, admin: Admin, token: str
+    stack: Stack, omni_traces: TraceFetcher, admin: Admin, token: str
 ) -> None:
     errors: list[dict[str, Any]] = []
     async with connect(_url(stack, token)) as ws:
@@ -166,15 +165,15 @@ async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
     assert row.name == "rate_limited"
     assert row.detail["count"] > 100
     assert row.detail["close_code"] == CloseCode.POLICY_VIOLATION
-    spans = jaeger.wait_for_trace(
+    spans = omni_traces.wait(
         row.trace_id,
-        has((Service.DASHBOARD, SpanName.REFUSED)),
+        has_spans_named((Service.DASHBOARD, SpanName.REFUSED)),
         what="the chat.refused span in the session trace",
     )
-    refused = one(spans, Service.DASHBOARD, SpanName.REFUSED)
-    connect_span = one(spans, Service.DASHBOARD, SpanName.CONNECT)
-    expect(refused.parent_span_id == connect_span.span_id, "refusal under connect", spans)
-    expect(refused.attributes[Attr.CONVERSATION_ID] == conversation, "conversation id", spans)
+    refused = spans.one(f"{Service.DASHBOARD}:{SpanName.REFUSED}")
+    connect_span = spans.one(f"{Service.DASHBOARD}:{SpanName.CONNECT}")
+    spans.expect(refused.parent_span_id == connect_span.span_id, "refusal under connect")
+    spans.expect(refused.attributes[Attr.CONVERSATION_ID] == conversation, "conversation id")
 
 
 async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(
@@ -216,7 +215,7 @@ async def test_origins_other_than_the_chat_page_are_refused(stack: Stack, token:
 
 
 async def test_a_percent_encoded_token_name_reaches_no_log_and_no_span(
-    stack: Stack, jaeger: JaegerClient, token: str
+    stack: Stack, omni_traces: TraceFetcher, token: str
 ) -> None:
     session_trace, session_span = _ids()
     traceparent = f"00-{session_trace}-{session_span}-01"
@@ -224,8 +223,10 @@ async def test_a_percent_encoded_token_name_reaches_no_log_and_no_span(
     url = f"{stack.info.dashboard_ws_url}?tok%65n=%65{token[1:]}&traceparent={traceparent}"
     async with connect(url) as ws:
         assert json.loads(await ws.recv())["type"] == "welcome"
-    spans: list[TraceSpan] = jaeger.wait_for_trace(
-        session_trace, has((Service.DASHBOARD, SpanName.CONNECT)), what="dashboard connect"
+    spans = omni_traces.wait(
+        session_trace,
+        has_spans_named((Service.DASHBOARD, SpanName.CONNECT)),
+        what="dashboard connect",
     )
     exported = json.dumps([s.attributes for s in spans])
     signature = token.rsplit(".", 1)[1]

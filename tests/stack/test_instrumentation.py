@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from omni_trace.stack import Stack
 from omni_trace.stack.client import login, open_chat
 from omni_trace.stack.demo import message_trace_complete
-from omni_trace.traces.assertions import Trace
+from omni_trace.traces import Trace, TraceFetcher
 from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
@@ -32,7 +32,7 @@ def _traceparent() -> tuple[str, str]:
 
 
 def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
-    stack: Stack, jaeger: JaegerClient
+    stack: Stack, omni_jaeger: JaegerClient, omni_traces: TraceFetcher
 ) -> None:
     login_trace, traceparent = _traceparent()
     response = httpx.post(
@@ -62,7 +62,7 @@ def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
     assert page.status_code == 200
 
     login = Trace(
-        jaeger.wait_for_trace(login_trace, has_services(Service.DASHBOARD), what="the login span")
+        omni_traces.wait(login_trace, has_services(Service.DASHBOARD), what="the login span")
     )
     (span,) = login.select(f"{Service.DASHBOARD}:POST /api/login[kind=SERVER]")
     assert span.scope == FASTAPI and len(login.spans) == 1, login.tree()
@@ -70,15 +70,15 @@ def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
     assert span.attributes["http.response.status_code"] == 200
 
     served = Trace(
-        jaeger.wait_for_trace(config_trace, has_services(Service.FRONTEND), what="/config.json")
+        omni_traces.wait(config_trace, has_services(Service.FRONTEND), what="/config.json")
     )
     (span,) = served.select(f"{Service.FRONTEND}:GET /config.json[kind=SERVER]")
     assert span.scope == FASTAPI and len(served.spans) == 1, served.tree()
-    assert jaeger.get_trace(page_trace) == []
+    assert omni_jaeger.get_trace(page_trace) == []
 
 
 async def test_forward_auth_is_one_instrumented_span_under_traefik(
-    stack: Stack, jaeger: JaegerClient, omni_tracer_provider: TracerProvider, jwt_secret: str
+    stack: Stack, omni_traces: TraceFetcher, omni_tracer_provider: TracerProvider, jwt_secret: str
 ) -> None:
     async with open_chat(
         stack.info.dashboard_ws_url,
@@ -88,7 +88,7 @@ async def test_forward_auth_is_one_instrumented_span_under_traefik(
         await chat.send("hello")
     omni_tracer_provider.force_flush()
     session = Trace(
-        jaeger.wait_for_trace(
+        omni_traces.wait(
             chat.session_trace_id, has_services(Service.AUTH, Service.TRAEFIK), what="auth"
         )
     )

@@ -18,7 +18,7 @@ import pytest
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, login, open_chat
 from omni_trace.stack.paths import REPO_ROOT
-from omni_trace.traces.assertions import Trace
+from omni_trace.traces import Trace
 from omni_trace.traces.audit import AuditQuery, run_audit
 from omni_trace.traces.jaeger import JaegerClient, has_services
 from omni_trace.traces.spec import load_spec
@@ -96,12 +96,14 @@ def test_the_legacy_ledger_joins_each_message_chain(stack: Stack, ledger: str) -
     spec = load_spec(EXAMPLE / "chain.yaml")
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
         for reply in replies:
-            spans = jaeger.wait_for_trace(
-                reply.trace_id,
-                has_services(Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2, LEDGER),
-                what="every layer and the ledger",
+            spans = Trace(
+                jaeger.wait_for_trace(
+                    reply.trace_id,
+                    has_services(Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2, LEDGER),
+                    what="every layer and the ledger",
+                )
             )
-            message = Trace(spans)
+            message = spans
             # jaeger-client's span, continued from uber-trace-id, under OMNI2's call to it.
             message.assert_chain(
                 f"omni2:{SpanName.TURN} > omni2:{SpanName.USAGE_WEBHOOK} > {LEDGER}:record usage"

@@ -25,9 +25,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import login, open_chat
+from omni_trace.traces import Trace, TraceFetcher
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service
-from tests.stack.traces import expect
 
 pytestmark = pytest.mark.stack
 
@@ -162,25 +162,25 @@ def _traceparent() -> tuple[str, dict[str, str]]:
     return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
 
 
-def _login_span(spans: list[TraceSpan]) -> TraceSpan:
+def _login_span(spans: Trace) -> TraceSpan:
     found = [s for s in spans if s.service == Service.DASHBOARD and s.name == "POST /api/login"]
-    expect(len(found) == 1, "one dashboard server span for the login", spans)
+    spans.expect(len(found) == 1, "one dashboard server span for the login")
     return found[0]
 
 
-def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
+def _all_exported(omni_jaeger: JaegerClient) -> dict[str, list[str]]:
     """Raw JSON of every trace Jaeger holds, per service."""
     raw: dict[str, list[str]] = {}
     with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-        for service in jaeger.services():
-            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
+        for service in omni_jaeger.services():
+            ids = omni_jaeger.find_trace_ids(service, lookback="2h", limit=5000)
+            urls = [f"{omni_jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
             raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
     return raw
 
 
 def test_login_spans_name_only_verified_users_and_never_hold_the_password(
-    stack: Stack, jaeger: JaegerClient
+    stack: Stack, omni_jaeger: JaegerClient, omni_traces: TraceFetcher
 ) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     user = user_with_password(stack, password)
@@ -200,7 +200,7 @@ def test_login_spans_name_only_verified_users_and_never_hold_the_password(
 
     spans = {
         what: _login_span(
-            jaeger.wait_for_trace(
+            omni_traces.wait(
                 trace_id,
                 lambda s: any(x.name == "POST /api/login" for x in s),
                 what=f"the dashboard's login span ({what})",
@@ -214,7 +214,7 @@ def test_login_spans_name_only_verified_users_and_never_hold_the_password(
         assert Attr.USER_ID not in spans[what].attributes, f"{what}: user.id on a failed login"
         assert spans[what].attributes.get("http.response.status_code") == 401
 
-    exported = _all_exported(jaeger)
+    exported = _all_exported(omni_jaeger)
     assert exported.get(Service.DASHBOARD), "no exported dashboard traces: the scan is empty"
     for service, docs in exported.items():
         for secret in (password, wrong, in_name_field):

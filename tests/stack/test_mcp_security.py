@@ -30,12 +30,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from omni_trace.stack import Stack
 from omni_trace.stack.client import open_chat
 from omni_trace.stack.demo import message_trace_complete
+from omni_trace.traces import Trace, TraceFetcher, has_spans_named
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, McpMeta, Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin
 from tests.stack.conftest import new_user
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -79,11 +79,13 @@ async def omni2_session(stack: Stack) -> AsyncIterator[Client]:
         yield c
 
 
-def _mcp_tools_spans_with(jaeger: JaegerClient, tags: dict[str, str]) -> list[str]:
-    return jaeger.find_trace_ids(Service.MCP_TOOLS, tags, lookback="1h")
+def _mcp_tools_spans_with(omni_jaeger: JaegerClient, tags: dict[str, str]) -> list[str]:
+    return omni_jaeger.find_trace_ids(Service.MCP_TOOLS, tags, lookback="1h")
 
 
-async def test_only_the_credential_opens_the_mcp_server(stack: Stack, jaeger: JaegerClient) -> None:
+async def test_only_the_credential_opens_the_mcp_server(
+    stack: Stack, omni_jaeger: JaegerClient
+) -> None:
     forged_user = f"admin-claim-{uuid.uuid4().hex[:8]}"
     refused: dict[str, str] = {}  # trace id -> how it was sent
     attempts = {
@@ -118,14 +120,14 @@ async def test_only_the_credential_opens_the_mcp_server(stack: Stack, jaeger: Ja
         )
     assert not served.is_error and "Ada" in served.content[0].text  # type: ignore[union-attr]
     deadline = time.monotonic() + 20
-    while not _mcp_tools_spans_with(jaeger, {Attr.USER_ID: probe_user}):
+    while not _mcp_tools_spans_with(omni_jaeger, {Attr.USER_ID: probe_user}):
         assert time.monotonic() < deadline, "the credentialed call left no mcp-tools span"
         time.sleep(0.25)
 
     # mcp-tools exported the control span after the refused requests: none of them left one.
     for trace_id, how in refused.items():
-        assert jaeger.get_trace(trace_id) == [], f"{how}: a refused request left spans"
-    assert _mcp_tools_spans_with(jaeger, {Attr.USER_ID: forged_user}) == []
+        assert omni_jaeger.get_trace(trace_id) == [], f"{how}: a refused request left spans"
+    assert _mcp_tools_spans_with(omni_jaeger, {Attr.USER_ID: forged_user}) == []
     log = (stack.logs_dir / "mcp-tools.log").read_text()
     assert log.count("refused http '/mcp'") >= len(attempts)
     assert stack.mcp_auth_token not in log
@@ -185,7 +187,11 @@ def _uncovered_gaps_ms(span: TraceSpan, spans: list[TraceSpan]) -> list[float]:
 
 
 async def _first_message_after_restart(
-    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, jaeger: JaegerClient, text: str
+    stack: Stack,
+    admin: Admin,
+    omni_tracer_provider: TracerProvider,
+    omni_jaeger: JaegerClient,
+    text: str,
 ) -> tuple[list[TraceSpan], int]:
     """Restart OMNI2 (its MCP session with it), send one message, return its trace."""
     restarted_us = int(time.time() * 1e6)
@@ -198,13 +204,13 @@ async def _first_message_after_restart(
         reply = await chat.send(text)
     assert reply.ok, reply.frame
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message")
+    spans = omni_jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message")
     return spans, restarted_us
 
 
-def _connect_trace(jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
+def _connect_trace(omni_jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
     """The `mcp.connect` trace OMNI2 wrote when it started (after `since_us`)."""
-    complete = has(
+    complete = has_spans_named(
         (Service.OMNI2, SpanName.MCP_CONNECT),
         (Service.OMNI2, SpanName.MCP_DISCOVER),
         (Service.MCP_TOOLS, SpanName.MCP_DISCOVER),
@@ -213,14 +219,14 @@ def _connect_trace(jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
     )
     deadline = time.monotonic() + 20
     while True:
-        ids = jaeger.find_trace_ids(
+        ids = omni_jaeger.find_trace_ids(
             Service.OMNI2,
             operation=SpanName.MCP_CONNECT,
             start_us=since_us,
             end_us=int(time.time() * 1e6) + 1_000_000,
         )
         if ids:
-            spans = jaeger.get_trace(ids[0])
+            spans = omni_jaeger.get_trace(ids[0])
             if complete(spans):
                 return spans
         if time.monotonic() > deadline:
@@ -229,45 +235,49 @@ def _connect_trace(jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
 
 
 async def test_a_first_tool_free_message_has_no_mcp_spans(
-    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, omni_jaeger: JaegerClient
 ) -> None:
     spans, restarted_us = await _first_message_after_restart(
-        stack, admin, omni_tracer_provider, jaeger, "hello there"
+        stack, admin, omni_tracer_provider, omni_jaeger, "hello there"
     )
-    expect(not _mcp_spans(spans), f"MCP spans in a tool-free message: {_mcp_spans(spans)}", spans)
-    connect = _connect_trace(jaeger, restarted_us)
-    root = one(connect, Service.OMNI2, SpanName.MCP_CONNECT)
-    expect(root.parent_span_id is None, "mcp.connect starts a trace of its own", connect)
-    discover = one(connect, Service.OMNI2, SpanName.MCP_DISCOVER)
-    listed = one(connect, Service.OMNI2, SpanName.MCP_LIST_TOOLS)
-    expect(
+    Trace(spans).expect(
+        not _mcp_spans(spans), f"MCP spans in a tool-free message: {_mcp_spans(spans)}"
+    )
+    connect = Trace(_connect_trace(omni_jaeger, restarted_us))
+    root = connect.one(f"{Service.OMNI2}:{SpanName.MCP_CONNECT}")
+    connect.expect(root.parent_span_id is None, "mcp.connect starts a trace of its own")
+    discover = connect.one(f"{Service.OMNI2}:{SpanName.MCP_DISCOVER}")
+    listed = connect.one(f"{Service.OMNI2}:{SpanName.MCP_LIST_TOOLS}")
+    connect.expect(
         discover.parent_span_id == root.span_id and listed.parent_span_id == root.span_id,
         "the handshake and the catalogue hang below mcp.connect",
-        connect,
     )
     assert stack.mcp_auth_token not in repr(connect), "the credential reached a span"
     assert stack.mcp_auth_token not in (stack.logs_dir / "omni2.log").read_text()
 
 
 async def test_a_first_tool_call_has_no_time_outside_its_spans(
-    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack,
+    admin: Admin,
+    omni_tracer_provider: TracerProvider,
+    omni_jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
 ) -> None:
     spans, _ = await _first_message_after_restart(
-        stack, admin, omni_tracer_provider, jaeger, "How many orders are in the database?"
+        stack, admin, omni_tracer_provider, omni_jaeger, "How many orders are in the database?"
     )
-    spans = jaeger.wait_for_trace(
+    spans = omni_traces.wait(
         spans[0].trace_id,
-        has((Service.OMNI2, SpanName.mcp("tools/call", "database_query"))),
+        has_spans_named((Service.OMNI2, SpanName.mcp("tools/call", "database_query"))),
         what="the tool call",
     )
-    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
+    tool = spans.one(f"{Service.OMNI2}:{SpanName.execute_tool('database_query')}")
     gaps = _uncovered_gaps_ms(tool, spans)
     print(f"execute_tool {tool.duration_ms:.1f} ms, uncovered stretches (ms): {gaps}")
     # Before OMNI2 opened its session at start and imported jsonschema, the first call had
     # ~50-200 ms after its tools/call span (the SDK's lazy import to validate the result).
-    expect(max(gaps) < 10, f"execute_tool has time outside its child spans: {gaps} ms", spans)
-    expect(
+    spans.expect(max(gaps) < 10, f"execute_tool has time outside its child spans: {gaps} ms")
+    spans.expect(
         not [n for n in _mcp_spans(spans) if "server/discover" in n or "tools/list" in n],
         "no handshake or catalogue in the message",
-        spans,
     )

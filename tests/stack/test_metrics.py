@@ -18,8 +18,7 @@ from omni_trace.dashboards import dashboards, queries
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, open_chat
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
-from omni_trace.traces.chain import wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import TraceFetcher
 from otel.names import Attr, Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin
@@ -64,7 +63,7 @@ async def _chat(stack: Stack, provider: TracerProvider, user: str, secret: str) 
 async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -75,8 +74,8 @@ async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
     results = [r.frame["result"] for r in replies]
     costs = []
     for reply in replies:
-        spans = wait_for_chain(jaeger, reply.trace_id).trace_id and jaeger.get_trace(reply.trace_id)
-        (turn,) = [s for s in spans if (s.service, s.name) == (Service.OMNI2, SpanName.TURN)]
+        message, _ = omni_traces.message(reply, connection_closed=False)
+        turn = message.one(f"{Service.OMNI2}:{SpanName.TURN}")
         costs.append(turn.attributes[Attr.USAGE_COST])
 
     by_type = await _until(

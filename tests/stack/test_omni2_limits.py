@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatConnection, ChatRefused, ChatReply, open_chat
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
@@ -26,7 +26,6 @@ from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -115,7 +114,7 @@ async def test_parallel_connections_hold_the_rate_limit(backend: Backend, jwt_se
 async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -124,7 +123,9 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
     url = stack.info.dashboard_ws_url
     async with contextlib.AsyncExitStack() as exits:
         chats = [
-            await exits.enter_async_context(open_chat(url, token, tracer_provider=omni_tracer_provider))
+            await exits.enter_async_context(
+                open_chat(url, token, tracer_provider=omni_tracer_provider)
+            )
             for _ in range(5)
         ]
         with pytest.raises(ChatRefused) as refused:
@@ -154,27 +155,28 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
         (Flow.CONNECT, "refused", "denied"),
     ]
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(
+    spans = omni_traces.wait(
         refused.value.session_trace_id,
-        has((Service.OMNI2, SpanName.CONNECT), (Service.OMNI2, SpanName.check("connections"))),
+        has_spans_named(
+            (Service.OMNI2, SpanName.CONNECT), (Service.OMNI2, SpanName.check("connections"))
+        ),
         what="omni2's refusal",
     )
-    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
-    check = one(spans, Service.OMNI2, SpanName.check("connections"))
-    expect(
+    connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
+    check = spans.one(f"{Service.OMNI2}:{SpanName.check('connections')}")
+    spans.expect(
         connect.attributes.get(Attr.CLOSE_CODE) == CloseCode.TOO_MANY_CONNECTIONS
         and connect.attributes.get(Attr.ERROR_TYPE) == "too_many_connections"
         and check.parent_span_id == connect.span_id
         and check.attributes.get(Attr.LIMIT) == 5,
         "omni2's chat.connect records the refusal, its connections check the limit",
-        spans,
     )
 
 
 async def test_a_connection_ends_with_4401_when_its_token_expires(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -193,24 +195,25 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
     (expired,) = [e for e in events if e.kind == Flow.CLOSE]
     assert expired.name == "token_expired"
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(
-        expired.trace_id, has((Service.OMNI2, SpanName.CLOSE)), what="omni2's chat.close"
+    spans = omni_traces.wait(
+        expired.trace_id,
+        has_spans_named((Service.OMNI2, SpanName.CLOSE)),
+        what="omni2's chat.close",
     )
-    close = one(spans, Service.OMNI2, SpanName.CLOSE)
-    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
-    expect(
+    close = spans.one(f"{Service.OMNI2}:{SpanName.CLOSE}")
+    connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
+    spans.expect(
         close.parent_span_id == connect.span_id
         and close.span_id == expired.span_id
         and close.attributes.get(Attr.CLOSE_CODE) == 4401,
         "the close is in the session trace, below omni2's chat.connect",
-        spans,
     )
 
 
 async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_their_own(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -232,16 +235,15 @@ async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_
         (a["code"], "denied", trace_id) for a in answers
     ]
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(
+    spans = omni_traces.wait(
         trace_id,
         lambda spans: sum(s.name == SpanName.REJECT for s in spans) == 10,
         what="ten chat.reject spans",
     )
-    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
+    connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
     rejects = [s for s in spans if s.name == SpanName.REJECT]
-    expect(
+    spans.expect(
         all(r.parent_span_id == connect.span_id and r.status == "ERROR" for r in rejects)
         and {r.span_id for r in rejects} == {e.span_id for e in frames},
         "each malformed frame: a chat.reject below omni2's chat.connect, named by its flow event",
-        spans,
     )

@@ -10,14 +10,15 @@ from websockets.exceptions import ConnectionClosed
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, login, open_chat
 from omni_trace.stack.demo import message_trace_complete
-from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import Trace, TraceFetcher, has_spans_named
+from omni_trace.traces.jaeger import TraceSpan
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import new_user
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -29,12 +30,14 @@ async def _refused(stack: Stack, token: str, provider: TracerProvider) -> ChatRe
     return refused.value
 
 
-_omni2_connect = has(
+_omni2_connect = has_spans_named(
     (Service.OMNI2, SpanName.CONNECT),
     (Service.OMNI2, SpanName.check("user")),
     (Service.CHAT_CLIENT, SpanName.CONNECT),
 )
-_TURN_AND_RELAY = has((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanName.RELAY))
+_TURN_AND_RELAY = has_spans_named(
+    (Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanName.RELAY)
+)
 
 
 @pytest.mark.parametrize(
@@ -48,7 +51,7 @@ _TURN_AND_RELAY = has((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanNa
 async def test_connect_refusals(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
     user: str,
@@ -65,27 +68,23 @@ async def test_connect_refusals(
     assert refused.reason.startswith(reason)
     omni_tracer_provider.force_flush()
 
-    spans = jaeger.wait_for_trace(
-        refused.session_trace_id, _omni2_connect, what="omni2's chat.connect"
-    )
-    connect = one(spans, Service.OMNI2, SpanName.CONNECT)
-    check = one(spans, Service.OMNI2, SpanName.check("user"))
-    expect(
+    spans = omni_traces.wait(refused.session_trace_id, _omni2_connect, what="omni2's chat.connect")
+    connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
+    check = spans.one(f"{Service.OMNI2}:{SpanName.check('user')}")
+    spans.expect(
         connect.status == "ERROR"
         and connect.attributes.get(Attr.ERROR_TYPE) == error_type
         and connect.attributes.get(Attr.CLOSE_CODE) == code
         and connect.attributes.get(Attr.USER_ID) == user,
         f"omni2's chat.connect records the refusal ({error_type}, {code})",
-        spans,
     )
-    expect(
+    spans.expect(
         check.parent_span_id == connect.span_id
         and check.attributes.get(Attr.CHECK_RESULT) == "deny",
         "the user check below it denied",
-        spans,
     )
-    client = one(spans, Service.CHAT_CLIENT, SpanName.CONNECT)
-    expect(client.attributes.get(Attr.CLOSE_CODE) == code, "the client saw the code", spans)
+    client = spans.one(f"{Service.CHAT_CLIENT}:{SpanName.CONNECT}")
+    spans.expect(client.attributes.get(Attr.CLOSE_CODE) == code, "the client saw the code")
     events = admin(lambda s: repo.flow_events(s, trace_id=refused.session_trace_id))
     assert [(e.kind, e.status) for e in events] == [
         (Flow.CHECK, "denied"),
@@ -93,33 +92,30 @@ async def test_connect_refusals(
     ]
 
 
-def _turn_denied(spans: list[TraceSpan], error_type: str, check: str) -> None:
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
-    denied = one(spans, Service.OMNI2, SpanName.check(check))
-    expect(
+def _turn_denied(spans: Trace, error_type: str, check: str) -> None:
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    denied = spans.one(f"{Service.OMNI2}:{SpanName.check(check)}")
+    spans.expect(
         turn.status == "ERROR" and turn.attributes.get(Attr.ERROR_TYPE) == error_type,
         f"chat.turn records {error_type}",
-        spans,
     )
-    expect(
+    spans.expect(
         denied.parent_span_id == turn.span_id
         and denied.attributes.get(Attr.CHECK_RESULT) == "deny",
         f"check {check} denied the message",
-        spans,
     )
-    expect(
+    spans.expect(
         not any(s.name.startswith("chat ") and s.service == Service.OMNI2 for s in spans),
         "no model call for a refused message",
-        spans,
     )
-    relay = one(spans, Service.DASHBOARD, SpanName.RELAY)
-    expect(relay.status == "ERROR", "the relay span ends with the refusal", spans)
+    relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
+    spans.expect(relay.status == "ERROR", "the relay span ends with the refusal")
 
 
 async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -136,7 +132,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     assert refused.frame["code"] == "rate_limited"
     assert pong == {"type": "pong"}, "the connection stays open"
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(refused.trace_id, _TURN_AND_RELAY, what="the refusal")
+    spans = omni_traces.wait(refused.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "rate_limited", "rate_limit")
     events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
     assert [(e.name, e.status) for e in events] == [("user", "ok"), ("rate_limit", "denied")]
@@ -145,7 +141,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
 async def test_usage_accumulates_until_the_daily_limit_refuses(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -165,21 +161,20 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
     assert reply.error == f"Daily limit exceeded: {sum(used)} of 150 tokens used today"
     assert len(used) >= 2 and sum(used[:-1]) < 150 <= sum(used)
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(reply.trace_id, _TURN_AND_RELAY, what="the refusal")
+    spans = omni_traces.wait(reply.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "daily_limit_exceeded", "usage")
-    check = one(spans, Service.OMNI2, SpanName.check("usage"))
-    expect(
+    check = spans.one(f"{Service.OMNI2}:{SpanName.check('usage')}")
+    spans.expect(
         check.attributes.get(Attr.LIMIT) == 150
         and check.attributes.get(Attr.LIMIT_USED) == sum(used),
         "the usage check records the limit and what was used",
-        spans,
     )
 
 
 async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
@@ -199,13 +194,12 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     assert rcvd is not None and rcvd.code == CloseCode.USER_BLOCKED, rcvd
     assert rcvd.reason == "user blocked: suspicious activity"
     omni_tracer_provider.force_flush()
-    spans = jaeger.wait_for_trace(blocked.trace_id, _TURN_AND_RELAY, what="the block")
+    spans = omni_traces.wait(blocked.trace_id, _TURN_AND_RELAY, what="the block")
     _turn_denied(spans, "user_blocked", "user")
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
-    expect(
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    spans.expect(
         turn.attributes.get(Attr.CLOSE_CODE) == CloseCode.USER_BLOCKED,
         "chat.turn records the close",
-        spans,
     )
     # ... and a new connection is refused at connect.
     refused = await _refused(stack, token, omni_tracer_provider)
@@ -213,7 +207,7 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
 
 
 def _tool_trace_complete(spans: list[TraceSpan]) -> bool:
-    return message_trace_complete(spans) and has(
+    return message_trace_complete(spans) and has_spans_named(
         (Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query")),
         (Service.OMNI2, SpanName.mcp("tools/call", "database_query")),
         (Service.OMNI2, SpanName.execute_tool("database_query")),
@@ -222,12 +216,12 @@ def _tool_trace_complete(spans: list[TraceSpan]) -> bool:
 
 
 async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
-    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack,
+    omni_tracer_provider: TracerProvider,
+    omni_traces: TraceFetcher,
+    omni_chat: ChatFactory,
 ) -> None:
-    token = await login(stack.info.dashboard_url, "bob", "bob-demo")
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat("bob") as chat:
         first = await chat.send("How many products per category are in the database?")
         second = await chat.send("Thanks!")
     assert first.ok and second.ok, (first.frame, second.frame)
@@ -237,48 +231,41 @@ async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
     assert "1 earlier message" in second.text, "history reaches the model on the second turn"
     omni_tracer_provider.force_flush()
 
-    spans = jaeger.wait_for_trace(
-        first.trace_id, _tool_trace_complete, what="client to mcp-tools spans"
-    )
-    turn = one(spans, Service.OMNI2, SpanName.TURN)
+    spans = omni_traces.wait(first.trace_id, _tool_trace_complete, what="client to mcp-tools spans")
+    turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
     models = [s for s in spans if s.name == SpanName.model_call("omni2-offline-1")]
-    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
-    mcp_client = one(spans, Service.OMNI2, SpanName.mcp("tools/call", "database_query"))
-    mcp_server = one(spans, Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))
-    expect(
+    tool = spans.one(f"{Service.OMNI2}:{SpanName.execute_tool('database_query')}")
+    mcp_client = spans.one(f"{Service.OMNI2}:{SpanName.mcp('tools/call', 'database_query')}")
+    mcp_server = spans.one(f"{Service.MCP_TOOLS}:{SpanName.mcp('tools/call', 'database_query')}")
+    spans.expect(
         len(models) == 2 and all(m.parent_span_id == turn.span_id for m in models),
         "two model calls (tool request, answer) below chat.turn",
-        spans,
     )
-    expect(
+    spans.expect(
         models[0].attributes.get(Attr.GEN_AI_FINISH_REASONS) == ["tool_calls"]
         and models[1].attributes.get(Attr.GEN_AI_FINISH_REASONS) == ["stop"],
         "the first model call asked for tools, the second answered",
-        spans,
     )
-    expect(tool.parent_span_id == turn.span_id, "execute_tool < chat.turn", spans)
-    expect(
+    spans.expect(tool.parent_span_id == turn.span_id, "execute_tool < chat.turn")
+    spans.expect(
         tool.attributes.get(Attr.GEN_AI_TOOL_NAME) == "database_query"
         and str(tool.attributes.get(Attr.GEN_AI_TOOL_CALL_ID, "")).startswith("call_")
         and tool.attributes.get(Attr.TOOL_STATUS) == "ok",
         "execute_tool carries the tool name, call id and status",
-        spans,
     )
-    expect(
+    spans.expect(
         mcp_client.parent_span_id == tool.span_id
         and mcp_client.kind == "CLIENT"
         and mcp_client.attributes.get(Attr.MCP_METHOD) == "tools/call",
         "MCP client span < execute_tool",
-        spans,
     )
-    expect(
+    spans.expect(
         mcp_server.parent_span_id == mcp_client.span_id and mcp_server.kind == "SERVER",
         "mcp-tools server span < MCP client span (context from params._meta)",
-        spans,
     )
     missing = [
         (s.service, s.name)
         for s in spans
         if s.attributes.get(Attr.CONVERSATION_ID) != chat.conversation_id
     ]
-    expect(not missing, f"every span carries the conversation id; not: {missing}", spans)
+    spans.expect(not missing, f"every span carries the conversation id; not: {missing}")

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import open_chat
+from omni_trace.traces import Trace, has_spans_named
 from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -22,7 +23,6 @@ from services.omni2.db.models import Conversation
 from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -46,7 +46,7 @@ def backend(
             "sqlite",
             stack,
             request.getfixturevalue("admin"),
-            request.getfixturevalue("jaeger"),
+            request.getfixturevalue("omni_jaeger"),
             request.getfixturevalue("omni_tracer_provider"),
         )
         return
@@ -61,7 +61,7 @@ def backend(
         provider.shutdown()
 
 
-_persisted = has((Service.OMNI2, SpanName.TURN), (Service.OMNI2, SpanName.PERSIST))
+_persisted = has_spans_named((Service.OMNI2, SpanName.TURN), (Service.OMNI2, SpanName.PERSIST))
 
 
 async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
@@ -114,21 +114,20 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     trace_ids |= {e.trace_id for e in events if e.trace_id != chat.session_trace_id}
     assert trace_ids == {r.trace_id for r in replies}
     for trace_id in sorted(trace_ids):
-        spans = backend.jaeger.wait_for_trace(trace_id, _persisted, what="omni2's chat.persist")
-        turn = one(spans, Service.OMNI2, SpanName.TURN)
+        spans = Trace(
+            backend.jaeger.wait_for_trace(trace_id, _persisted, what="omni2's chat.persist")
+        )
+        turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
         persisted = [s for s in spans if s.name == SpanName.PERSIST]
-        expect(
+        spans.expect(
             all(
                 p.parent_span_id == turn.span_id
                 and p.attributes.get(Attr.DB_SYSTEM) == backend.name
                 for p in persisted
             ),
             f"chat.persist ({backend.name}) below chat.turn",
-            spans,
         )
         flow_spans = {e.span_id for e in events if e.trace_id == trace_id and e.span_id}
-        expect(
-            flow_spans <= {s.span_id for s in spans},
-            "every flow event names a span of its trace",
-            spans,
+        spans.expect(
+            flow_spans <= {s.span_id for s in spans}, "every flow event names a span of its trace"
         )

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import login, open_chat
-from omni_trace.traces.assertions import Trace
+from omni_trace.traces import Trace, has_spans_named
 from omni_trace.traces.jaeger import JaegerClient
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -21,7 +21,6 @@ from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.fake_openai import FakeOpenAI
 from tests.stack.conftest import running_stack
-from tests.stack.traces import expect, has, one
 
 pytestmark = pytest.mark.stack
 
@@ -52,7 +51,7 @@ def openai_stack(
         yield stack
 
 
-_tool_trace = has(
+_tool_trace = has_spans_named(
     (Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query")),
     (Service.OMNI2, SpanName.execute_tool("database_query")),
     (Service.OMNI2, SpanName.TURN),
@@ -89,48 +88,49 @@ async def test_provider_error_then_tool_call_and_the_key_never_leaks(
     assert tool_result["role"] == "tool" and '"rows": [[6]]' in tool_result["content"]
 
     with JaegerClient(openai_stack.info.jaeger_query_url) as jaeger:
-        spans = jaeger.wait_for_trace(answered.trace_id, _tool_trace, what="tool call to MCP")
-        errored = jaeger.wait_for_trace(
-            failed.trace_id,
-            has((Service.OMNI2, SpanName.model_call(MODEL)), (Service.OMNI2, SpanName.TURN)),
-            what="the failed message",
+        spans = Trace(
+            jaeger.wait_for_trace(answered.trace_id, _tool_trace, what="tool call to MCP")
+        )
+        errored = Trace(
+            jaeger.wait_for_trace(
+                failed.trace_id,
+                has_spans_named(
+                    (Service.OMNI2, SpanName.model_call(MODEL)), (Service.OMNI2, SpanName.TURN)
+                ),
+                what="the failed message",
+            )
         )
         raw = [
             httpx.get(f"{jaeger.query_url}/api/v3/traces/{t}").text
             for t in (answered.trace_id, failed.trace_id, chat.session_trace_id)
         ]
     models = [s for s in spans if s.name == SpanName.model_call(MODEL)]
-    expect(
+    spans.expect(
         [m.attributes.get(Attr.GEN_AI_PROVIDER) for m in models] == ["openai", "openai"]
         and models[1].attributes.get(Attr.GEN_AI_RESPONSE_MODEL) == "gpt-4o-mini-2024-07-18",
         "two openai model calls with GenAI attributes",
-        spans,
     )
     # The SDK's requests: a CLIENT span each, from the httpx instrumentation, under the call.
-    message = Trace(spans)
-    requests = message.select(f"{Service.OMNI2}:POST[kind=CLIENT]")
-    assert len(requests) == 2 and all(r.scope == HTTPX for r in requests), message.tree()
-    message.assert_chain(f"{Service.OMNI2}:{SpanName.model_call(MODEL)} > {Service.OMNI2}:POST")
-    message.assert_attribute(f"{Service.OMNI2}:POST", "http.response.status_code", 200)
-    tool = one(spans, Service.OMNI2, SpanName.execute_tool("database_query"))
-    server = one(spans, Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))
-    expect(
+    requests = spans.select(f"{Service.OMNI2}:POST[kind=CLIENT]")
+    assert len(requests) == 2 and all(r.scope == HTTPX for r in requests), spans.tree()
+    spans.assert_chain(f"{Service.OMNI2}:{SpanName.model_call(MODEL)} > {Service.OMNI2}:POST")
+    spans.assert_attribute(f"{Service.OMNI2}:POST", "http.response.status_code", 200)
+    tool = spans.one(f"{Service.OMNI2}:{SpanName.execute_tool('database_query')}")
+    server = spans.one(f"{Service.MCP_TOOLS}:{SpanName.mcp('tools/call', 'database_query')}")
+    spans.expect(
         tool.attributes.get(Attr.GEN_AI_TOOL_CALL_ID) == "call_Qk9vYB2cX7mN1pL4sT8wR3eZ"
         and server.attributes.get(Attr.CONVERSATION_ID) == chat.conversation_id,
         "the provider's call id on execute_tool; the MCP server span in the conversation",
-        spans,
     )
-    model = one(errored, Service.OMNI2, SpanName.model_call(MODEL))
-    expect(
+    model = errored.one(f"{Service.OMNI2}:{SpanName.model_call(MODEL)}")
+    errored.expect(
         model.status == "ERROR" and model.attributes.get(Attr.ERROR_TYPE) == "provider_auth",
         "the model span records the provider error",
-        errored,
     )
-    turn = one(errored, Service.OMNI2, SpanName.TURN)
-    expect(
+    turn = errored.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    errored.expect(
         "Incorrect API key provided" in turn.status_message,
         "the provider's detail is on OMNI2's chat.turn",
-        errored,
     )
     admin = Admin(openai_stack.info.omni2_database_url)
     events = admin(lambda s: repo.flow_events(s, trace_id=failed.trace_id))

@@ -17,11 +17,11 @@ from websockets.exceptions import ConnectionClosed
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, login, open_chat
 from omni_trace.stack.demo import message_trace_complete
+from omni_trace.traces import TraceFetcher
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan, has_services
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import AUDIENCE, ISSUER, issue_token
-from tests.stack.traces import expect, one
 
 pytestmark = pytest.mark.stack
 
@@ -87,11 +87,13 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
     stack: Stack,
     jwt_secret: str,
     omni_tracer_provider: TracerProvider,
-    jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
 ) -> None:
     token, reason = _bad_tokens(jwt_secret)[kind]
     with pytest.raises(ChatRefused) as refused:
-        async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider):
+        async with open_chat(
+            stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
+        ):
             pass
     assert refused.value.code == CloseCode.UNAUTHENTICATED
     assert reason in refused.value.reason
@@ -106,34 +108,35 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
             kind == "missing" or any(s.name == "GET" for s in spans)
         )
 
-    spans = jaeger.wait_for_trace(session_id, refused_at_gateway, what=f"layers {layers}")
-    expect(
+    spans = omni_traces.wait(session_id, refused_at_gateway, what=f"layers {layers}")
+    spans.expect(
         not [s for s in spans if s.service == Service.OMNI2 or s.name == "ReverseProxy"],
         "a refused token never reaches OMNI2",
-        spans,
     )
-    dashboard = one(spans, Service.DASHBOARD, SpanName.CONNECT)
-    expect(
+    dashboard = spans.one(f"{Service.DASHBOARD}:{SpanName.CONNECT}")
+    spans.expect(
         dashboard.status == "ERROR"
         and dashboard.attributes.get(Attr.CLOSE_CODE) == CloseCode.UNAUTHENTICATED,
         "the dashboard's connect span records the refusal",
-        spans,
     )
 
 
-def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
+def _all_exported(omni_jaeger: JaegerClient) -> dict[str, list[str]]:
     """Raw JSON of every trace Jaeger holds, per service."""
     raw: dict[str, list[str]] = {}
     with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-        for service in jaeger.services():
-            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
+        for service in omni_jaeger.services():
+            ids = omni_jaeger.find_trace_ids(service, lookback="2h", limit=5000)
+            urls = [f"{omni_jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
             raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
     return raw
 
 
 async def test_jwt_never_reaches_spans_logs_or_access_log(
-    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack,
+    omni_tracer_provider: TracerProvider,
+    omni_jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
 ) -> None:
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
     async with open_chat(
@@ -145,12 +148,12 @@ async def test_jwt_never_reaches_spans_logs_or_access_log(
         async with open_chat(stack.info.dashboard_ws_url, token + "x"):
             pass
     omni_tracer_provider.force_flush()
-    jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
-    jaeger.wait_for_trace(
+    omni_traces.wait(reply.trace_id, message_trace_complete, what="the message chain")
+    omni_traces.wait(
         chat.session_trace_id, has_services(Service.TRAEFIK, Service.OMNI2), what="session"
     )
 
-    exported = _all_exported(jaeger)
+    exported = _all_exported(omni_jaeger)
     for service in (
         Service.CHAT_CLIENT,
         Service.DASHBOARD,

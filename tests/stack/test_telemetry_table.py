@@ -6,8 +6,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
-from omni_trace.stack.client import ChatRefused, login, open_chat
+from omni_trace.stack.client import ChatRefused, open_chat
 from omni_trace.stack.demo import message_trace_complete
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import TraceFetcher
 from omni_trace.traces.jaeger import JaegerClient
 from otel.names import ATTRIBUTES, OWN_SERVICES, Event, Service, documented_span
 
@@ -15,26 +17,31 @@ pytestmark = pytest.mark.stack
 
 
 async def test_services_emit_only_documented_telemetry(
-    stack: Stack, omni_tracer_provider: TracerProvider, jaeger: JaegerClient
+    stack: Stack,
+    omni_tracer_provider: TracerProvider,
+    omni_jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
+    omni_chat: ChatFactory,
 ) -> None:
     # Traffic that exercises every code path we trace: login, chat, a malformed frame,
     # a refused token.
-    token = await login(stack.info.dashboard_url, "alice", "alice-demo")
-    async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider) as c:
+    async with omni_chat("alice") as c:
         reply = await c.send("table check")
         await c.send_raw("not json")
     with pytest.raises(ChatRefused):
-        async with open_chat(stack.info.dashboard_ws_url, "bad", tracer_provider=omni_tracer_provider):
+        async with open_chat(
+            stack.info.dashboard_ws_url, "bad", tracer_provider=omni_tracer_provider
+        ):
             pass
     omni_tracer_provider.force_flush()
-    jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
+    omni_traces.wait(reply.trace_id, message_trace_complete, what="the message chain")
 
     events = {v for k, v in vars(Event).items() if k.isupper()}
     checked: dict[str, int] = {}
     problems: set[str] = set()
-    for service in sorted(set(jaeger.services()) & set(OWN_SERVICES)):
-        for trace_id in jaeger.find_trace_ids(service, lookback="2h", limit=2000):
-            for span in jaeger.get_trace(trace_id):
+    for service in sorted(set(omni_jaeger.services()) & set(OWN_SERVICES)):
+        for trace_id in omni_jaeger.find_trace_ids(service, lookback="2h", limit=2000):
+            for span in omni_jaeger.get_trace(trace_id):
                 if span.service != service:
                     continue
                 checked[service] = checked.get(service, 0) + 1

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.omni2.admin import main
 from services.common.passwords import verify_password
+from services.omni2.admin import main
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.seed import seed_demo
