@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from omni_trace.stack import Stack
-from omni_trace.traces import Trace
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import JaegerClient, TraceFetcher
 from otel.names import Service
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage
 from tests.browser.traces import (
+    MESSAGE_SPANS,
+    SESSION_SPANS,
     check_message_trace,
     check_session_trace,
-    message_chain_complete,
-    raw_trace,
-    session_complete,
 )
 
 pytestmark = pytest.mark.browser
@@ -56,21 +55,20 @@ def test_two_messages_traced_from_the_browser(
 
     # Closing the connection ends Traefik's entry span, completing the session trace.
     chat.log_out()
-    session = Trace(
-        jaeger.wait_for_trace(session_id, session_complete, what="every layer's connect")
-    )
+    traces = TraceFetcher(jaeger)
+    session = traces.wait(session_id, SESSION_SPANS, what="every layer's connect")
     check_session_trace(session, "alice", conversation)
     for reply in (first, second):
-        spans = Trace(
-            jaeger.wait_for_trace(
-                reply.trace_id, message_chain_complete, what="browser, dashboard and omni2 spans"
-            )
+        message = traces.wait(
+            reply.trace_id, MESSAGE_SPANS, what="browser, dashboard and omni2 spans"
         )
-        check_message_trace(spans, session, conversation)
+        check_message_trace(message, session, conversation)
 
     # The JWT rode in the WebSocket URL: it must not reach any exported span of the page.
+    # Jaeger's raw JSON of each trace, every field of it (the toolkit reads only parsed spans).
     for trace_id in (session_id, first.trace_id, second.trace_id):
-        assert token not in raw_trace(jaeger, trace_id), f"JWT exported in trace {trace_id}"
+        raw = httpx.get(f"{jaeger.query_url}/api/v3/traces/{trace_id}", timeout=5).text
+        assert token not in raw, f"JWT exported in trace {trace_id}"
     assert Service.CHAT_BROWSER in jaeger.services()
     for log in Path(stack.info.logs_dir).glob("*.log"):
         assert token not in log.read_text(errors="replace"), f"JWT written to {log.name}"

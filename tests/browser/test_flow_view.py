@@ -20,10 +20,18 @@ from playwright.sync_api import Locator, Page, expect
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, login, open_chat
 from omni_trace.stack.ports import Ports
-from omni_trace.traces import Trace, has_spans_named
-from omni_trace.traces.audit import AuditQuery, run_audit
-from omni_trace.traces.chain import HOPS, ChainReport, wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient, has_services
+from omni_trace.traces import (
+    AuditQuery,
+    ChainReport,
+    JaegerClient,
+    Trace,
+    TraceFetcher,
+    assert_message_chain,
+    has_services,
+    has_spans_named,
+    run_audit,
+)
+from omni_trace.traces.chain import HOPS
 from otel.names import Attr, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
@@ -67,8 +75,9 @@ def test_a_conversation_and_its_waterfall(
     page: Page, stack: Stack, jaeger: JaegerClient, screenshots: Screenshots
 ) -> None:
     conversation, trace_ids, token = _chat(stack)
+    traces = TraceFetcher(jaeger)
     for trace_id in trace_ids:
-        assert not wait_for_chain(jaeger, trace_id).broken
+        assert_message_chain(*traces.message(trace_id))
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
 
@@ -107,7 +116,7 @@ def test_a_conversation_and_its_waterfall(
     # The message with the tool call: a bar per span, as long as the span lasted.
     page.locator(f'tr[data-trace="{trace_ids[1]}"] a').click()
     bars = page.locator(".waterfall").first.locator(".span")
-    spans = jaeger.get_trace(trace_ids[1])
+    spans = traces.trace(trace_ids[1])
     expect(bars).to_have_count(len(spans))
     durations = [float(d) for d in bars.evaluate_all("rows => rows.map(r => r.dataset.durationMs)")]
     widths = bars.locator(".bar").evaluate_all(
@@ -161,7 +170,7 @@ def test_a_broken_chain_names_the_missing_layer(
     stack = untraced_omni2
     conversation, (trace_id, _), _ = _chat(stack)
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
-        jaeger.wait_for_trace(
+        TraceFetcher(jaeger).wait(
             trace_id, has_services(Service.CHAT_CLIENT, Service.DASHBOARD), what="client, relay"
         )
     page.goto(f"{stack.info.flowview_url}/#/conversation/{conversation}")
@@ -254,8 +263,8 @@ def _money(amount: float | None) -> str:
 
 def _expected_usage(spans: Trace) -> dict[str, Any]:
     """What the page must say of a message, read straight from its spans in Jaeger."""
-    models = [s for s in spans if s.name == SpanName.model_call(MODEL)]
-    tools = [s for s in spans if s.name.startswith("execute_tool ")]
+    models = spans.select(f"*:{SpanName.model_call(MODEL)}")
+    tools = spans.select("*:execute_tool *")
     turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
     inputs = [m.attributes[Attr.GEN_AI_INPUT_TOKENS] for m in models if m.status != "ERROR"]
     outputs = [m.attributes[Attr.GEN_AI_OUTPUT_TOKENS] for m in models if m.status != "ERROR"]
@@ -338,14 +347,15 @@ def test_refused_failed_and_tool_messages_with_their_usage(
     assert fake_openai.queue == [], "the refused message reached no model"
 
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        traces = TraceFetcher(jaeger)
         for reply in replies:
-            assert not wait_for_chain(jaeger, reply.trace_id).broken, reply.frame
-        jaeger.wait_for_trace(
+            assert_message_chain(*traces.message(reply))
+        traces.wait(
             tool.trace_id,
             has_spans_named((Service.MCP_TOOLS, SpanName.mcp("tools/call", "database_query"))),
             what="the MCP server's span of the tool call",
         )
-        spans = {r.trace_id: Trace(jaeger.get_trace(r.trace_id)) for r in replies}
+        spans = {r.trace_id: traces.trace(r.trace_id) for r in replies}
         audit = {
             r.trace_id: r
             for r in run_audit(jaeger, AuditQuery(conversation_id=conversation), settle_s=0)
@@ -459,7 +469,7 @@ def test_a_conversation_of_200_messages_renders_and_says_how_fast(
     print(f"200 messages sent and answered in {time.monotonic() - started:.1f} s")
     assert all(r.ok for r in replies), [r.frame for r in replies if not r.ok][:3]
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
-        assert not wait_for_chain(jaeger, replies[-1].trace_id).broken
+        assert_message_chain(*TraceFetcher(jaeger).message(replies[-1]))
         query = AuditQuery(conversation_id=conversation)
         deadline = time.monotonic() + 30
         reports = run_audit(jaeger, query, settle_s=0)
@@ -526,7 +536,7 @@ def test_a_trace_links_back_to_the_jaeger_ui(
     page: Page, stack: Stack, jaeger: JaegerClient, flowview_with_jaeger_ui: str
 ) -> None:
     _, (trace_id, _), _ = _chat(stack)
-    assert not wait_for_chain(jaeger, trace_id).broken
+    assert_message_chain(*TraceFetcher(jaeger).message(trace_id))
     page.goto(f"{flowview_with_jaeger_ui}/#/trace/{trace_id}")
     expect(page.locator("#jaeger-ui")).to_have_attribute("href", f"{JAEGER_UI}/trace/{trace_id}")
     # Without a Jaeger UI configured (the local stack's), no such link.

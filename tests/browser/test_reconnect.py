@@ -6,12 +6,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from omni_trace.stack import Stack
-from omni_trace.traces import Trace
-from omni_trace.traces.jaeger import JaegerClient
-from otel.names import Service, SpanName
+from omni_trace.traces import JaegerClient, TraceFetcher
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage
-from tests.browser.traces import message_chain_complete
+from tests.browser.traces import BROWSER_MESSAGE, MESSAGE_SPANS, RELAY
 
 pytestmark = pytest.mark.browser
 
@@ -42,13 +40,11 @@ def test_dashboard_restart_reconnects(
     assert reply.text.startswith("You said:")
     screenshots.take(page, "chatting-again")
 
-    spans = Trace(
-        jaeger.wait_for_trace(
-            reply.trace_id, message_chain_complete, what="the message chain after reconnecting"
-        )
+    spans = TraceFetcher(jaeger).wait(
+        reply.trace_id, MESSAGE_SPANS, what="the message chain after reconnecting"
     )
-    message = spans.one(f"{Service.CHAT_BROWSER}:{SpanName.MESSAGE}")
-    relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
+    message = spans.one(BROWSER_MESSAGE)
+    relay = spans.one(RELAY)
     spans.expect(
         message.parent_span_id is None and relay.parent_span_id == message.span_id,
         "the message after the restart is still traced from the browser",

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import login, open_chat
 from omni_trace.stack.demo import message_trace_complete
-from omni_trace.traces import Trace, TraceFetcher
-from omni_trace.traces.jaeger import JaegerClient, has_services
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import JaegerClient, TraceFetcher, has_services
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
@@ -44,7 +43,7 @@ def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
     assert response.status_code == 200
     # The page's files are not traced. Asked before /config.json: once that span is in
     # Jaeger, a span of the page (same process, same export queue) would be too.
-    page_trace, traceparent = _traceparent()
+    first_page_trace, traceparent = _traceparent()
     page = httpx.get(
         f"{stack.info.frontend_url}/", headers={"traceparent": traceparent}, timeout=10
     )
@@ -61,36 +60,26 @@ def test_login_and_the_pages_config_are_server_spans_of_the_instrumentation(
     )
     assert page.status_code == 200
 
-    login = Trace(
-        omni_traces.wait(login_trace, has_services(Service.DASHBOARD), what="the login span")
-    )
+    login = omni_traces.wait(login_trace, has_services(Service.DASHBOARD), what="the login span")
     (span,) = login.select(f"{Service.DASHBOARD}:POST /api/login[kind=SERVER]")
     assert span.scope == FASTAPI and len(login.spans) == 1, login.tree()
     assert span.attributes["http.route"] == "/api/login"
     assert span.attributes["http.response.status_code"] == 200
 
-    served = Trace(
-        omni_traces.wait(config_trace, has_services(Service.FRONTEND), what="/config.json")
-    )
+    served = omni_traces.wait(config_trace, has_services(Service.FRONTEND), what="/config.json")
     (span,) = served.select(f"{Service.FRONTEND}:GET /config.json[kind=SERVER]")
     assert span.scope == FASTAPI and len(served.spans) == 1, served.tree()
+    assert omni_jaeger.get_trace(first_page_trace) == []
     assert omni_jaeger.get_trace(page_trace) == []
 
 
 async def test_forward_auth_is_one_instrumented_span_under_traefik(
-    stack: Stack, omni_traces: TraceFetcher, omni_tracer_provider: TracerProvider, jwt_secret: str
+    omni_chat: ChatFactory, omni_traces: TraceFetcher, jwt_secret: str
 ) -> None:
-    async with open_chat(
-        stack.info.dashboard_ws_url,
-        issue_token("alice", jwt_secret),
-        tracer_provider=omni_tracer_provider,
-    ) as chat:
+    async with omni_chat(token=issue_token("alice", jwt_secret)) as chat:
         await chat.send("hello")
-    omni_tracer_provider.force_flush()
-    session = Trace(
-        omni_traces.wait(
-            chat.session_trace_id, has_services(Service.AUTH, Service.TRAEFIK), what="auth"
-        )
+    session = omni_traces.wait(
+        chat.session_trace_id, has_services(Service.AUTH, Service.TRAEFIK), what="auth"
     )
     (verify,) = session.select(f"{Service.AUTH}:{SpanName.AUTH_VERIFY}")
     assert verify.scope == FASTAPI
@@ -126,8 +115,8 @@ async def test_sql_spans_when_switched_on(sql_stack: Stack) -> None:
     finally:
         provider.shutdown()
     with JaegerClient(sql_stack.info.jaeger_query_url) as jaeger:
-        message = Trace(
-            jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message chain")
+        message = TraceFetcher(jaeger).wait(
+            reply.trace_id, message_trace_complete, what="the message chain"
         )
     inserts = message.select(f"{Service.OMNI2}:INSERT *")
     assert inserts and all(s.scope == SQLALCHEMY for s in inserts), message.tree()

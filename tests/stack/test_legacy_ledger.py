@@ -18,10 +18,14 @@ import pytest
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, login, open_chat
 from omni_trace.stack.paths import REPO_ROOT
-from omni_trace.traces import Trace
-from omni_trace.traces.audit import AuditQuery, run_audit
-from omni_trace.traces.jaeger import JaegerClient, has_services
-from omni_trace.traces.spec import load_spec
+from omni_trace.traces import (
+    AuditQuery,
+    JaegerClient,
+    TraceFetcher,
+    has_services,
+    load_spec,
+    run_audit,
+)
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack, serving
@@ -95,15 +99,13 @@ def test_the_legacy_ledger_joins_each_message_chain(stack: Stack, ledger: str) -
     conversation_id, replies = _chat(stack)
     spec = load_spec(EXAMPLE / "chain.yaml")
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
+        traces = TraceFetcher(jaeger)
         for reply in replies:
-            spans = Trace(
-                jaeger.wait_for_trace(
-                    reply.trace_id,
-                    has_services(Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2, LEDGER),
-                    what="every layer and the ledger",
-                )
+            message = traces.wait(
+                reply.trace_id,
+                has_services(Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2, LEDGER),
+                what="every layer and the ledger",
             )
-            message = spans
             # jaeger-client's span, continued from uber-trace-id, under OMNI2's call to it.
             message.assert_chain(
                 f"omni2:{SpanName.TURN} > omni2:{SpanName.USAGE_WEBHOOK} > {LEDGER}:record usage"

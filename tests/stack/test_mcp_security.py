@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
@@ -25,11 +25,10 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
-from omni_trace.stack.client import open_chat
 from omni_trace.stack.demo import message_trace_complete
+from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import Trace, TraceFetcher, has_spans_named
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, McpMeta, Service, SpanName
@@ -167,11 +166,11 @@ async def test_value_blowups_and_long_calls_are_stopped_and_the_server_lives_on(
 # -- OMNI2's session: opened at start, charged to no message ------------------------------------
 
 
-def _mcp_spans(spans: list[TraceSpan]) -> list[str]:
+def _mcp_spans(spans: Sequence[TraceSpan]) -> list[str]:
     return [f"{s.service} {s.name}" for s in spans if s.name.startswith(MCP_SPAN_NAMES)]
 
 
-def _uncovered_gaps_ms(span: TraceSpan, spans: list[TraceSpan]) -> list[float]:
+def _uncovered_gaps_ms(span: TraceSpan, spans: Sequence[TraceSpan]) -> list[float]:
     """Stretches of `span` during which none of its children ran, in ms."""
     children = sorted(
         (max(c.start_ns, span.start_ns), min(c.end_ns, span.end_ns))
@@ -187,28 +186,20 @@ def _uncovered_gaps_ms(span: TraceSpan, spans: list[TraceSpan]) -> list[float]:
 
 
 async def _first_message_after_restart(
-    stack: Stack,
-    admin: Admin,
-    omni_tracer_provider: TracerProvider,
-    omni_jaeger: JaegerClient,
-    text: str,
-) -> tuple[list[TraceSpan], int]:
+    stack: Stack, admin: Admin, omni_chat: ChatFactory, omni_traces: TraceFetcher, text: str
+) -> tuple[Trace, int]:
     """Restart OMNI2 (its MCP session with it), send one message, return its trace."""
     restarted_us = int(time.time() * 1e6)
     stack.restart_service("omni2")
     user = new_user(admin)  # role `user`: may use the tools
-    token = issue_token(user, stack.jwt_secret)
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=issue_token(user, stack.jwt_secret)) as chat:
         reply = await chat.send(text)
     assert reply.ok, reply.frame
-    omni_tracer_provider.force_flush()
-    spans = omni_jaeger.wait_for_trace(reply.trace_id, message_trace_complete, what="the message")
-    return spans, restarted_us
+    message = omni_traces.wait(reply.trace_id, message_trace_complete, what="the message")
+    return message, restarted_us
 
 
-def _connect_trace(omni_jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
+def _connect_trace(omni_jaeger: JaegerClient, since_us: int) -> Trace:
     """The `mcp.connect` trace OMNI2 wrote when it started (after `since_us`)."""
     complete = has_spans_named(
         (Service.OMNI2, SpanName.MCP_CONNECT),
@@ -218,6 +209,7 @@ def _connect_trace(omni_jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
         (Service.MCP_TOOLS, SpanName.MCP_LIST_TOOLS),
     )
     deadline = time.monotonic() + 20
+    spans: list[TraceSpan] = []
     while True:
         ids = omni_jaeger.find_trace_ids(
             Service.OMNI2,
@@ -228,22 +220,26 @@ def _connect_trace(omni_jaeger: JaegerClient, since_us: int) -> list[TraceSpan]:
         if ids:
             spans = omni_jaeger.get_trace(ids[0])
             if complete(spans):
-                return spans
+                return Trace(spans)
         if time.monotonic() > deadline:
-            raise AssertionError(f"no complete mcp.connect trace since OMNI2 restarted: {ids}")
+            Trace(spans).fail(f"no complete mcp.connect trace since OMNI2 restarted: {ids}")
         time.sleep(0.25)
 
 
 async def test_a_first_tool_free_message_has_no_mcp_spans(
-    stack: Stack, admin: Admin, omni_tracer_provider: TracerProvider, omni_jaeger: JaegerClient
+    stack: Stack,
+    admin: Admin,
+    omni_chat: ChatFactory,
+    omni_traces: TraceFetcher,
+    omni_jaeger: JaegerClient,
 ) -> None:
-    spans, restarted_us = await _first_message_after_restart(
-        stack, admin, omni_tracer_provider, omni_jaeger, "hello there"
+    message, restarted_us = await _first_message_after_restart(
+        stack, admin, omni_chat, omni_traces, "hello there"
     )
-    Trace(spans).expect(
-        not _mcp_spans(spans), f"MCP spans in a tool-free message: {_mcp_spans(spans)}"
+    message.expect(
+        not _mcp_spans(message), f"MCP spans in a tool-free message: {_mcp_spans(message)}"
     )
-    connect = Trace(_connect_trace(omni_jaeger, restarted_us))
+    connect = _connect_trace(omni_jaeger, restarted_us)
     root = connect.one(f"{Service.OMNI2}:{SpanName.MCP_CONNECT}")
     connect.expect(root.parent_span_id is None, "mcp.connect starts a trace of its own")
     discover = connect.one(f"{Service.OMNI2}:{SpanName.MCP_DISCOVER}")
@@ -252,22 +248,18 @@ async def test_a_first_tool_free_message_has_no_mcp_spans(
         discover.parent_span_id == root.span_id and listed.parent_span_id == root.span_id,
         "the handshake and the catalogue hang below mcp.connect",
     )
-    assert stack.mcp_auth_token not in repr(connect), "the credential reached a span"
+    assert stack.mcp_auth_token not in repr(connect.spans), "the credential reached a span"
     assert stack.mcp_auth_token not in (stack.logs_dir / "omni2.log").read_text()
 
 
 async def test_a_first_tool_call_has_no_time_outside_its_spans(
-    stack: Stack,
-    admin: Admin,
-    omni_tracer_provider: TracerProvider,
-    omni_jaeger: JaegerClient,
-    omni_traces: TraceFetcher,
+    stack: Stack, admin: Admin, omni_chat: ChatFactory, omni_traces: TraceFetcher
 ) -> None:
-    spans, _ = await _first_message_after_restart(
-        stack, admin, omni_tracer_provider, omni_jaeger, "How many orders are in the database?"
+    message, _ = await _first_message_after_restart(
+        stack, admin, omni_chat, omni_traces, "How many orders are in the database?"
     )
     spans = omni_traces.wait(
-        spans[0].trace_id,
+        message.trace_id,
         has_spans_named((Service.OMNI2, SpanName.mcp("tools/call", "database_query"))),
         what="the tool call",
     )

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.dashboards import dashboards, queries
 from omni_trace.stack import Stack
-from omni_trace.stack.client import ChatReply, open_chat
+from omni_trace.stack.client import ChatReply
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
+from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import TraceFetcher
 from otel.names import Attr, Service, SpanName
 from services.common.tokens import issue_token
@@ -47,29 +47,26 @@ async def _until(what: str, check: Any, timeout_s: float = 60.0) -> Any:
         await asyncio.sleep(2)
 
 
-async def _chat(stack: Stack, provider: TracerProvider, user: str, secret: str) -> list[ChatReply]:
-    async with open_chat(
-        stack.info.dashboard_ws_url, issue_token(user, secret), tracer_provider=provider
-    ) as chat:
+async def _chat(omni_chat: ChatFactory, user: str, secret: str) -> list[ChatReply]:
+    async with omni_chat(token=issue_token(user, secret)) as chat:
         replies = [
             await chat.send("Hello metrics"),
             await chat.send("How many products per category are in the database?"),
         ]
-    provider.force_flush()
     assert all(r.ok for r in replies), [r.frame for r in replies]
     return replies
 
 
 async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
     stack: Stack,
-    omni_tracer_provider: TracerProvider,
+    omni_chat: ChatFactory,
     omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
     assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
     user = new_user(admin)
-    replies = await _chat(stack, omni_tracer_provider, user, jwt_secret)
+    replies = await _chat(omni_chat, user, jwt_secret)
     # What OMNI2 told the client and recorded on its turn spans, message by message.
     results = [r.frame["result"] for r in replies]
     costs = []
@@ -107,13 +104,13 @@ async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
 
 async def test_every_dashboard_query_answers_after_traffic(
     stack: Stack,
-    omni_tracer_provider: TracerProvider,
+    omni_chat: ChatFactory,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
     # Two rounds a few scrapes apart: a rate needs its counters to move.
     for _ in range(2):
-        await _chat(stack, omni_tracer_provider, new_user(admin), jwt_secret)
+        await _chat(omni_chat, new_user(admin), jwt_secret)
         await asyncio.sleep(6)
     (board,) = dashboards().values()
     pending = {

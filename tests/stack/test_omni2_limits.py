@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatConnection, ChatRefused, ChatReply, open_chat
+from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
@@ -154,7 +155,6 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
         (Flow.CHECK, "connections", "denied"),
         (Flow.CONNECT, "refused", "denied"),
     ]
-    omni_tracer_provider.force_flush()
     spans = omni_traces.wait(
         refused.value.session_trace_id,
         has_spans_named(
@@ -174,17 +174,10 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
 
 
 async def test_a_connection_ends_with_4401_when_its_token_expires(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_traces: TraceFetcher,
-    admin: Admin,
-    jwt_secret: str,
+    omni_chat: ChatFactory, omni_traces: TraceFetcher, admin: Admin, jwt_secret: str
 ) -> None:
     user = new_user(admin)
-    token = issue_token(user, jwt_secret, ttl_seconds=3)
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=issue_token(user, jwt_secret, ttl_seconds=3)) as chat:
         assert (await chat.send("hello")).ok
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(chat.connection.recv(), timeout=10)
@@ -194,7 +187,6 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
     events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
     (expired,) = [e for e in events if e.kind == Flow.CLOSE]
     assert expired.name == "token_expired"
-    omni_tracer_provider.force_flush()
     spans = omni_traces.wait(
         expired.trace_id,
         has_spans_named((Service.OMNI2, SpanName.CLOSE)),
@@ -211,17 +203,10 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
 
 
 async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_their_own(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_traces: TraceFetcher,
-    admin: Admin,
-    jwt_secret: str,
+    omni_chat: ChatFactory, omni_traces: TraceFetcher, admin: Admin, jwt_secret: str
 ) -> None:
     user = new_user(admin)
-    token = issue_token(user, jwt_secret)
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=issue_token(user, jwt_secret)) as chat:
         answers = [await chat.send_raw(frame) for frame in ("not json", '{"type": "shout"}') * 5]
         assert (await chat.send("still fine?")).ok
     assert {(a["type"], a["code"]) for a in answers} == {
@@ -234,7 +219,6 @@ async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_
     assert [(e.name, e.status, e.trace_id) for e in frames] == [
         (a["code"], "denied", trace_id) for a in answers
     ]
-    omni_tracer_provider.force_flush()
     spans = omni_traces.wait(
         trace_id,
         lambda spans: sum(s.name == SpanName.REJECT for s in spans) == 10,

@@ -66,7 +66,6 @@ async def test_connect_refusals(
     refused = await _refused(stack, token, omni_tracer_provider)
     assert refused.code == code
     assert refused.reason.startswith(reason)
-    omni_tracer_provider.force_flush()
 
     spans = omni_traces.wait(refused.session_trace_id, _omni2_connect, what="omni2's chat.connect")
     connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
@@ -113,17 +112,10 @@ def _turn_denied(spans: Trace, error_type: str, check: str) -> None:
 
 
 async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_traces: TraceFetcher,
-    admin: Admin,
-    jwt_secret: str,
+    omni_chat: ChatFactory, omni_traces: TraceFetcher, admin: Admin, jwt_secret: str
 ) -> None:
     user = new_user(admin, rate_per_minute=3)
-    token = issue_token(user, jwt_secret)
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=issue_token(user, jwt_secret)) as chat:
         replies = [await chat.send(f"burst {i}") for i in range(5)]
         pong = await chat.send_raw('{"type": "ping"}')
     assert [r.frame["type"] for r in replies] == ["done", "done", "done", "error", "error"]
@@ -131,7 +123,6 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     assert refused.error == "Rate limit exceeded: 3 messages per minute"
     assert refused.frame["code"] == "rate_limited"
     assert pong == {"type": "pong"}, "the connection stays open"
-    omni_tracer_provider.force_flush()
     spans = omni_traces.wait(refused.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "rate_limited", "rate_limit")
     events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
@@ -139,18 +130,11 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
 
 
 async def test_usage_accumulates_until_the_daily_limit_refuses(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_traces: TraceFetcher,
-    admin: Admin,
-    jwt_secret: str,
+    omni_chat: ChatFactory, omni_traces: TraceFetcher, admin: Admin, jwt_secret: str
 ) -> None:
     user = new_user(admin, daily_tokens=150)
-    token = issue_token(user, jwt_secret)
     used: list[int] = []
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=issue_token(user, jwt_secret)) as chat:
         for i in range(10):
             reply = await chat.send(f"tell me something, number {i}")
             if not reply.ok:
@@ -160,7 +144,6 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
     assert reply.frame["code"] == "daily_limit_exceeded", reply.frame
     assert reply.error == f"Daily limit exceeded: {sum(used)} of 150 tokens used today"
     assert len(used) >= 2 and sum(used[:-1]) < 150 <= sum(used)
-    omni_tracer_provider.force_flush()
     spans = omni_traces.wait(reply.trace_id, _TURN_AND_RELAY, what="the refusal")
     _turn_denied(spans, "daily_limit_exceeded", "usage")
     check = spans.one(f"{Service.OMNI2}:{SpanName.check('usage')}")
@@ -174,15 +157,14 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
 async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     stack: Stack,
     omni_tracer_provider: TracerProvider,
+    omni_chat: ChatFactory,
     omni_traces: TraceFetcher,
     admin: Admin,
     jwt_secret: str,
 ) -> None:
     user = new_user(admin)
     token = issue_token(user, jwt_secret)
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=token) as chat:
         assert (await chat.send("hello")).ok
         admin(lambda s: repo.block_user(s, user, "suspicious activity", by="test"))
         blocked = await chat.send("hello again")
@@ -193,7 +175,6 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     rcvd = closed.value.rcvd
     assert rcvd is not None and rcvd.code == CloseCode.USER_BLOCKED, rcvd
     assert rcvd.reason == "user blocked: suspicious activity"
-    omni_tracer_provider.force_flush()
     spans = omni_traces.wait(blocked.trace_id, _TURN_AND_RELAY, what="the block")
     _turn_denied(spans, "user_blocked", "user")
     turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
@@ -216,10 +197,7 @@ def _tool_trace_complete(spans: list[TraceSpan]) -> bool:
 
 
 async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_traces: TraceFetcher,
-    omni_chat: ChatFactory,
+    omni_chat: ChatFactory, omni_traces: TraceFetcher
 ) -> None:
     async with omni_chat("bob") as chat:
         first = await chat.send("How many products per category are in the database?")
@@ -229,7 +207,6 @@ async def test_tool_calling_message_is_one_trace_down_to_the_mcp_server(
     assert result["tools_used"] == ["database_query"] and result["tool_calls"] == 1
     assert "The database_query tool returned" in first.text and "observability" in first.text
     assert "1 earlier message" in second.text, "history reaches the model on the second turn"
-    omni_tracer_provider.force_flush()
 
     spans = omni_traces.wait(first.trace_id, _tool_trace_complete, what="client to mcp-tools spans")
     turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")

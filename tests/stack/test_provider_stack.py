@@ -13,8 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import login, open_chat
-from omni_trace.traces import Trace, has_spans_named
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
@@ -88,17 +87,14 @@ async def test_provider_error_then_tool_call_and_the_key_never_leaks(
     assert tool_result["role"] == "tool" and '"rows": [[6]]' in tool_result["content"]
 
     with JaegerClient(openai_stack.info.jaeger_query_url) as jaeger:
-        spans = Trace(
-            jaeger.wait_for_trace(answered.trace_id, _tool_trace, what="tool call to MCP")
-        )
-        errored = Trace(
-            jaeger.wait_for_trace(
-                failed.trace_id,
-                has_spans_named(
-                    (Service.OMNI2, SpanName.model_call(MODEL)), (Service.OMNI2, SpanName.TURN)
-                ),
-                what="the failed message",
-            )
+        traces = TraceFetcher(jaeger)
+        spans = traces.wait(answered.trace_id, _tool_trace, what="tool call to MCP")
+        errored = traces.wait(
+            failed.trace_id,
+            has_spans_named(
+                (Service.OMNI2, SpanName.model_call(MODEL)), (Service.OMNI2, SpanName.TURN)
+            ),
+            what="the failed message",
         )
         raw = [
             httpx.get(f"{jaeger.query_url}/api/v3/traces/{t}").text

@@ -17,9 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import open_chat
-from omni_trace.traces.audit import AuditQuery, run_audit
-from omni_trace.traces.chain import wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import AuditQuery, JaegerClient, Trace, run_audit, wait_for_chain
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
@@ -95,9 +93,11 @@ def test_each_conversation_is_kept_or_dropped_whole(sampled_stack: Stack, jwt_se
                 report = wait_for_chain(jaeger, trace_id)
                 assert not report.broken, report.problems
                 assert report.client_trace_id, "the relay links to the client's trace"
-                spans = jaeger.get_trace(trace_id)
-                relay = next(s for s in spans if s.name == SpanName.RELAY)
-                assert not relay.parent_span_id, "link mode: the relay roots the message trace"
+                message = Trace(jaeger.get_trace(trace_id))
+                relay = message.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
+                message.expect(
+                    not relay.parent_span_id, "link mode: the relay roots the message trace"
+                )
             reports = run_audit(jaeger, AuditQuery(conversation_id=conv.conversation_id))
             assert sorted(r.trace_id for r in reports) == sorted(conv.message_trace_ids)
             assert not any(r.broken for r in reports), [r.problems for r in reports]

@@ -33,7 +33,6 @@ async def test_services_emit_only_documented_telemetry(
             stack.info.dashboard_ws_url, "bad", tracer_provider=omni_tracer_provider
         ):
             pass
-    omni_tracer_provider.force_flush()
     omni_traces.wait(reply.trace_id, message_trace_complete, what="the message chain")
 
     events = {v for k, v in vars(Event).items() if k.isupper()}
