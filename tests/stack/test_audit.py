@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.cli import main
 from omni_trace.stack import Stack
-from omni_trace.stack.client import login, open_chat
-from omni_trace.traces.audit import AuditQuery, run_audit
-from omni_trace.traces.chain import HOPS, wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient, has_services
+from omni_trace.stack.client import ChatConnection, login, open_chat
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import (
+    AuditQuery,
+    JaegerClient,
+    TraceFetcher,
+    has_services,
+    run_audit,
+    wait_for_chain,
+)
+from omni_trace.traces.chain import HOPS
 from otel.names import Service
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack
@@ -23,20 +30,18 @@ pytestmark = pytest.mark.stack
 
 
 async def _chat(
-    stack: Stack,
-    provider: TracerProvider,
+    connection: AbstractAsyncContextManager[ChatConnection],
+    traces: TraceFetcher,
     *texts: str,
     layers: tuple[str, ...] = (Service.CHAT_CLIENT, Service.DASHBOARD),
 ) -> str:
-    """Chat, then wait until Jaeger holds each message's spans of `layers` (audit's input)."""
-    token = await login(stack.info.dashboard_url, "alice", "alice-demo")
-    async with open_chat(stack.info.dashboard_ws_url, token, tracer_provider=provider) as chat:
+    """Chat on `connection`, then wait until Jaeger holds each message's spans of `layers`
+    (audit's input)."""
+    async with connection as chat:
         replies = [await chat.send(text) for text in texts]
     assert all(reply.ok for reply in replies)
-    provider.force_flush()
-    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
-        for reply in replies:
-            jaeger.wait_for_trace(reply.trace_id, has_services(*layers), what=f"{layers}")
+    for reply in replies:
+        traces.wait(reply.trace_id, has_services(*layers), what=f"{layers}")
     assert chat.conversation_id
     return chat.conversation_id
 
@@ -61,12 +66,13 @@ def _audit_cli(
 
 async def test_healthy_run_has_no_broken_chain(
     stack: Stack,
-    omni_tracer_provider: TracerProvider,
+    omni_chat: ChatFactory,
     omni_jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    conversation = await _chat(stack, omni_tracer_provider, "audit me", "and me", "and me too")
+    conversation = await _chat(omni_chat("alice"), omni_traces, "audit me", "and me", "and me too")
     reports = run_audit(omni_jaeger, AuditQuery(conversation_id=conversation))
     assert len(reports) == 3, [r.trace_id for r in reports]
     for report in reports:
@@ -110,24 +116,35 @@ async def test_audit_names_the_missing_layer_and_fails(
     provider = create_tracer_provider(
         Service.CHAT_CLIENT, otlp_endpoint=untraced_omni2.info.otlp_http_endpoint
     )
-    conversation = await _chat(untraced_omni2, provider, "is omni2 traced?")
-    code, data = _audit_cli(untraced_omni2, conversation, capsys)
-    assert code == 1
-    (message,) = data["messages"]  # type: ignore[misc]
-    assert message["layers"] == {
-        "client": True,
-        "dashboard": True,
-        "traefik": False,
-        "omni2": False,
-    }
-    assert "missing layer omni2" in message["problems"]
+    info = untraced_omni2.info
+    token = await login(info.dashboard_url, "alice", "alice-demo")
+    with JaegerClient(info.jaeger_query_url) as jaeger:
+        traces = TraceFetcher(jaeger, provider)  # flushes the chat client before it reads
+        conversation = await _chat(
+            open_chat(info.dashboard_ws_url, token, tracer_provider=provider),
+            traces,
+            "is omni2 traced?",
+        )
+        code, data = _audit_cli(untraced_omni2, conversation, capsys)
+        assert code == 1
+        (message,) = data["messages"]  # type: ignore[misc]
+        assert message["layers"] == {
+            "client": True,
+            "dashboard": True,
+            "traefik": False,
+            "omni2": False,
+        }
+        assert "missing layer omni2" in message["problems"]
 
-    # The dashboard with tracing off as well: the frame context passes through untouched,
-    # so the message trace lacks the dashboard too.
-    untraced_omni2.restart_service("dashboard", {"OTEL_SDK_DISABLED": "true"})
-    conversation = await _chat(
-        untraced_omni2, provider, "and the dashboard?", layers=(Service.CHAT_CLIENT,)
-    )
+        # The dashboard with tracing off as well: the frame context passes through untouched,
+        # so the message trace lacks the dashboard too.
+        untraced_omni2.restart_service("dashboard", {"OTEL_SDK_DISABLED": "true"})
+        conversation = await _chat(
+            open_chat(info.dashboard_ws_url, token, tracer_provider=provider),
+            traces,
+            "and the dashboard?",
+            layers=(Service.CHAT_CLIENT,),
+        )
     provider.shutdown()
     assert (
         main(
@@ -148,14 +165,17 @@ async def test_audit_names_the_missing_layer_and_fails(
 
 
 async def test_trace_show_draws_message_and_session_waterfalls(
-    stack: Stack, omni_tracer_provider: TracerProvider, capsys: pytest.CaptureFixture[str]
+    stack: Stack,
+    omni_chat: ChatFactory,
+    omni_jaeger: JaegerClient,
+    omni_traces: TraceFetcher,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    conversation = await _chat(stack, omni_tracer_provider, "show me")
-    with JaegerClient(stack.info.jaeger_query_url) as jaeger:
-        (trace_id,) = jaeger.find_trace_ids(
-            Service.CHAT_CLIENT, {"gen_ai.conversation.id": conversation}, operation="chat.message"
-        )
-        wait_for_chain(jaeger, trace_id)
+    conversation = await _chat(omni_chat("alice"), omni_traces, "show me")
+    (trace_id,) = omni_jaeger.find_trace_ids(
+        Service.CHAT_CLIENT, {"gen_ai.conversation.id": conversation}, operation="chat.message"
+    )
+    wait_for_chain(omni_jaeger, trace_id)
     code = main(
         ["trace", "show", trace_id, "--width", "100", "--jaeger", stack.info.jaeger_query_url]
     )

@@ -3,40 +3,41 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
-from omni_trace.stack import Stack
-from omni_trace.stack.client import login, open_chat
 from omni_trace.stack.demo import SESSION_SERVICES, message_trace_complete
-from omni_trace.traces import Trace, TraceFetcher
-from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import (
+    JaegerClient,
+    Trace,
+    TraceFetcher,
+    TraceSpan,
+    has_services,
+    has_spans_named,
+)
 from otel.names import Attr, LinkRole, Service, SpanName
 
 pytestmark = pytest.mark.stack
 
 
 def session_complete(spans: list[TraceSpan]) -> bool:
-    names = {(s.service, s.name) for s in spans}
-    return set(SESSION_SERVICES) <= {s.service for s in spans} and (
-        (Service.TRAEFIK, "GET") in names  # Traefik's entry span: only after the close
-    )
+    return has_services(*SESSION_SERVICES)(spans) and has_spans_named(
+        (Service.TRAEFIK, "GET")  # Traefik's entry span: only after the close
+    )(spans)
+
+
+def link_targets(span: TraceSpan) -> list[tuple[str, str, object]]:
+    """(trace id, span id, link role) of each of a span's links."""
+    return [(lk.trace_id, lk.span_id, lk.attributes.get(Attr.LINK_ROLE)) for lk in span.links]
 
 
 async def test_two_messages_one_connection(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_jaeger: JaegerClient,
-    omni_traces: TraceFetcher,
+    omni_chat: ChatFactory, omni_jaeger: JaegerClient, omni_traces: TraceFetcher
 ) -> None:
-    token = await login(stack.info.dashboard_url, "alice", "alice-demo")
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat("alice") as chat:
         first = await chat.send("What can you do?")
         second = await chat.send("And then?")
     conversation = chat.conversation_id
     assert conversation
-    omni_tracer_provider.force_flush()
 
     for reply in (first, second):
         assert reply.ok, reply.frame
@@ -53,8 +54,8 @@ async def test_two_messages_one_connection(
     upstream = session.one(f"{Service.DASHBOARD}:{SpanName.UPSTREAM_CONNECT}")
     reverse_proxy = session.one(f"{Service.TRAEFIK}:ReverseProxy")
     session.assert_count(f"{Service.TRAEFIK}:AuthRequest", 1)
-    verify = session.one(f"{Service.AUTH}:{SpanName.AUTH_VERIFY}")
-    omni2_connect = session.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
+    session.one(f"{Service.AUTH}:{SpanName.AUTH_VERIFY}")
+    session.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
 
     session.expect(client_connect.parent_span_id is None, "client chat.connect is the root")
     # omni2's connect hangs below Traefik's ReverseProxy, the dashboard and the client; the
@@ -69,50 +70,47 @@ async def test_two_messages_one_connection(
         f"{Service.TRAEFIK}:ForwardAuth > {Service.TRAEFIK}:AuthRequest"
         f" > {Service.AUTH}:{SpanName.AUTH_VERIFY}"
     )
-    session.expect(verify.attributes.get(Attr.USER_ID) == "alice", "auth span names the user")
-    session.expect(
-        omni2_connect.attributes.get(Attr.CONVERSATION_ID) == conversation
-        and omni2_connect.attributes.get(Attr.USER_ID) == "alice",
-        "omni2 chat.connect carries the conversation and the verified user",
-    )
+    session.assert_attribute(f"{Service.AUTH}:{SpanName.AUTH_VERIFY}", Attr.USER_ID, "alice")
+    # omni2's chat.connect carries the conversation and the verified user.
+    omni2_connect_selector = f"{Service.OMNI2}:{SpanName.CONNECT}"
+    session.assert_attribute(omni2_connect_selector, Attr.CONVERSATION_ID, conversation)
+    session.assert_attribute(omni2_connect_selector, Attr.USER_ID, "alice")
     session.expect(
         dashboard_connect.parent_span_id == client_connect.span_id,
         "dashboard continues the client's query-string context",
     )
 
     for reply in (first, second):
-        spans = omni_traces.wait(
-            reply.trace_id, message_trace_complete, what="client, dashboard and omni2 spans"
+        # The session trace is printed along with the message trace when a check fails.
+        spans = Trace(
+            omni_traces.wait(
+                reply.trace_id, message_trace_complete, what="client, dashboard and omni2 spans"
+            ),
+            related=[session],
         )
         message = spans.one(f"{Service.CHAT_CLIENT}:{SpanName.MESSAGE}")
         relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
         turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
-        model = spans.one(f"{Service.OMNI2}:{SpanName.model_call('omni2-offline-1')}")
+        spans.one(f"{Service.OMNI2}:{SpanName.model_call('omni2-offline-1')}")
         spans.expect(message.parent_span_id is None, "chat.message is the root")
-        spans.expect(relay.parent_span_id == message.span_id, "chat.relay < chat.message")
-        spans.expect(turn.parent_span_id == relay.span_id, "chat.turn < chat.relay")
-        spans.expect(model.parent_span_id == turn.span_id, "model call < chat.turn")
-        missing = [
-            (s.service, s.name)
-            for s in spans
-            if s.attributes.get(Attr.CONVERSATION_ID) != conversation
-        ]
-        spans.expect(
-            not missing,
-            f"every message span carries {Attr.CONVERSATION_ID}={conversation}; not: {missing}",
+        # model call < chat.turn < chat.relay < chat.message
+        spans.assert_chain(
+            f"{Service.CHAT_CLIENT}:{SpanName.MESSAGE} > {Service.DASHBOARD}:{SpanName.RELAY}"
+            f" > {Service.OMNI2}:{SpanName.TURN}"
+            f" > {Service.OMNI2}:{SpanName.model_call('omni2-offline-1')}"
         )
-        spans.expect(
-            relay.attributes.get(Attr.USER_ID) == turn.attributes.get(Attr.USER_ID) == "alice",
-            "server-side message spans carry the verified user",
-        )
+        spans.assert_everywhere(Attr.CONVERSATION_ID, conversation)
+        # The server-side message spans carry the verified user.
+        spans.assert_attribute(f"{Service.DASHBOARD}:{SpanName.RELAY}", Attr.USER_ID, "alice")
+        spans.assert_attribute(f"{Service.OMNI2}:{SpanName.TURN}", Attr.USER_ID, "alice")
         # The hop through Traefik is reached through the links into the session trace.
-        Trace(spans, related=[session]).expect(
-            [(lk.trace_id, lk.span_id, lk.attributes.get(Attr.LINK_ROLE)) for lk in relay.links]
+        spans.expect(
+            link_targets(relay)
             == [(chat.session_trace_id, upstream.span_id, LinkRole.UPSTREAM_CONNECT)],
             "chat.relay links to its upstream connect span",
         )
-        Trace(spans, related=[session]).expect(
-            [(lk.trace_id, lk.span_id, lk.attributes.get(Attr.LINK_ROLE)) for lk in turn.links]
+        spans.expect(
+            link_targets(turn)
             == [(chat.session_trace_id, reverse_proxy.span_id, LinkRole.GATEWAY)],
             "chat.turn links to the Traefik ReverseProxy span it came through",
         )

@@ -14,8 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, login, open_chat
-from omni_trace.traces import Trace, has_spans_named
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
@@ -58,8 +57,9 @@ async def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(own_sta
     assert recovered.ok and recovered.frame["result"]["tools_used"] == ["database_query"], (
         "tools work again once the MCP server is back"
     )
+    # No provider to flush: the client's spans were flushed before it shut down.
     with JaegerClient(own_stack.info.jaeger_query_url) as jaeger:
-        spans = Trace(jaeger.wait_for_trace(failed.trace_id, _tool_failed, what="execute_tool"))
+        spans = TraceFetcher(jaeger).wait(failed.trace_id, _tool_failed, what="execute_tool")
     tool = spans.one(f"{Service.OMNI2}:{SpanName.execute_tool('database_query')}")
     turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
     spans.expect(

@@ -8,16 +8,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 from starlette.testclient import TestClient
 
 from omni_trace.flowview.api import create_app
 from omni_trace.flowview.hops import NO_PROMETHEUS
 from omni_trace.stack import Stack
-from omni_trace.stack.client import open_chat
-from omni_trace.traces.audit import AuditQuery, run_audit
-from omni_trace.traces.chain import wait_for_chain
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import AuditQuery, JaegerClient, run_audit, wait_for_chain
 from otel.names import Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin
@@ -33,36 +30,31 @@ def api(stack: Stack) -> Iterator[TestClient]:
 
 
 async def _conversation(
-    stack: Stack, provider: TracerProvider, omni_jaeger: JaegerClient, user: str, secret: str
+    omni_chat: ChatFactory, jaeger: JaegerClient, user: str, secret: str
 ) -> tuple[str, list[str]]:
     """Two messages of a fresh user (one with a tool call), their chains whole in Jaeger."""
-    async with open_chat(
-        stack.info.dashboard_ws_url, issue_token(user, secret), tracer_provider=provider
-    ) as chat:
+    async with omni_chat(token=issue_token(user, secret)) as chat:
         replies = [
             await chat.send("Hello there"),
             await chat.send("How many products per category are in the database?"),
         ]
-    provider.force_flush()
     assert all(r.ok for r in replies), [r.frame for r in replies]
     for reply in replies:
-        assert not wait_for_chain(omni_jaeger, reply.trace_id).broken
+        report = wait_for_chain(jaeger, reply.trace_id)
+        assert not report.broken, report.problems
     assert chat.conversation_id
     return chat.conversation_id, [r.trace_id for r in replies]
 
 
 async def test_a_conversation_reads_as_the_audit_does(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
+    omni_chat: ChatFactory,
     omni_jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
     api: TestClient,
 ) -> None:
     user = new_user(admin)
-    conversation, trace_ids = await _conversation(
-        stack, omni_tracer_provider, omni_jaeger, user, jwt_secret
-    )
+    conversation, trace_ids = await _conversation(omni_chat, omni_jaeger, user, jwt_secret)
 
     listed = api.get("/api/conversations", params={"user": user}).json()
     assert [c["conversation_id"] for c in listed["conversations"]] == [conversation]
@@ -163,7 +155,7 @@ def test_the_stack_serves_the_flow_view(stack: Stack) -> None:
 
 async def test_hops_over_time_come_from_span_metrics_in_prometheus(
     stack: Stack,
-    omni_tracer_provider: TracerProvider,
+    omni_chat: ChatFactory,
     omni_jaeger: JaegerClient,
     admin: Admin,
     jwt_secret: str,
@@ -171,7 +163,7 @@ async def test_hops_over_time_come_from_span_metrics_in_prometheus(
     assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
     # Two rounds of traffic a few scrapes apart: a rate needs the counters to move.
     for _ in range(2):
-        await _conversation(stack, omni_tracer_provider, omni_jaeger, new_user(admin), jwt_secret)
+        await _conversation(omni_chat, omni_jaeger, new_user(admin), jwt_secret)
         await asyncio.sleep(6)
     deadline = time.monotonic() + 45
     while True:

@@ -173,7 +173,9 @@ async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
     refused = spans.one(f"{Service.DASHBOARD}:{SpanName.REFUSED}")
     connect_span = spans.one(f"{Service.DASHBOARD}:{SpanName.CONNECT}")
     spans.expect(refused.parent_span_id == connect_span.span_id, "refusal under connect")
-    spans.expect(refused.attributes[Attr.CONVERSATION_ID] == conversation, "conversation id")
+    spans.assert_attribute(
+        f"{Service.DASHBOARD}:{SpanName.REFUSED}", Attr.CONVERSATION_ID, conversation
+    )
 
 
 async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(

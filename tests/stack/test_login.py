@@ -21,12 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
-from omni_trace.stack.client import login, open_chat
-from omni_trace.traces import Trace, TraceFetcher
-from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Service
 
 pytestmark = pytest.mark.stack
@@ -68,13 +66,10 @@ def user_with_password(stack: Stack, password: str) -> str:
 
 
 async def test_a_user_added_with_a_password_logs_in_and_chats(
-    stack: Stack, omni_tracer_provider: TracerProvider
+    stack: Stack, omni_chat: ChatFactory
 ) -> None:
     user = user_with_password(stack, "first-pass-123")
-    token = await login(stack.info.dashboard_url, user, "first-pass-123")
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(user, "first-pass-123") as chat:  # logs in through /api/login
         assert chat.welcome["user_id"] == user
         reply = await chat.send(f"hello from {user}")
     assert reply.ok, reply.error
@@ -162,19 +157,16 @@ def _traceparent() -> tuple[str, dict[str, str]]:
     return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
 
 
-def _login_span(spans: Trace) -> TraceSpan:
-    found = [s for s in spans if s.service == Service.DASHBOARD and s.name == "POST /api/login"]
-    spans.expect(len(found) == 1, "one dashboard server span for the login")
-    return found[0]
+LOGIN = "POST /api/login"  # the dashboard's server span of a login
 
 
-def _all_exported(omni_jaeger: JaegerClient) -> dict[str, list[str]]:
+def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
     """Raw JSON of every trace Jaeger holds, per service."""
     raw: dict[str, list[str]] = {}
     with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-        for service in omni_jaeger.services():
-            ids = omni_jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-            urls = [f"{omni_jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
+        for service in jaeger.services():
+            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
+            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
             raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
     return raw
 
@@ -198,21 +190,23 @@ def test_login_spans_name_only_verified_users_and_never_hold_the_password(
             assert post_login(client, name, secret, headers).status_code == status, what
             traces[what] = trace_id
 
-    spans = {
-        what: _login_span(
-            omni_traces.wait(
-                trace_id,
-                lambda s: any(x.name == "POST /api/login" for x in s),
-                what=f"the dashboard's login span ({what})",
-            )
+    login_span = f"{Service.DASHBOARD}:{LOGIN}"
+    logins = {
+        what: omni_traces.wait(
+            trace_id,
+            has_spans_named((Service.DASHBOARD, LOGIN)),
+            what=f"the dashboard's login span ({what})",
         )
         for what, trace_id in traces.items()
     }
-    assert spans["success"].attributes.get(Attr.USER_ID) == user
-    assert spans["success"].attributes.get("http.response.status_code") == 200
+    spans = {what: trace.one(login_span) for what, trace in logins.items()}
+    logins["success"].assert_attribute(login_span, Attr.USER_ID, user)
+    logins["success"].assert_attribute(login_span, "http.response.status_code", 200)
     for what in ("wrong password", "unknown name"):
-        assert Attr.USER_ID not in spans[what].attributes, f"{what}: user.id on a failed login"
-        assert spans[what].attributes.get("http.response.status_code") == 401
+        logins[what].expect(
+            Attr.USER_ID not in spans[what].attributes, f"{what}: user.id on a failed login"
+        )
+        logins[what].assert_attribute(login_span, "http.response.status_code", 401)
 
     exported = _all_exported(omni_jaeger)
     assert exported.get(Service.DASHBOARD), "no exported dashboard traces: the scan is empty"

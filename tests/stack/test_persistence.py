@@ -13,8 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import open_chat
-from omni_trace.traces import Trace, has_spans_named
-from omni_trace.traces.jaeger import JaegerClient
+from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
@@ -32,8 +31,8 @@ class Backend:
     name: str
     stack: Stack
     admin: Admin
-    jaeger: JaegerClient
-    provider: TracerProvider
+    provider: TracerProvider  # the chat client's
+    traces: TraceFetcher  # reads the stack's Jaeger, flushing the chat client first
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -42,13 +41,9 @@ def backend(
 ) -> Iterator[Backend]:
     if request.param == "sqlite":  # the shared stack runs on SQLite
         stack: Stack = request.getfixturevalue("stack")
-        yield Backend(
-            "sqlite",
-            stack,
-            request.getfixturevalue("admin"),
-            request.getfixturevalue("omni_jaeger"),
-            request.getfixturevalue("omni_tracer_provider"),
-        )
+        shared: TracerProvider = request.getfixturevalue("omni_tracer_provider")
+        traces = TraceFetcher(request.getfixturevalue("omni_jaeger"), shared)
+        yield Backend("sqlite", stack, request.getfixturevalue("admin"), shared, traces)
         return
     base: str = request.getfixturevalue("postgres")
     url = asyncio.run(create_database(base, f"stack_{uuid.uuid4().hex[:8]}"))
@@ -57,7 +52,8 @@ def backend(
             Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
         )
         with JaegerClient(stack.info.jaeger_query_url) as jaeger:
-            yield Backend("postgresql", stack, Admin(url), jaeger, provider)
+            traces = TraceFetcher(jaeger, provider)
+            yield Backend("postgresql", stack, Admin(url), provider, traces)
         provider.shutdown()
 
 
@@ -77,7 +73,6 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     assert all(r.ok for r in replies), [r.frame for r in replies]
     conversation = chat.conversation_id
     assert conversation
-    backend.provider.force_flush()
 
     stored = backend.admin(lambda s: s.get(Conversation, conversation))
     assert stored is not None and stored.user_id == user
@@ -114,11 +109,9 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     trace_ids |= {e.trace_id for e in events if e.trace_id != chat.session_trace_id}
     assert trace_ids == {r.trace_id for r in replies}
     for trace_id in sorted(trace_ids):
-        spans = Trace(
-            backend.jaeger.wait_for_trace(trace_id, _persisted, what="omni2's chat.persist")
-        )
+        spans = backend.traces.wait(trace_id, _persisted, what="omni2's chat.persist")
         turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
-        persisted = [s for s in spans if s.name == SpanName.PERSIST]
+        persisted = spans.select(f"*:{SpanName.PERSIST}")
         spans.expect(
             all(
                 p.parent_span_id == turn.span_id

@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, login, open_chat
 from omni_trace.stack.demo import message_trace_complete
-from omni_trace.traces import TraceFetcher
-from omni_trace.traces.jaeger import JaegerClient, TraceSpan, has_services
+from omni_trace.stack.plugin import ChatFactory
+from omni_trace.traces import JaegerClient, TraceFetcher, TraceSpan, has_services
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import AUDIENCE, ISSUER, issue_token
@@ -33,7 +33,9 @@ async def _welcome(url: str, headers: dict[str, str]) -> dict[str, object]:
         return dict(json.loads(await ws.recv()))
 
 
-async def test_client_sent_identity_headers_are_replaced_by_the_gateway(stack: Stack) -> None:
+async def test_client_sent_identity_headers_are_replaced_by_the_gateway(
+    stack: Stack, omni_chat: ChatFactory
+) -> None:
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
     # Straight at Traefik, as a client that can set headers would.
     welcome = await _welcome(
@@ -42,7 +44,7 @@ async def test_client_sent_identity_headers_are_replaced_by_the_gateway(stack: S
     assert welcome["type"] == "welcome"
     assert welcome["user_id"] == "alice"
     # Through the dashboard, with the same headers on the browser side.
-    async with open_chat(stack.info.dashboard_ws_url, token, headers=SPOOFS) as chat:
+    async with omni_chat(token=token, headers=SPOOFS) as chat:
         assert chat.welcome["user_id"] == "alice"
 
 
@@ -97,7 +99,6 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
             pass
     assert refused.value.code == CloseCode.UNAUTHENTICATED
     assert reason in refused.value.reason
-    omni_tracer_provider.force_flush()
     session_id = refused.value.session_trace_id
     layers = (Service.CHAT_CLIENT, Service.DASHBOARD) + (
         () if kind == "missing" else (Service.TRAEFIK, Service.AUTH)
@@ -121,33 +122,27 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
     )
 
 
-def _all_exported(omni_jaeger: JaegerClient) -> dict[str, list[str]]:
+def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
     """Raw JSON of every trace Jaeger holds, per service."""
     raw: dict[str, list[str]] = {}
     with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-        for service in omni_jaeger.services():
-            ids = omni_jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-            urls = [f"{omni_jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
+        for service in jaeger.services():
+            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
+            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
             raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
     return raw
 
 
 async def test_jwt_never_reaches_spans_logs_or_access_log(
-    stack: Stack,
-    omni_tracer_provider: TracerProvider,
-    omni_jaeger: JaegerClient,
-    omni_traces: TraceFetcher,
+    stack: Stack, omni_chat: ChatFactory, omni_jaeger: JaegerClient, omni_traces: TraceFetcher
 ) -> None:
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
-    async with open_chat(
-        stack.info.dashboard_ws_url, token, tracer_provider=omni_tracer_provider
-    ) as chat:
+    async with omni_chat(token=token) as chat:
         reply = await chat.send(f"my token is in the URL only, not here {time.time()}")
     await _welcome(stack.info.traefik_ws_url, {"Authorization": f"Bearer {token}"})
     with pytest.raises(ChatRefused):  # and a refusal, whose reason must not echo the token
         async with open_chat(stack.info.dashboard_ws_url, token + "x"):
             pass
-    omni_tracer_provider.force_flush()
     omni_traces.wait(reply.trace_id, message_trace_complete, what="the message chain")
     omni_traces.wait(
         chat.session_trace_id, has_services(Service.TRAEFIK, Service.OMNI2), what="session"
