@@ -20,8 +20,9 @@ from omni_trace.stack import doctor
 from omni_trace.stack import users as users_mod
 from omni_trace.stack.client import ChatError, login, open_chat
 from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
+from omni_trace.stack.kafka import KafkaBuildError, ensure_kafka
 from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
-from omni_trace.stack.ports import Ports, busy_ports
+from omni_trace.stack.ports import PIPELINE_PORTS, Ports, busy_ports
 from omni_trace.stack.runner import (
     Stack,
     StackError,
@@ -87,13 +88,17 @@ def _check_not_running(stack_file: Path) -> None:
 
 def start_stack(args: argparse.Namespace) -> Stack:
     settings = StackSettings()
+    if args.trace_pipeline:
+        settings = settings.model_copy(update={"trace_pipeline": args.trace_pipeline})
     _check_not_running(args.stack_file)
     if args.free_ports:
         ports = Ports.free(settings.host)
     else:
         ports = Ports()
-        skip = {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
-        busy = busy_ports(ports, settings.host, skip if settings.jaeger_query_url else None)
+        skip = set() if settings.trace_pipeline == "kafka" else set(PIPELINE_PORTS)
+        if settings.jaeger_query_url:
+            skip |= {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
+        busy = busy_ports(ports, settings.host, skip)
         if busy:
             raise StackError(
                 f"ports in use: {', '.join(busy)}; stop what holds them or pass --free-ports"
@@ -409,6 +414,11 @@ def cmd_build_jaeger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_kafka(args: argparse.Namespace) -> int:
+    print(ensure_kafka(_progress))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omni-trace",
@@ -440,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--run-dir", default="var", help="where configs and logs of this run go (default var/)"
+        )
+        p.add_argument(
+            "--trace-pipeline",
+            choices=["memory", "kafka"],
+            help="memory (default): one Jaeger, traces in memory. kafka: two collectors, a Kafka "
+            "broker, two ingesters, a persistent Badger store and a query service (the "
+            "scale-out pipeline; OMNI_TRACE_TRACE_PIPELINE)",
         )
 
     up = sub.add_parser(
@@ -639,6 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build-jaeger", help="build (or find) the cached Jaeger binary")
     build.set_defaults(func=cmd_build_jaeger)
+    kafka = sub.add_parser(
+        "build-kafka",
+        help="fetch (or find) the cached Kafka broker of the scale-out trace pipeline",
+        description="Fetch the Apache Kafka broker's jars from Maven Central with Maven "
+        "(tools/kafka/pom.xml) into ~/.cache/omni-trace/kafka/<hash of the pom>/, once.",
+    )
+    kafka.set_defaults(func=cmd_build_kafka)
     return parser
 
 
@@ -652,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ChatError,
         JaegerError,
         JaegerBuildError,
+        KafkaBuildError,
         SpecError,
     ) as err:
         print(f"omni-trace: {err}", file=sys.stderr)

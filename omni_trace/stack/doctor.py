@@ -76,6 +76,8 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
         "auth": _probe_http("auth service", f"{info.auth_url}/healthz"),
         "omni2": _probe_http("omni2", f"{info.omni2_url}/healthz"),
         "jaeger": _probe_http("jaeger query API", f"{info.jaeger_query_url}/api/services"),
+        # The Kafka trace pipeline's parts: collectors, ingesters, storage, query.
+        **{name: _probe_http(name, url) for name, url in info.jaeger_parts.items()},
     }
 
 

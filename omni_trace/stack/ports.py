@@ -24,6 +24,19 @@ class Ports:
     prometheus: int = 16688
     # UDP: Jaeger's `jaeger` receiver (thrift compact), which jaeger-client reporters use.
     jaeger_thrift_compact: int = 6831
+    # The Kafka trace pipeline (trace_pipeline=kafka): otlp_* and jaeger_health are the first
+    # collector's, jaeger_query* the query service's.
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    collector2_otlp_http: int = 4328
+    collector2_otlp_grpc: int = 4327
+    collector2_health: int = 13134
+    ingester1_health: int = 13135
+    ingester2_health: int = 13136
+    jaeger_storage: int = 17271  # remote_storage: reads
+    jaeger_storage_writer: int = 4316  # OTLP/gRPC: writes
+    jaeger_storage_health: int = 13137
+    jaeger_query_health: int = 13138
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
@@ -38,6 +51,24 @@ class Ports:
         finally:
             for sock in sockets:
                 sock.close()
+
+
+# Ports only the Kafka trace pipeline uses (`omni-trace up` checks them only for it).
+PIPELINE_PORTS = frozenset(
+    {
+        "kafka",
+        "kafka_controller",
+        "collector2_otlp_http",
+        "collector2_otlp_grpc",
+        "collector2_health",
+        "ingester1_health",
+        "ingester2_health",
+        "jaeger_storage",
+        "jaeger_storage_writer",
+        "jaeger_storage_health",
+        "jaeger_query_health",
+    }
+)
 
 
 def busy_ports(ports: Ports, host: str = "127.0.0.1", skip: set[str] | None = None) -> list[str]:

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,13 @@ import httpx
 
 from omni_trace.stack.jaeger_build import ensure_jaeger
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
+from omni_trace.stack.kafka import (
+    TOPIC,
+    broker_command,
+    broker_properties,
+    ensure_kafka,
+    format_storage,
+)
 from omni_trace.stack.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
 from omni_trace.stack.ports import Ports
 from omni_trace.stack.settings import StackSettings
@@ -33,7 +41,20 @@ from omni_trace.traces.audit import flow_view_url
 from otel.setup import sdk_disabled
 
 Progress = Callable[[str], None]
+# The Kafka trace pipeline's parts (trace_pipeline=kafka), in the order they start.
+PIPELINE = (
+    "kafka",
+    "jaeger-storage",
+    "jaeger-query",
+    "jaeger-ingester-1",
+    "jaeger-ingester-2",
+    "jaeger-collector-1",
+    "jaeger-collector-2",
+)
+# Stopped in reverse: the services first, then the collectors (which flush to Kafka), the
+# ingesters, and the storage last.
 SERVICE_ORDER = (
+    *PIPELINE,
     "jaeger",
     "auth",
     "mcp-tools",
@@ -48,7 +69,8 @@ SERVICE_ORDER = (
 # first (so no span is lost), Traefik last (its readiness is a request through auth to the
 # route); OMNI2 reaches mcp-tools only when a message needs a tool.
 START_STAGES = (
-    ("jaeger",),
+    ("jaeger", "kafka", "jaeger-storage"),
+    PIPELINE[2:],
     ("auth", "mcp-tools", "omni2", "dashboard", "frontend", "prometheus", "flowview"),
     ("traefik",),
 )
@@ -119,6 +141,11 @@ class StackInfo:
     jaeger_thrift_compact: str = ""
     # The demo logins OMNI2 seeded (public demo credentials; empty when it seeds none).
     demo_passwords: dict[str, str] = field(default_factory=dict)
+    # memory: one Jaeger. kafka: collectors > Kafka > ingesters > Badger (see jaeger_parts).
+    trace_pipeline: str = "memory"
+    kafka_brokers: str = ""
+    # Each part of the Kafka pipeline and its health URL (collectors, ingesters, storage, query).
+    jaeger_parts: dict[str, str] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -190,6 +217,7 @@ class Stack:
         self._services: dict[str, _Service] = {}
         host = self.settings.host
         external = self.settings.jaeger_query_url
+        kafka = self.settings.trace_pipeline == "kafka" and not external
         self.info = StackInfo(
             dashboard_url=f"http://{host}:{self.ports.dashboard}",
             dashboard_ws_url=f"ws://{host}:{self.ports.dashboard}/ws/chat",
@@ -207,12 +235,18 @@ class Stack:
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
             flowview_url=f"http://{host}:{self.ports.flowview}" if viewers else "",
-            jaeger_thrift_compact="" if external else f"{host}:{self.ports.jaeger_thrift_compact}",
+            # The pipeline's collectors take OTLP only, and compute no span metrics (yet).
+            jaeger_thrift_compact=(
+                "" if external or kafka else f"{host}:{self.ports.jaeger_thrift_compact}"
+            ),
             prometheus_url=(
                 f"http://{host}:{self.ports.prometheus}"
-                if viewers and prometheus_binary(self.settings) and not external
+                if viewers and prometheus_binary(self.settings) and not external and not kafka
                 else ""
             ),
+            trace_pipeline="kafka" if kafka else "memory",
+            kafka_brokers=f"{host}:{self.ports.kafka}" if kafka else "",
+            jaeger_parts=self._jaeger_parts() if kafka else {},
             omni2_database_url=(
                 self.settings.database_url.get_secret_value()
                 if self.settings.database_url
@@ -354,7 +388,9 @@ class Stack:
             traced["OTEL_SDK_DISABLED"] = "true"
         python = {**traced, "OMNI_JWT_SECRET": self.jwt_secret}
         services: dict[str, _Service] = {}
-        if not self.settings.jaeger_query_url:
+        if info.trace_pipeline == "kafka":
+            services.update(self._kafka_pipeline(base))
+        elif not self.settings.jaeger_query_url:
             jaeger = ensure_jaeger(self._progress, self.settings.jaeger_bin)
             services["jaeger"] = _Service(
                 "jaeger",
@@ -511,11 +547,99 @@ class Stack:
             TRAEFIK_ADDRESS=f"{self.settings.host}:{self.ports.traefik}",
             TRAEFIK_DYNAMIC_FILE=str(dynamic),
             TRAEFIK_ACCESS_LOG=self.info.traefik_access_log,
-            TRAEFIK_OTLP_TRACES_URL=f"{self.info.otlp_http_endpoint}/v1/traces",
+            TRAEFIK_OTLP_TRACES_URL=f"{self._traefik_otlp_endpoint}/v1/traces",
         )
         path = self.config_dir / "traefik.yml"
         path.write_text(static)
         return path
+
+    @property
+    def _traefik_otlp_endpoint(self) -> str:
+        """Traefik exports to the second collector of the Kafka pipeline: both carry chains."""
+        if self.info.trace_pipeline == "kafka":
+            return f"http://{self.settings.host}:{self.ports.collector2_otlp_http}"
+        return self.info.otlp_http_endpoint
+
+    def _jaeger_parts(self) -> dict[str, str]:
+        host, p = self.settings.host, self.ports
+        health = {
+            "jaeger-collector-1": p.jaeger_health,
+            "jaeger-collector-2": p.collector2_health,
+            "jaeger-ingester-1": p.ingester1_health,
+            "jaeger-ingester-2": p.ingester2_health,
+            "jaeger-storage": p.jaeger_storage_health,
+            "jaeger-query": p.jaeger_query_health,
+        }
+        return {name: f"http://{host}:{port}/status" for name, port in health.items()}
+
+    def _kafka_pipeline(self, base: dict[str, str]) -> dict[str, _Service]:
+        """Kafka and Jaeger's scale-out roles, all from the one Jaeger binary."""
+        host, p, info = self.settings.host, self.ports, self.info
+        jaeger = str(ensure_jaeger(self._progress, self.settings.jaeger_bin))
+        libs = ensure_kafka(self._progress)
+        data = self.run_dir / "kafka"
+        config = self.config_dir / "kafka.properties"
+        config.write_text(broker_properties(data, host, p.kafka, p.kafka_controller))
+        format_storage(libs, config, data)
+        shared = {
+            **base,
+            "KAFKA_BROKERS": info.kafka_brokers,
+            "KAFKA_TOPIC": TOPIC,
+            "JAEGER_REMOTE_STORAGE": f"{host}:{p.jaeger_storage}",
+            "JAEGER_STORAGE_WRITER": f"{host}:{p.jaeger_storage_writer}",
+            "JAEGER_CORS_ORIGIN": info.frontend_url,
+        }
+        scale = SERVICES_DIR / "jaeger" / "scale"
+
+        def role(name: str, config: str, health: str, **env: str) -> _Service:
+            return _Service(
+                name,
+                [jaeger, f"--config={scale / config}"],
+                {**shared, "JAEGER_HEALTH": health.removeprefix("http://").split("/")[0], **env},
+                _http_ok(health),
+            )
+
+        parts = info.jaeger_parts
+        services = {
+            "kafka": _Service(
+                "kafka", broker_command(libs, config), dict(base), _tcp_open(host, p.kafka)
+            ),
+            "jaeger-storage": role(
+                "jaeger-storage",
+                "storage.yaml",
+                parts["jaeger-storage"],
+                JAEGER_BADGER_DIR=str(self.run_dir / "jaeger-badger"),
+            ),
+            "jaeger-query": _Service(
+                "jaeger-query",
+                [jaeger, f"--config={scale / 'query.yaml'}"],
+                {
+                    **shared,
+                    "JAEGER_HEALTH": f"{host}:{p.jaeger_query_health}",
+                    "JAEGER_QUERY_HTTP": f"{host}:{p.jaeger_query}",
+                    "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
+                },
+                _http_ok(f"{info.jaeger_query_url}/api/services"),
+            ),
+        }
+        for n in (1, 2):
+            name = f"jaeger-ingester-{n}"
+            services[name] = role(name, "ingester.yaml", parts[name])
+        services["jaeger-collector-1"] = role(
+            "jaeger-collector-1",
+            "collector.yaml",
+            parts["jaeger-collector-1"],
+            JAEGER_OTLP_HTTP=f"{host}:{p.otlp_http}",
+            JAEGER_OTLP_GRPC=f"{host}:{p.otlp_grpc}",
+        )
+        services["jaeger-collector-2"] = role(
+            "jaeger-collector-2",
+            "collector.yaml",
+            parts["jaeger-collector-2"],
+            JAEGER_OTLP_HTTP=f"{host}:{p.collector2_otlp_http}",
+            JAEGER_OTLP_GRPC=f"{host}:{p.collector2_otlp_grpc}",
+        )
+        return services
 
     def _render_jaeger_ui_config(self) -> str:
         """The UI's links to the flow view; empty (no UI configuration) without one."""
@@ -577,6 +701,17 @@ def _http_ok(url: str) -> Callable[[httpx.Client], bool]:
     return lambda client: client.get(url).status_code == 200
 
 
+def _tcp_open(host: str, port: int) -> Callable[[httpx.Client], bool]:
+    def ready(_: httpx.Client) -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    return ready
+
+
 def _http_status(url: str, status: int) -> Callable[[httpx.Client], bool]:
     return lambda client: client.get(url).status_code == status
 
@@ -593,5 +728,10 @@ def stack_summary(info: StackInfo) -> dict[str, Any]:
         "jaeger query API": info.jaeger_query_url,
         "flow view (browser)": info.flowview_url,
         "OTLP/HTTP": info.otlp_http_endpoint,
+        **(
+            {"Kafka (trace pipeline)": info.kafka_brokers, **info.jaeger_parts}
+            if info.trace_pipeline == "kafka"
+            else {}
+        ),
         "logs": info.logs_dir,
     }

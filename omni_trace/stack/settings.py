@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,5 +49,11 @@ class StackSettings(BaseSettings):
             "database_url", "OMNI_TRACE_DATABASE_URL", "OMNI2_DATABASE_URL"
         ),
         description="OMNI2's database (SQLAlchemy async URL); default SQLite in the run dir.",
+    )
+    trace_pipeline: Literal["memory", "kafka"] = Field(
+        default="memory",
+        description="memory: one Jaeger holding traces in memory. kafka: the scale-out "
+        "pipeline: two collectors (OTLP in, Kafka out), a Kafka broker, two ingesters, a "
+        "persistent Badger store shared through Jaeger's remote storage, and a query service.",
     )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")

@@ -114,9 +114,24 @@ class _Chain:
                 self.report.session_trace_ids.append(trace_id)
         return self.traces[trace_id]
 
-    def _link(self, span: TraceSpan, role: str) -> tuple[str, str] | None:
+    def _link(
+        self,
+        span: TraceSpan,
+        role: str,
+        target: Callable[[TraceSpan], bool],
+        session: bool = True,
+    ) -> tuple[str, str] | None:
+        """The span's link with `role`. A store that keeps links without their attributes
+        (Jaeger's Badger, Cassandra and Elasticsearch keep them as references) leaves no role
+        to read: then the link whose target is what the role names (`target`) is that link."""
         for link in span.links:
             if link.attributes.get(self.spec.link_role_attribute) == role:
+                return link.trace_id, link.span_id
+        for link in span.links:
+            if self.spec.link_role_attribute in link.attributes:
+                continue
+            linked = self._linked_span((link.trace_id, link.span_id), session)
+            if linked is not None and target(linked):
                 return link.trace_id, link.span_id
         return None
 
@@ -136,10 +151,15 @@ class _Chain:
             span = self.found[layer.name]
             if layer.parent_link is None or span is None or self.found.get(layer.parent or ""):
                 continue
-            target = self._link(span, layer.parent_link)
+            outer = spec.layer(layer.parent or "")
+            target = self._link(
+                span,
+                layer.parent_link,
+                lambda s, o=outer: o.holds(s.service, s.name),  # type: ignore[misc]
+                session=False,
+            )
             if target is None:
                 continue
-            outer = spec.layer(layer.parent or "")
             linked = self._linked_span(target, session=False)
             report.client_trace_id = target[0]
             if linked is not None and outer.holds(linked.service, linked.name):
@@ -184,7 +204,12 @@ class _Chain:
 
     def _check_link(self, layer: Layer, span: TraceSpan, rule: LinkRule) -> None:
         problems = self.report.problems
-        target = self._link(span, rule.role)
+        proves = self.spec.layer(rule.layer).services if rule.layer else ()
+        target = self._link(
+            span,
+            rule.role,
+            lambda s: s.name == rule.span if rule.layer is None else s.service in proves,
+        )
         if target is None:
             hint = f" ({rule.hint})" if rule.hint else ""
             problems.append(f"missing link {layer.message} -> {rule.target}{hint}")

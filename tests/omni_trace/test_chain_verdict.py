@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from omni_trace.traces import analyze_chain, parse_spec
+from omni_trace.traces import SpanLink, TraceSpan, analyze_chain, parse_spec
 from tests.omni_trace.recorded import message_spans, session_spans
 from tests.omni_trace.test_spec import OTHER_SPEC, _renamed
 
@@ -45,3 +45,33 @@ def test_a_failed_message_is_placed_at_its_deepest_error() -> None:
     assert not report.broken and len(report.errors) == 2
     assert (report.hop, report.cause) == ("backend", "llm-api llm.call: boom")
     assert report.as_dict()["hop"] == "backend"
+
+
+def _roles_dropped(spans: list[TraceSpan]) -> list[TraceSpan]:
+    """As Jaeger's Badger, Cassandra and Elasticsearch stores return links: no attributes."""
+    return [
+        dataclasses.replace(s, links=tuple(SpanLink(lk.trace_id, lk.span_id, {}) for lk in s.links))
+        for s in spans
+    ]
+
+
+def test_links_without_their_roles_are_matched_by_their_targets() -> None:
+    spans, session = _roles_dropped(message_spans()), session_spans()
+    assert all(not lk.attributes for s in spans for lk in s.links) and any(s.links for s in spans)
+    report = analyze_chain(spans, lambda _: session)
+    assert not report.broken, report.problems
+    assert report.layers == {"client": True, "dashboard": True, "traefik": True, "omni2": True}
+
+
+def test_a_roleless_link_to_the_wrong_span_is_still_missing() -> None:
+    session = session_spans()
+    upstream = next(s for s in session if s.name == "upstream connect")
+    spans = [
+        dataclasses.replace(s, links=(SpanLink(upstream.trace_id, upstream.span_id, {}),))
+        if s.name == "chat.turn"
+        else s
+        for s in _roles_dropped(message_spans())
+    ]
+    report = analyze_chain(spans, lambda _: session)
+    assert report.problems == ["missing link chat.turn -> traefik (did not come through it?)"]
+    assert report.hop == "dashboard -> traefik -> omni2"
