@@ -625,20 +625,16 @@ class Stack:
         for n in (1, 2):
             name = f"jaeger-ingester-{n}"
             services[name] = role(name, "ingester.yaml", parts[name])
-        services["jaeger-collector-1"] = role(
-            "jaeger-collector-1",
-            "collector.yaml",
-            parts["jaeger-collector-1"],
-            JAEGER_OTLP_HTTP=f"{host}:{p.otlp_http}",
-            JAEGER_OTLP_GRPC=f"{host}:{p.otlp_grpc}",
-        )
-        services["jaeger-collector-2"] = role(
-            "jaeger-collector-2",
-            "collector.yaml",
-            parts["jaeger-collector-2"],
-            JAEGER_OTLP_HTTP=f"{host}:{p.collector2_otlp_http}",
-            JAEGER_OTLP_GRPC=f"{host}:{p.collector2_otlp_grpc}",
-        )
+        otlp = {1: (p.otlp_http, p.otlp_grpc), 2: (p.collector2_otlp_http, p.collector2_otlp_grpc)}
+        for n, (http, grpc) in otlp.items():
+            name = f"jaeger-collector-{n}"
+            services[name] = role(
+                name,
+                "collector.yaml",
+                parts[name],
+                JAEGER_OTLP_HTTP=f"{host}:{http}",
+                JAEGER_OTLP_GRPC=f"{host}:{grpc}",
+            )
         return services
 
     def _render_jaeger_ui_config(self) -> str:
