@@ -22,7 +22,8 @@ from omni_trace.stack.client import ChatError, login, open_chat
 from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
 from omni_trace.stack.kafka import KafkaBuildError, ensure_kafka
 from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
-from omni_trace.stack.ports import PIPELINE_PORTS, Ports, busy_ports
+from omni_trace.stack.ports import PIPELINE_PORTS, POSTGRES_PORTS, Ports, busy_ports
+from omni_trace.stack.postgres import PostgresUnavailable
 from omni_trace.stack.runner import (
     Stack,
     StackError,
@@ -90,12 +91,16 @@ def start_stack(args: argparse.Namespace) -> Stack:
     settings = StackSettings()
     if args.trace_pipeline:
         settings = settings.model_copy(update={"trace_pipeline": args.trace_pipeline})
+    if args.database:
+        settings = settings.model_copy(update={"database": args.database})
     _check_not_running(args.stack_file)
     if args.free_ports:
         ports = Ports.free(settings.host)
     else:
         ports = Ports()
         skip = set() if settings.trace_pipeline == "kafka" else set(PIPELINE_PORTS)
+        if settings.database != "postgres" or settings.database_url:
+            skip |= POSTGRES_PORTS
         if settings.jaeger_query_url:
             skip |= {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
         busy = busy_ports(ports, settings.host, skip)
@@ -452,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--run-dir", default="var", help="where configs and logs of this run go (default var/)"
         )
         p.add_argument(
+            "--database",
+            choices=["sqlite", "postgres"],
+            help="OMNI2's database: sqlite (default, in the run dir) or postgres (a PostgreSQL "
+            "server the runner starts and stops, Debian's binaries; OMNI_TRACE_DATABASE). "
+            "OMNI_TRACE_DATABASE_URL names another database instead",
+        )
+        p.add_argument(
             "--trace-pipeline",
             choices=["memory", "kafka"],
             help="memory (default): one Jaeger, traces in memory. kafka: two collectors, a Kafka "
@@ -677,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         JaegerError,
         JaegerBuildError,
         KafkaBuildError,
+        PostgresUnavailable,
         SpecError,
     ) as err:
         print(f"omni-trace: {err}", file=sys.stderr)

@@ -1,16 +1,9 @@
-"""A throwaway PostgreSQL server for tests: Debian's binaries, a cluster in a temp dir.
-
-initdb and pg_ctl run as the `postgres` OS user when we are root (PostgreSQL refuses to run
-as root), on a free port, with trust auth on 127.0.0.1 only; stopped and deleted on exit.
-"""
+"""A throwaway PostgreSQL server for tests: the runner's own (omni_trace.stack.postgres), with
+a cluster in a temp dir on a free port, stopped and deleted on exit."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,24 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-
-class PostgresUnavailable(RuntimeError):
-    pass
-
-
-def postgres_bindir() -> Path:
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
-    )
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).resolve().parent
-    raise PostgresUnavailable(
-        "PostgreSQL is not installed (Debian: apt-get install postgresql; scripts/bootstrap "
-        "does this)"
-    )
+from omni_trace.stack.postgres import PostgresServer
 
 
 def _free_port() -> int:
@@ -44,71 +20,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return argv
-    return ["runuser", "-u", "postgres", "--", *argv]
-
-
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yields the base URL `postgresql+asyncpg://postgres@127.0.0.1:<port>`."""
-    bindir = postgres_bindir()
-    root = Path(tempfile.mkdtemp(prefix="omni-trace-pg-"))
-    data, log = root / "data", root / "postgres.log"
-    port = _free_port()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="omni-trace-pg-")), _free_port())
     try:
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -F"
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-    except subprocess.CalledProcessError as err:
-        shutil.rmtree(root, ignore_errors=True)
-        detail = (err.stderr or b"").decode(errors="replace")[-2000:]
-        raise PostgresUnavailable(f"could not start PostgreSQL: {detail}") from err
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
+        yield server.start()
     finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 async def create_database(base_url: str, name: str) -> str:

@@ -37,6 +37,7 @@ class Ports:
     jaeger_storage_writer: int = 4316  # OTLP/gRPC: writes
     jaeger_storage_health: int = 13137
     jaeger_query_health: int = 13138
+    postgres: int = 15432  # the runner's PostgreSQL (database=postgres)
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
@@ -53,7 +54,9 @@ class Ports:
                 sock.close()
 
 
-# Ports only the Kafka trace pipeline uses (`omni-trace up` checks them only for it).
+# Ports only the runner's PostgreSQL uses, and only the Kafka trace pipeline (`omni-trace up`
+# checks them only for those).
+POSTGRES_PORTS = frozenset({"postgres"})
 PIPELINE_PORTS = frozenset(
     {
         "kafka",

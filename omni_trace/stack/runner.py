@@ -36,6 +36,7 @@ from omni_trace.stack.kafka import (
 )
 from omni_trace.stack.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
 from omni_trace.stack.ports import Ports
+from omni_trace.stack.postgres import PostgresServer
 from omni_trace.stack.settings import StackSettings
 from omni_trace.traces.audit import flow_view_url
 from otel.setup import sdk_disabled
@@ -218,6 +219,12 @@ class Stack:
         host = self.settings.host
         external = self.settings.jaeger_query_url
         kafka = self.settings.trace_pipeline == "kafka" and not external
+        # The runner's PostgreSQL for OMNI2 (database=postgres), kept across restarts.
+        self.postgres = (
+            PostgresServer.for_run_dir(self.run_dir, self.ports.postgres, host)
+            if self.settings.database == "postgres" and not self.settings.database_url
+            else None
+        )
         self.info = StackInfo(
             dashboard_url=f"http://{host}:{self.ports.dashboard}",
             dashboard_ws_url=f"ws://{host}:{self.ports.dashboard}/ws/chat",
@@ -247,12 +254,15 @@ class Stack:
             trace_pipeline="kafka" if kafka else "memory",
             kafka_brokers=f"{host}:{self.ports.kafka}" if kafka else "",
             jaeger_parts=self._jaeger_parts() if kafka else {},
-            omni2_database_url=(
-                self.settings.database_url.get_secret_value()
-                if self.settings.database_url
-                else f"sqlite+aiosqlite:///{self.run_dir / 'omni2.db'}"
-            ),
+            omni2_database_url=self._database_url(),
         )
+
+    def _database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url.get_secret_value()
+        if self.postgres is not None:
+            return f"{self.postgres.base_url}/omni2"
+        return f"sqlite+aiosqlite:///{self.run_dir / 'omni2.db'}"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -271,6 +281,10 @@ class Stack:
         self.config_dir.mkdir(mode=0o700, exist_ok=True)
         self._services = self._plan()
         try:
+            if self.postgres is not None:
+                self._progress("starting postgres ...")
+                self.postgres.start()
+                self.postgres.create_database("omni2")
             for stage in START_STAGES:
                 names = [name for name in stage if name in self._services]
                 started = time.monotonic()
@@ -301,6 +315,8 @@ class Stack:
         for name in reversed(SERVICE_ORDER):
             if name in self._services:
                 self.stop_service(name)
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def start_service(self, name: str) -> None:
         started = time.monotonic()

@@ -50,6 +50,12 @@ class StackSettings(BaseSettings):
         ),
         description="OMNI2's database (SQLAlchemy async URL); default SQLite in the run dir.",
     )
+    database: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="OMNI2's database when database_url is not given: SQLite in the run dir, "
+        "or a PostgreSQL server the runner starts (Debian's binaries; its cluster kept with "
+        "the run dir) and stops.",
+    )
     trace_pipeline: Literal["memory", "kafka"] = Field(
         default="memory",
         description="memory: one Jaeger holding traces in memory. kafka: the scale-out "

@@ -1,9 +1,10 @@
-"""The scale-out trace pipeline (trace_pipeline=kafka): the services export to two Jaeger
-collectors (Traefik to the second, the Python services and the client to the first), which
-write to a real Kafka broker; two ingesters (one consumer group) read it into a persistent
-Badger store behind Jaeger's remote storage, which the query service reads. A chat's chain is
-as whole there as on the small stack, survives a restart of the store and the query service,
-and still arrives when an ingester stops."""
+"""The scale-out parts, on one stack: OMNI2 on a PostgreSQL server the runner starts
+(database=postgres), and the trace pipeline (trace_pipeline=kafka). The services export to
+two Jaeger collectors (Traefik to the second, the Python services and the client to the
+first), which write to a real Kafka broker; two ingesters (one consumer group) read it into a
+persistent Badger store behind Jaeger's remote storage, which the query service reads. A
+chat's chain is as whole there as on the small stack, survives a restart of the store and the
+query service, and still arrives when an ingester stops."""
 
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ from omni_trace.traces import (
 )
 from otel.names import Service
 from otel.setup import create_tracer_provider
+from services.omni2.db import repository as repo
+from tests.db import Admin
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = StackSettings(model_token_delay_ms=2, trace_pipeline="kafka")
+    settings = StackSettings(model_token_delay_ms=2, trace_pipeline="kafka", database="postgres")
     stack = Stack(
         tmp_path_factory.mktemp("kafka-stack"),
         Ports.free(),
@@ -46,6 +49,8 @@ def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     with stack:
         yield stack
+    assert stack.postgres is not None
+    stack.postgres.remove()
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +115,12 @@ async def test_a_chat_is_one_whole_chain_through_kafka(
         # Traefik's spans came through the second collector, the others through the first.
         session.assert_count(f"{Service.TRAEFIK}:*", at_least=3)
         session.assert_count(f"{Service.OMNI2}:*", at_least=1)
+    # OMNI2 stored the conversation in the runner's PostgreSQL, each message with its trace id.
+    assert kafka_stack.info.omni2_database_url.startswith("postgresql+asyncpg://")
+    stored = Admin(kafka_stack.info.omni2_database_url)(
+        lambda s: repo.conversation_messages(s, str(chat.conversation_id))
+    )
+    assert {m.trace_id for m in stored} == {r.trace_id for r in replies}
     # The audit, through the query service, says the same.
     reports = run_audit(
         jaeger, AuditQuery(conversation_id=chat.conversation_id, since_s=600), settle_s=15
