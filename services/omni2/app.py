@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
+from sqlalchemy.exc import SQLAlchemyError
 
 from otel.instrumentation import instrument, telemetry_config
 from services.omni2.chat import ChatServices
+from services.omni2.checks import SharedConnectionSlots
 from services.omni2.connect import ChatConnect
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
@@ -31,6 +34,16 @@ async def release_reservations(db: Database) -> None:
             log.warning("released usage reservations of %d user days (OMNI2 stopped)", released)
 
 
+async def _refresh_slots(slots: SharedConnectionSlots) -> None:
+    """Keep this replica's connection slots counted while it runs."""
+    while True:
+        await asyncio.sleep(slots.stale_after_s / 3)
+        try:
+            await slots.refresh()
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("could not refresh this replica's connection slots: %s", err)
+
+
 def create_app(
     settings: Omni2Settings,
     model: ChatModel | None = None,
@@ -41,7 +54,14 @@ def create_app(
     tools = toolbox or McpToolbox.from_settings(settings)
     chat_model = model or create_model(settings)
     webhook = UsageWebhook(settings.usage_webhook_url, settings.usage_webhook_timeout_s)
+    shared = (
+        SharedConnectionSlots(db, settings.replica_id, settings.connection_slot_stale_s)
+        if settings.connection_slots == "database"
+        else None
+    )
     services = ChatServices(settings, store, chat_model, tools, webhook=webhook)
+    if shared is not None:
+        services.connections = shared
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +77,10 @@ def create_app(
             "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
         )
         tools.start()  # the MCP handshake now, in its own trace, not in a message's
+        refresh = asyncio.create_task(_refresh_slots(shared)) if shared is not None else None
         yield
+        if refresh is not None:
+            refresh.cancel()
         await tools.aclose()
         await webhook.aclose()
         await db.dispose()

@@ -56,7 +56,14 @@ from services.common.protocol import (
     warning_frame,
 )
 from services.omni2.agent import Agent, AgentResult, ClientGone
-from services.omni2.checks import CheckRun, ConnectionCount, Denied, UsagePolicy, check_message
+from services.omni2.checks import (
+    CheckRun,
+    ConnectionCount,
+    ConnectionSlots,
+    Denied,
+    UsagePolicy,
+    check_message,
+)
 from services.omni2.db.repository import FlowRecord, TurnRecord, UserContext
 from services.omni2.model import ChatMessage, ChatModel, ModelError, ToolSpec
 from services.omni2.settings import Omni2Settings
@@ -101,7 +108,7 @@ class ChatServices:
     store: Store
     model: ChatModel
     toolbox: McpToolbox
-    connections: ConnectionCount = field(default_factory=ConnectionCount)
+    connections: ConnectionSlots = field(default_factory=ConnectionCount)
     webhook: UsageWebhook = field(default_factory=lambda: UsageWebhook(None))
 
     @property

@@ -10,21 +10,27 @@ connections and OMNI2 processes.
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import Span
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.refusal import Refusal
+from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.repository import FlowRecord, Reservation, UserContext
 from services.omni2.steps import traced_step
+
+log = logging.getLogger(__name__)
 
 
 class Denied(Exception):
@@ -91,27 +97,51 @@ async def check_connection(session: AsyncSession, run: CheckRun, user_id: str) -
         return user
 
 
-def check_connections(
-    run: CheckRun, user: UserContext, connections: ConnectionCount, default_limit: int
-) -> None:
+async def check_connections(
+    run: CheckRun, user: UserContext, connections: ConnectionSlots, default_limit: int
+) -> Slot:
     """Take one of the user's connection slots, or Refusal (4429) when all are open."""
     with run.check("connections") as span:
         limit = user.max_connections if user.max_connections is not None else default_limit
-        span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: connections.open(user.user_id)})
-        if not connections.acquire(user.user_id, limit):
+        slot, used = await connections.acquire(user.user_id, limit)
+        span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: used})
+        if slot is None:
             raise Refusal(
                 CloseCode.TOO_MANY_CONNECTIONS,
                 f"too many connections: {limit} already open for this user",
                 "too_many_connections",
             )
+        return slot
+
+
+class Slot(Protocol):
+    """One open connection's place in its user's limit, given back when it closes."""
+
+    async def release(self) -> None: ...
+
+
+class ConnectionSlots(Protocol):
+    async def acquire(self, user_id: str, limit: int) -> tuple[Slot | None, int]:
+        """(the slot, or None at the limit; how many were open before)."""
+        ...
+
+
+@dataclass
+class _CountedSlot:
+    counts: ConnectionCount
+    user_id: str
+    released: bool = False
+
+    async def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.counts.release(self.user_id)
 
 
 class ConnectionCount:
-    """Open connections per user in this OMNI2 process.
-
-    One process holds every connection today. Scaled out to several OMNI2 replicas, each
-    would count only its own: the limit then needs a count they share (e.g. a row per open
-    connection with a heartbeat, or a Redis counter with expiry)."""
+    """Open connections per user in this OMNI2 process (OMNI2_CONNECTION_SLOTS=process: one
+    replica holds every connection). Replicas share the count through the database instead
+    (SharedConnectionSlots)."""
 
     def __init__(self) -> None:
         self._open: dict[str, int] = {}
@@ -119,12 +149,13 @@ class ConnectionCount:
     def open(self, user_id: str) -> int:
         return self._open.get(user_id, 0)
 
-    def acquire(self, user_id: str, limit: int) -> bool:
+    async def acquire(self, user_id: str, limit: int) -> tuple[Slot | None, int]:
         # No await between the read and the write: the event loop makes this atomic.
-        if self.open(user_id) >= limit:
-            return False
-        self._open[user_id] = self.open(user_id) + 1
-        return True
+        used = self.open(user_id)
+        if used >= limit:
+            return None, used
+        self._open[user_id] = used + 1
+        return _CountedSlot(self, user_id), used
 
     def release(self, user_id: str) -> None:
         left = self.open(user_id) - 1
@@ -132,6 +163,55 @@ class ConnectionCount:
             self._open[user_id] = left
         else:
             self._open.pop(user_id, None)
+
+
+@dataclass
+class _SharedSlot:
+    slots: SharedConnectionSlots
+    slot_id: str
+    released: bool = False
+
+    async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            await self.slots.free(self.slot_id)
+        except (SQLAlchemyError, OSError) as err:
+            # No longer refreshed: the row stops counting after stale_after_s.
+            log.warning("could not free connection slot %s: %s", self.slot_id, err)
+
+
+class SharedConnectionSlots:
+    """Open connections per user across OMNI2 replicas: a row per connection in the database,
+    taken atomically under the user's lock row. Each replica refreshes its rows (`refresh`,
+    every `stale_after_s` / 3); the rows of a replica that died stop counting after
+    `stale_after_s`."""
+
+    def __init__(self, db: Database, replica: str, stale_after_s: float = 30.0) -> None:
+        self.db, self.replica, self.stale_after_s = db, replica, stale_after_s
+        # Only these are refreshed: a slot whose row could not be deleted still expires.
+        self._open: set[str] = set()
+
+    async def acquire(self, user_id: str, limit: int) -> tuple[Slot | None, int]:
+        slot_id = str(uuid.uuid4())
+        async with self.db.session() as session:
+            taken, used = await repo.take_connection_slot(
+                session, user_id, limit, (slot_id, self.replica), time.time(), self.stale_after_s
+            )
+        if not taken:
+            return None, used
+        self._open.add(slot_id)
+        return _SharedSlot(self, slot_id), used
+
+    async def free(self, slot_id: str) -> None:
+        self._open.discard(slot_id)
+        async with self.db.session() as session:
+            await repo.free_connection_slot(session, slot_id)
+
+    async def refresh(self) -> None:
+        async with self.db.session() as session:
+            await repo.refresh_connection_slots(session, sorted(self._open), time.time())
 
 
 @dataclass(frozen=True)

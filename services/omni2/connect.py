@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+import anyio
 from fastapi import WebSocket, WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, format_trace_id
@@ -25,7 +26,7 @@ from services.common.protocol import CloseCode, welcome_frame
 from services.common.refusal import Refusal, refuse
 from services.common.tokens import Identity
 from services.omni2.chat import ChatServices, ChatSession
-from services.omni2.checks import CheckRun, check_connection, check_connections
+from services.omni2.checks import CheckRun, Slot, check_connection, check_connections
 from services.omni2.db.repository import FlowRecord, UserContext
 from services.omni2.gateway import gateway_identity
 
@@ -60,7 +61,7 @@ class ChatConnect:
             admitted = await self._admit(span)
         if admitted is None:
             return
-        identity, user, conversation_id = admitted
+        identity, user, conversation_id, slot = admitted
         try:
             await ChatSession(
                 websocket=self.websocket,
@@ -72,9 +73,12 @@ class ChatConnect:
                 expires_at=identity.expires_at,
             ).run()
         finally:
-            self.services.connections.release(user.user_id)
+            # Given back even when the connection's task is being cancelled (a client that
+            # vanished): a shared slot's release is a database write.
+            with anyio.CancelScope(shield=True):
+                await slot.release()
 
-    async def _admit(self, span: Span) -> tuple[Identity, UserContext, str] | None:
+    async def _admit(self, span: Span) -> tuple[Identity, UserContext, str, Slot] | None:
         """Identity, user and conversation of an admitted connection; None once refused."""
         session_trace = format_trace_id(span.get_span_context().trace_id)
         try:
@@ -88,7 +92,7 @@ class ChatConnect:
         checks = CheckRun({Attr.USER_ID: user_id})
         try:
             user = await self._check_user(checks, user_id)
-            check_connections(
+            slot = await check_connections(
                 checks,
                 user,
                 self.services.connections,
@@ -108,12 +112,13 @@ class ChatConnect:
         try:
             conversation_id = await self._open(span, checks, user, session_trace)
         except BaseException:
-            self.services.connections.release(user_id)
+            with anyio.CancelScope(shield=True):
+                await slot.release()
             raise
         if conversation_id is None:
-            self.services.connections.release(user_id)
+            await slot.release()
             return None
-        return identity, user, conversation_id
+        return identity, user, conversation_id, slot
 
     async def _check_user(self, checks: CheckRun, user_id: str) -> UserContext:
         """The user's context, or Refusal (unknown, inactive, blocked, no database)."""

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -117,6 +119,18 @@ class Omni2Settings(CommonSettings):
     )
 
     # -- limits across connections ------------------------------------------------------------
+    connection_slots: Literal["process", "database"] = Field(
+        default="process",
+        description="Where the per-user connection count lives: in this process (one OMNI2), "
+        "or in the database, shared by every replica (a row per open connection, refreshed "
+        "while the replica runs; a dead replica's rows stop counting after "
+        "connection_slot_stale_s).",
+    )
+    connection_slot_stale_s: float = Field(default=30.0, gt=0)
+    replica_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex[:12],
+        description="This replica's name in the shared connection slots (default: random).",
+    )
     max_connections_per_user: int = Field(
         default=5,
         ge=1,

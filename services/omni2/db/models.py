@@ -163,3 +163,16 @@ class RateWindow(Base):
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     accepted: Mapped[list[float]] = mapped_column(JSON, default=list)  # epoch seconds
     checked_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ConnectionSlot(Base):
+    """An open chat connection, for OMNI2 replicas that share the per-user connection limit
+    (OMNI2_CONNECTION_SLOTS=database). Its replica refreshes `seen_at` while it runs; a slot
+    not seen for a while belongs to a replica that is gone and no longer counts."""
+
+    __tablename__ = "connection_slots"
+
+    slot_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    replica: Mapped[str] = mapped_column(String(64), index=True)
+    seen_at: Mapped[float] = mapped_column(Float)  # epoch seconds
