@@ -22,7 +22,13 @@ from omni_trace.stack.client import ChatError, login, open_chat
 from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
 from omni_trace.stack.kafka import KafkaBuildError, ensure_kafka
 from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
-from omni_trace.stack.ports import PIPELINE_PORTS, POSTGRES_PORTS, Ports, busy_ports
+from omni_trace.stack.ports import (
+    PIPELINE_PORTS,
+    POSTGRES_PORTS,
+    REPLICA_PORTS,
+    Ports,
+    busy_ports,
+)
 from omni_trace.stack.postgres import PostgresUnavailable
 from omni_trace.stack.runner import (
     Stack,
@@ -93,6 +99,8 @@ def start_stack(args: argparse.Namespace) -> Stack:
         settings = settings.model_copy(update={"trace_pipeline": args.trace_pipeline})
     if args.database:
         settings = settings.model_copy(update={"database": args.database})
+    if args.omni2_replicas:
+        settings = settings.model_copy(update={"omni2_replicas": args.omni2_replicas})
     _check_not_running(args.stack_file)
     if args.free_ports:
         ports = Ports.free(settings.host)
@@ -101,6 +109,8 @@ def start_stack(args: argparse.Namespace) -> Stack:
         skip = set() if settings.trace_pipeline == "kafka" else set(PIPELINE_PORTS)
         if settings.database != "postgres" or settings.database_url:
             skip |= POSTGRES_PORTS
+        if settings.omni2_replicas < 2:
+            skip |= REPLICA_PORTS
         if settings.jaeger_query_url:
             skip |= {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
         busy = busy_ports(ports, settings.host, skip)
@@ -462,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="OMNI2's database: sqlite (default, in the run dir) or postgres (a PostgreSQL "
             "server the runner starts and stops, Debian's binaries; OMNI_TRACE_DATABASE). "
             "OMNI_TRACE_DATABASE_URL names another database instead",
+        )
+        p.add_argument(
+            "--omni2-replicas",
+            type=int,
+            choices=[1, 2],
+            help="OMNI2 processes behind Traefik's load balancer (default 1; with 2 they share "
+            "the per-user connection limit through the database; OMNI_TRACE_OMNI2_REPLICAS)",
         )
         p.add_argument(
             "--trace-pipeline",

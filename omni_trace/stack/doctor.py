@@ -76,7 +76,11 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
         "auth": _probe_http("auth service", f"{info.auth_url}/healthz"),
         "omni2": _probe_http("omni2", f"{info.omni2_url}/healthz"),
         "jaeger": _probe_http("jaeger query API", f"{info.jaeger_query_url}/api/services"),
-        # The Kafka trace pipeline's parts: collectors, ingesters, storage, query.
+        # The other OMNI2 replicas, and the Kafka trace pipeline's parts.
+        **{
+            f"omni2-{n}": _probe_http(f"omni2 replica {n}", f"{url}/healthz")
+            for n, url in enumerate(info.omni2_replicas[1:], 2)
+        },
         **{name: _probe_http(name, url) for name, url in info.jaeger_parts.items()},
     }
 

@@ -38,6 +38,7 @@ class Ports:
     jaeger_storage_health: int = 13137
     jaeger_query_health: int = 13138
     postgres: int = 15432  # the runner's PostgreSQL (database=postgres)
+    omni2_2: int = 8002  # the second OMNI2 replica (omni2_replicas=2)
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
@@ -57,6 +58,7 @@ class Ports:
 # Ports only the runner's PostgreSQL uses, and only the Kafka trace pipeline (`omni-trace up`
 # checks them only for those).
 POSTGRES_PORTS = frozenset({"postgres"})
+REPLICA_PORTS = frozenset({"omni2_2"})
 PIPELINE_PORTS = frozenset(
     {
         "kafka",

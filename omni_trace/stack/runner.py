@@ -60,6 +60,7 @@ SERVICE_ORDER = (
     "auth",
     "mcp-tools",
     "omni2",
+    "omni2-2",
     "traefik",
     "dashboard",
     "frontend",
@@ -73,6 +74,8 @@ START_STAGES = (
     ("jaeger", "kafka", "jaeger-storage"),
     PIPELINE[2:],
     ("auth", "mcp-tools", "omni2", "dashboard", "frontend", "prometheus", "flowview"),
+    # After the first: two replicas creating and seeding one new database at once would race.
+    ("omni2-2",),
     ("traefik",),
 )
 
@@ -143,6 +146,8 @@ class StackInfo:
     # The demo logins OMNI2 seeded (public demo credentials; empty when it seeds none).
     demo_passwords: dict[str, str] = field(default_factory=dict)
     # memory: one Jaeger. kafka: collectors > Kafka > ingesters > Badger (see jaeger_parts).
+    # Every OMNI2 replica's URL (the first is omni2_url); Traefik balances between them.
+    omni2_replicas: list[str] = field(default_factory=list)
     trace_pipeline: str = "memory"
     kafka_brokers: str = ""
     # Each part of the Kafka pipeline and its health URL (collectors, ingesters, storage, query).
@@ -251,6 +256,10 @@ class Stack:
                 if viewers and prometheus_binary(self.settings) and not external and not kafka
                 else ""
             ),
+            omni2_replicas=[
+                f"http://{host}:{port}"
+                for port in (self.ports.omni2, self.ports.omni2_2)[: self.settings.omni2_replicas]
+            ],
             trace_pipeline="kafka" if kafka else "memory",
             kafka_brokers=f"{host}:{self.ports.kafka}" if kafka else "",
             jaeger_parts=self._jaeger_parts() if kafka else {},
@@ -444,21 +453,28 @@ class Stack:
             },
             _http_ok(f"http://{host}:{p.mcp_tools}/healthz"),
         )
-        services["omni2"] = _Service(
-            "omni2",
-            [sys.executable, "-m", "services.omni2"],
-            {
+        replicas = self.info.omni2_replicas
+        for n, url in enumerate(replicas, 1):
+            name = "omni2" if n == 1 else f"omni2-{n}"
+            env = {
                 **python,
                 "OMNI2_HOST": host,
-                "OMNI2_PORT": str(p.omni2),
+                "OMNI2_PORT": url.rsplit(":", 1)[1],
                 "OMNI2_MODEL_TOKEN_DELAY_MS": str(self.settings.model_token_delay_ms),
                 "OMNI2_DATABASE_URL": info.omni2_database_url,
                 "OMNI2_MCP_URL": info.mcp_url,
                 "OMNI2_MCP_AUTH_TOKEN": self.mcp_auth_token,
                 "OMNI2_DEMO_USERS_FILE": str(self._demo_users_file),
-            },
-            _http_ok(f"{info.omni2_url}/healthz"),
-        )
+            }
+            if len(replicas) > 1:  # one connection limit across the replicas
+                env |= {
+                    "OMNI2_CONNECTION_SLOTS": "database",
+                    "OMNI2_REPLICA_ID": name,
+                    "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={name}",
+                }
+            services[name] = _Service(
+                name, [sys.executable, "-m", "services.omni2"], env, _http_ok(f"{url}/healthz")
+            )
         traefik = traefik_binary()
         if traefik is None:
             raise StackError("no traefik binary: install the project (pip install -e .)")
@@ -468,7 +484,7 @@ class Stack:
             {
                 **base,
                 "OMNI2_AUTH_VERIFY_URL": f"{info.auth_url}/verify",
-                "OMNI2_BACKEND_URL": info.omni2_url,
+                "OMNI2_BACKEND_URLS": ",".join(info.omni2_replicas),
             },
             # Readiness is a request through the real route: 401 means the router is loaded
             # and ForwardAuth reached the auth service (404 = routes not loaded yet).
@@ -735,7 +751,7 @@ def stack_summary(info: StackInfo) -> dict[str, Any]:
         "dashboard (login, /ws/chat)": info.dashboard_url,
         "traefik (gateway)": info.traefik_url,
         "auth (ForwardAuth)": info.auth_url,
-        "omni2 (backend)": info.omni2_url,
+        "omni2 (backend)": ", ".join(info.omni2_replicas) or info.omni2_url,
         "mcp-tools (MCP server)": info.mcp_url,
         "jaeger query API": info.jaeger_query_url,
         "flow view (browser)": info.flowview_url,

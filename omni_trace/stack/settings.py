@@ -56,6 +56,13 @@ class StackSettings(BaseSettings):
         "or a PostgreSQL server the runner starts (Debian's binaries; its cluster kept with "
         "the run dir) and stops.",
     )
+    omni2_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="OMNI2 processes behind Traefik's load balancer (health-checked); with 2 "
+        "they share the per-user connection limit through the database.",
+    )
     trace_pipeline: Literal["memory", "kafka"] = Field(
         default="memory",
         description="memory: one Jaeger holding traces in memory. kafka: the scale-out "

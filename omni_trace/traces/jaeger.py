@@ -77,6 +77,8 @@ class TraceSpan:
     status_message: str = ""
     events: tuple[SpanEvent, ...] = ()
     scope: str = ""  # the instrumentation scope: which library made the span
+    # The process's resource attributes (service.instance.id tells replicas apart).
+    resource: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> float:
@@ -166,6 +168,7 @@ def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
                             for e in s.get("events", [])
                         ),
                         scope=scope,
+                        resource=resource,
                     )
                 )
     spans.sort(key=lambda span: span.start_ns)
