@@ -92,12 +92,16 @@ class ChatConnect:
         checks = CheckRun({Attr.USER_ID: user_id})
         try:
             user = await self._check_user(checks, user_id)
-            slot = await check_connections(
-                checks,
-                user,
-                self.services.connections,
-                self.services.settings.max_connections_per_user,
-            )
+            try:
+                slot = await check_connections(
+                    checks,
+                    user,
+                    self.services.connections,
+                    self.services.settings.max_connections_per_user,
+                )
+            except (SQLAlchemyError, OSError) as err:  # shared slots live in the database
+                log.error("cannot count %s's connections, database unavailable: %s", user_id, err)
+                raise database_unavailable() from err
         except Refusal as refusal:
             log.warning("refused user %s: %s", user_id, refusal.reason)
             checks.flow.append(

@@ -9,11 +9,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from services.common.protocol import CloseCode
 from services.omni2.checks import SharedConnectionSlots
+from services.omni2.connect import database_unavailable
 from services.omni2.db import Database
 from tests.services.omni2.conftest import gateway_headers
 from tests.services.omni2.test_limits import _refused
@@ -72,3 +74,19 @@ def test_a_dead_replicas_slots_stop_counting(database_url: str) -> None:
     assert (used_while_dead, used_after) == (2, 0), "the dead replica's rows went stale"
     assert ok, "a refreshed slot still counts, a stale one does not"
     assert time.monotonic() - started < 10
+
+
+def test_an_unreachable_slot_table_refuses_with_a_reason(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(connection_slots="database", replica_id="replica-a")
+
+    async def down(self: SharedConnectionSlots, user_id: str, limit: int) -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(SharedConnectionSlots, "acquire", down)
+    closed = _refused(client, gateway_headers("alice"))
+    assert (closed.code, closed.reason) == (
+        database_unavailable().code,
+        database_unavailable().reason,
+    )
