@@ -16,14 +16,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni_trace.stack import Stack, StackInfo
 from omni_trace.stack.ports import Ports
 from omni_trace.stack.settings import StackSettings
+from otel.names import Service
+from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
 from tests.db import Admin
 
@@ -55,18 +59,35 @@ def running_stack(
     jwt_secret: str,
     database_url: str | None = None,
     service_env: dict[str, dict[str, str]] | None = None,
+    *,
+    viewers: bool = True,
+    **settings: Any,
 ) -> Iterator[Stack]:
-    """A whole stack on free ports, stopped on exit (OMNI2 on SQLite unless told)."""
+    """A whole stack on free ports, stopped on exit (OMNI2 on SQLite unless told; `settings`
+    are StackSettings fields, e.g. database="postgres", whose cluster is removed after)."""
     stack = Stack(
         run_dir,
         Ports.free(),
-        StackSettings(model_token_delay_ms=2, database_url=database_url),
+        StackSettings(model_token_delay_ms=2, database_url=database_url, **settings),
         jwt_secret=jwt_secret,
         service_env=service_env,
+        viewers=viewers,
         progress=lambda message: print(message, flush=True),
     )
     with stack:
         yield stack
+    if stack.postgres is not None:
+        stack.postgres.remove()
+
+
+@contextmanager
+def client_provider(stack: Stack) -> Iterator[TracerProvider]:
+    """The chat-client layer of a test's own stack, exporting to that stack's Jaeger."""
+    provider = create_tracer_provider(
+        Service.CHAT_CLIENT, otlp_endpoint=stack.info.otlp_http_endpoint
+    )
+    yield provider
+    provider.shutdown()
 
 
 @pytest.fixture(scope="session")

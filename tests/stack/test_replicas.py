@@ -8,25 +8,20 @@ import asyncio
 import contextlib
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, open_chat
 from omni_trace.stack.doctor import diagnose
-from omni_trace.stack.ports import Ports
-from omni_trace.stack.settings import StackSettings
 from omni_trace.traces import JaegerClient, TraceFetcher, assert_message_chain
 from otel.names import Service, SpanName
-from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
 from tests.db import Admin
+from tests.stack.conftest import client_provider, new_user, running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -35,28 +30,17 @@ SECRET = secrets.token_urlsafe(32)
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = StackSettings(model_token_delay_ms=2, omni2_replicas=2, database="postgres")
-    stack = Stack(
-        tmp_path_factory.mktemp("replicas"),
-        Ports.free(),
-        settings,
-        jwt_secret=SECRET,
-        viewers=False,
-        progress=lambda message: print(message, flush=True),
-    )
-    with stack:
+    run_dir = tmp_path_factory.mktemp("replicas")
+    with running_stack(
+        run_dir, SECRET, viewers=False, omni2_replicas=2, database="postgres"
+    ) as stack:
         yield stack
-    assert stack.postgres is not None
-    stack.postgres.remove()
 
 
 @pytest.fixture(scope="module")
 def provider(replicas: Stack) -> Iterator[TracerProvider]:
-    provider = create_tracer_provider(
-        Service.CHAT_CLIENT, otlp_endpoint=replicas.info.otlp_http_endpoint
-    )
-    yield provider
-    provider.shutdown()
+    with client_provider(replicas) as provider:
+        yield provider
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +50,7 @@ def traces(replicas: Stack, provider: TracerProvider) -> Iterator[TraceFetcher]:
 
 
 def _user(stack: Stack, **limits: int) -> str:
-    user = f"user-{uuid.uuid4().hex[:8]}"
-
-    async def add(session: AsyncSession) -> None:
-        await repo.add_user(session, user, "user")
-        await session.flush()
-        if limits:
-            await repo.set_limits(session, user, **limits)  # type: ignore[arg-type]
-
-    Admin(stack.info.omni2_database_url)(add)
-    return user
+    return new_user(Admin(stack.info.omni2_database_url), **limits)
 
 
 def _replica_of(traces: TraceFetcher, trace_id: str) -> str:

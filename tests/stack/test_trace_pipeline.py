@@ -18,8 +18,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatConnection, ChatReply, login, open_chat
 from omni_trace.stack.doctor import diagnose
-from omni_trace.stack.ports import Ports
-from omni_trace.stack.settings import StackSettings
 from omni_trace.traces import (
     AuditQuery,
     JaegerClient,
@@ -29,37 +27,30 @@ from omni_trace.traces import (
     run_audit,
 )
 from otel.names import Service
-from otel.setup import create_tracer_provider
 from services.omni2.db import repository as repo
 from tests.db import Admin
+from tests.stack.conftest import client_provider, running_stack
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = StackSettings(model_token_delay_ms=2, trace_pipeline="kafka", database="postgres")
-    stack = Stack(
-        tmp_path_factory.mktemp("kafka-stack"),
-        Ports.free(),
-        settings,
-        jwt_secret=secrets.token_urlsafe(32),
+    run_dir = tmp_path_factory.mktemp("kafka-stack")
+    with running_stack(
+        run_dir,
+        secrets.token_urlsafe(32),
         viewers=False,
-        progress=lambda message: print(message, flush=True),
-    )
-    with stack:
+        trace_pipeline="kafka",
+        database="postgres",
+    ) as stack:
         yield stack
-    assert stack.postgres is not None
-    stack.postgres.remove()
 
 
 @pytest.fixture(scope="module")
 def provider(kafka_stack: Stack) -> Iterator[TracerProvider]:
-    provider = create_tracer_provider(
-        Service.CHAT_CLIENT, otlp_endpoint=kafka_stack.info.otlp_http_endpoint
-    )
-    yield provider
-    provider.shutdown()
+    with client_provider(kafka_stack) as provider:
+        yield provider
 
 
 @pytest.fixture(scope="module")
