@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -623,15 +624,23 @@ class Stack:
         }
         scale = SERVICES_DIR / "jaeger" / "scale"
 
-        def role(name: str, config: str, health: str, **env: str) -> _Service:
+        parts = info.jaeger_parts
+
+        def role(
+            name: str,
+            config: str,
+            ready: Callable[[httpx.Client], bool] | None = None,
+            **env: str,
+        ) -> _Service:
+            """A Jaeger process in one role; ready when its health check (or `ready`) says."""
+            health = parts[name]
             return _Service(
                 name,
                 [jaeger, f"--config={scale / config}"],
-                {**shared, "JAEGER_HEALTH": health.removeprefix("http://").split("/")[0], **env},
-                _http_ok(health),
+                {**shared, "JAEGER_HEALTH": urlsplit(health).netloc, **env},
+                ready or _http_ok(health),
             )
 
-        parts = info.jaeger_parts
         services = {
             "kafka": _Service(
                 "kafka", broker_command(libs, config), dict(base), _tcp_open(host, p.kafka)
@@ -639,31 +648,24 @@ class Stack:
             "jaeger-storage": role(
                 "jaeger-storage",
                 "storage.yaml",
-                parts["jaeger-storage"],
                 JAEGER_BADGER_DIR=str(self.run_dir / "jaeger-badger"),
             ),
-            "jaeger-query": _Service(
+            # Ready once it answers a search: the storage behind it is reachable.
+            "jaeger-query": role(
                 "jaeger-query",
-                [jaeger, f"--config={scale / 'query.yaml'}"],
-                {
-                    **shared,
-                    "JAEGER_HEALTH": f"{host}:{p.jaeger_query_health}",
-                    "JAEGER_QUERY_HTTP": f"{host}:{p.jaeger_query}",
-                    "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
-                },
+                "query.yaml",
                 _http_ok(f"{info.jaeger_query_url}/api/services"),
+                JAEGER_QUERY_HTTP=f"{host}:{p.jaeger_query}",
+                JAEGER_QUERY_GRPC=f"{host}:{p.jaeger_query_grpc}",
             ),
         }
         for n in (1, 2):
-            name = f"jaeger-ingester-{n}"
-            services[name] = role(name, "ingester.yaml", parts[name])
+            services[f"jaeger-ingester-{n}"] = role(f"jaeger-ingester-{n}", "ingester.yaml")
         otlp = {1: (p.otlp_http, p.otlp_grpc), 2: (p.collector2_otlp_http, p.collector2_otlp_grpc)}
         for n, (http, grpc) in otlp.items():
-            name = f"jaeger-collector-{n}"
-            services[name] = role(
-                name,
+            services[f"jaeger-collector-{n}"] = role(
+                f"jaeger-collector-{n}",
                 "collector.yaml",
-                parts[name],
                 JAEGER_OTLP_HTTP=f"{host}:{http}",
                 JAEGER_OTLP_GRPC=f"{host}:{grpc}",
             )
