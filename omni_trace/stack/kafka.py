@@ -97,14 +97,21 @@ def classpath(libs: Path) -> str:
     return f"{libs}/*"
 
 
-def format_storage(libs: Path, config: Path, data_dir: Path) -> None:
+def new_cluster_id() -> str:
+    """16 random bytes in URL-safe base64 (what `kafka-storage random-uuid` makes)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def format_storage(
+    libs: Path, config: Path, data_dir: Path, cluster_id: Callable[[], str] = new_cluster_id
+) -> None:
     """KRaft needs its log directory formatted once, with a cluster id; kept across restarts."""
     if (data_dir / "meta.properties").exists():
         return
-    # A cluster id is 16 random bytes in URL-safe base64 (what `kafka-storage random-uuid` makes).
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     command = [java_binary(), "-cp", classpath(libs), "kafka.tools.StorageTool", "format"]
-    command += ["-t", cluster_id, "-c", str(config)]
+    # One word with its option: an id may start with "-" (1 in 64), which the tool's argument
+    # parser would take for an option of its own.
+    command += [f"--cluster-id={cluster_id()}", f"--config={config}"]
     run = subprocess.run(command, capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise KafkaBuildError(f"formatting Kafka's storage failed:\n{run.stdout}{run.stderr}")
