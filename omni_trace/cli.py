@@ -23,6 +23,7 @@ from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
 from omni_trace.stack.kafka import KafkaBuildError, ensure_kafka
 from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
 from omni_trace.stack.ports import (
+    DASHBOARD_REPLICA_PORTS,
     PIPELINE_PORTS,
     POSTGRES_PORTS,
     REPLICA_PORTS,
@@ -94,13 +95,14 @@ def _check_not_running(stack_file: Path) -> None:
 
 
 def start_stack(args: argparse.Namespace) -> Stack:
-    settings = StackSettings()
-    if args.trace_pipeline:
-        settings = settings.model_copy(update={"trace_pipeline": args.trace_pipeline})
-    if args.database:
-        settings = settings.model_copy(update={"database": args.database})
-    if args.omni2_replicas:
-        settings = settings.model_copy(update={"omni2_replicas": args.omni2_replicas})
+    # Options win over the environment (OMNI_TRACE_*); --scale sets what it names unless an
+    # option or variable sets it too.
+    given = {
+        name: getattr(args, name)
+        for name in ("scale", "trace_pipeline", "database", "omni2_replicas", "dashboard_replicas")
+        if getattr(args, name)
+    }
+    settings = StackSettings(**given)
     _check_not_running(args.stack_file)
     if args.free_ports:
         ports = Ports.free(settings.host)
@@ -111,6 +113,8 @@ def start_stack(args: argparse.Namespace) -> Stack:
             skip |= POSTGRES_PORTS
         if settings.omni2_replicas < 2:
             skip |= REPLICA_PORTS
+        if settings.dashboard_replicas < 2:
+            skip |= DASHBOARD_REPLICA_PORTS
         if settings.jaeger_query_url:
             skip |= {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
         busy = busy_ports(ports, settings.host, skip)
@@ -479,6 +483,20 @@ def build_parser() -> argparse.ArgumentParser:
             choices=[1, 2],
             help="OMNI2 processes behind Traefik's load balancer (default 1; with 2 they share "
             "the per-user connection limit through the database; OMNI_TRACE_OMNI2_REPLICAS)",
+        )
+        p.add_argument(
+            "--dashboard-replicas",
+            type=int,
+            choices=[1, 2],
+            help="dashboard processes (default 1; with 2, Traefik's front entry point takes the "
+            "dashboard's address and balances between them; OMNI_TRACE_DASHBOARD_REPLICAS)",
+        )
+        p.add_argument(
+            "--scale",
+            action="store_true",
+            default=None,
+            help="the scale-out profile: --trace-pipeline kafka --database postgres "
+            "--omni2-replicas 2 --dashboard-replicas 2, each overridable (OMNI_TRACE_SCALE)",
         )
         p.add_argument(
             "--trace-pipeline",

@@ -419,6 +419,7 @@ class LinkRole:
     UPSTREAM_CONNECT: Final = "upstream-connect"  # dashboard relay -> its upstream connect span
     GATEWAY: Final = "gateway"  # omni2 turn -> the Traefik span it was reached through
     CLIENT: Final = "client"  # dashboard span -> the client's span (client_trace=link mode)
+    FRONT_GATEWAY: Final = "front-gateway"  # dashboard connect -> Traefik's front entry span
 
 
 class McpMeta:

@@ -86,6 +86,15 @@ def client_parent(
     return with_decision(set_span_in_context(NonRecordingSpan(client), Context()), keep), []
 
 
+def gateway_links(headers: Mapping[str, Any]) -> list[Link]:
+    """A link to the span of the gateway in front of us (its `traceparent` header). The
+    gateway starts its own trace for a browser, which cannot send headers, so the link is
+    what ties it to the connection; parsed like client context, since a client could send
+    the header itself when nothing stands in front."""
+    gateway = untrusted_span_context(headers)
+    return [] if gateway is None else [Link(gateway, {Attr.LINK_ROLE: LinkRole.FRONT_GATEWAY})]
+
+
 def w3c_carrier(span_or_context: Span | Context) -> dict[str, str]:
     """`{"traceparent": ..., "tracestate"?: ...}` for a span, for query strings and frames."""
     ctx = (

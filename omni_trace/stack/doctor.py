@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
@@ -76,13 +78,52 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
         "auth": _probe_http("auth service", f"{info.auth_url}/healthz"),
         "omni2": _probe_http("omni2", f"{info.omni2_url}/healthz"),
         "jaeger": _probe_http("jaeger query API", f"{info.jaeger_query_url}/api/services"),
-        # The other OMNI2 replicas, and the Kafka trace pipeline's parts.
+        # The other OMNI2 replicas, each dashboard process behind Traefik's front entry
+        # point, and the Kafka trace pipeline's parts.
         **{
             f"omni2-{n}": _probe_http(f"omni2 replica {n}", f"{url}/healthz")
             for n, url in enumerate(info.omni2_replicas[1:], 2)
         },
+        **{
+            f"dashboard-{n}": _probe_http(f"dashboard replica {n}", f"{url}/healthz")
+            for n, url in enumerate(info.dashboard_replicas, 1)
+            if len(info.dashboard_replicas) > 1
+        },
         **{name: _probe_http(name, url) for name, url in info.jaeger_parts.items()},
+        **_scale_checks(info),
     }
+
+
+def _scale_checks(info: StackInfo) -> dict[str, Check]:
+    """What answers no HTTP health check: the Kafka broker and PostgreSQL (a TCP connect),
+    and the balancer in front of the collectors (the collectors' own 405 through it)."""
+    checks = {}
+    if info.kafka_brokers:
+        checks["kafka"] = _probe_tcp("kafka broker", info.kafka_brokers)
+        checks["otlp-balancer"] = _probe_http(
+            "OTLP balancer -> collectors", f"{info.otlp_http_endpoint}/v1/traces", 405
+        )
+    database = _postgres_address(info.omni2_database_url)
+    if database is not None:
+        checks["postgres"] = _probe_tcp("postgresql", database)
+    return checks
+
+
+def _postgres_address(database_url: str) -> str | None:
+    """host:port of a PostgreSQL URL (never its password), None for any other database."""
+    parts = urlsplit(database_url)
+    if not parts.scheme.startswith("postgresql") or not parts.hostname:
+        return None
+    return f"{parts.hostname}:{parts.port or 5432}"
+
+
+def _probe_tcp(name: str, address: str) -> Check:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError) as err:
+        return Check(name, False, f"no TCP connection to {address}: {err}")
+    return Check(name, True, f"accepts TCP connections ({address})")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ class Ports:
     jaeger_query_health: int = 13138
     postgres: int = 15432  # the runner's PostgreSQL (database=postgres)
     omni2_2: int = 8002  # the second OMNI2 replica (omni2_replicas=2)
+    # With dashboard_replicas=2, `dashboard` is Traefik's front entry point and these the
+    # dashboard processes behind it.
+    dashboard_1: int = 8092
+    dashboard_2: int = 8093
+    # The Kafka pipeline's first collector (OTLP/HTTP); otlp_http is then the balancer
+    # in front of both collectors.
+    collector1_otlp_http: int = 4338
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
@@ -59,10 +66,12 @@ class Ports:
 # checks them only for those).
 POSTGRES_PORTS = frozenset({"postgres"})
 REPLICA_PORTS = frozenset({"omni2_2"})
+DASHBOARD_REPLICA_PORTS = frozenset({"dashboard_1", "dashboard_2"})
 PIPELINE_PORTS = frozenset(
     {
         "kafka",
         "kafka_controller",
+        "collector1_otlp_http",
         "collector2_otlp_http",
         "collector2_otlp_grpc",
         "collector2_health",

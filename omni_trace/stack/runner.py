@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import yaml
 
 from omni_trace.stack.jaeger_build import ensure_jaeger
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
@@ -52,6 +53,7 @@ PIPELINE = (
     "jaeger-ingester-2",
     "jaeger-collector-1",
     "jaeger-collector-2",
+    "otlp-balancer",
 )
 # Stopped in reverse: the services first, then the collectors (which flush to Kafka), the
 # ingesters, and the storage last.
@@ -64,6 +66,7 @@ SERVICE_ORDER = (
     "omni2-2",
     "traefik",
     "dashboard",
+    "dashboard-2",
     "frontend",
     "prometheus",
     "flowview",
@@ -76,7 +79,7 @@ START_STAGES = (
     PIPELINE[2:],
     ("auth", "mcp-tools", "omni2", "dashboard", "frontend", "prometheus", "flowview"),
     # After the first: two replicas creating and seeding one new database at once would race.
-    ("omni2-2",),
+    ("omni2-2", "dashboard-2"),
     ("traefik",),
 )
 
@@ -149,6 +152,9 @@ class StackInfo:
     # memory: one Jaeger. kafka: collectors > Kafka > ingesters > Badger (see jaeger_parts).
     # Every OMNI2 replica's URL (the first is omni2_url); Traefik balances between them.
     omni2_replicas: list[str] = field(default_factory=list)
+    # Every dashboard process's own URL. With two, dashboard_url is Traefik's front entry
+    # point, which balances between them.
+    dashboard_replicas: list[str] = field(default_factory=list)
     trace_pipeline: str = "memory"
     kafka_brokers: str = ""
     # Each part of the Kafka pipeline and its health URL (collectors, ingesters, storage, query).
@@ -261,6 +267,14 @@ class Stack:
                 f"http://{host}:{port}"
                 for port in (self.ports.omni2, self.ports.omni2_2)[: self.settings.omni2_replicas]
             ],
+            dashboard_replicas=(
+                [
+                    f"http://{host}:{port}"
+                    for port in (self.ports.dashboard_1, self.ports.dashboard_2)
+                ]
+                if self.settings.dashboard_replicas > 1
+                else [f"http://{host}:{self.ports.dashboard}"]
+            ),
             trace_pipeline="kafka" if kafka else "memory",
             kafka_brokers=f"{host}:{self.ports.kafka}" if kafka else "",
             jaeger_parts=self._jaeger_parts() if kafka else {},
@@ -476,35 +490,48 @@ class Stack:
             services[name] = _Service(
                 name, [sys.executable, "-m", "services.omni2"], env, _http_ok(f"{url}/healthz")
             )
-        traefik = traefik_binary()
-        if traefik is None:
-            raise StackError("no traefik binary: install the project (pip install -e .)")
         services["traefik"] = _Service(
             "traefik",
-            [str(traefik), f"--configFile={self._render_traefik_config()}"],
+            [str(self._traefik), f"--configFile={self._render_traefik_config()}"],
             {
                 **base,
                 "OMNI2_AUTH_VERIFY_URL": f"{info.auth_url}/verify",
                 "OMNI2_BACKEND_URLS": ",".join(info.omni2_replicas),
+                "DASHBOARD_BACKEND_URLS": (
+                    ",".join(info.dashboard_replicas) if self._front_gateway else ""
+                ),
             },
             # Readiness is a request through the real route: 401 means the router is loaded
-            # and ForwardAuth reached the auth service (404 = routes not loaded yet).
-            _http_status(f"{info.traefik_url}/ws/chat", 401),
+            # and ForwardAuth reached the auth service (404 = routes not loaded yet); the
+            # front route, when there is one, reaches a dashboard.
+            _all_ready(
+                _http_status(f"{info.traefik_url}/ws/chat", 401),
+                *([_http_ok(f"{info.dashboard_url}/healthz")] if self._front_gateway else []),
+            ),
         )
-        services["dashboard"] = _Service(
-            "dashboard",
-            [sys.executable, "-m", "services.dashboard"],
-            {
+        dashboards = info.dashboard_replicas
+        for n, url in enumerate(dashboards, 1):
+            name = "dashboard" if n == 1 else f"dashboard-{n}"
+            env = {
                 **python,
                 "DASHBOARD_HOST": host,
-                "DASHBOARD_PORT": str(p.dashboard),
+                "DASHBOARD_PORT": url.rsplit(":", 1)[1],
                 "DASHBOARD_UPSTREAM_WS_URL": info.traefik_ws_url,
                 # Logins read users from OMNI2's database; refusals are written to it.
                 "DASHBOARD_DATABASE_URL": info.omni2_database_url,
                 "DASHBOARD_ALLOWED_ORIGINS": json.dumps([info.frontend_url]),
-            },
-            _http_ok(f"{info.dashboard_url}/healthz"),
-        )
+            }
+            if len(dashboards) > 1:  # behind Traefik's front entry point
+                env |= {
+                    "DASHBOARD_BEHIND_GATEWAY": "true",
+                    "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={name}",
+                }
+            services[name] = _Service(
+                name,
+                [sys.executable, "-m", "services.dashboard"],
+                env,
+                _http_ok(f"{url}/healthz"),
+            )
         services["frontend"] = _Service(
             "frontend",
             [sys.executable, "-m", "services.frontend"],
@@ -570,28 +597,38 @@ class Stack:
             return flow_view_url(self.info.flowview_url, "{trace_id}")
         return "{jaeger_query_url}/api/traces/{trace_id}"
 
-    def _render_traefik_config(self) -> Path:
-        dynamic = SERVICES_DIR / "traefik" / "dynamic.yml"
-        template = (SERVICES_DIR / "traefik" / "traefik.yml").read_text()
-        if not self.tracing:
-            # "Off" means off in every layer: the tracing block is the file's last section.
-            template = template[: template.index("\ntracing:")] + "\n"
-        static = Template(template).substitute(
-            TRAEFIK_ADDRESS=f"{self.settings.host}:{self.ports.traefik}",
-            TRAEFIK_DYNAMIC_FILE=str(dynamic),
-            TRAEFIK_ACCESS_LOG=self.info.traefik_access_log,
-            TRAEFIK_OTLP_TRACES_URL=f"{self._traefik_otlp_endpoint}/v1/traces",
-        )
-        path = self.config_dir / "traefik.yml"
-        path.write_text(static)
-        return path
+    @property
+    def _traefik(self) -> Path:
+        traefik = traefik_binary()
+        if traefik is None:
+            raise StackError("no traefik binary: install the project (pip install -e .)")
+        return traefik
 
     @property
-    def _traefik_otlp_endpoint(self) -> str:
-        """Traefik exports to the second collector of the Kafka pipeline: both carry chains."""
-        if self.info.trace_pipeline == "kafka":
-            return f"http://{self.settings.host}:{self.ports.collector2_otlp_http}"
-        return self.info.otlp_http_endpoint
+    def _front_gateway(self) -> bool:
+        """Dashboard replicas: Traefik's front entry point takes the dashboard's address."""
+        return len(self.info.dashboard_replicas) > 1
+
+    def _render_traefik_config(self) -> Path:
+        template = (SERVICES_DIR / "traefik" / "traefik.yml").read_text()
+        config = yaml.safe_load(
+            Template(template).substitute(
+                TRAEFIK_ADDRESS=f"{self.settings.host}:{self.ports.traefik}",
+                TRAEFIK_DYNAMIC_FILE=str(SERVICES_DIR / "traefik" / "dynamic.yml"),
+                TRAEFIK_ACCESS_LOG=self.info.traefik_access_log,
+                TRAEFIK_OTLP_TRACES_URL=f"{self.info.otlp_http_endpoint}/v1/traces",
+            )
+        )
+        if not self.tracing:
+            del config["tracing"]  # "off" means off in every layer
+        if self._front_gateway:
+            # The same entry point as the gateway's, on the dashboard's public address.
+            front = dict(config["entryPoints"]["web"])
+            front["address"] = f"{self.settings.host}:{self.ports.dashboard}"
+            config["entryPoints"]["front"] = front
+        path = self.config_dir / "traefik.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
     def _jaeger_parts(self) -> dict[str, str]:
         host, p = self.settings.host, self.ports
@@ -661,7 +698,10 @@ class Stack:
         }
         for n in (1, 2):
             services[f"jaeger-ingester-{n}"] = role(f"jaeger-ingester-{n}", "ingester.yaml")
-        otlp = {1: (p.otlp_http, p.otlp_grpc), 2: (p.collector2_otlp_http, p.collector2_otlp_grpc)}
+        otlp = {
+            1: (p.collector1_otlp_http, p.otlp_grpc),
+            2: (p.collector2_otlp_http, p.collector2_otlp_grpc),
+        }
         for n, (http, grpc) in otlp.items():
             services[f"jaeger-collector-{n}"] = role(
                 f"jaeger-collector-{n}",
@@ -669,7 +709,32 @@ class Stack:
                 JAEGER_OTLP_HTTP=f"{host}:{http}",
                 JAEGER_OTLP_GRPC=f"{host}:{grpc}",
             )
+        services["otlp-balancer"] = _Service(
+            "otlp-balancer",
+            [str(self._traefik), f"--configFile={self._render_otlp_balancer_config()}"],
+            {
+                **base,
+                "OTLP_COLLECTOR_URLS": ",".join(
+                    f"http://{host}:{http}" for http, _ in otlp.values()
+                ),
+            },
+            # The collectors' answer to a GET (405) through the route: loaded, and one is up.
+            _http_status(f"{info.otlp_http_endpoint}/v1/traces", 405),
+        )
         return services
+
+    def _render_otlp_balancer_config(self) -> Path:
+        template = (SERVICES_DIR / "traefik" / "otlp-balancer.yml").read_text()
+        path = self.config_dir / "otlp-balancer.yml"
+        path.write_text(
+            Template(template).substitute(
+                OTLP_BALANCER_ADDRESS=f"{self.settings.host}:{self.ports.otlp_http}",
+                OTLP_BALANCER_DYNAMIC_FILE=str(
+                    SERVICES_DIR / "traefik" / "otlp-balancer-dynamic.yml"
+                ),
+            )
+        )
+        return path
 
     def _render_jaeger_ui_config(self) -> str:
         """The UI's links to the flow view; empty (no UI configuration) without one."""
@@ -746,11 +811,20 @@ def _http_status(url: str, status: int) -> Callable[[httpx.Client], bool]:
     return lambda client: client.get(url).status_code == status
 
 
+def _all_ready(*checks: Callable[[httpx.Client], bool]) -> Callable[[httpx.Client], bool]:
+    return lambda client: all(check(client) for check in checks)
+
+
 def stack_summary(info: StackInfo) -> dict[str, Any]:
     return {
         "chat page (browser)": info.frontend_url,
         "WebSocket test page": f"{info.frontend_url}/test_ws_chat.html",
         "dashboard (login, /ws/chat)": info.dashboard_url,
+        **(
+            {"dashboard replicas": ", ".join(info.dashboard_replicas)}
+            if len(info.dashboard_replicas) > 1
+            else {}
+        ),
         "traefik (gateway)": info.traefik_url,
         "auth (ForwardAuth)": info.auth_url,
         "omni2 (backend)": ", ".join(info.omni2_replicas) or info.omni2_url,

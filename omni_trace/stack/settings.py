@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +63,13 @@ class StackSettings(BaseSettings):
         description="OMNI2 processes behind Traefik's load balancer (health-checked); with 2 "
         "they share the per-user connection limit through the database.",
     )
+    dashboard_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="Dashboard processes; with 2, Traefik's `front` entry point takes the "
+        "dashboard's address and balances between them (a WebSocket stays on its replica).",
+    )
     trace_pipeline: Literal["memory", "kafka"] = Field(
         default="memory",
         description="memory: one Jaeger holding traces in memory. kafka: the scale-out "
@@ -70,3 +77,23 @@ class StackSettings(BaseSettings):
         "persistent Badger store shared through Jaeger's remote storage, and a query service.",
     )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")
+    scale: bool = Field(
+        default=False,
+        description="The scale-out profile: the Kafka trace pipeline, the runner's PostgreSQL, "
+        "2 OMNI2 replicas and 2 dashboard replicas. A setting given on its own still wins.",
+    )
+
+    @model_validator(mode="after")
+    def _scale_profile(self) -> StackSettings:
+        if self.scale:
+            given = self.model_fields_set
+            defaults = {
+                "trace_pipeline": "kafka",
+                "database": "postgres",
+                "omni2_replicas": 2,
+                "dashboard_replicas": 2,
+            }
+            for name, value in defaults.items():
+                if name not in given:
+                    setattr(self, name, value)
+        return self

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosed
 
 from otel.names import Attr, SpanName
-from otel.propagation import client_parent
+from otel.propagation import client_parent, gateway_links
 from otel.redaction import redact_url
 from otel.sampling import decide
 from services.common.protocol import CloseCode, close_reason, error_frame
@@ -75,6 +75,8 @@ async def proxy_chat(websocket: WebSocket, settings: DashboardSettings, log_: Re
     link = settings.client_trace == "link"
     connection = Connection(websocket, settings, keep=decide(settings.trace_sample_ratio))
     parent, links = client_parent(websocket.query_params, keep=connection.keep, link=link)
+    if settings.behind_gateway:
+        links += gateway_links(websocket.headers)
     with tracer.start_as_current_span(
         SpanName.CONNECT,
         context=parent,

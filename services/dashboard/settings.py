@@ -26,6 +26,13 @@ class DashboardSettings(CommonSettings):
         default="ws://127.0.0.1:8090/ws/chat", description="Traefik's /ws/chat route."
     )
     upstream_open_timeout_s: float = Field(default=5.0, gt=0)
+    behind_gateway: bool = Field(
+        default=False,
+        description="A gateway (Traefik's `front` entry point, with dashboard replicas) "
+        "reaches the dashboard: the client's address is the last X-Forwarded-For entry, "
+        "and each connect span links to the gateway's span from the traceparent header. "
+        "Only for a dashboard that nothing else can reach: a client could set both.",
+    )
     token_ttl_s: int = Field(default=3600, gt=0)
 
     # -- who may talk to the dashboard --------------------------------------------------------

@@ -116,3 +116,30 @@ def test_demo_logins_come_from_what_omni2_wrote(tmp_path: Path) -> None:
     assert stack._demo_passwords() == {}
     written.write_text(json.dumps({"alice": "alice-demo"}))
     assert stack._demo_passwords() == {"alice": "alice-demo"}
+
+
+def test_the_scale_profile_sets_what_it_names_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scale = StackSettings(scale=True)
+    assert (scale.trace_pipeline, scale.database) == ("kafka", "postgres")
+    assert (scale.omni2_replicas, scale.dashboard_replicas) == (2, 2)
+    assert StackSettings(scale=True, omni2_replicas=1).omni2_replicas == 1
+    monkeypatch.setenv("OMNI_TRACE_DATABASE", "sqlite")
+    assert StackSettings(scale=True).database == "sqlite"
+    assert StackSettings().trace_pipeline == "memory"
+
+
+def test_dashboard_replicas_stand_behind_the_front_entry_point(tmp_path: Path) -> None:
+    settings = StackSettings(
+        dashboard_replicas=2,
+        jaeger_query_url="http://127.0.0.1:9",
+        jaeger_otlp_endpoint="http://127.0.0.1:9",
+    )
+    ports = Ports()
+    info = Stack(tmp_path, ports, settings, progress=lambda _: None).info
+    assert info.dashboard_url == f"http://127.0.0.1:{ports.dashboard}"
+    assert info.dashboard_replicas == [
+        f"http://127.0.0.1:{ports.dashboard_1}",
+        f"http://127.0.0.1:{ports.dashboard_2}",
+    ]

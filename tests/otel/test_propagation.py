@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
+from otel.names import Attr, LinkRole
 from otel.propagation import (
     extract_frame,
     extract_untrusted,
+    gateway_links,
     inject_frame,
     remote_span_context,
     w3c_carrier,
@@ -71,3 +74,14 @@ def test_client_flags_and_tracestate_are_not_kept() -> None:
     assert span_context is not None
     assert span_context.trace_flags.sampled  # `-00` does not switch tracing off
     assert len(span_context.trace_state) == 0
+
+
+def test_a_gateway_in_front_is_linked_not_trusted() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("gateway") as gateway:
+        headers = {"traceparent": w3c_carrier(gateway)["traceparent"]}
+    (link,) = gateway_links(headers)
+    assert link.context.span_id == gateway.get_span_context().span_id
+    assert link.attributes == {Attr.LINK_ROLE: LinkRole.FRONT_GATEWAY}
+    assert gateway_links({}) == []
+    assert gateway_links({"traceparent": "00-not-a-trace-01"}) == []
