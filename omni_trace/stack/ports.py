@@ -46,6 +46,8 @@ class Ports:
     # The Kafka pipeline's first collector (OTLP/HTTP); otlp_http is then the balancer
     # in front of both collectors.
     collector1_otlp_http: int = 4338
+    collector2_metrics: int = 8890  # the second collector's Prometheus exporter
+    collector2_thrift_compact: int = 6832  # UDP, the second collector's `jaeger` receiver
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
@@ -72,6 +74,8 @@ PIPELINE_PORTS = frozenset(
         "kafka",
         "kafka_controller",
         "collector1_otlp_http",
+        "collector2_metrics",
+        "collector2_thrift_compact",
         "collector2_otlp_http",
         "collector2_otlp_grpc",
         "collector2_health",

@@ -254,13 +254,13 @@ class Stack:
             frontend_url=f"http://{host}:{self.ports.frontend}",
             mcp_url=f"http://{host}:{self.ports.mcp_tools}/mcp",
             flowview_url=f"http://{host}:{self.ports.flowview}" if viewers else "",
-            # The pipeline's collectors take OTLP only, and compute no span metrics (yet).
+            # With the Kafka pipeline, the first collector's `jaeger` receiver.
             jaeger_thrift_compact=(
-                "" if external or kafka else f"{host}:{self.ports.jaeger_thrift_compact}"
+                "" if external else f"{host}:{self.ports.jaeger_thrift_compact}"
             ),
             prometheus_url=(
                 f"http://{host}:{self.ports.prometheus}"
-                if viewers and prometheus_binary(self.settings) and not external and not kafka
+                if viewers and prometheus_binary(self.settings) and not external
                 else ""
             ),
             omni2_replicas=[
@@ -699,15 +699,17 @@ class Stack:
         for n in (1, 2):
             services[f"jaeger-ingester-{n}"] = role(f"jaeger-ingester-{n}", "ingester.yaml")
         otlp = {
-            1: (p.collector1_otlp_http, p.otlp_grpc),
-            2: (p.collector2_otlp_http, p.collector2_otlp_grpc),
+            1: (p.collector1_otlp_http, p.otlp_grpc, p.jaeger_thrift_compact),
+            2: (p.collector2_otlp_http, p.collector2_otlp_grpc, p.collector2_thrift_compact),
         }
-        for n, (http, grpc) in otlp.items():
+        for n, (http, grpc, thrift) in otlp.items():
             services[f"jaeger-collector-{n}"] = role(
                 f"jaeger-collector-{n}",
                 "collector.yaml",
                 JAEGER_OTLP_HTTP=f"{host}:{http}",
                 JAEGER_OTLP_GRPC=f"{host}:{grpc}",
+                JAEGER_METRICS=self._metrics_targets[n - 1],
+                JAEGER_THRIFT_COMPACT=f"{host}:{thrift}",
             )
         services["otlp-balancer"] = _Service(
             "otlp-balancer",
@@ -715,7 +717,7 @@ class Stack:
             {
                 **base,
                 "OTLP_COLLECTOR_URLS": ",".join(
-                    f"http://{host}:{http}" for http, _ in otlp.values()
+                    f"http://{host}:{http}" for http, _, _ in otlp.values()
                 ),
             },
             # The collectors' answer to a GET (405) through the route: loaded, and one is up.
@@ -744,18 +746,30 @@ class Stack:
         path.write_text(json.dumps(jaeger_ui_config(self.info.flowview_url), indent=2))
         return str(path)
 
+    @property
+    def _metrics_targets(self) -> list[str]:
+        """Where Jaeger's Prometheus exporters listen: the one Jaeger, or each collector."""
+        host, p = self.settings.host, self.ports
+        targets = [f"{host}:{p.jaeger_metrics}"]
+        if self.info.trace_pipeline == "kafka":
+            targets.append(f"{host}:{p.collector2_metrics}")
+        return targets
+
     def _render_prometheus_config(self) -> Path:
-        """Prometheus scrapes Jaeger's metrics and the flow view's audit
-        (services/prometheus/prometheus.yml)."""
-        host = self.settings.host
+        """Prometheus scrapes Jaeger's metrics (each collector's, with the Kafka pipeline) and
+        the flow view's audit (services/prometheus/prometheus.yml)."""
         template = (SERVICES_DIR / "prometheus" / "prometheus.yml").read_text()
-        path = self.config_dir / "prometheus.yml"
-        path.write_text(
+        targets = self._metrics_targets
+        config = yaml.safe_load(
             Template(template).substitute(
-                JAEGER_METRICS=f"{host}:{self.ports.jaeger_metrics}",
-                FLOWVIEW=f"{host}:{self.ports.flowview}",
+                JAEGER_METRICS=targets[0],
+                FLOWVIEW=f"{self.settings.host}:{self.ports.flowview}",
             )
         )
+        (jaeger,) = (job for job in config["scrape_configs"] if job["job_name"] == "jaeger")
+        jaeger["static_configs"] = [{"targets": targets}]
+        path = self.config_dir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
     def _wait_ready(self, service: _Service) -> None:

@@ -47,15 +47,24 @@ def ledger_port() -> int:
     return _free_port()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, ledger_port: int) -> Iterator[Stack]:
+# The `jaeger` receiver of the one Jaeger, and of the Kafka pipeline's first collector.
+@pytest.fixture(scope="module", params=["memory", "kafka"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, ledger_port: int
+) -> Iterator[Stack]:
     omni2 = {
         "OMNI2_USAGE_WEBHOOK_URL": f"http://127.0.0.1:{ledger_port}/usage",
         # uber-trace-id beside traceparent: what a jaeger-client service reads.
         "OTEL_PROPAGATORS": "tracecontext,baggage,jaeger",
     }
     run_dir = tmp_path_factory.mktemp("ledger-stack")
-    with running_stack(run_dir, secrets.token_urlsafe(32), service_env={"omni2": omni2}) as s:
+    with running_stack(
+        run_dir,
+        secrets.token_urlsafe(32),
+        service_env={"omni2": omni2},
+        viewers=False,
+        trace_pipeline=request.param,
+    ) as s:
         yield s
 
 

@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,9 @@ from omni_trace.traces import (
     run_audit,
 )
 from otel.names import Service, SpanName
-from tests.stack.conftest import client_provider, running_stack
+from services.common.tokens import issue_token
+from tests.db import Admin
+from tests.stack.conftest import client_provider, new_user, running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -177,3 +180,43 @@ async def test_a_dead_collector_costs_no_span(
             assert_message_chain(message, session)
     finally:
         scale.start_service("jaeger-collector-1")
+
+
+def _prometheus(stack: Stack, promql: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{stack.info.prometheus_url}/api/v1/query", params={"query": promql}, timeout=10
+    )
+    assert answer.status_code == 200, (promql, answer.text)
+    return list(answer.json()["data"]["result"])
+
+
+async def test_metrics_reach_prometheus_once_through_two_collectors(
+    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+) -> None:
+    assert scale.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
+    user = new_user(Admin(scale.info.omni2_database_url))
+    async with open_chat(
+        scale.info.dashboard_ws_url, issue_token(user, SECRET), tracer_provider=provider
+    ) as chat:
+        replies = [await chat.send("Hello metrics"), await chat.send("And again")]
+    assert all(r.ok for r in replies), [r.frame for r in replies]
+    cost = sum(float(r.frame["result"]["cost"]) for r in replies)
+
+    # Several exports of the same cumulative series (every 5 s), through two collectors: it
+    # must be counted once, not once per collector that relayed it.
+    deadline = time.monotonic() + 60
+    while True:
+        found = _prometheus(scale, f'sum(chat_usage_cost_total{{user_id="{user}"}})')
+        spans = _prometheus(
+            scale,
+            'sum by (service_name) (traces_span_metrics_calls_total{span_name="chat.turn"})',
+        )
+        if found and spans and time.monotonic() > deadline - 45:  # 15 s: 3 exports
+            break
+        assert time.monotonic() < deadline, f"cost {found}, span metrics {spans}"
+        await asyncio.sleep(2)
+    assert float(found[0]["value"][1]) == pytest.approx(cost, rel=1e-6)
+    assert {s["metric"]["service_name"] for s in spans} == {Service.OMNI2}
+    for log in Path(scale.info.logs_dir).glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert "Failed to export metrics" not in text, f"{log.name}: metrics refused"
