@@ -488,4 +488,9 @@ def telemetry_markdown() -> str:
     lines.append(f"| `{LinkRole.UPSTREAM_CONNECT}` | the dashboard's `upstream connect` span |")
     lines.append(f"| `{LinkRole.GATEWAY}` | Traefik's `ReverseProxy` span of the connection |")
     lines.append(f"| `{LinkRole.CLIENT}` | the client's span, when the dashboard links instead |")
+    lines.append(
+        f"| `{LinkRole.FRONT_GATEWAY}` | Traefik's `ReverseProxy` span of the front entry point "
+        "(dashboard replicas), from the dashboard's `chat.connect`, in the trace Traefik started "
+        "for the handshake |"
+    )
     return "\n".join(lines) + "\n"
