@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+
 from omni_trace.stack import bench as bench_mod
+from omni_trace.stack import bench_scale, doctor
 from omni_trace.stack import demo as demo_mod
-from omni_trace.stack import doctor
 from omni_trace.stack import users as users_mod
 from omni_trace.stack.client import ChatError, login, open_chat
 from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
@@ -65,6 +67,7 @@ quick start:
   omni-trace doctor          where does the chain break?
   omni-trace users list      OMNI2's users, roles, limits (also add, passwd, block, limits)
   omni-trace bench --quick   what tracing costs: the same load with tracing on and off
+  omni-trace bench --scale   the scale-out profile: 500 chats, nothing lost, 1 vs 2 OMNI2
 """
 
 
@@ -99,8 +102,15 @@ def start_stack(args: argparse.Namespace) -> Stack:
     # option or variable sets it too.
     given = {
         name: getattr(args, name)
-        for name in ("scale", "trace_pipeline", "database", "omni2_replicas", "dashboard_replicas")
-        if getattr(args, name)
+        for name in (
+            "scale",
+            "trace_pipeline",
+            "database",
+            "omni2_replicas",
+            "dashboard_replicas",
+            "conversation_sample_ratio",
+        )
+        if getattr(args, name) is not None
     }
     settings = StackSettings(**given)
     _check_not_running(args.stack_file)
@@ -263,19 +273,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     spec = _spec(args)
     with JaegerClient(_jaeger_url(args)) as jaeger:
         reports = audit.run_audit(jaeger, query, _progress, settle_s=args.settle, spec=spec)
+        sampled_out = audit.find_sampled_out(jaeger, query, spec)
     flow_view = _flow_view(args)
     if args.json:
-        print(audit.render_json(reports, flow_view))
+        print(audit.render_json(reports, flow_view, sampled_out))
     else:
         print(audit.render_table(reports, spec))
         letters = ", ".join(f"{name[0].upper()} {name}" for name in spec.layer_names)
         print(f"\nlayers ({spec.name}): {letters}; latencies in ms")
         print(audit.summary(reports))
+        if sampled_out:
+            print(audit.sampling_note(sampled_out))
         if flow_view and reports:
             print(audit.render_links(reports, flow_view))
     if not reports:
         _progress(f"no message traces found for {query.describe()}")
-    return audit.exit_code(reports, query, args.allow_errors)
+    return audit.exit_code(reports, query, args.allow_errors, sampled_out)
 
 
 def _latest_message_trace(jaeger: JaegerClient, spec: ChainSpec) -> str:
@@ -388,6 +401,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale:
+        return cmd_bench_scale(args)
+    if args.samples is not None:
+        raise SystemExit("omni-trace bench: --samples is an option of --scale")
     preset = bench_mod.QUICK if args.quick else bench_mod.BenchConfig()
     given = {
         "burst": args.connections,
@@ -405,6 +422,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lost = report["on"]["burst"]["lost"] + report["off"]["burst"]["lost"]
     lost += report["on"]["steady"]["lost"] + report["off"]["steady"]["lost"]
     return 1 if lost else 0
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    """`bench --scale`: its own stacks and phases (omni_trace/stack/bench_scale.py)."""
+    unused = [
+        option
+        for option, value in (
+            ("--rounds", args.rounds),
+            ("--history-rows", args.history_rows),
+            ("--database-url", args.database_url),
+        )
+        if value is not None
+    ]
+    if unused:
+        raise SystemExit(
+            f"omni-trace bench --scale: {', '.join(unused)} belong to the on/off bench"
+        )
+    preset = bench_scale.QUICK if args.quick else bench_scale.ScaleConfig()
+    given = {
+        "burst": args.connections,
+        "burst_spread_s": args.burst_seconds,
+        "clients": args.clients,
+        "messages": args.messages,
+        "samples": args.samples,
+        "token_delay_ms": args.token_delay_ms,
+    }
+    cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
+    report = bench_scale.run_scale_bench(cfg, Path(args.run_dir), _progress)
+    print(bench_scale.to_json(report) if args.json else bench_scale.render(report))
+    return 0 if report["zero_lost"] else 1
 
 
 def cmd_names(args: argparse.Namespace) -> int:
@@ -497,6 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="the scale-out profile: --trace-pipeline kafka --database postgres "
             "--omni2-replicas 2 --dashboard-replicas 2, each overridable (OMNI_TRACE_SCALE)",
+        )
+        p.add_argument(
+            "--conversation-sample-ratio",
+            type=float,
+            metavar="R",
+            help="with the Kafka pipeline: keep each conversation with probability R (0..1), "
+            "whole, in the ingesters' tail sampling; failed, refused, slow and broken messages "
+            "always (OMNI_TRACE_CONVERSATION_SAMPLE_RATIO; docs/sampling.md)",
         )
         p.add_argument(
             "--trace-pipeline",
@@ -645,9 +700,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="what tracing costs: two stacks, tracing on then off, the same load, side by side",
-        description=bench_mod.__doc__,
+        help="what tracing costs (tracing on vs off), or with --scale the scale-out profile",
+        description=f"{bench_mod.__doc__}\n{bench_scale.__doc__}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale-out profile instead of on vs off: a burst through --scale with "
+        "nothing lost and every chain whole, chats per second with 1 vs 2 OMNI2 replicas, "
+        "done -> queryable for the small stack and the Kafka pipeline (about 10 minutes; "
+        "--quick about 2)",
     )
     bench.add_argument(
         "--quick", action="store_true", help="a small load (seconds, for tests and a first look)"
@@ -667,6 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clients", type=int, help="steady load: clients (default 16)")
     bench.add_argument("--messages", type=int, help="steady load: messages each (default 50)")
     bench.add_argument(
+        "--samples",
+        type=int,
+        help="--scale: messages timed from done to queryable in Jaeger, per pipeline (default 100)",
+    )
+    bench.add_argument(
         "--history-rows",
         type=int,
         help="long-history phase: messages stored for one user (default 100,000)",
@@ -681,7 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url", help="OMNI2's database, e.g. postgresql+asyncpg://... (default SQLite)"
     )
     bench.add_argument(
-        "--run-dir", default="var/bench", help="configs and logs of the two stacks (var/bench)"
+        "--run-dir",
+        default="var/bench",
+        help="configs and logs of the stacks (var/bench; --scale's in its scale/, made anew)",
     )
     bench.set_defaults(func=cmd_bench)
 
@@ -728,6 +798,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         SpecError,
     ) as err:
         print(f"omni-trace: {err}", file=sys.stderr)
+        return 2
+    except ValidationError as err:  # an option or OMNI_TRACE_* variable out of range
+        for problem in err.errors():
+            where = ".".join(str(part) for part in problem["loc"])
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            print(f"omni-trace: {f'{where}: ' if where else ''}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -278,7 +278,13 @@ class Attr:
     REPLY_CHARS: Final = _attr("chat.reply.chars", "length of the streamed reply")
     TOKEN_FRAMES: Final = _attr("chat.token_frames", "token frames streamed for one message")
     TIME_TO_FIRST_TOKEN: Final = _attr(
-        "chat.time_to_first_token_ms", "client: ms from send to the first token frame"
+        "chat.time_to_first_token_ms",
+        "ms to the first token frame: client, from sending; omni2's turn, from receiving",
+    )
+    SAMPLE_KEEP: Final = _attr(
+        "chat.sample.keep",
+        "omni2 (conversation sampling on): the conversation's keep decision, a hash of its id "
+        "against the ratio; the ingesters' tail sampling reads it (docs/sampling.md)",
     )
     AUTH_RESULT: Final = _attr("auth.result", "`allowed` or `denied`")
     AUTH_FAILURE: Final = _attr("auth.failure_reason", "why a token was refused")

@@ -10,6 +10,7 @@ reach a sampler: `otel.propagation.extract_untrusted` rewrites them.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 
@@ -30,6 +31,13 @@ _DECISION = create_key("omni-trace.sampling-decision")
 def decide(ratio: float) -> bool:
     """One connection's decision: keep it with probability `ratio` (0..1)."""
     return ratio >= 1.0 or (ratio > 0.0 and random.random() < ratio)
+
+
+def conversation_keep(conversation_id: str, ratio: float) -> bool:
+    """A conversation's decision, the same in every process and every replica, and on every
+    reconnect to it: its id hashed to a fraction in [0, 1), kept below `ratio`."""
+    digest = hashlib.sha256(conversation_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < ratio
 
 
 def with_decision(ctx: Context | None, keep: bool) -> Context:

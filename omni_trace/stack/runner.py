@@ -481,6 +481,10 @@ class Stack:
                 "OMNI2_MCP_AUTH_TOKEN": self.mcp_auth_token,
                 "OMNI2_DEMO_USERS_FILE": str(self._demo_users_file),
             }
+            if self.settings.conversation_sample_ratio is not None:
+                env["OMNI2_CONVERSATION_SAMPLE_RATIO"] = str(
+                    self.settings.conversation_sample_ratio
+                )
             if len(replicas) > 1:  # one connection limit across the replicas
                 env |= {
                     "OMNI2_CONNECTION_SLOTS": "database",
@@ -665,15 +669,16 @@ class Stack:
 
         def role(
             name: str,
-            config: str,
+            *configs: str,
             ready: Callable[[httpx.Client], bool] | None = None,
             **env: str,
         ) -> _Service:
-            """A Jaeger process in one role; ready when its health check (or `ready`) says."""
+            """A Jaeger process in one role (its configs merged, later ones over earlier);
+            ready when its health check (or `ready`) says."""
             health = parts[name]
             return _Service(
                 name,
-                [jaeger, f"--config={scale / config}"],
+                [jaeger, *(f"--config={scale / config}" for config in configs)],
                 {**shared, "JAEGER_HEALTH": urlsplit(health).netloc, **env},
                 ready or _http_ok(health),
             )
@@ -691,13 +696,20 @@ class Stack:
             "jaeger-query": role(
                 "jaeger-query",
                 "query.yaml",
-                _http_ok(f"{info.jaeger_query_url}/api/services"),
+                ready=_http_ok(f"{info.jaeger_query_url}/api/services"),
                 JAEGER_QUERY_HTTP=f"{host}:{p.jaeger_query}",
                 JAEGER_QUERY_GRPC=f"{host}:{p.jaeger_query_grpc}",
             ),
         }
+        sampling = self.settings.conversation_sample_ratio is not None
         for n in (1, 2):
-            services[f"jaeger-ingester-{n}"] = role(f"jaeger-ingester-{n}", "ingester.yaml")
+            services[f"jaeger-ingester-{n}"] = role(
+                f"jaeger-ingester-{n}",
+                "ingester.yaml",
+                *(["tail-sampling.yaml"] if sampling else []),
+                JAEGER_TAIL_DECISION_WAIT=f"{self.settings.tail_sampling_wait_s:g}s",
+                JAEGER_SLOW_FIRST_TOKEN_MS=f"{self.settings.slow_first_token_ms:g}",
+            )
         otlp = {
             1: (p.collector1_otlp_http, p.otlp_grpc, p.jaeger_thrift_compact),
             2: (p.collector2_otlp_http, p.collector2_otlp_grpc, p.collector2_thrift_compact),

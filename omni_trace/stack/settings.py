@@ -77,6 +77,25 @@ class StackSettings(BaseSettings):
         "persistent Badger store shared through Jaeger's remote storage, and a query service.",
     )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")
+    conversation_sample_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Kafka pipeline: conversation-consistent tail sampling in the ingesters "
+        "(docs/sampling.md). A conversation is kept with this probability, whole; failed, "
+        "refused, slow and broken messages always. Unset: every trace is kept.",
+    )
+    tail_sampling_wait_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long an ingester holds a trace before deciding: longer than the "
+        "slowest answer.",
+    )
+    slow_first_token_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="Tail sampling keeps every message whose first token took this long.",
+    )
     scale: bool = Field(
         default=False,
         description="The scale-out profile: the Kafka trace pipeline, the runner's PostgreSQL, "
@@ -96,4 +115,9 @@ class StackSettings(BaseSettings):
             for name, value in defaults.items():
                 if name not in given:
                     setattr(self, name, value)
+        if self.conversation_sample_ratio is not None and self.trace_pipeline != "kafka":
+            raise ValueError(
+                "conversation sampling is done by the Kafka pipeline's ingesters: "
+                "add --trace-pipeline kafka (or --scale)"
+            )
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +69,30 @@ def find_message_traces(
     with ThreadPoolExecutor(max(len(layers), 1)) as pool:
         found = list(pool.map(search, layers))
     return list(dict.fromkeys(trace_id for ids in found for trace_id in ids))
+
+
+def find_sampled_out(
+    jaeger: JaegerClient, query: AuditQuery, spec: ChainSpec | None = None
+) -> list[str]:
+    """Conversations a tail sampler dropped, as their session traces say: their messages are
+    absent on purpose (all but the failed, refused, slow and broken ones), not broken."""
+    spec = spec or default_spec()
+    if spec.sample_attribute is None:
+        return []
+    end_us = int(time.time() * 1e6)
+    start_us = end_us - int(query.since_s * 1e6)
+    tags = {**query.tags(spec), spec.sample_attribute: "false"}
+    services = sorted(set(jaeger.services()) & {s for layer in spec.layers for s in layer.services})
+    found: dict[str, None] = {}
+    for service in services:
+        for trace_id in jaeger.find_trace_ids(
+            service, tags, limit=query.limit, start_us=start_us, end_us=end_us
+        ):
+            for span in jaeger.get_trace(trace_id):
+                conversation = span.attributes.get(spec.conversation_attribute)
+                if span.attributes.get(spec.sample_attribute) is False and conversation:
+                    found[str(conversation)] = None
+    return list(found)
 
 
 def run_audit(
@@ -192,7 +216,11 @@ def render_links(reports: Iterable[ChainReport], base: str) -> str:
     )
 
 
-def render_json(reports: list[ChainReport], flow_view: str | None = None) -> str:
+def render_json(
+    reports: list[ChainReport],
+    flow_view: str | None = None,
+    sampled_out: Sequence[str] = (),
+) -> str:
     def message(report: ChainReport) -> dict[str, object]:
         found = report.as_dict()
         if flow_view:
@@ -204,13 +232,30 @@ def render_json(reports: list[ChainReport], flow_view: str | None = None) -> str
             "messages": [message(r) for r in reports],
             "broken": sum(r.broken for r in reports),
             "errors": sum(bool(r.errors) for r in reports),
+            "sampled_out_conversations": list(sampled_out),
         },
         indent=2,
     )
 
 
-def exit_code(reports: list[ChainReport], query: AuditQuery, allow_errors: bool) -> int:
-    if not reports and (query.conversation_id or query.user_id):
+def sampling_note(sampled_out: Sequence[str]) -> str:
+    if not sampled_out:
+        return ""
+    return (
+        f"{len(sampled_out)} conversation(s) sampled out by the tail sampler: their session "
+        "traces are kept, their messages only when failed, refused, slow or broken; a message "
+        "missing from them is not a broken chain"
+    )
+
+
+def exit_code(
+    reports: list[ChainReport],
+    query: AuditQuery,
+    allow_errors: bool,
+    sampled_out: Sequence[str] = (),
+) -> int:
+    asked = query.conversation_id or query.user_id
+    if not reports and asked and not sampled_out:
         return 1  # asked about a conversation or user that left no trace at all
     if any(r.broken for r in reports):
         return 1

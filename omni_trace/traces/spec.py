@@ -78,6 +78,10 @@ class ChainSpec:
     model_spans: SpanPattern
     tool_spans: SpanPattern
     source: str = ""  # the file it came from
+    # A boolean attribute by which a tail sampler kept (true) or dropped (false) a
+    # conversation; a session span carries it, so the audit can tell a sampled-out message
+    # (absent on purpose) from a broken one. None: the stack does not sample by conversation.
+    sample_attribute: str | None = None
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -192,6 +196,7 @@ _TOP_KEYS = {
     "first_token_event",
     "model_spans",
     "tool_spans",
+    "sample_attribute",
 }
 
 
@@ -261,6 +266,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
         model_spans=_pattern(top.get("model_spans", {"name": "chat *"}), "model_spans"),
         tool_spans=_pattern(top.get("tool_spans", {"name": "execute_tool*"}), "tool_spans"),
         source=source,
+        sample_attribute=_optional(top, "sample_attribute", source),
     )
 
 

@@ -40,7 +40,7 @@ from otel.metrics import chat_metrics
 from otel.names import Attr, Event, Flow, LinkRole, SpanName
 from otel.propagation import extract_frame, remote_span_context
 from otel.redaction import redact_text
-from otel.sampling import with_decision
+from otel.sampling import conversation_keep, with_decision
 from services.common.protocol import (
     ClientMessage,
     ClientPing,
@@ -200,7 +200,11 @@ class ChatSession:
         return [Link(self.gateway, {Attr.LINK_ROLE: LinkRole.GATEWAY})]
 
     def _attributes(self) -> dict[str, Any]:
-        return {Attr.CONVERSATION_ID: self.conversation_id, Attr.USER_ID: self.user_id}
+        return {
+            Attr.CONVERSATION_ID: self.conversation_id,
+            Attr.USER_ID: self.user_id,
+            **sample_keep(self.settings, self.conversation_id),
+        }
 
     def _in_session_trace(self) -> Context:
         return trace.set_span_in_context(NonRecordingSpan(self.session))
@@ -492,9 +496,12 @@ class ChatSession:
     async def _send_token(self, text: str) -> None:
         if self._awaiting_first_token is not None:
             # Same event as the client's and the dashboard's: time to first token per layer.
+            waited = time.perf_counter() - self._turn_started
             self._awaiting_first_token.add_event(Event.FIRST_TOKEN)
+            # An attribute too: tail sampling keeps the messages whose first token was slow.
+            self._awaiting_first_token.set_attribute(Attr.TIME_TO_FIRST_TOKEN, waited * 1000)
             self._awaiting_first_token = None
-            chat_metrics().first_token(time.perf_counter() - self._turn_started)
+            chat_metrics().first_token(waited)
         await self._send(token_frame(text))
 
     async def _send(self, frame: dict[str, Any]) -> None:
@@ -514,3 +521,11 @@ def _trace_id(span: trace.Span) -> str:
 def _frame_object(text: str | None) -> dict[str, Any]:
     """Best effort: the frame we could not accept as a JSON object, to find its context."""
     return (json_object(text) if text is not None else None) or {}
+
+
+def sample_keep(settings: Omni2Settings, conversation_id: str) -> dict[str, bool]:
+    """`chat.sample.keep` for a conversation's spans, when conversation sampling is on."""
+    ratio = settings.conversation_sample_ratio
+    if ratio is None:
+        return {}
+    return {Attr.SAMPLE_KEEP: conversation_keep(conversation_id, ratio)}

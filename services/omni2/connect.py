@@ -25,7 +25,7 @@ from otel.propagation import extract_headers, remote_span_context
 from services.common.protocol import CloseCode, welcome_frame
 from services.common.refusal import Refusal, refuse
 from services.common.tokens import Identity
-from services.omni2.chat import ChatServices, ChatSession
+from services.omni2.chat import ChatServices, ChatSession, sample_keep
 from services.omni2.checks import CheckRun, Slot, check_connection, check_connections
 from services.omni2.db.repository import FlowRecord, UserContext
 from services.omni2.gateway import gateway_identity
@@ -139,7 +139,8 @@ class ChatConnect:
         """Store the conversation and welcome the client; None if that failed."""
         conversation_id = str(uuid.uuid4())
         attributes = {Attr.USER_ID: user.user_id, Attr.CONVERSATION_ID: conversation_id}
-        span.set_attributes(attributes | {Attr.USER_ROLE: user.role})
+        span.set_attributes({**attributes, Attr.USER_ROLE: user.role})
+        span.set_attributes(sample_keep(self.services.settings, conversation_id))
         checks.flow.append(FlowRecord(Flow.CONNECT, "accepted", "ok", detail={"role": user.role}))
         try:
             await self.services.store.open_conversation(

@@ -82,6 +82,14 @@ class Omni2Settings(CommonSettings):
         description="The system message every model call starts with.",
     )
 
+    conversation_sample_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Conversation-consistent tail sampling (the Kafka pipeline's ingesters "
+        "decide; docs/sampling.md): each conversation's keep decision, a hash of its id "
+        "against this ratio, is recorded on its spans as chat.sample.keep. Unset: not recorded.",
+    )
     turn_span_name: str = Field(
         default=SpanName.TURN,
         min_length=1,

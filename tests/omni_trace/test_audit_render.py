@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from omni_trace.traces.audit import AuditQuery, exit_code, render_json, render_table, summary
+from omni_trace.traces.audit import (
+    AuditQuery,
+    exit_code,
+    render_json,
+    render_table,
+    sampling_note,
+    summary,
+)
 from omni_trace.traces.chain import HOPS, analyze_chain, session_closed_and_whole
 from omni_trace.traces.waterfall import render_waterfall
 from tests.omni_trace.recorded import message_spans, session_spans
@@ -51,3 +58,14 @@ def test_waterfall_rows_and_scale() -> None:
     assert len(lines) == 5
     assert all(line.endswith(" ms") and "█" in line for line in lines[1:])
     assert all(len(line) <= 100 for line in lines[1:])
+
+
+def test_sampled_out_conversations_are_reported_not_broken() -> None:
+    query = AuditQuery(conversation_id="c-1")
+    # Nothing found for a conversation: no trace at all is a failure, sampled out is not.
+    assert exit_code([], query, allow_errors=False) == 1
+    assert exit_code([], query, allow_errors=False, sampled_out=["c-1"]) == 0
+    found = json.loads(render_json([], sampled_out=["c-1"]))
+    assert found["sampled_out_conversations"] == ["c-1"] and found["broken"] == 0
+    assert "1 conversation(s) sampled out" in sampling_note(["c-1"])
+    assert sampling_note([]) == ""

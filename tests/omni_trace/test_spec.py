@@ -29,6 +29,7 @@ def test_the_default_spec_names_what_our_services_emit() -> None:
     }
     assert spec.message_spans == MESSAGE_SPANS
     assert spec.conversation_attribute == Attr.CONVERSATION_ID
+    assert spec.sample_attribute == Attr.SAMPLE_KEEP
     assert spec.user_attribute == Attr.USER_ID
     assert spec.link_role_attribute == Attr.LINK_ROLE
     assert spec.first_token_event == Event.FIRST_TOKEN

@@ -6,7 +6,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision
 
 from otel.propagation import client_parent
-from otel.sampling import ServerDecisionSampler, decide, decision_of, with_decision
+from otel.sampling import (
+    ServerDecisionSampler,
+    conversation_keep,
+    decide,
+    decision_of,
+    with_decision,
+)
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
@@ -34,3 +40,15 @@ def test_client_parent_carries_the_decision_whatever_the_client_says() -> None:
     assert decision_of(ctx) is False and len(links) == 1
     ctx, links = client_parent({"traceparent": "garbage"}, keep=True, link=True)
     assert decision_of(ctx) is True and links == []
+
+
+def test_a_conversation_decision_is_the_same_everywhere_and_follows_the_ratio() -> None:
+    ids = [f"conversation-{n}" for n in range(4000)]
+    kept = [c for c in ids if conversation_keep(c, 0.25)]
+    assert 0.22 < len(kept) / len(ids) < 0.28
+    # A pure function of the id: every replica, and every reconnect, decides alike.
+    assert kept == [c for c in ids if conversation_keep(c, 0.25)]
+    # A larger ratio keeps what a smaller one kept.
+    assert set(kept) <= {c for c in ids if conversation_keep(c, 0.5)}
+    assert all(conversation_keep(c, 1.0) for c in ids[:50])
+    assert not any(conversation_keep(c, 0.0) for c in ids[:50])

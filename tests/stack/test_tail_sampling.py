@@ -1,0 +1,130 @@
+"""Conversation-consistent tail sampling in the Kafka pipeline's ingesters (docs/sampling.md),
+on the real pipeline: with a ratio of 0.5, each conversation is kept or dropped whole as the
+hash of its id says, a failed message of a dropped conversation is kept, every session trace
+is kept, and the audit finds 0 broken chains among kept messages and names the sampled-out
+conversations instead of calling their messages broken."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from omni_trace.stack import Stack
+from omni_trace.stack.client import open_chat
+from omni_trace.traces import (
+    AuditQuery,
+    JaegerClient,
+    TraceFetcher,
+    assert_message_chain,
+    has_spans_named,
+    run_audit,
+)
+from omni_trace.traces.audit import find_sampled_out
+from otel.names import Attr, Service, SpanName
+from otel.sampling import conversation_keep
+from services.common.tokens import issue_token
+from tests.db import Admin
+from tests.stack.conftest import client_provider, new_user, running_stack
+
+pytestmark = pytest.mark.stack
+
+SECRET = secrets.token_urlsafe(32)
+RATIO = 0.5
+WAIT_S = 3.0  # the ingesters' decision wait, short for the test
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(
+        tmp_path_factory.mktemp("tail-sampling"),
+        SECRET,
+        viewers=False,
+        trace_pipeline="kafka",
+        conversation_sample_ratio=RATIO,
+        tail_sampling_wait_s=WAIT_S,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def provider(sampled: Stack) -> Iterator[TracerProvider]:
+    with client_provider(sampled) as provider:
+        yield provider
+
+
+async def test_conversations_are_kept_or_dropped_whole(
+    sampled: Stack, provider: TracerProvider
+) -> None:
+    token = issue_token(new_user(Admin(sampled.info.omni2_database_url)), SECRET)
+    # (conversation, session trace, reply), until both kinds are seen and one refused.
+    chats = []
+    failed = None
+    while len({conversation_keep(c, RATIO) for c, *_ in chats}) < 2 or failed is None:
+        assert len(chats) < 30, "30 conversations hashed to one side: the hash is broken"
+        async with open_chat(
+            sampled.info.dashboard_ws_url, token, tracer_provider=provider
+        ) as chat:
+            conversation = str(chat.conversation_id)
+            reply = await chat.send("sampled or not?")
+            if failed is None and not conversation_keep(conversation, RATIO):
+                # A message OMNI2 refuses (no text) in a dropped conversation: kept anyway.
+                failed = await chat.send("")
+        assert reply.ok, reply.frame
+        chats.append((conversation, chat.session_trace_id, reply))
+    provider.force_flush()
+    kept = {c for c, *_ in chats if conversation_keep(c, RATIO)}
+    dropped = {c for c, *_ in chats} - kept
+
+    with JaegerClient(sampled.info.jaeger_query_url) as jaeger:
+        traces = TraceFetcher(jaeger)
+        # Every session trace is kept, and OMNI2's connect span carries the decision.
+        for conversation, session_id, _ in chats:
+            session = traces.wait(
+                session_id,
+                has_spans_named((Service.OMNI2, SpanName.CONNECT), (Service.TRAEFIK, "GET")),
+                what="the session trace (always kept)",
+                timeout=60,
+            )
+            session.assert_attribute(
+                f"{Service.OMNI2}:{SpanName.CONNECT}",
+                Attr.SAMPLE_KEEP,
+                conversation in kept,
+            )
+        # Kept conversations: their messages are whole.
+        for conversation, _, reply in chats:
+            if conversation in kept:
+                message, session = traces.message(reply, timeout=60)
+                assert_message_chain(message, session)
+        # Past the decision wait (and the pipeline's delay), a dropped conversation's good
+        # message is absent, and stays so.
+        time.sleep(WAIT_S + 5)
+        for conversation, _, reply in chats:
+            if conversation in dropped:
+                assert jaeger.get_trace(reply.trace_id) == [], (
+                    f"message {reply.trace_id} of sampled-out {conversation} was kept"
+                )
+        # The refused message of a dropped conversation is kept.
+        assert failed.frame["type"] == "error", failed.frame
+        refused = traces.wait(
+            failed.trace_id,
+            has_spans_named((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanName.RELAY)),
+            what="the refused message (always kept)",
+            timeout=60,
+        )
+        refused.assert_attribute(f"{Service.OMNI2}:{SpanName.TURN}", Attr.ERROR_TYPE)
+
+        # The audit: 0 broken among the kept messages; the dropped ones are named as sampled
+        # out, not broken.
+        for conversation, _, reply in chats:
+            query = AuditQuery(conversation_id=conversation)
+            reports = run_audit(jaeger, query, settle_s=5)
+            assert not any(r.broken for r in reports), [r.status for r in reports]
+            found = {r.trace_id for r in reports}
+            assert (reply.trace_id in found) == (conversation in kept)
+            assert find_sampled_out(jaeger, query) == (
+                [] if conversation in kept else [conversation]
+            )
