@@ -230,8 +230,12 @@ def render_json(
     return json.dumps(
         {
             "messages": [message(r) for r in reports],
+            # The kept messages (those Jaeger holds) and the conversations a tail sampler
+            # dropped, counted apart: a sampled-out message is absent, not broken.
+            "kept": len(reports),
             "broken": sum(r.broken for r in reports),
             "errors": sum(bool(r.errors) for r in reports),
+            "sampled_out": len(sampled_out),
             "sampled_out_conversations": list(sampled_out),
         },
         indent=2,

@@ -39,7 +39,8 @@ def test_broken_chain_reasons_and_exit_codes() -> None:
     assert (
         summary([whole, broken]) == "2 message(s): 1 whole, 1 broken chain(s), 0 with error spans"
     )
-    assert json.loads(render_json([whole, broken]))["broken"] == 1
+    found = json.loads(render_json([whole, broken]))
+    assert (found["kept"], found["broken"], found["sampled_out"]) == (2, 1, 0)
     assert exit_code([whole], AuditQuery(), allow_errors=False) == 0
     assert exit_code([whole, broken], AuditQuery(), allow_errors=False) == 1
     assert exit_code([], AuditQuery(conversation_id="c"), allow_errors=False) == 1
@@ -67,5 +68,6 @@ def test_sampled_out_conversations_are_reported_not_broken() -> None:
     assert exit_code([], query, allow_errors=False, sampled_out=["c-1"]) == 0
     found = json.loads(render_json([], sampled_out=["c-1"]))
     assert found["sampled_out_conversations"] == ["c-1"] and found["broken"] == 0
+    assert (found["kept"], found["sampled_out"]) == (0, 1)
     assert "1 conversation(s) sampled out" in sampling_note(["c-1"])
     assert sampling_note([]) == ""

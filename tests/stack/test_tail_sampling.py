@@ -1,11 +1,13 @@
 """Conversation-consistent tail sampling in the Kafka pipeline's ingesters (docs/sampling.md),
 on the real pipeline: with a ratio of 0.5, each conversation is kept or dropped whole as the
-hash of its id says, a failed message of a dropped conversation is kept, every session trace
-is kept, and the audit finds 0 broken chains among kept messages and names the sampled-out
-conversations instead of calling their messages broken."""
+hash of its id says; in a dropped conversation a refused message and a message whose tool call
+failed (under a turn that answered well) are kept; every session trace is kept; and the audit,
+as a function and as `omni-trace audit --json`, finds 0 broken chains among kept messages and
+names the sampled-out conversations instead of calling their messages broken."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from omni_trace.cli import main
 from omni_trace.stack import Stack
 from omni_trace.stack.client import open_chat
 from omni_trace.traces import (
@@ -57,12 +60,13 @@ def provider(sampled: Stack) -> Iterator[TracerProvider]:
 
 
 async def test_conversations_are_kept_or_dropped_whole(
-    sampled: Stack, provider: TracerProvider
+    sampled: Stack, provider: TracerProvider, capsys: pytest.CaptureFixture[str]
 ) -> None:
     token = issue_token(new_user(Admin(sampled.info.omni2_database_url)), SECRET)
     # (conversation, session trace, reply), until both kinds are seen and one refused.
     chats = []
-    failed = None
+    failed = tool_failed = None
+    failing = ""  # the dropped conversation of those two
     while len({conversation_keep(c, RATIO) for c, *_ in chats}) < 2 or failed is None:
         assert len(chats) < 30, "30 conversations hashed to one side: the hash is broken"
         async with open_chat(
@@ -73,6 +77,10 @@ async def test_conversations_are_kept_or_dropped_whole(
             if failed is None and not conversation_keep(conversation, RATIO):
                 # A message OMNI2 refuses (no text) in a dropped conversation: kept anyway.
                 failed = await chat.send("")
+                # A message answered well whose tool call failed (the turn, the relay and
+                # the client's span are fine; only execute_tool failed): kept anyway too.
+                tool_failed = await chat.send("run a broken query please")
+                failing = conversation
         assert reply.ok, reply.frame
         chats.append((conversation, chat.session_trace_id, reply))
     provider.force_flush()
@@ -116,6 +124,19 @@ async def test_conversations_are_kept_or_dropped_whole(
             timeout=60,
         )
         refused.assert_attribute(f"{Service.OMNI2}:{SpanName.TURN}", Attr.ERROR_TYPE)
+        assert tool_failed is not None and tool_failed.ok, tool_failed.frame
+        tool_call = f"{Service.OMNI2}:{SpanName.execute_tool('database_query')}"
+        failed_tool = traces.wait(
+            tool_failed.trace_id,
+            has_spans_named(
+                (Service.OMNI2, SpanName.TURN),
+                (Service.OMNI2, SpanName.execute_tool("database_query")),
+            ),
+            what="the message whose tool failed (always kept)",
+            timeout=60,
+        )
+        failed_tool.assert_attribute(tool_call, Attr.ERROR_TYPE, "tool_error")
+        failed_tool.assert_attribute(f"{Service.OMNI2}:{SpanName.TURN}", Attr.SAMPLE_KEEP, False)
 
         # The audit: 0 broken among the kept messages; the dropped ones are named as sampled
         # out, not broken.
@@ -128,3 +149,18 @@ async def test_conversations_are_kept_or_dropped_whole(
             assert find_sampled_out(jaeger, query) == (
                 [] if conversation in kept else [conversation]
             )
+
+    # What a user runs says the same, in numbers: the dropped conversation with the failed
+    # messages holds those two (kept, whole), and is named sampled out.
+    capsys.readouterr()
+    code = main(
+        [
+            *("audit", "--conversation", failing, "--json", "--allow-errors"),
+            *("--settle", "3s", "--jaeger", sampled.info.jaeger_query_url),
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    assert (data["kept"], data["broken"], data["sampled_out"]) == (2, 0, 1), data
+    assert data["sampled_out_conversations"] == [failing]
+    assert {m["trace_id"] for m in data["messages"]} == {failed.trace_id, tool_failed.trace_id}
