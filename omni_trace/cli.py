@@ -429,7 +429,6 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
     unused = [
         option
         for option, value in (
-            ("--rounds", args.rounds),
             ("--history-rows", args.history_rows),
             ("--database-url", args.database_url),
         )
@@ -445,6 +444,7 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         "burst_spread_s": args.burst_seconds,
         "clients": args.clients,
         "messages": args.messages,
+        "rounds": args.rounds,
         "samples": args.samples,
         "token_delay_ms": args.token_delay_ms,
     }
@@ -709,8 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the scale-out profile instead of on vs off: a burst through --scale with "
         "nothing lost and every chain whole, chats per second with 1 vs 2 OMNI2 replicas, "
-        "done -> queryable for the small stack and the Kafka pipeline (about 10 minutes; "
-        "--quick about 2)",
+        "done -> queryable for the small stack and the Kafka pipeline (about 8 minutes on 2 "
+        "cores; --quick about 70 s)",
     )
     bench.add_argument(
         "--quick", action="store_true", help="a small load (seconds, for tests and a first look)"
@@ -719,7 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rounds",
         type=int,
-        help="rounds of (on, off); ratios are the rounds' medians (default 2, --quick 1)",
+        help="rounds of (on, off); ratios are the rounds' medians (default 2, --quick 1). "
+        "With --scale: rounds of (a stack with 1 OMNI2, one with 2) for the steady load "
+        "(default 3, --quick 1)",
     )
     bench.add_argument("--connections", type=int, help="burst: connections (default 500)")
     bench.add_argument(

@@ -387,6 +387,27 @@ def _run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def bench_stack(settings: StackSettings, run_dir: Path, tracing: bool = True) -> Stack:
+    """A stack the bench can load: free ports, no viewers (see Stack), and every dashboard
+    replica's frame limit lifted."""
+    # The bench sends faster than a person: the per-connection frame limit (a protection
+    # with tests of its own) would refuse the load it is here to measure.
+    lifted = {"DASHBOARD_FRAMES_PER_SECOND": "1e6", "DASHBOARD_FRAME_BURST": "1000000"}
+    dashboards = [
+        "dashboard",
+        *(f"dashboard-{n}" for n in range(2, settings.dashboard_replicas + 1)),
+    ]
+    return Stack(
+        run_dir,
+        Ports.free(),
+        settings,
+        service_env={name: lifted for name in dashboards},
+        progress=lambda _: None,
+        tracing=tracing,
+        viewers=False,
+    )
+
+
 def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress) -> RunReport:
     report = RunReport(tracing)
     settings = StackSettings(
@@ -394,19 +415,7 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
         database_url=SecretStr(cfg.database_url) if cfg.database_url else None,
     )
     label = "tracing on" if tracing else "tracing off"
-    stack = Stack(
-        run_dir,
-        Ports.free(),
-        settings,
-        # The bench sends faster than a person: the per-connection frame limit (a protection
-        # with tests of its own) would refuse the load it is here to measure.
-        service_env={
-            "dashboard": {"DASHBOARD_FRAMES_PER_SECOND": "1e6", "DASHBOARD_FRAME_BURST": "1000000"}
-        },
-        progress=lambda _: None,
-        tracing=tracing,
-        viewers=False,
-    )
+    stack = bench_stack(settings, run_dir, tracing)
     progress(f"[{label}] starting the stack ...")
     started = time.perf_counter()
     with stack:
@@ -420,8 +429,8 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
             run = Phase(stack, users, provider, cfg, label, progress)
             # One message first, so first-use costs (imports, pools) are not measured.
             _run(run.chat(0, [TOOL_FREE]))
-            report.burst = _burst_phase(run)
-            report.steady = _steady_phase(run)
+            report.burst = burst_phase(run)
+            report.steady = steady_phase(run)
             run.say(f"hops: {cfg.hop_messages} messages and {cfg.hop_connects} handshakes per path")
             report.hops = _run(hops(run))
             report.history = _history_phase(run)
@@ -441,7 +450,7 @@ def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress
     return report
 
 
-def _burst_phase(run: Phase) -> dict[str, Any]:
+def burst_phase(run: Phase) -> dict[str, Any]:
     cfg = run.cfg
     run.say(f"burst: {cfg.burst} connections within {cfg.burst_spread_s:g} s ...")
     before, mine, started = sample_stack(run.stack), _own_cpu_s(), time.perf_counter()
@@ -471,7 +480,7 @@ def _burst_phase(run: Phase) -> dict[str, Any]:
     }
 
 
-def _steady_phase(run: Phase) -> dict[str, Any]:
+def steady_phase(run: Phase) -> dict[str, Any]:
     run.say(f"steady: {run.cfg.clients} clients x {run.cfg.messages} messages ...")
     before = sample_stack(run.stack)
     samples, wall = _run(steady(run))
@@ -583,7 +592,7 @@ def _check_chains(stack: Stack, trace_ids: list[str], cfg: BenchConfig) -> dict[
 # -- the whole bench ------------------------------------------------------------------------------
 
 
-def _raise_fd_limit() -> None:
+def raise_fd_limit() -> None:
     """A burst holds thousands of sockets across the bench and the stack's processes."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -594,7 +603,7 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress) -> dict[str, 
     """Rounds of (tracing on, tracing off), one stack at a time. A shared machine's noise
     moves a single run's ratios by tens of percent; the medians of several rounds, with
     their range, say more."""
-    _raise_fd_limit()
+    raise_fd_limit()
     rounds = []
     for n in range(1, cfg.rounds + 1):
         if cfg.rounds > 1:

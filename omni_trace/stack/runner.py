@@ -498,6 +498,10 @@ class Stack:
             "traefik",
             [str(self._traefik), f"--configFile={self._render_traefik_config()}"],
             {
+                # Traefik's SDK exports every 5 s by default, which held a whole chain back
+                # by up to 5 s (docs/performance.md); the services' delay is 200 ms too. The
+                # environment's own value wins.
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
                 **base,
                 "OMNI2_AUTH_VERIFY_URL": f"{info.auth_url}/verify",
                 "OMNI2_BACKEND_URLS": ",".join(info.omni2_replicas),
