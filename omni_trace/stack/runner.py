@@ -532,6 +532,8 @@ class Stack:
             if len(dashboards) > 1:  # behind Traefik's front entry point
                 env |= {
                     "DASHBOARD_BEHIND_GATEWAY": "true",
+                    # Failed logins counted once across the replicas, in the database.
+                    "DASHBOARD_LOGIN_LIMITS": "database",
                     "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={name}",
                 }
             services[name] = _Service(

@@ -2,18 +2,20 @@
 
 The users and their Argon2id password hashes live in OMNI2's database (one store: OMNI2
 creates the tables and seeds the demo users, `omni-trace users` adds users and sets
-passwords). The dashboard only reads it. Every attempt costs one hash verification, whether
-the name is known or not, so the answer time does not reveal which names exist; failed
-attempts are limited per user name and per client address (services/dashboard/login_limits.py).
-The password never reaches a span or a log line, and the server span carries `user.id` only
-once the password matched.
+passwords). The dashboard never creates a table: it reads users, and with
+DASHBOARD_LOGIN_LIMITS=database writes the failed-login rows. Every attempt costs one hash
+verification, whether the name is known or not, so the answer time does not reveal which
+names exist; failed attempts are limited per user name and per client address
+(services/dashboard/login_limits.py: in this process, or in that database for dashboard
+replicas). The password never reaches a span or a log line, and the server span carries
+`user.id` only once the password matched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,18 @@ from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from otel.names import Attr
 from services.common.passwords import MAX_PASSWORD_CHARS, dummy_hash, verify_password
 from services.common.tokens import issue_token
-from services.dashboard.login_limits import LimitRefusal, LoginLimits
+from services.dashboard.login_limits import (
+    Attempt,
+    DatabaseLoginLimits,
+    LimitRefusal,
+    LoginLimiter,
+    LoginLimits,
+)
 from services.dashboard.settings import DashboardSettings
 from services.omni2.db import repository as repo
 
@@ -37,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024
 MAX_USERNAME_CHARS = 128  # users.id
+MAX_ADDRESS_CHARS = 128  # an IPv6 address with a zone fits many times over
 INVALID = "invalid username or password"
 
 Verifier = Callable[[str, str], bool]
@@ -63,7 +72,8 @@ class StoreUnavailable(Exception):
 
 
 class UserStore:
-    """Password hashes from OMNI2's database. Reads only: it never creates a table or a file."""
+    """OMNI2's database as the login uses it: password hashes, and the transactions of the
+    shared failed-login limits. It never creates a table or a file."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         try:
@@ -85,14 +95,20 @@ class UserStore:
         self._sessions = async_sessionmaker(self._engine)
         self._timeout_s = timeout_s
 
-    async def password_hash(self, user_id: str) -> str | None:
-        """The user's hash; None for an unknown user or one without a password."""
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A transaction on OMNI2's database, committed when the block ends without an
+        exception; every database problem (the block's too) comes out as StoreUnavailable."""
         if self._sqlite_file is not None and not self._sqlite_file.exists():
             # Connecting would create an empty file; OMNI2 makes the database when it starts.
             raise StoreUnavailable("the user database does not exist yet (OMNI2 creates it)")
         try:
-            async with asyncio.timeout(self._timeout_s), self._sessions() as session:
-                return await repo.password_hash(session, user_id)
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._sessions() as session,
+                session.begin(),
+            ):
+                yield session
         except TimeoutError:
             raise StoreUnavailable(
                 f"the user database did not answer within {self._timeout_s:g} s"
@@ -100,17 +116,56 @@ class UserStore:
         except (SQLAlchemyError, OSError) as err:
             raise StoreUnavailable(_store_problem(err)) from None
 
+    async def password_hash(self, user_id: str) -> str | None:
+        """The user's hash; None for an unknown user or one without a password."""
+        async with self.transaction() as session:
+            return await repo.password_hash(session, user_id)
+
     async def close(self) -> None:
         await self._engine.dispose()
 
 
 def _store_problem(err: BaseException) -> str:
     text = str(getattr(err, "orig", None) or err)
+    if "login_failures" in text and ("no such table" in text or "does not exist" in text):
+        return "the login_failures table is missing (OMNI2 of this version creates it at start)"
     if "no such table" in text or 'relation "users" does not exist' in text:
         return "the users table is missing (OMNI2 creates it when it starts)"
     if "password_hash" in text:
         return "the users table has no password column (start OMNI2 once to upgrade it)"
     return f"cannot read the user database ({type(err).__name__})"
+
+
+def client_address(request: Request, behind_gateway: bool) -> str:
+    """The address the per-address limit counts. Behind the gateway (Traefik's front entry
+    point) every connection comes from Traefik, which appends the address it was reached from
+    to X-Forwarded-For: the last entry. Earlier entries, and the whole header of a dashboard
+    reached directly, are whatever the client wrote, and are never used."""
+    address = request.client.host if request.client else ""
+    if behind_gateway:
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        address = forwarded.rsplit(",", 1)[-1].strip() or address
+    return address[:MAX_ADDRESS_CHARS]
+
+
+def login_limiter(settings: DashboardSettings, users: UserStore) -> LoginLimiter:
+    """Failed logins counted in this process, or in OMNI2's database for replicas."""
+    per_user, per_address = (
+        settings.login_max_failures_per_user,
+        settings.login_max_failures_per_address,
+    )
+    window_s, max_keys = settings.login_failure_window_s, settings.login_limit_max_keys
+    if settings.login_limits == "database":
+        return DatabaseLoginLimits(
+            users.transaction,
+            per_user=per_user,
+            per_address=per_address,
+            window_s=window_s,
+            max_keys=max_keys,
+        )
+    return LoginLimits(
+        per_user=per_user, per_address=per_address, window_s=window_s, max_keys=max_keys
+    )
 
 
 async def _login_request(request: Request) -> LoginRequest:
@@ -140,12 +195,7 @@ def login_router(
     users = store or UserStore(
         settings.database_url.get_secret_value(), settings.database_timeout_s
     )
-    limits = LoginLimits(
-        per_user=settings.login_max_failures_per_user,
-        per_address=settings.login_max_failures_per_address,
-        window_s=settings.login_failure_window_s,
-        max_keys=settings.login_limit_max_keys,
-    )
+    limits = login_limiter(settings, users)
     # Each verification holds 64 MiB for a moment: a flood of logins must not hold N of them.
     verifications = asyncio.Semaphore(settings.login_max_concurrent_verifications)
     secret = settings.jwt_secret.get_secret_value()
@@ -182,8 +232,13 @@ def login_router(
     )
     async def login(request: Request) -> Any:
         body = await _login_request(request)
-        address = request.client.host if request.client else ""
-        attempt = limits.begin(body.username, address)
+        address = client_address(request, settings.behind_gateway)
+        try:
+            attempt = await limits.begin(body.username, address)
+        except StoreUnavailable as err:
+            # The limits live in the database too (DASHBOARD_LOGIN_LIMITS=database).
+            log.error("login unavailable, failed logins cannot be counted: %s", err.reason)
+            raise HTTPException(503, detail=f"login unavailable: {err.reason}") from None
         if isinstance(attempt, LimitRefusal):
             log.warning("login refused for address %s: %s", address, attempt.reason)
             return JSONResponse(
@@ -194,7 +249,7 @@ def login_router(
         try:
             stored = await users.password_hash(body.username)
         except StoreUnavailable as err:
-            limits.cancel(attempt)
+            await _settle(limits.cancel, attempt)
             log.error("login unavailable: %s", err.reason)
             raise HTTPException(503, detail=f"login unavailable: {err.reason}") from None
         if not await password_matches(stored, body.password):
@@ -202,7 +257,8 @@ def login_router(
             # password typed into the name field would land here.
             log.info("failed login from %s", address)
             raise HTTPException(401, detail=INVALID)
-        limits.succeeded(attempt)
+        # The password matched: the login succeeds even if the count cannot be reset now.
+        await _settle(limits.succeeded, attempt)
         trace.get_current_span().set_attribute(Attr.USER_ID, body.username)
         return LoginResponse(
             token=issue_token(body.username, secret, settings.token_ttl_s),
@@ -211,3 +267,12 @@ def login_router(
         )
 
     return router
+
+
+async def _settle(step: Callable[[Attempt], Awaitable[None]], attempt: Attempt) -> None:
+    """Clear an attempt's failure (cancelled or succeeded). If the database fails now, the
+    attempt stays counted as a failure until it leaves the window: logged, not raised."""
+    try:
+        await step(attempt)
+    except StoreUnavailable as err:
+        log.warning("a login attempt stays counted as a failure: %s", err.reason)

@@ -1,10 +1,17 @@
 """Failed logins limited per user name and per client address, in a sliding window.
 
-In memory, per dashboard process: several dashboard replicas behind a load balancer would each
-count on their own, so a scale-out needs a shared store (e.g. Redis) behind the same interface.
-Memory is bounded: a hostile client can send any number of distinct names (or come from many
-addresses), so each table keeps at most `max_keys` keys; entries whose window has passed go
-first, then the least recently failed.
+Two stores behind one interface (`LoginLimiter`), chosen by DASHBOARD_LOGIN_LIMITS:
+
+- memory (`LoginLimits`): per dashboard process. Several dashboard replicas behind a load
+  balancer would each count on their own, and a client alternating between them would get
+  each replica's allowance.
+- database (`DatabaseLoginLimits`): OMNI2's database (login_failures, which OMNI2 creates),
+  shared by every replica; each decision is taken under the key's row lock, so attempts at
+  the same time on two replicas count like attempts in a row on one.
+
+Both are bounded: a hostile client can send any number of distinct names (or come from many
+addresses), so each keeps at most `max_keys` keys per limit; entries whose window has passed
+go first, then the least recently failed.
 """
 
 from __future__ import annotations
@@ -12,8 +19,14 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.omni2.db import repository as repo
 
 
 class FailureWindow:
@@ -52,10 +65,7 @@ class FailureWindow:
     def retry_after(self, key: str) -> int | None:
         """Whole seconds until `key` may try again, or None when it may try now."""
         now = self._clock()
-        times = self._recent(key, now)
-        if times is None or len(times) < self.max_failures:
-            return None
-        return max(1, math.ceil(times[0] + self.window_s - now))
+        return retry_after(self._recent(key, now) or (), now, self.max_failures, self.window_s)
 
     def failed(self, key: str) -> float:
         """Count a failure of `key` now; returns its time (for `forget`)."""
@@ -95,6 +105,14 @@ class LimitRefusal:
     retry_after_s: int
 
 
+def address_refusal(wait: int) -> LimitRefusal:
+    return LimitRefusal(f"too many failed logins from this address; try again in {wait} s", wait)
+
+
+def user_refusal(wait: int) -> LimitRefusal:
+    return LimitRefusal(f"too many failed logins for this user; try again in {wait} s", wait)
+
+
 @dataclass(frozen=True)
 class Attempt:
     """A login allowed to proceed; it counts as a failure unless it is cleared."""
@@ -105,7 +123,7 @@ class Attempt:
     address_at: float
 
 
-class LoginLimits:
+class LoginLimiter(Protocol):
     """Both limits of `/api/login`: failures per user name and per client address.
 
     An attempt counts as a failure from the moment it is let through (`begin`) until it
@@ -114,6 +132,21 @@ class LoginLimits:
     A success resets the user name's count, not the address's: one address that holds a valid
     account must not be able to wipe its failures on other names by logging in between them.
     """
+
+    async def begin(self, user: str, address: str) -> LimitRefusal | Attempt:
+        """Refused, or an attempt already counted as a failure for its user and address."""
+        ...
+
+    async def succeeded(self, attempt: Attempt) -> None: ...
+
+    async def cancel(self, attempt: Attempt) -> None:
+        """The attempt was not decided (e.g. no user database): it is not a failure."""
+        ...
+
+
+class LoginLimits:
+    """The limiter in this process's memory (DASHBOARD_LOGIN_LIMITS=memory): one dashboard.
+    Nothing here awaits, so the event loop makes each call atomic."""
 
     def __init__(
         self,
@@ -130,28 +163,124 @@ class LoginLimits:
     def check(self, user: str, address: str) -> LimitRefusal | None:
         wait = self.addresses.retry_after(address)
         if wait is not None:
-            return LimitRefusal(
-                f"too many failed logins from this address; try again in {wait} s", wait
-            )
+            return address_refusal(wait)
         wait = self.users.retry_after(user)
         if wait is not None:
-            return LimitRefusal(
-                f"too many failed logins for this user; try again in {wait} s", wait
-            )
+            return user_refusal(wait)
         return None
 
-    def begin(self, user: str, address: str) -> LimitRefusal | Attempt:
-        """Refused, or an attempt already counted as a failure for its user and address."""
+    async def begin(self, user: str, address: str) -> LimitRefusal | Attempt:
         refusal = self.check(user, address)
         if refusal is not None:
             return refusal
         return Attempt(user, address, self.users.failed(user), self.addresses.failed(address))
 
-    def succeeded(self, attempt: Attempt) -> None:
+    async def succeeded(self, attempt: Attempt) -> None:
         self.users.reset(attempt.user)
         self.addresses.forget(attempt.address, attempt.address_at)
 
-    def cancel(self, attempt: Attempt) -> None:
-        """The attempt was not decided (e.g. no user database): it is not a failure."""
+    async def cancel(self, attempt: Attempt) -> None:
         self.users.forget(attempt.user, attempt.user_at)
         self.addresses.forget(attempt.address, attempt.address_at)
+
+
+# The session factory of `DatabaseLoginLimits`: a transaction, committed when the block ends
+# without an exception. Database problems come out of it as the factory raises them.
+Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+USER, ADDRESS = "user", "address"
+
+
+class _Refused(Exception):
+    """Leaves the transaction of a refused attempt, rolling it back: it leaves no trace."""
+
+    def __init__(self, refusal: LimitRefusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+class DatabaseLoginLimits:
+    """The limiter in OMNI2's database (DASHBOARD_LOGIN_LIMITS=database): every dashboard
+    replica that shares the database shares the counts. Times are wall-clock seconds, the
+    one clock replicas share. Each call is one transaction that locks the address's row, then
+    the user's (the same order everywhere), so parallel attempts on any replicas take turns.
+    At most `max_keys` keys per limit, plus those of attempts in flight at that moment."""
+
+    def __init__(
+        self,
+        transaction: Transaction,
+        *,
+        per_user: int,
+        per_address: int,
+        window_s: float,
+        max_keys: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if per_user < 1 or per_address < 1 or window_s <= 0 or max_keys < 1:
+            raise ValueError("per_user, per_address, window_s and max_keys must be positive")
+        self._transaction = transaction
+        self._limits = {USER: per_user, ADDRESS: per_address}
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._clock = clock
+
+    async def begin(self, user: str, address: str) -> LimitRefusal | Attempt:
+        now = self._clock()
+        try:
+            async with self._transaction() as session:
+                counted = {}
+                for scope, key, refusal in (
+                    (ADDRESS, address, address_refusal),
+                    (USER, user, user_refusal),
+                ):
+                    recent = await self._recent(session, scope, key, now)
+                    wait = retry_after(recent, now, self._limits[scope], self.window_s)
+                    if wait is not None:
+                        raise _Refused(refusal(wait))
+                    counted[scope] = [*recent, now][-self._limits[scope] :]
+                for scope, key in ((ADDRESS, address), (USER, user)):
+                    await repo.set_login_failures(session, scope, key, counted[scope])
+        except _Refused as refused:
+            return refused.refusal
+        return Attempt(user, address, now, now)
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        async with self._transaction() as session:
+            await self._forget(session, ADDRESS, attempt.address, attempt.address_at)
+            await repo.set_login_failures(session, USER, attempt.user, ())
+
+    async def cancel(self, attempt: Attempt) -> None:
+        async with self._transaction() as session:
+            await self._forget(session, ADDRESS, attempt.address, attempt.address_at)
+            await self._forget(session, USER, attempt.user, attempt.user_at)
+
+    async def keys(self, scope: str) -> int:
+        """Keys stored for one limit (USER or ADDRESS)."""
+        async with self._transaction() as session:
+            return await repo.login_keys(session, scope)
+
+    async def _recent(self, session: AsyncSession, scope: str, key: str, now: float) -> list[float]:
+        """The key's failures within the window, oldest first, its row locked (made if new)."""
+        stored = await repo.lock_login_key(session, scope, key)
+        if stored is None:
+            stored = await repo.add_login_key(
+                session, scope, key, now, now - self.window_s, self.max_keys
+            )
+        return sorted(t for t in stored if t > now - self.window_s)
+
+    async def _forget(self, session: AsyncSession, scope: str, key: str, at: float) -> None:
+        stored = await repo.lock_login_key(session, scope, key)
+        if stored is None or at not in stored:
+            return
+        stored.remove(at)
+        await repo.set_login_failures(session, scope, key, stored)
+
+
+def retry_after(
+    failures: Sequence[float], now: float, max_failures: int, window_s: float
+) -> int | None:
+    """Whole seconds until a key with these failures (within the window, oldest first) may
+    try again, or None when it may try now."""
+    if len(failures) < max_failures:
+        return None
+    return max(1, math.ceil(failures[-max_failures] + window_s - now))

@@ -82,12 +82,20 @@ class DashboardSettings(CommonSettings):
     # -- login -------------------------------------------------------------------------------
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),
-        description="OMNI2's database, where /api/login reads users and password hashes "
-        "(read only: OMNI2 creates the tables) and refused frames are recorded. "
-        "`omni-trace up` passes the stack's.",
+        description="OMNI2's database, where /api/login reads users and password hashes, "
+        "refused frames are recorded and, with login_limits=database, failed logins are "
+        "counted (OMNI2 creates the tables: the dashboard never does). `omni-trace up` "
+        "passes the stack's.",
     )
     database_timeout_s: float = Field(
         default=5.0, gt=0, description="A login waits this long for the user store, then 503."
+    )
+    login_limits: Literal["memory", "database"] = Field(
+        default="memory",
+        description="Where failed logins are counted: memory, in this process (one "
+        "dashboard); database, in OMNI2's database (database_url), shared by dashboard "
+        "replicas behind a load balancer, so that a client alternating between them gets "
+        "one allowance, not one per replica. A database problem answers 503 with a reason.",
     )
     login_max_failures_per_user: int = Field(
         default=5, ge=1, description="Failed logins per user name within the window, then 429."

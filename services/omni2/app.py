@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,9 +31,38 @@ log = logging.getLogger(__name__)
 
 
 async def release_reservations(db: Database) -> None:
+    """Reservations left by answers no process will save: one OMNI2 releases every one, a
+    replica its own (its previous process died mid-answer) and those of replicas gone."""
     async with db.session() as session:
-        if released := await repo.release_reservations(session):
-            log.warning("released usage reservations of %d user days (OMNI2 stopped)", released)
+        if db.replica is None:
+            if released := await repo.release_reservations(session):
+                log.warning("released usage reservations of %d user days (OMNI2 stopped)", released)
+            return
+        await repo.replica_seen(session, db.replica, time.time())
+        if released := await repo.release_reservations(session, db.replica):
+            log.warning(
+                "released %d usage reservations this replica (%s) left when it stopped",
+                released,
+                db.replica,
+            )
+
+
+async def _release_stale(db: Database, replica: str, stale_after_s: float) -> None:
+    """Say that this replica runs, and release the reservations of replicas that stopped
+    saying it (they died mid-answer and did not come back)."""
+    async with db.session() as session:
+        await repo.replica_seen(session, replica, time.time())
+        if released := await repo.release_stale_reservations(session, time.time(), stale_after_s):
+            log.warning("released %d usage reservations of replicas gone", released)
+
+
+async def _keep_replica_seen(db: Database, replica: str, stale_after_s: float) -> None:
+    while True:
+        try:
+            await _release_stale(db, replica, stale_after_s)
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("could not record that replica %s runs: %s", replica, err)
+        await asyncio.sleep(stale_after_s / 3)
 
 
 async def _refresh_slots(slots: SharedConnectionSlots) -> None:
@@ -49,13 +80,19 @@ def create_app(
     model: ChatModel | None = None,
     toolbox: McpToolbox | None = None,
 ) -> FastAPI:
-    db = Database(settings.database_url, sql_spans=settings.sql_spans)
+    # Replicas share the database: each one's reservations (and connection slots) are its own.
+    replica = settings.replica_id or uuid.uuid4().hex[:12]
+    db = Database(
+        settings.database_url,
+        sql_spans=settings.sql_spans,
+        replica=replica if settings.replicated else None,
+    )
     store = Store(db)
     tools = toolbox or McpToolbox.from_settings(settings)
     chat_model = model or create_model(settings)
     webhook = UsageWebhook(settings.usage_webhook_url, settings.usage_webhook_timeout_s)
     shared = (
-        SharedConnectionSlots(db, settings.replica_id, settings.connection_slot_stale_s)
+        SharedConnectionSlots(db, replica, settings.connection_slot_stale_s)
         if settings.connection_slots == "database"
         else None
     )
@@ -77,10 +114,21 @@ def create_app(
             "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
         )
         tools.start()  # the MCP handshake now, in its own trace, not in a message's
-        refresh = asyncio.create_task(_refresh_slots(shared)) if shared is not None else None
+        background = []
+        if shared is not None:
+            background.append(asyncio.create_task(_refresh_slots(shared)))
+        if db.replica is not None:
+            background.append(
+                asyncio.create_task(
+                    _keep_replica_seen(db, db.replica, settings.reservation_stale_s)
+                )
+            )
         yield
-        if refresh is not None:
-            refresh.cancel()
+        for task in background:
+            task.cancel()
+        # Wait for them: one cut short in a query must let go of its connection before the
+        # engine is disposed (an aiosqlite connection closed under it never answers).
+        await asyncio.gather(*background, return_exceptions=True)
         await tools.aclose()
         await webhook.aclose()
         await db.dispose()

@@ -27,6 +27,7 @@ from services.common.protocol import CloseCode
 from services.common.refusal import Refusal
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
+from services.omni2.db.engine import replica_of
 from services.omni2.db.repository import FlowRecord, Reservation, UserContext
 from services.omni2.steps import traced_step
 
@@ -284,6 +285,7 @@ async def check_message(
             cost=policy.reserve_cost,
             token_limit=user.daily_token_limit,
             cost_limit=user.daily_cost_limit,
+            owner=replica_of(session),  # replicas: whose answer holds the reservation
         )
         day = usage.before
         span.set_attributes(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -135,9 +134,22 @@ class Omni2Settings(CommonSettings):
         "connection_slot_stale_s).",
     )
     connection_slot_stale_s: float = Field(default=30.0, gt=0)
-    replica_id: str = Field(
-        default_factory=lambda: uuid.uuid4().hex[:12],
-        description="This replica's name in the shared connection slots (default: random).",
+    replica_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="This replica's name when OMNI2 replicas share one database (unique per "
+        "replica, and the same when it restarts): its connection slots and its usage "
+        "reservations are its own, and at start it releases only the reservations it left "
+        "itself. Unset: one OMNI2 serves the database and releases every reservation at "
+        "start (with OMNI2_CONNECTION_SLOTS=database, a random name: a replica all the same).",
+    )
+    reservation_stale_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Replicas: each one says it runs every reservation_stale_s / 3; the usage "
+        "reservations of a replica not seen for this long (it died mid-answer and did not "
+        "come back) are released by the replicas still running.",
     )
     max_connections_per_user: int = Field(
         default=5,
@@ -153,3 +165,9 @@ class Omni2Settings(CommonSettings):
         "while used + reserved reaches the limit, so parallel connections overshoot it by one "
         "answer at most (as long as an answer stays within this reservation).",
     )
+
+    @property
+    def replicated(self) -> bool:
+        """Other OMNI2 replicas may share this database (OMNI2_REPLICA_ID is set, or the
+        connection slots are shared): reservations are then owned per replica."""
+        return self.replica_id is not None or self.connection_slots == "database"

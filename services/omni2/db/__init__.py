@@ -10,10 +10,13 @@ from services.omni2.db.models import (
     Conversation,
     DailyUsage,
     FlowEvent,
+    LoginFailures,
     Message,
     RateWindow,
+    ReplicaHeartbeat,
     Role,
     Usage,
+    UsageReservation,
     User,
 )
 
@@ -24,9 +27,12 @@ __all__ = [
     "DailyUsage",
     "Database",
     "FlowEvent",
+    "LoginFailures",
     "Message",
     "RateWindow",
+    "ReplicaHeartbeat",
     "Role",
     "Usage",
+    "UsageReservation",
     "User",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,10 +11,13 @@ from pydantic import SecretStr
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from otel.instrumentation import instrument_engine
 from services.omni2.db.models import Base
-from services.omni2.db.upgrade import add_missing_columns
+from services.omni2.db.upgrade import upgrade
+
+log = logging.getLogger(__name__)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -32,13 +36,27 @@ def redacted_url(url: str | SecretStr) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+_REPLICA = "omni2.replica"
+
+
+def replica_of(session: AsyncSession | Session) -> str | None:
+    """The OMNI2 replica whose process holds `session` (None: one OMNI2, or not OMNI2)."""
+    replica = session.info.get(_REPLICA)
+    return replica if isinstance(replica, str) else None
+
+
 class Database:
     """One engine per process; `url` is an async URL (sqlite+aiosqlite, postgresql+asyncpg).
 
-    The URL may hold a password: it is kept as a SecretStr (`redacted_url` for logs)."""
+    The URL may hold a password: it is kept as a SecretStr (`redacted_url` for logs).
+    `replica` names the OMNI2 replica of this process when replicas share the database: the
+    usage reservations its sessions make are its own (`replica_of`)."""
 
-    def __init__(self, url: str | SecretStr, sql_spans: bool = False) -> None:
+    def __init__(
+        self, url: str | SecretStr, sql_spans: bool = False, replica: str | None = None
+    ) -> None:
         self.url = url if isinstance(url, SecretStr) else SecretStr(url)
+        self.replica = replica
         url = self.url.get_secret_value()
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
@@ -55,12 +73,14 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if sql_spans:
             instrument_engine(self.engine)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, info={_REPLICA: replica}
+        )
 
     async def create_tables(self) -> None:
         async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            await conn.run_sync(add_missing_columns)
+            for step in await conn.run_sync(upgrade):
+                log.info("database upgraded: %s", step)
 
     async def drop_tables(self) -> None:
         async with self.engine.begin() as conn:

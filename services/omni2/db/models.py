@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -176,3 +187,48 @@ class ConnectionSlot(Base):
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     replica: Mapped[str] = mapped_column(String(64), index=True)
     seen_at: Mapped[float] = mapped_column(Float)  # epoch seconds
+
+
+class UsageReservation(Base):
+    """One accepted message's reservation of its user's day, owned by the OMNI2 replica that
+    answers it (replicas only: a single OMNI2 writes none). `usage_daily` holds the sum, which
+    the limits check in one statement; these rows say whose each part is, so that a replica
+    that starts releases only what it left itself, and a dead replica's part is released by
+    the others. The row goes when its message's usage is saved."""
+
+    __tablename__ = "usage_reservations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    day: Mapped[date] = mapped_column(Date)
+    replica: Mapped[str] = mapped_column(String(64), index=True)
+    tokens: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[float] = mapped_column(Float)
+    reserved_at: Mapped[float] = mapped_column(Float)  # epoch seconds, for whoever looks
+
+
+class ReplicaHeartbeat(Base):
+    """When each OMNI2 replica last said it runs. A replica not seen for a while is gone, and
+    its usage reservations are released by the replicas still running."""
+
+    __tablename__ = "replica_heartbeats"
+
+    replica: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float)  # epoch seconds
+
+
+class LoginFailures(Base):
+    """The dashboard's failed logins of one user name or client address, in a sliding window
+    (DASHBOARD_LOGIN_LIMITS=database: every dashboard replica counts in these rows). OMNI2
+    creates the table like every other; the dashboard only reads and writes rows. The row is
+    also the key's lock: an attempt updates it first, so parallel attempts take turns."""
+
+    __tablename__ = "login_failures"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "user" or "address"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[list[float]] = mapped_column(JSON, default=list)  # epoch seconds
+    # The newest failure: the least recently failed keys go first when the table is full.
+    last_failed: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (Index("ix_login_failures_scope_last_failed", "scope", "last_failed"),)

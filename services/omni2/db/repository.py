@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
+import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -29,10 +33,13 @@ from services.omni2.db.models import (
     Conversation,
     DailyUsage,
     FlowEvent,
+    LoginFailures,
     Message,
     RateWindow,
+    ReplicaHeartbeat,
     Role,
     Usage,
+    UsageReservation,
     User,
 )
 
@@ -49,6 +56,8 @@ _users, _roles, _blocks = _table(User), _table(Role), _table(BlockedUser)
 _messages, _usage, _flow = _table(Message), _table(Usage), _table(FlowEvent)
 _rates, _days, _conversations = _table(RateWindow), _table(DailyUsage), _table(Conversation)
 _slots = _table(ConnectionSlot)
+_reservations, _heartbeats = _table(UsageReservation), _table(ReplicaHeartbeat)
+_logins = _table(LoginFailures)
 
 
 class NotFound(LookupError):
@@ -221,15 +230,14 @@ async def save_turns(session: AsyncSession, turns: Sequence[TurnRecord]) -> None
             )
         flow += _flow_rows(turn.flow, turn.trace_id, turn.user_id, turn.conversation_id)
     settled = [
-        _settlement(turn.reservation, turn.tokens_input + turn.tokens_output, turn.cost)
+        (turn.reservation, turn.tokens_input + turn.tokens_output, turn.cost)
         for turn in turns
         if turn.reservation is not None
     ]
     for table, rows in ((_messages, messages), (_usage, usage), (_flow, flow)):
         if rows:
             await connection.execute(insert(table), rows)
-    if settled:
-        await connection.execute(_SETTLE, settled)
+    await _settle(session, settled)
 
 
 async def add_flow(
@@ -491,6 +499,7 @@ class Reservation:
     day: date
     tokens: int
     cost: float
+    id: str | None = None  # its usage_reservations row (a replica's); None: no owner recorded
 
 
 @dataclass(frozen=True)
@@ -520,10 +529,13 @@ async def reserve_usage(
     cost: float,
     token_limit: int | None,
     cost_limit: float | None,
+    owner: str | None = None,
 ) -> UsageCheck:
     """Reserve `tokens` and `cost` of the user's day if used plus reserved is below each limit,
     in one conditional UPDATE: of parallel connections, only as many pass as the limits hold.
-    The day's row is created by the day's first message (when the UPDATE finds no row)."""
+    The day's row is created by the day's first message (when the UPDATE finds no row).
+    `owner`: the replica answering the message, recorded with the reservation (OMNI2 replicas
+    on one database); None for one OMNI2, which releases every reservation when it starts."""
     reserve = _reserve_statement(token_limit is not None, cost_limit is not None)
     values = {
         "user": user_id,
@@ -545,8 +557,28 @@ async def reserve_usage(
             int(row.reserved_tokens) - tokens,
             float(row.reserved_cost) - cost,
         )
-        return UsageCheck(Reservation(user_id, day, tokens, cost), before)
+        reservation = Reservation(user_id, day, tokens, cost)
+        if owner is not None:
+            reservation = await _record_owner(session, reservation, owner)
+        return UsageCheck(reservation, before)
     return UsageCheck(None, await day_usage(session, user_id, day))
+
+
+async def _record_owner(session: AsyncSession, reservation: Reservation, owner: str) -> Reservation:
+    owned = dataclasses.replace(reservation, id=str(uuid.uuid4()))
+    connection = await session.connection()
+    await connection.execute(
+        insert(_reservations).values(
+            id=owned.id,
+            user_id=owned.user_id,
+            day=owned.day,
+            replica=owner,
+            tokens=owned.tokens,
+            cost=owned.cost,
+            reserved_at=time.time(),
+        )
+    )
+    return owned
 
 
 @functools.cache
@@ -595,19 +627,54 @@ async def settle_usage(
     session: AsyncSession, reservation: Reservation, tokens: int, cost: float
 ) -> None:
     """Replace a reservation by the usage it became (zero for an answer that failed early)."""
+    await _settle(session, [(reservation, tokens, cost)])
+
+
+async def _settle(session: AsyncSession, settled: Sequence[tuple[Reservation, int, float]]) -> None:
+    """Each reservation's usage counts; its reserved amount is taken back only while it is
+    still held: a replica's reservation may have been released already (its replica looked
+    dead), and taking it back twice would free the allowance of answers still running."""
+    if not settled:
+        return
     connection = await session.connection()
-    await connection.execute(_SETTLE, _settlement(reservation, tokens, cost))
+    owned = [reservation.id for reservation, _, _ in settled if reservation.id is not None]
+    held: set[str] = set()
+    if owned:
+        gone = delete(_reservations).where(_reservations.c.id.in_(owned))
+        held = set((await connection.scalars(gone.returning(_reservations.c.id))).all())
+    rows = [
+        _settlement(
+            reservation.user_id,
+            reservation.day,
+            (tokens, cost),
+            (reservation.tokens, reservation.cost)
+            if reservation.id is None or reservation.id in held
+            else (0, 0.0),
+        )
+        for reservation, tokens, cost in settled
+    ]
+    await _update_days(session, rows)
 
 
-def _settlement(reservation: Reservation, tokens: int, cost: float) -> dict[str, Any]:
+def _settlement(
+    user_id: str, day: date, used: tuple[int, float], released: tuple[int, float]
+) -> dict[str, Any]:
     return {
-        "user": reservation.user_id,
-        "on": reservation.day,
-        "add_tokens": tokens,
-        "add_cost": cost,
-        "reserved_tokens_taken": reservation.tokens,
-        "reserved_cost_taken": reservation.cost,
+        "user": user_id,
+        "on": day,
+        "add_tokens": used[0],
+        "add_cost": used[1],
+        "reserved_tokens_taken": released[0],
+        "reserved_cost_taken": released[1],
     }
+
+
+async def _update_days(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """The day rows in one order (user, day) in every transaction: two transactions that
+    update the same days never wait for each other in a cycle (PostgreSQL's row locks)."""
+    if rows:
+        connection = await session.connection()
+        await connection.execute(_SETTLE, sorted(rows, key=lambda r: (r["user"], r["on"])))
 
 
 _SETTLE = (
@@ -622,16 +689,152 @@ _SETTLE = (
 )
 
 
-async def release_reservations(session: AsyncSession) -> int:
-    """Drop every reservation (at OMNI2's start); returns how many days held one.
+async def release_reservations(session: AsyncSession, replica: str | None = None) -> int:
+    """At OMNI2's start, release what was reserved by answers that can no longer be saved;
+    returns how many reservations (or, without owners, user days) were released.
 
-    One OMNI2 process serves a database today, so at its start no answer is in flight and
-    what is reserved was left by a process that died mid-answer. Replicas sharing a database
-    would need reservations owned per process (a row each, with its owner) instead."""
-    result = await session.execute(
-        update(DailyUsage)
-        .where((DailyUsage.reserved_tokens != 0) | (DailyUsage.reserved_cost != 0))
-        .values(reserved_tokens=0, reserved_cost=0.0),
-        execution_options={"synchronize_session": False},
+    replica None (one OMNI2 serves the database): every reservation, since no answer is in
+    flight. A replica: only its own rows, left by its previous process; the other replicas'
+    answers may be running."""
+    if replica is not None:
+        return await _release_rows(session, _reservations.c.replica == replica)
+    connection = await session.connection()
+    result = await connection.execute(
+        update(_days)
+        .where((_days.c.reserved_tokens != 0) | (_days.c.reserved_cost != 0))
+        .values(reserved_tokens=0, reserved_cost=0.0)
     )
+    await connection.execute(delete(_reservations))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def replica_seen(session: AsyncSession, replica: str, now: float) -> None:
+    """`replica` is running (its reservations are not stale)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(_heartbeats).values(replica=replica, seen_at=now)
+    connection = await session.connection()
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[_heartbeats.c.replica], set_={"seen_at": statement.excluded.seen_at}
+        )
+    )
+
+
+async def release_stale_reservations(
+    session: AsyncSession, now: float, stale_after_s: float
+) -> int:
+    """Release the reservations of replicas not seen for `stale_after_s` (gone, or never
+    seen); returns how many. Safe to run from every replica at once: a row is released by
+    the transaction that deletes it, and rows another transaction holds are skipped."""
+    cutoff = now - stale_after_s
+    alive = select(_heartbeats.c.replica).where(_heartbeats.c.seen_at >= cutoff)
+    released = await _release_rows(session, _reservations.c.replica.not_in(alive))
+    connection = await session.connection()
+    await connection.execute(delete(_heartbeats).where(_heartbeats.c.seen_at < cutoff))
+    return released
+
+
+async def _release_rows(session: AsyncSession, which: ColumnElement[bool]) -> int:
+    """Delete the chosen reservation rows and take their amounts off their days. Rows locked
+    by another transaction (being settled or released) are skipped (PostgreSQL; SQLite has
+    one writer at a time): nobody waits, and no amount is taken back twice."""
+    connection = await session.connection()
+    chosen = select(_reservations.c.id).where(which).with_for_update(skip_locked=True)
+    released = await connection.execute(
+        delete(_reservations)
+        .where(_reservations.c.id.in_(chosen))
+        .returning(
+            _reservations.c.user_id,
+            _reservations.c.day,
+            _reservations.c.tokens,
+            _reservations.c.cost,
+        )
+    )
+    per_day: dict[tuple[str, date], tuple[int, float]] = defaultdict(lambda: (0, 0.0))
+    count = 0
+    for user_id, day, tokens, cost in released:
+        count += 1
+        held_tokens, held_cost = per_day[(user_id, day)]
+        per_day[(user_id, day)] = (held_tokens + int(tokens), held_cost + float(cost))
+    await _update_days(
+        session,
+        [_settlement(user, day, (0, 0.0), held) for (user, day), held in per_day.items()],
+    )
+    return count
+
+
+# -- failed logins (the dashboard's login limits, shared by its replicas) ----------------------
+#
+# A row per user name or client address ("scope"), its recent failure times in one JSON list.
+# An attempt locks its address row, then its user row (always in that order: two attempts
+# never wait for each other in a cycle), decides, and writes both in one transaction.
+
+
+def _login_key(scope: str, key: str) -> ColumnElement[bool]:
+    return (_logins.c.scope == scope) & (_logins.c.key == key)
+
+
+async def lock_login_key(session: AsyncSession, scope: str, key: str) -> list[float] | None:
+    """The key's stored failure times, its row locked until the transaction ends (the row
+    lock on PostgreSQL, the write lock on SQLite); None when the key has no row."""
+    connection = await session.connection()
+    lock = (
+        update(_logins)
+        .where(_login_key(scope, key))
+        .values(last_failed=_logins.c.last_failed)
+        .returning(_logins.c.failures)
+    )
+    row = (await connection.execute(lock)).first()
+    if row is None:
+        return None
+    return [t for t in row[0] or [] if isinstance(t, (int, float))]
+
+
+async def add_login_key(
+    session: AsyncSession, scope: str, key: str, now: float, expired_before: float, max_keys: int
+) -> list[float]:
+    """Make the key's row (no failures yet) and lock it, after making room for it: the scope
+    keeps at most `max_keys` rows, whatever number of names a client sends. Rows whose last
+    failure is before `expired_before` go first, then the least recently failed. Returns the
+    key's failures (another transaction may have made the row first)."""
+    connection = await session.connection()
+    scoped = _logins.c.scope == scope
+    # The last failure of the newest row that no longer fits (read without a lock: locking
+    # the rows kept would block every attempt on them).
+    newest_beyond = (
+        select(_logins.c.last_failed)
+        .where(scoped)
+        .order_by(_logins.c.last_failed.desc())
+        .limit(1)
+        .offset(max_keys - 1)
+    )
+    doomed = _logins.c.last_failed < expired_before
+    if (beyond := await connection.scalar(newest_beyond)) is not None:
+        doomed = doomed | (_logins.c.last_failed <= beyond)
+    # Rows that attempts in flight hold are skipped: nobody waits here.
+    chosen = select(_logins.c.key).where(scoped, doomed).with_for_update(skip_locked=True)
+    await connection.execute(delete(_logins).where(scoped, _logins.c.key.in_(chosen)))
+    values = {"scope": scope, "key": key, "failures": [], "last_failed": now}
+    await _insert_missing(session, _logins, values)
+    return await lock_login_key(session, scope, key) or []
+
+
+async def set_login_failures(
+    session: AsyncSession, scope: str, key: str, failures: Sequence[float]
+) -> None:
+    """Store the key's failure times (its row locked by this transaction); none: the row goes."""
+    connection = await session.connection()
+    if not failures:
+        await connection.execute(delete(_logins).where(_login_key(scope, key)))
+        return
+    await connection.execute(
+        update(_logins)
+        .where(_login_key(scope, key))
+        .values(failures=list(failures), last_failed=max(failures))
+    )
+
+
+async def login_keys(session: AsyncSession, scope: str) -> int:
+    """How many keys of `scope` are stored."""
+    count = select(func.count()).select_from(_logins).where(_logins.c.scope == scope)
+    return int(await session.scalar(count) or 0)

@@ -1,15 +1,16 @@
-"""Columns added after a database was first made.
+"""Columns and tables added after a database was first made.
 
 `create_all` makes missing tables, never missing columns, and a run directory's database
 (var/omni2.db) outlives upgrades. Each column listed here is nullable, so adding it to an
 existing table is safe on SQLite and PostgreSQL; there is no migration tool for this one step.
+A table added later may need a step when it appears in an old database (`upgrade`).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, inspect, text, update
 
-from services.omni2.db.models import Base
+from services.omni2.db.models import Base, DailyUsage
 
 # (table, column) in the order they were added to models.py.
 ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("users", "password_hash"),)
@@ -31,3 +32,32 @@ def add_missing_columns(conn: Connection) -> list[str]:
         conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}"))
         added.append(f"{table_name}.{column_name}")
     return added
+
+
+def upgrade(conn: Connection) -> list[str]:
+    """Make what is missing (tables, then columns) and take the one-time steps of tables new
+    to this database; returns what was added or done, for the log."""
+    inspector = inspect(conn)
+    before_owners = inspector.has_table("usage_daily") and not inspector.has_table(
+        "usage_reservations"
+    )
+    Base.metadata.create_all(conn)
+    done = add_missing_columns(conn)
+    if before_owners:
+        done += release_unowned_reservations(conn)
+    return done
+
+
+def release_unowned_reservations(conn: Connection) -> list[str]:
+    """A database from before reservation owners (usage_reservations is new to it): what its
+    days hold reserved has no owner, and the OMNI2 that reserved it would have released it at
+    its next start. Released here, once; from now on each reservation has an owner."""
+    result = conn.execute(
+        update(DailyUsage)
+        .where((DailyUsage.reserved_tokens != 0) | (DailyUsage.reserved_cost != 0))
+        .values(reserved_tokens=0, reserved_cost=0.0)
+    )
+    released = int(getattr(result, "rowcount", 0) or 0)
+    return (
+        [f"usage_daily: released the unowned reservations of {released} days"] if released else []
+    )

@@ -92,49 +92,49 @@ def test_forget_takes_back_one_failure() -> None:
     assert len(window) == 1
 
 
-def _fail(limits: LoginLimits, user: str, address: str) -> None:
-    assert isinstance(limits.begin(user, address), Attempt)  # and never cleared: a failure
+async def _fail(limits: LoginLimits, user: str, address: str) -> None:
+    assert isinstance(await limits.begin(user, address), Attempt)  # never cleared: a failure
 
 
-def test_login_limits_count_per_user_and_per_address_and_success_resets_the_user() -> None:
+async def test_login_limits_count_per_user_and_per_address_and_success_resets_the_user() -> None:
     clock = Clock()
     limits = LoginLimits(per_user=3, per_address=5, window_s=60, max_keys=100, clock=clock)
     for _ in range(3):
-        _fail(limits, "alice", "10.0.0.1")
-    refusal = limits.begin("alice", "10.0.0.2")  # another address: still this user's limit
+        await _fail(limits, "alice", "10.0.0.1")
+    refusal = await limits.begin("alice", "10.0.0.2")  # another address: still this user's limit
     assert isinstance(refusal, LimitRefusal) and "for this user" in refusal.reason
     assert refusal.retry_after_s == 60
     assert limits.check("bob", "10.0.0.1") is None  # 3 of 5 for the address
 
     limits.users.reset("alice")  # (as a success of alice does)
-    success = limits.begin("alice", "10.0.0.2")
+    success = await limits.begin("alice", "10.0.0.2")
     assert isinstance(success, Attempt)
-    limits.succeeded(success)
+    await limits.succeeded(success)
     assert len(limits.users) == 0  # alice's count is gone
     assert limits.addresses.retry_after("10.0.0.2") is None and len(limits.addresses) == 1
 
     for name in ("bob", "carol"):
-        _fail(limits, name, "10.0.0.1")
-    refusal = limits.begin("dave", "10.0.0.1")  # the address has 5 failures now
+        await _fail(limits, name, "10.0.0.1")
+    refusal = await limits.begin("dave", "10.0.0.1")  # the address has 5 failures now
     assert isinstance(refusal, LimitRefusal) and "from this address" in refusal.reason
-    ok = limits.begin("dave", "10.0.0.3")
+    ok = await limits.begin("dave", "10.0.0.3")
     assert isinstance(ok, Attempt)
-    limits.succeeded(ok)  # a success never clears another address's count
+    await limits.succeeded(ok)  # a success never clears another address's count
     assert limits.check("erin", "10.0.0.1") is not None
 
 
-def test_an_attempt_counts_while_it_runs_so_parallel_guesses_get_no_extra_tries() -> None:
+async def test_an_attempt_counts_while_it_runs_so_parallel_guesses_get_no_extra_tries() -> None:
     limits = LoginLimits(per_user=5, per_address=100, window_s=60, max_keys=100, clock=Clock())
     # 30 requests arrive before any of them is decided.
-    started = [limits.begin("alice", f"10.0.1.{i}") for i in range(30)]
+    started = [await limits.begin("alice", f"10.0.1.{i}") for i in range(30)]
     assert sum(isinstance(a, Attempt) for a in started) == 5
     assert all(isinstance(a, LimitRefusal) for a in started[5:])
 
 
-def test_a_cancelled_attempt_is_no_failure() -> None:
+async def test_a_cancelled_attempt_is_no_failure() -> None:
     limits = LoginLimits(per_user=1, per_address=1, window_s=60, max_keys=100, clock=Clock())
-    attempt = limits.begin("alice", "10.0.0.1")
+    attempt = await limits.begin("alice", "10.0.0.1")
     assert isinstance(attempt, Attempt)
     assert limits.check("alice", "10.0.0.1") is not None  # while it runs
-    limits.cancel(attempt)
+    await limits.cancel(attempt)
     assert limits.check("alice", "10.0.0.1") is None
