@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +52,6 @@ def database_url(tmp_path: Path) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / 'omni2.db'}"
     asyncio.run(_omni2_database(url))
     return url
-
-
-@pytest.fixture
-def client_for() -> Iterator[Callable[[FastAPI], TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(app: FastAPI) -> TestClient:
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def login(client: TestClient, user: str, password: str) -> Any:

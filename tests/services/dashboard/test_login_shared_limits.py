@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +43,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = asyncio.run(emptied(request.getfixturevalue("postgres_database")))
     asyncio.run(_omni2_database(url))
     return url
-
-
-@pytest.fixture
-def client_for() -> Iterator[Callable[[FastAPI], TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(app: FastAPI) -> TestClient:
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def replica(url: str, **overrides: Any) -> FastAPI:
