@@ -7,8 +7,10 @@ names the sampled-out conversations instead of calling their messages broken."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.stack
 SECRET = secrets.token_urlsafe(32)
 RATIO = 0.5
 WAIT_S = 3.0  # the ingesters' decision wait, short for the test
+SLOW_MS = 1500.0  # a first token later than this is kept whatever the conversation
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,7 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         trace_pipeline="kafka",
         conversation_sample_ratio=RATIO,
         tail_sampling_wait_s=WAIT_S,
+        slow_first_token_ms=SLOW_MS,
     ) as stack:
         yield stack
 
@@ -164,3 +168,41 @@ async def test_conversations_are_kept_or_dropped_whole(
     assert (data["kept"], data["broken"], data["sampled_out"]) == (2, 0, 1), data
     assert data["sampled_out_conversations"] == [failing]
     assert {m["trace_id"] for m in data["messages"]} == {failed.trace_id, tool_failed.trace_id}
+
+
+async def test_a_slow_first_token_is_kept_in_a_dropped_conversation(
+    sampled: Stack, provider: TracerProvider
+) -> None:
+    token = issue_token(new_user(Admin(sampled.info.omni2_database_url)), SECRET)
+    database = sampled.info.omni2_database_url.removeprefix("sqlite+aiosqlite:///")
+    slow = None
+    for _ in range(30):
+        async with open_chat(
+            sampled.info.dashboard_ws_url, token, tracer_provider=provider
+        ) as chat:
+            if conversation_keep(str(chat.conversation_id), RATIO):
+                continue  # a kept conversation keeps everything anyway
+            # OMNI2's checks write to its database: holding its write lock for a while
+            # makes this message's first token late, as a slow dependency would.
+            lock = sqlite3.connect(database, timeout=10, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            sending = asyncio.create_task(chat.send("slow to start"))
+            await asyncio.sleep(SLOW_MS * 1.6 / 1000)
+            lock.execute("COMMIT")
+            lock.close()
+            slow = await sending
+            break
+    assert slow is not None, "30 conversations, none sampled out"
+    assert slow.ok, slow.frame
+    provider.force_flush()
+    with JaegerClient(sampled.info.jaeger_query_url) as jaeger:
+        kept = TraceFetcher(jaeger).wait(
+            slow.trace_id,
+            has_spans_named((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanName.RELAY)),
+            what="the slow message of a sampled-out conversation (always kept)",
+            timeout=60,
+        )
+    turn = kept.one(f"{Service.OMNI2}:{SpanName.TURN}")
+    kept.expect(turn.attributes.get(Attr.SAMPLE_KEEP) is False, "its conversation is out")
+    waited = float(turn.attributes.get(Attr.TIME_TO_FIRST_TOKEN, 0))
+    kept.expect(waited >= SLOW_MS, f"its first token came after {waited:.0f} ms")
