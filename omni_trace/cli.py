@@ -26,6 +26,7 @@ from omni_trace.stack.kafka import KafkaBuildError, ensure_kafka
 from omni_trace.stack.paths import DEFAULT_STACK_FILE, REPO_ROOT
 from omni_trace.stack.ports import (
     DASHBOARD_REPLICA_PORTS,
+    JAEGER_PORTS,
     PIPELINE_PORTS,
     POSTGRES_PORTS,
     REPLICA_PORTS,
@@ -126,7 +127,7 @@ def start_stack(args: argparse.Namespace) -> Stack:
         if settings.dashboard_replicas < 2:
             skip |= DASHBOARD_REPLICA_PORTS
         if settings.jaeger_query_url:
-            skip |= {"otlp_http", "otlp_grpc", "jaeger_query", "jaeger_query_grpc", "jaeger_health"}
+            skip |= JAEGER_PORTS
         busy = busy_ports(ports, settings.host, skip)
         if busy:
             raise StackError(
@@ -245,7 +246,8 @@ def _jaeger_url(args: argparse.Namespace) -> str:
 
 
 def _spec(args: argparse.Namespace) -> ChainSpec:
-    return load_spec(args.spec) if args.spec else default_spec()
+    spec = load_spec(args.spec) if args.spec else default_spec()
+    return spec.requiring(args.require) if args.require else spec
 
 
 def _flow_view(args: argparse.Namespace) -> str | None:
@@ -280,7 +282,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(audit.render_table(reports, spec))
         letters = ", ".join(f"{name[0].upper()} {name}" for name in spec.layer_names)
-        print(f"\nlayers ({spec.name}): {letters}; latencies in ms")
+        print(f"\nlayers ({spec.name}): {letters} (. not traced, - missing); latencies in ms")
         print(audit.summary(reports))
         if sampled_out:
             print(audit.sampling_note(sampled_out))
@@ -512,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--free-ports",
             action="store_true",
             help="pick free ports instead of the defaults (3001, 8091, 8090, 8700, 8000, "
-            "4317/4318, 16686)",
+            "4317/4318/4319, 16686)",
         )
         p.add_argument(
             "--run-dir", default="var", help="where configs and logs of this run go (default var/)"
@@ -621,14 +623,25 @@ def build_parser() -> argparse.ArgumentParser:
             help="the chain spec of the stack whose traces these are (YAML; default: this "
             "project's stack, omni_trace/traces/specs/omni2.yaml; see docs/toolkit.md)",
         )
+        p.add_argument(
+            "--require",
+            metavar="LAYER",
+            action="append",
+            help="expect this layer in every message even when the first hop recorded that "
+            "it was not traced (e.g. `--require client` once every client is instrumented: a "
+            "client that sent no trace context is then a broken chain); repeatable",
+        )
 
     aud = sub.add_parser(
         "audit",
         help="prove every message's chain is whole, or say where it broke",
         description="For a conversation, a user or a time window: each message with the layers "
         "present (client, dashboard, traefik through the link, omni2), per-hop latency, and each "
-        "broken chain with its reason. Exits 1 if a chain is broken (or has an error span, "
-        "unless --allow-errors), so it can gate CI.",
+        "broken chain with its reason. A client that sent no trace context is shown as not "
+        "traced (`.`) and its chain judged from the first layer traced; one whose span was "
+        "lost breaks the chain. Spans from the browsers' public telemetry path count only as "
+        "the client's. Exits 1 if a chain is broken (or has an error span, unless "
+        "--allow-errors), so it can gate CI.",
     )
     aud.add_argument("--conversation", help="a conversation id (gen_ai.conversation.id)")
     aud.add_argument("--user", help="a user id (user.id)")

@@ -174,8 +174,9 @@ def chat_chain_dashboard() -> dict[str, Any]:
             _series(
                 "Messages by chain and outcome",
                 "short",
-                "The audit's window (15 minutes) over time: whole and broken chains, answered, "
-                "refused or failed.",
+                "The audit's window (15 minutes) over time: whole chains, chains whole from "
+                "the first traced layer (not_traced: e.g. a client that sent no trace context), "
+                "broken ones and those only a client recorded; answered, refused or failed.",
                 _query(
                     "sum by (chain, outcome) (omni_trace_audit_messages)", "{{chain}} {{outcome}}"
                 ),

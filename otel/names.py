@@ -181,9 +181,10 @@ class SpanName:
     )
     REFUSED: Final = _span(
         "chat.refused",
-        (Service.DASHBOARD,),
+        (Service.DASHBOARD, Service.OMNI2),
         "INTERNAL",
-        "frames of one connection the dashboard refused (rate, size), in its session trace",
+        "frames of one connection the dashboard refused (rate, size), or OMNI2 (rate: a client "
+        "that reached it without the dashboard), in its session trace",
     )
     CORS_PREFLIGHT: Final = _span(
         "OPTIONS",
@@ -316,7 +317,25 @@ class Attr:
         "chat.db.batch", "messages stored in the same transaction (turns that ended together)"
     )
     FRAMES_REFUSED: Final = _attr(
-        "chat.frames.refused", "dashboard: frames of a connection refused by its rate limit"
+        "chat.frames.refused",
+        "dashboard and omni2: frames of a connection refused by its rate limit",
+    )
+    CLIENT_CONTEXT: Final = _attr(
+        "chat.client.context",
+        "the first hop we run (dashboard; omni2 when reached without it): the client's trace "
+        "context, `none`, `continued`, `linked`, `malformed` or `reused` (a trace id already in "
+        "use: a trace of our own, not joined); the audit reads it to tell a client that sent "
+        "no context (not traced) from a client span that was lost",
+    )
+    CLIENT_SAMPLED: Final = _attr(
+        "chat.client.sampled",
+        "with `continued`/`linked`: the client's own sampled flag (false: it says it recorded "
+        "no span); it decides nothing about what we trace",
+    )
+    ENTRY: Final = _attr(
+        "chat.entry",
+        "omni2: how the connection reached it, `dashboard` (the dashboard's key), `gateway` "
+        "(Traefik's public entry point, its key) or `direct` (neither)",
     )
 
 
@@ -428,6 +447,24 @@ class LinkRole:
     FRONT_GATEWAY: Final = "front-gateway"  # dashboard connect -> Traefik's front entry span
 
 
+class ClientContext:
+    """Values of `chat.client.context`: what the client's trace context was at the first hop."""
+
+    NONE: Final = "none"  # the client sent none (an uninstrumented page, wscat, an app)
+    CONTINUED: Final = "continued"  # its span is the parent of ours
+    LINKED: Final = "linked"  # ours roots a trace of its own and links to it
+    MALFORMED: Final = "malformed"  # unreadable: a fresh trace
+    REUSED: Final = "reused"  # its trace id was used before (another message): a fresh trace
+
+
+class Entry:
+    """Values of `chat.entry`: how a connection reached OMNI2."""
+
+    DASHBOARD: Final = "dashboard"  # through a dashboard (its key), so through the gateway too
+    GATEWAY: Final = "gateway"  # through Traefik's public entry point (its key)
+    DIRECT: Final = "direct"  # neither: straight to OMNI2
+
+
 class McpMeta:
     """Keys OMNI2 puts in an MCP request's `params._meta` beside `traceparent`/`tracestate`."""
 
@@ -443,7 +480,7 @@ class Flow:
     MODEL_CALL: Final = "model_call"  # one call of the model
     TOOL_CALL: Final = "tool_call"  # one tool call, with its real status and duration
     ERROR: Final = "error"  # the message failed
-    REFUSED: Final = "refused"  # frames or a message refused at the dashboard
+    REFUSED: Final = "refused"  # frames or a message refused (frame limits, dashboard or OMNI2)
     FRAME: Final = "frame"  # a client frame refused before it became a message (malformed)
     CLOSE: Final = "close"  # OMNI2 closed an open connection (its token expired)
 

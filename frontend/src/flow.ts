@@ -18,6 +18,13 @@ interface Message {
   trace_id: string;
   start_unix_ms: number;
   layers: Record<string, boolean>;
+  // "present", "missing", or "not traced": a later layer recorded that it was not there
+  // (a client that sent no trace context); the chain is then judged from the first traced.
+  layer_states: Record<string, string>;
+  not_traced: string[];
+  first_layer: string | null;
+  client_only: boolean;
+  foreign: string[];
   hops_ms: Record<string, number | null>;
   broken: boolean;
   problems: string[];
@@ -166,15 +173,33 @@ function link(href: string, text: string): HTMLAnchorElement {
   return el("a", { href }, text);
 }
 
+type ChainView = Pick<Message, "broken" | "problems"> &
+  Partial<Pick<Message, "not_traced" | "first_layer" | "client_only" | "foreign">>;
+
 // Whether every layer's span is there and joined; how the message ended is its outcome.
-export function chainState(message: Pick<Message, "broken">): string {
-  return message.broken ? "broken" : "whole";
+export function chainState(message: ChainView): string {
+  if (message.broken) return "broken";
+  if (message.client_only) return "client-only";
+  return message.not_traced?.length ? "not-traced" : "whole";
+}
+
+// What the verdict says in words: a layer not traced is the first hop's own record, not a break.
+export function chainText(message: ChainView): string {
+  const foreign = message.foreign?.length ? ` (${message.foreign.length} foreign span(s) left out)` : "";
+  switch (chainState(message)) {
+    case "broken":
+      return `broken: ${message.problems.join("; ")}`;
+    case "client-only":
+      return "client only: no server layer recorded it";
+    case "not-traced":
+      return `whole from ${message.first_layer ?? "?"} (${(message.not_traced ?? []).join(", ")} not traced)${foreign}`;
+    default:
+      return `whole${foreign}`;
+  }
 }
 
 function chainCell(message: Message): HTMLTableCellElement {
-  const state = chainState(message);
-  const text = message.broken ? `${state}: ${message.problems.join("; ")}` : state;
-  return el("td", { class: "chain", "data-chain": state }, text);
+  return el("td", { class: "chain", "data-chain": chainState(message) }, chainText(message));
 }
 
 export function outcomeText(turn: Turn): string {
@@ -517,7 +542,7 @@ export function turnSummary(chain: Message, turn: Turn): HTMLElement {
       { class: "verdict" },
       el("span", { class: "outcome", "data-outcome": turn.outcome }, outcomeText(turn)),
       " · chain ",
-      el("span", { class: "chain", "data-chain": chainState(chain) }, chain.broken ? `broken: ${chain.problems.join("; ")}` : "whole"),
+      el("span", { class: "chain", "data-chain": chainState(chain) }, chainText(chain)),
     ),
     el(
       "p",

@@ -314,4 +314,5 @@ def _summary(conversation_id: str, reports: list[ChainReport]) -> dict[str, Any]
         "messages": len(reports),
         "broken": sum(r.broken for r in reports),
         "errors": sum(bool(r.errors) for r in reports),
+        "not_traced": sum(bool(r.not_traced) and not r.broken for r in reports),
     }

@@ -16,19 +16,21 @@ from dataclasses import dataclass
 
 from omni_trace.flowview.data import Snapshot, audit_now, turn_summary
 from omni_trace.traces.audit import AuditQuery
-from omni_trace.traces.chain import LAYERS
+from omni_trace.traces.chain import LAYERS, MISSING, ChainReport
 from omni_trace.traces.jaeger import JaegerClient
 
 WINDOW_S = 900.0
 SETTLE_S = 10.0
 CACHE_S = 10.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CHAINS = ("whole", "not_traced", "broken", "client_only")
 
 
 @dataclass(frozen=True)
 class AuditCounts:
     messages: Counter[tuple[str, str]]  # (chain, outcome) -> messages
     missing: Counter[str]  # layer -> broken chains without it
+    not_traced: Counter[str]  # layer -> messages whose first hop says it was not traced
     seconds: float  # how long the audit took
     limited: bool  # the window held more messages than one audit reads
 
@@ -36,10 +38,12 @@ class AuditCounts:
         window = f"{WINDOW_S:.0f}"
         lines = [
             "# HELP omni_trace_audit_messages Messages of the audit window by chain verdict "
-            "and outcome (settled messages only).",
+            "(whole; not_traced: whole from the first traced layer, e.g. a client that sent no "
+            "trace context; broken; client_only: only the client's word) and outcome (settled "
+            "messages only).",
             "# TYPE omni_trace_audit_messages gauge",
         ]
-        for chain in ("whole", "broken"):
+        for chain in CHAINS:
             for outcome in ("ok", "refused", "error"):
                 count = self.messages[(chain, outcome)]
                 lines.append(
@@ -55,6 +59,16 @@ class AuditCounts:
             lines.append(
                 f'omni_trace_audit_missing_layer{{layer="{layer}",window_s="{window}"}} '
                 f"{self.missing[layer]}"
+            )
+        lines += [
+            "# HELP omni_trace_audit_not_traced_layer Messages of the audit window whose first "
+            "traced layer recorded that this layer was not traced (not a break).",
+            "# TYPE omni_trace_audit_not_traced_layer gauge",
+        ]
+        for layer in LAYERS:
+            lines.append(
+                f'omni_trace_audit_not_traced_layer{{layer="{layer}",window_s="{window}"}} '
+                f"{self.not_traced[layer]}"
             )
         lines += [
             "# HELP omni_trace_audit_seconds How long the last audit of the window took.",
@@ -87,16 +101,32 @@ class AuditMetrics:
         settled_before_ns = int((time.time() - SETTLE_S) * 1e9)
         messages: Counter[tuple[str, str]] = Counter()
         missing: Counter[str] = Counter()
+        not_traced: Counter[str] = Counter()
         snapshot = Snapshot(self._jaeger)
         reports = audit_now(snapshot, query)
         for report in reports:
             if report.end_ns > settled_before_ns:
                 continue
-            chain = "broken" if report.broken else "whole"
             outcome = turn_summary(snapshot.get_trace(report.trace_id), report)["outcome"]
-            messages[(chain, outcome)] += 1
+            messages[(chain_verdict(report), outcome)] += 1
             if report.broken:
-                missing.update(layer for layer, seen in report.layers.items() if not seen)
+                missing.update(
+                    layer for layer, state in report.layer_states.items() if state == MISSING
+                )
+            not_traced.update(report.not_traced)
         return AuditCounts(
-            messages, missing, time.perf_counter() - started, len(reports) >= query.limit
+            messages,
+            missing,
+            not_traced,
+            time.perf_counter() - started,
+            len(reports) >= query.limit,
         )
+
+
+def chain_verdict(report: ChainReport) -> str:
+    """The `chain` label of a message: each counted once, untraced layers apart."""
+    if report.broken:
+        return "broken"
+    if report.client_only:
+        return "client_only"
+    return "not_traced" if report.not_traced else "whole"

@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, format_trace_id
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -108,8 +109,10 @@ class ChatConnection:
         attributes: dict[str, Any] = {Attr.MESSAGE_CHARS: len(text)}
         if self.conversation_id:
             attributes[Attr.CONVERSATION_ID] = self.conversation_id
+        # A root whatever span is current: the trace is the message's alone (the first hop
+        # refuses to join a trace id that an earlier message used).
         with self._tracer.start_as_current_span(
-            self._message_span_name, kind=SpanKind.CLIENT, attributes=attributes
+            self._message_span_name, context=Context(), kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             frame = {"type": "message", "text": text, **(extra or {})}
             frame[FRAME_TRACE_KEY] = w3c_carrier(span)

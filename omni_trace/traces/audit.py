@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from omni_trace.traces.chain import ChainReport, analyze_chain
+from omni_trace.traces.chain import NOT_TRACED, ChainReport, analyze_chain
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from omni_trace.traces.spec import ChainSpec, default_spec
 
@@ -63,9 +63,13 @@ def find_message_traces(
             end_us=end_us,
         )
 
+    # A client's span says which conversation and user it is of, but only the client says
+    # so: a conversation's or a user's messages are those a server layer recorded.
+    public = {s for layer in spec.layers if layer.public for s in layer.services}
+    searched = [x for x in spec.message_spans if not (query.tags(spec) and x[0] in public)]
     # Jaeger answers a search with whole traces: a few hundred messages take it a while per
     # layer, so the layers are searched side by side.
-    layers = [layer for layer in spec.message_spans if layer[0] in services]
+    layers = [layer for layer in searched if layer[0] in services]
     with ThreadPoolExecutor(max(len(layers), 1)) as pool:
         found = list(pool.map(search, layers))
     return list(dict.fromkeys(trace_id for ids in found for trace_id in ids))
@@ -129,10 +133,12 @@ def run_audit(
             for session_id in r.session_trace_ids:
                 sessions.pop(session_id, None)
             reports[r.trace_id] = analyze_chain(jaeger.get_trace(r.trace_id), session, spec)
-    # Link mode: a client's own trace is a part of the message trace that links to it.
+    # Link mode: a client's own trace is a part of the message trace that links to it (never
+    # a trace a server recorded: a client may link to any trace it likes).
     linked = {r.client_trace_id for r in reports.values() if r.client_trace_id}
     return sorted(
-        (r for r in reports.values() if r.trace_id not in linked), key=lambda r: r.start_ns
+        (r for r in reports.values() if not (r.trace_id in linked and r.client_only)),
+        key=lambda r: r.start_ns,
     )
 
 
@@ -141,6 +147,13 @@ def _ms(value: float | None) -> str:
 
 
 Column = tuple[str, int, Callable[[ChainReport], str]]
+
+
+def _layer_letter(report: ChainReport, name: str) -> str:
+    """Its initial when present, `.` when a later layer says it was not traced, else `-`."""
+    if report.layers.get(name):
+        return name[0].upper()
+    return "." if report.layer_states.get(name) == NOT_TRACED else "-"
 
 
 def _hop_cell(hop: str) -> Callable[[ChainReport], str]:
@@ -160,9 +173,7 @@ def columns(spec: ChainSpec | None = None) -> list[Column]:
         (
             "layers",
             max(6, len(spec.layers)),
-            lambda r: "".join(
-                name[0].upper() if r.layers.get(name) else "-" for name in spec.layer_names
-            ),
+            lambda r: "".join(_layer_letter(r, name) for name in spec.layer_names),
         ),
     ]
     for hop in joined:
@@ -195,13 +206,52 @@ def render_table(reports: Iterable[ChainReport], spec: ChainSpec | None = None) 
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Counts:
+    """The audit's verdicts, each message counted once: whole (every layer traced), whole
+    from the first traced layer (an outer layer, e.g. a client without trace context, not
+    traced), broken, whole but failed, and recorded by the client alone."""
+
+    messages: int
+    whole: int
+    not_traced: int
+    broken: int
+    failed: int
+    client_only: int
+    foreign: int  # spans left out as someone else's, over all messages
+
+    @classmethod
+    def of(cls, reports: Sequence[ChainReport]) -> Counts:
+        broken = [r for r in reports if r.broken]
+        rest = [r for r in reports if not r.broken and not r.client_only]
+        failed = [r for r in rest if r.errors]
+        untraced = [r for r in rest if not r.errors and r.not_traced]
+        return cls(
+            messages=len(reports),
+            whole=len(rest) - len(failed) - len(untraced),
+            not_traced=len(untraced),
+            broken=len(broken),
+            failed=len(failed),
+            client_only=sum(r.client_only for r in reports),
+            foreign=sum(len(r.foreign) for r in reports),
+        )
+
+
 def summary(reports: list[ChainReport]) -> str:
-    broken = sum(r.broken for r in reports)
-    failed = sum(bool(r.errors) and not r.broken for r in reports)
-    return (
-        f"{len(reports)} message(s): {len(reports) - broken - failed} whole, {broken} broken "
-        f"chain(s), {failed} with error spans"
-    )
+    counts = Counts.of(reports)
+    untraced = sorted({name for r in reports for name in r.not_traced})
+    line = f"{counts.messages} message(s): {counts.whole} whole, "
+    if counts.not_traced:
+        line += (
+            f"{counts.not_traced} whole from the first traced layer "
+            f"({', '.join(untraced)} not traced), "
+        )
+    line += f"{counts.broken} broken chain(s), {counts.failed} with error spans"
+    if counts.client_only:
+        line += f", {counts.client_only} recorded by the client alone"
+    if counts.foreign:
+        line += f"; {counts.foreign} foreign span(s) left out"
+    return line
 
 
 def flow_view_url(base: str, trace_id: str) -> str:
@@ -235,6 +285,11 @@ def render_json(
             "kept": len(reports),
             "broken": sum(r.broken for r in reports),
             "errors": sum(bool(r.errors) for r in reports),
+            # Whole from the first traced layer (e.g. a client that sent no trace context),
+            # recorded by the client alone, and spans left out as someone else's.
+            "not_traced": Counts.of(reports).not_traced,
+            "client_only": sum(r.client_only for r in reports),
+            "foreign_spans": sum(len(r.foreign) for r in reports),
             "sampled_out": len(sampled_out),
             "sampled_out_conversations": list(sampled_out),
         },

@@ -53,14 +53,29 @@ def render(reports: list[ChainReport], spec: ChainSpec, scope: str) -> str:
         f"{len(reports)} message(s) of {scope}, read by the {spec.name} spec: {whole} whole "
         f"and answered, {broken} broken chain(s), {failed} failed"
     ]
+    untraced: dict[str, int] = defaultdict(int)
+    for report in reports:
+        for name in report.not_traced:
+            untraced[name] += 1
+    if untraced:
+        said = ", ".join(f"{name} in {n}" for name, n in sorted(untraced.items()))
+        lines.append(
+            f"not traced (by the first traced layer's own record, not a break): {said} "
+            "message(s); their chains are judged from the first layer traced"
+        )
     hop_counts: dict[str, int] = defaultdict(int)
     for finding in found:
         hop_counts[finding.hop] += len(finding.reports)
         lines += ["", finding.headline()]
         for report in finding.reports[:SHOWN_PER_FINDING]:
             reached = ", ".join(name for name, ok in report.layers.items() if ok) or "none"
+            untraced_here = (
+                f" ({', '.join(report.not_traced)} not traced)" if report.not_traced else ""
+            )
             who = f"  conversation {report.conversation_id}" if report.conversation_id else ""
-            lines.append(f"  trace {report.trace_id}{who}  layers reached: {reached}")
+            lines.append(
+                f"  trace {report.trace_id}{who}  layers reached: {reached}{untraced_here}"
+            )
         if len(finding.reports) > SHOWN_PER_FINDING:
             lines.append(f"  ... and {len(finding.reports) - SHOWN_PER_FINDING} more")
     if not found and reports:

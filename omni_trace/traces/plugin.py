@@ -2,7 +2,7 @@
 
 Fixtures:
   omni_spec      the chain spec (`--omni-spec FILE` / $OMNI_TRACE_SPEC; default: this
-                 project's stack)
+                 project's stack), with `--omni-require LAYER` layers always expected
   omni_jaeger    a JaegerClient: `--omni-jaeger URL` / $OMNI_TRACE_JAEGER_QUERY_URL (any
                  stack's Jaeger; no stack of ours is started), else `omni_stack`'s
   omni_traces    `omni_traces.message(reply or trace id)` -> (message Trace, session Trace),
@@ -44,15 +44,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE",
         help="the chain spec of the stack under test (default: this project's stack)",
     )
+    group.addoption(
+        "--omni-require",
+        action="append",
+        default=[
+            name for name in os.environ.get("OMNI_TRACE_REQUIRE", "").split(",") if name.strip()
+        ],
+        metavar="LAYER",
+        help="expect this layer in every message even where the first hop recorded that it "
+        "was not traced (e.g. client, once every client is instrumented); repeatable, or "
+        "$OMNI_TRACE_REQUIRE=client,...",
+    )
 
 
 @pytest.fixture(scope="session")
 def omni_spec(request: pytest.FixtureRequest) -> ChainSpec:
     path = request.config.getoption("--omni-spec")
+    required = [name.strip() for name in request.config.getoption("--omni-require")]
     try:
-        return load_spec(path) if path else default_spec()
+        spec = load_spec(path) if path else default_spec()
+        return spec.requiring(required) if required else spec
     except SpecError as err:
-        raise pytest.UsageError(f"--omni-spec: {err}") from None
+        raise pytest.UsageError(f"--omni-spec/--omni-require: {err}") from None
 
 
 @pytest.fixture(scope="session")

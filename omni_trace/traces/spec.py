@@ -10,7 +10,8 @@ the attributes that carry the conversation and the user. This project's stack sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
@@ -52,6 +53,30 @@ class LinkRule:
         return self.layer or self.span or "?"
 
 
+Scalar = str | bool | int | float
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """When a layer is expected: what a later layer's message span (the first present one
+    carrying the first attribute named, its "witness") must say. Without a witness the layer
+    is expected; with one that says otherwise, it was not there, or not traced, by the
+    witness's own record (a client that sent no trace context)."""
+
+    attributes: tuple[tuple[str, tuple[Scalar, ...]], ...]
+
+    @property
+    def key(self) -> str:
+        return self.attributes[0][0]
+
+    def unmet(self, attributes: dict[str, object]) -> str | None:
+        """The first condition `attributes` fail, as `key=value`; None when all hold."""
+        for key, allowed in self.attributes:
+            if attributes.get(key) not in allowed:
+                return f"{key}={attributes.get(key, '(none)')}"
+        return None
+
+
 @dataclass(frozen=True)
 class Layer:
     name: str
@@ -62,6 +87,10 @@ class Layer:
     nested: bool = False  # a descendant of the parent's span, not only a child
     optional: bool = False
     links: tuple[LinkRule, ...] = ()
+    # Its spans arrive by a path any client can reach (a browser's telemetry): they only
+    # ever count as this layer, and one the next layer did not record as its parent is foreign.
+    public: bool = False
+    expected_when: Expectation | None = None
 
     def holds(self, service: str, name: str) -> bool:
         return service in self.services and name == self.message
@@ -78,6 +107,9 @@ class ChainSpec:
     model_spans: SpanPattern
     tool_spans: SpanPattern
     source: str = ""  # the file it came from
+    # The attribute (and value) the collector stamps on every span that came by the public
+    # path: such a span counts only as a public layer's, never as proof of another.
+    public_attribute: tuple[str, str] | None = None
     # A boolean attribute by which a tail sampler kept (true) or dropped (false) a
     # conversation; a session span carries it, so the audit can tell a sampled-out message
     # (absent on purpose) from a broken one. None: the stack does not sample by conversation.
@@ -115,6 +147,22 @@ class ChainSpec:
         joined = tuple(f"{layer.parent}_to_{layer.name}" for layer in self.layers if layer.parent)
         ttft = tuple(f"ttft_{layer.name}" for layer in self.message_layers)
         return (*joined, *ttft, "model", "tools", "total")
+
+    def requiring(self, names: Iterable[str]) -> ChainSpec:
+        """The spec with these layers expected always (their `expected_when` dropped): a team
+        whose clients are all instrumented requires the client layer."""
+        wanted = set(names)
+        unknown = wanted - set(self.layer_names)
+        if unknown:
+            raise SpecError(
+                f"no layer named {', '.join(sorted(unknown))} in spec {self.name} "
+                f"(layers: {', '.join(self.layer_names)})"
+            )
+        layers = tuple(
+            replace(layer, expected_when=None) if layer.name in wanted else layer
+            for layer in self.layers
+        )
+        return replace(self, layers=layers)
 
     def describe(self) -> str:
         parts = []
@@ -186,6 +234,8 @@ _LAYER_KEYS = {
     "nested",
     "optional",
     "links",
+    "public",
+    "expected_when",
 }
 _TOP_KEYS = {
     "name",
@@ -197,7 +247,31 @@ _TOP_KEYS = {
     "model_spans",
     "tool_spans",
     "sample_attribute",
+    "public_attribute",
 }
+
+
+def _expectation(value: Any, where: str) -> Expectation | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise SpecError(f"{where}: a mapping of attribute names to the values that say so")
+    conditions = []
+    for key, allowed in value.items():
+        values = allowed if isinstance(allowed, list) else [allowed]
+        if not isinstance(key, str) or not key or not values:
+            raise SpecError(f"{where}: attribute names to a value or a list of values")
+        if not all(isinstance(v, str | bool | int | float) for v in values):
+            raise SpecError(f"{where}.{key}: values are strings, numbers or true/false")
+        conditions.append((key, tuple(values)))
+    return Expectation(tuple(conditions))
+
+
+def _public_attribute(value: Any, where: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    data = _mapping(value, where, {"key", "value"})
+    return _string(data, "key", where), _string(data, "value", where)
 
 
 def _layer(value: Any, where: str) -> Layer:
@@ -206,9 +280,10 @@ def _layer(value: Any, where: str) -> Layer:
     links = data.get("links") or []
     if not isinstance(links, list):
         raise SpecError(f"{where}.links: a list")
-    optional, nested = data.get("optional", False), data.get("nested", False)
-    if not isinstance(optional, bool) or not isinstance(nested, bool):
-        raise SpecError(f"{where}: `optional` and `nested` are true or false")
+    flags = {key: data.get(key, False) for key in ("optional", "nested", "public")}
+    if not all(isinstance(flag, bool) for flag in flags.values()):
+        raise SpecError(f"{where}: `optional`, `nested` and `public` are true or false")
+    optional, nested = flags["optional"], flags["nested"]
     return Layer(
         name=name,
         services=_strings(data.get("services"), f"{where}.services"),
@@ -218,6 +293,8 @@ def _layer(value: Any, where: str) -> Layer:
         nested=nested,
         optional=optional,
         links=tuple(_link(link, f"{where}.links[{i}]") for i, link in enumerate(links)),
+        public=flags["public"],
+        expected_when=_expectation(data.get("expected_when"), f"{where}.expected_when"),
     )
 
 
@@ -248,6 +325,13 @@ def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
         for link in layer.links:
             if link.layer is not None and link.layer not in names:
                 raise SpecError(f"layer {layer.name}: link {link.role!r} to unknown layer")
+        if layer.public and not layer.message:
+            raise SpecError(f"layer {layer.name}: a `public` layer needs its `message` span")
+        if layer.expected_when is not None and layer is layers[-1]:
+            raise SpecError(
+                f"layer {layer.name}: `expected_when` is read on a later layer's span, "
+                "and it is the last layer"
+            )
         seen.add(layer.name)
     for layer in layers:
         reached = any(link.layer == layer.name for other in layers for link in other.links)
@@ -267,6 +351,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
         tool_spans=_pattern(top.get("tool_spans", {"name": "execute_tool*"}), "tool_spans"),
         source=source,
         sample_attribute=_optional(top, "sample_attribute", source),
+        public_attribute=_public_attribute(top.get("public_attribute"), "public_attribute"),
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 
 from otel.instrumentation import instrument, telemetry_config
+from otel.propagation import TraceIds
 from services.dashboard.audit import RefusalLog
 from services.dashboard.login import login_router
 from services.dashboard.proxy import proxy_chat
@@ -19,6 +20,8 @@ from services.dashboard.settings import DashboardSettings
 def create_app(settings: DashboardSettings) -> FastAPI:
     # The audit trail the dashboard's refusals go to (the login reads users on its own).
     refusals = RefusalLog(settings.database_url.get_secret_value())
+    # Trace ids clients' context started here, so that none is joined twice (propagation).
+    trace_ids = TraceIds(settings.trace_id_memory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +46,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
-        await proxy_chat(websocket, settings, refusals)
+        await proxy_chat(websocket, settings, refusals, trace_ids)
 
     instrument(app, websocket_paths=("/ws/chat",))
     return app

@@ -17,13 +17,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosed
 
 from otel.names import Attr, SpanName
-from otel.propagation import client_parent, gateway_links
+from otel.propagation import TraceIds, client_parent, gateway_links
 from otel.redaction import redact_url
 from otel.sampling import decide
+from services.common.limits import FrameThrottle
 from services.common.protocol import CloseCode, close_reason, error_frame
 from services.common.refusal import Refusal, refuse
 from services.dashboard.audit import ConnectionRefusals, RefusalLog
-from services.dashboard.limits import FrameThrottle
 from services.dashboard.query import scope_token
 from services.dashboard.relay import MessageRefused, MessageRelay
 from services.dashboard.settings import DashboardSettings
@@ -71,19 +71,24 @@ class Connection:
         self.refusals.add(trace_id or self.session_trace_id, name, detail)
 
 
-async def proxy_chat(websocket: WebSocket, settings: DashboardSettings, log_: RefusalLog) -> None:
+async def proxy_chat(
+    websocket: WebSocket, settings: DashboardSettings, log_: RefusalLog, trace_ids: TraceIds
+) -> None:
     link = settings.client_trace == "link"
     connection = Connection(websocket, settings, keep=decide(settings.trace_sample_ratio))
-    parent, links = client_parent(websocket.query_params, keep=connection.keep, link=link)
+    parent = client_parent(
+        websocket.query_params, keep=connection.keep, link=link, trace_ids=trace_ids
+    )
+    links = parent.links
     if settings.behind_gateway:
         links += gateway_links(websocket.headers)
     with tracer.start_as_current_span(
         SpanName.CONNECT,
-        context=parent,
+        context=parent.context,
         kind=SpanKind.SERVER,
         links=links,
         record_exception=False,
-        attributes={Attr.URL_FULL: redact_url(str(websocket.url))},
+        attributes={Attr.URL_FULL: redact_url(str(websocket.url)), **parent.attributes},
     ) as span:
         connection.session = span.get_span_context()
         token = scope_token(websocket.scope)
@@ -112,6 +117,7 @@ async def proxy_chat(websocket: WebSocket, settings: DashboardSettings, log_: Re
         link_client=link,
         max_pending=settings.max_pending_messages,
         span_name=settings.relay_span_name,
+        trace_ids=trace_ids,
     )
     try:
         await relay_frames(connection, upstream, relay)

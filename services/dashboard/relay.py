@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, Statu
 
 from otel.metrics import chat_metrics
 from otel.names import Attr, Event, LinkRole, SpanName
-from otel.propagation import FRAME_TRACE_KEY, client_parent, inject_frame
+from otel.propagation import FRAME_TRACE_KEY, TraceIds, client_parent, inject_frame
 from services.common.protocol import (
     FAILED_FRAMES,
     FINAL_FRAMES,
@@ -59,8 +59,10 @@ class MessageRelay:
         link_client: bool,
         max_pending: int,
         span_name: str = SpanName.RELAY,
+        trace_ids: TraceIds | None = None,
     ) -> None:
         self._link = Link(upstream, {Attr.LINK_ROLE: LinkRole.UPSTREAM_CONNECT})
+        self._trace_ids = trace_ids or TraceIds()
         self._span_name = span_name
         self._keep = keep
         self._link_client = link_client
@@ -76,15 +78,18 @@ class MessageRelay:
         frame = json_object(text)
         if frame is None or frame.get("type") != "message":
             return text
-        parent, links = client_parent(
-            frame.get(FRAME_TRACE_KEY), keep=self._keep, link=self._link_client
+        parent = client_parent(
+            frame.get(FRAME_TRACE_KEY),
+            keep=self._keep,
+            link=self._link_client,
+            trace_ids=self._trace_ids,
         )
         span = tracer.start_span(
             self._span_name,
-            context=parent,
+            context=parent.context,
             kind=SpanKind.SERVER,
-            links=[self._link, *links],
-            attributes=self.ids,
+            links=[self._link, *parent.links],
+            attributes=self.ids | parent.attributes,
         )
         trace_id = span.get_span_context().trace_id
         if len(self._pending) >= self._max_pending:

@@ -56,6 +56,13 @@ class DashboardSettings(CommonSettings):
         "the browser); link: each connection and message starts its own trace and links to "
         "the client's span (for public deployments).",
     )
+    trace_id_memory: int = Field(
+        default=65_536,
+        ge=1,
+        description="Client trace ids remembered: a message or connection whose context "
+        "reuses one (which would put its spans into another message's trace) starts a trace "
+        "of its own instead (chat.client.context=reused).",
+    )
     relay_span_name: str = Field(
         default=SpanName.RELAY,
         min_length=1,

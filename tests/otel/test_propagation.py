@@ -4,8 +4,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel.names import Attr, LinkRole
+from otel.names import Attr, ClientContext, LinkRole
 from otel.propagation import (
+    TraceIds,
+    client_parent,
     extract_frame,
     extract_untrusted,
     gateway_links,
@@ -85,3 +87,61 @@ def test_a_gateway_in_front_is_linked_not_trusted() -> None:
     assert link.attributes == {Attr.LINK_ROLE: LinkRole.FRONT_GATEWAY}
     assert gateway_links({}) == []
     assert gateway_links({"traceparent": "00-not-a-trace-01"}) == []
+
+
+UNSAMPLED = f"00-{TRACE_ID}-b7ad6b7169203331-00"
+
+
+@pytest.mark.parametrize(
+    ("carrier", "state", "sampled"),
+    [
+        (None, ClientContext.NONE, None),
+        ({}, ClientContext.NONE, None),
+        ({"tracestate": "x=1"}, ClientContext.NONE, None),
+        ({"traceparent": "garbage"}, ClientContext.MALFORMED, None),
+        ({"traceparent": 42}, ClientContext.MALFORMED, None),
+        ({"traceparent": PARENT + "x" * 100}, ClientContext.MALFORMED, None),
+        ({"traceparent": PARENT}, ClientContext.CONTINUED, True),
+        ({"traceparent": UNSAMPLED}, ClientContext.CONTINUED, False),
+    ],
+)
+def test_what_the_client_sent_is_recorded(
+    carrier: dict[str, object] | None, state: str, sampled: bool | None
+) -> None:
+    parent = client_parent(carrier, keep=True, link=False)
+    assert parent.attributes.get(Attr.CLIENT_CONTEXT) == state
+    assert parent.attributes.get(Attr.CLIENT_SAMPLED) == sampled
+    # The client's flag is recorded, never obeyed: its span is continued as sampled.
+    if parent.client is not None:
+        assert parent.client.trace_flags.sampled
+
+
+def test_linked_context_is_recorded_as_linked() -> None:
+    parent = client_parent({"traceparent": UNSAMPLED}, keep=True, link=True)
+    assert parent.client is None and len(parent.links) == 1
+    assert parent.attributes == {
+        Attr.CLIENT_CONTEXT: ClientContext.LINKED,
+        Attr.CLIENT_SAMPLED: False,
+    }
+
+
+def test_a_trace_id_used_before_is_not_joined() -> None:
+    trace_ids = TraceIds()
+    first = client_parent({"traceparent": PARENT}, keep=True, link=False, trace_ids=trace_ids)
+    assert first.client is not None and f"{first.client.trace_id:032x}" == TRACE_ID
+    # Another connection (or message) naming the same trace, even through another span id,
+    # in either mode: a trace of its own, joined to nothing.
+    other_span = f"00-{TRACE_ID}-{'1' * 16}-01"
+    for link in (False, True):
+        again = client_parent(
+            {"traceparent": other_span}, keep=True, link=link, trace_ids=trace_ids
+        )
+        assert again.client is None and again.links == []
+        assert again.attributes == {Attr.CLIENT_CONTEXT: ClientContext.REUSED}
+
+
+def test_trace_ids_are_bounded() -> None:
+    trace_ids = TraceIds(capacity=2)
+    assert trace_ids.first_use(1) and trace_ids.first_use(2) and not trace_ids.first_use(2)
+    assert trace_ids.first_use(3)  # forgets 1, the oldest
+    assert trace_ids.first_use(1)

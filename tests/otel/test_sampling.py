@@ -34,12 +34,12 @@ def test_ratios() -> None:
 
 
 def test_client_parent_carries_the_decision_whatever_the_client_says() -> None:
-    ctx, links = client_parent({"traceparent": PARENT}, keep=True, link=False)
-    assert decision_of(ctx) is True and links == []
-    ctx, links = client_parent({"traceparent": PARENT}, keep=False, link=True)
-    assert decision_of(ctx) is False and len(links) == 1
-    ctx, links = client_parent({"traceparent": "garbage"}, keep=True, link=True)
-    assert decision_of(ctx) is True and links == []
+    parent = client_parent({"traceparent": PARENT}, keep=True, link=False)
+    assert decision_of(parent.context) is True and parent.links == []
+    parent = client_parent({"traceparent": PARENT}, keep=False, link=True)
+    assert decision_of(parent.context) is False and len(parent.links) == 1
+    parent = client_parent({"traceparent": "garbage"}, keep=True, link=True)
+    assert decision_of(parent.context) is True and parent.links == []
 
 
 def test_a_conversation_decision_is_the_same_everywhere_and_follows_the_ratio() -> None:

@@ -137,7 +137,10 @@ async def test_audit_names_the_missing_layer_and_fails(
         assert "missing layer omni2" in message["problems"]
 
         # The dashboard with tracing off as well: the frame context passes through untouched,
-        # so the message trace lacks the dashboard too.
+        # so only the client recorded the message. A client's span is its word alone: it
+        # neither makes a conversation's message (no server layer recorded one) nor a broken
+        # chain (a dashboard that sampled the connection out leaves the same), and the
+        # audit says so.
         untraced_omni2.restart_service("dashboard", {"OTEL_SDK_DISABLED": "true"})
         conversation = await _chat(
             open_chat(info.dashboard_ws_url, token, tracer_provider=provider),
@@ -146,22 +149,15 @@ async def test_audit_names_the_missing_layer_and_fails(
             layers=(Service.CHAT_CLIENT,),
         )
     provider.shutdown()
-    assert (
-        main(
-            [
-                "audit",
-                "--conversation",
-                conversation,
-                "--settle",
-                "3s",
-                "--jaeger",
-                untraced_omni2.info.jaeger_query_url,
-            ]
-        )
-        == 1
-    )
-    out = capsys.readouterr().out
-    assert "missing layer dashboard" in out and "BROKEN" in out
+    jaeger_url = untraced_omni2.info.jaeger_query_url
+    args = ["audit", "--settle", "3s", "--jaeger", jaeger_url]
+    assert main([*args, "--conversation", conversation]) == 1
+    assert "no message traces found" in capsys.readouterr().err
+    assert main([*args, "--since", "2m", "--json"]) == 1  # the first message is still broken
+    data = json.loads(capsys.readouterr().out)
+    (client_only,) = [m for m in data["messages"] if m["client_only"]]
+    assert not client_only["broken"] and client_only["layers"]["dashboard"] is False
+    assert data["client_only"] == 1
 
 
 async def test_trace_show_draws_message_and_session_waterfalls(

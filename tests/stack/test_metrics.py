@@ -145,6 +145,7 @@ async def test_the_flow_view_serves_the_audit_to_prometheus(stack: Stack) -> Non
     assert names == {
         "omni_trace_audit_messages",
         "omni_trace_audit_missing_layer",
+        "omni_trace_audit_not_traced_layer",
         "omni_trace_audit_seconds",
         "omni_trace_audit_limited",
     }

@@ -1,4 +1,7 @@
-"""Per-connection frame limits at the first hop: every frame a client sends costs one token.
+"""Per-connection frame limits: every frame a client sends costs one token.
+
+The dashboard holds them for the browser's connection, and OMNI2 for each of its own, so a
+client that reaches OMNI2 without the dashboard (through Traefik, or straight) meets them too.
 
 A token bucket (`rate` per second, `burst` at once) decides which frames pass. Each refused
 frame is answered with an `error` frame (a client waiting for an answer to its message gets

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.dashboard.limits import FrameThrottle
+from services.common.limits import FrameThrottle
 
 
 class Clock:
