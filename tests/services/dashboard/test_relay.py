@@ -9,7 +9,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel.names import Attr, Event, LinkRole, SpanName
+from otel.names import Attr, ClientContext, Event, LinkRole, SpanName
 from otel.propagation import extract_frame, remote_span_context
 from services.dashboard.relay import MessageRefused, MessageRelay
 
@@ -166,3 +166,42 @@ def test_a_relayed_frame_grows_only_by_its_trace_context(spans: InMemorySpanExpo
     text = json.dumps({"type": "message", "text": "é" * 20_000}, ensure_ascii=False)
     forwarded = relay_of().to_upstream(text)
     assert len(forwarded.encode()) - len(text.encode()) < 200
+
+
+@pytest.mark.parametrize(
+    ("frame", "recorded"),
+    [
+        (message(traced=False), {Attr.CLIENT_CONTEXT: ClientContext.NONE}),
+        (
+            message(flags="00"),
+            {Attr.CLIENT_CONTEXT: ClientContext.CONTINUED, Attr.CLIENT_SAMPLED: False},
+        ),
+        (
+            json.dumps({"type": "message", "text": "x", "trace": {"traceparent": "00-zz"}}),
+            {Attr.CLIENT_CONTEXT: ClientContext.MALFORMED},
+        ),
+    ],
+)
+def test_the_relay_records_what_the_client_sent(
+    spans: InMemorySpanExporter, frame: str, recorded: dict[str, object]
+) -> None:
+    relay = relay_of()
+    relay.to_upstream(frame)
+    relay.close("test over")
+    (span,) = spans.get_finished_spans()
+    assert span.attributes is not None
+    assert {k: v for k, v in span.attributes.items() if k.startswith("chat.client.")} == recorded
+
+
+def test_a_second_message_naming_the_first_ones_trace_starts_its_own(
+    spans: InMemorySpanExporter,
+) -> None:
+    relay = relay_of()
+    relay.to_upstream(message())
+    relay.to_upstream(message())  # the same traceparent again
+    relay.close("test over")
+    first, second = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert f"{first.context.trace_id:032x}" == CLIENT_TRACE
+    assert f"{second.context.trace_id:032x}" != CLIENT_TRACE and second.parent is None
+    assert second.attributes is not None
+    assert second.attributes[Attr.CLIENT_CONTEXT] == ClientContext.REUSED
