@@ -57,6 +57,8 @@ environment:
   JAEGER_BIN                        use this Jaeger v2 binary instead of building one
   OMNI_TRACE_JAEGER_QUERY_URL       use a running Jaeger (query API base URL) ...
   OMNI_TRACE_JAEGER_OTLP_ENDPOINT   ... and its OTLP/HTTP base URL
+  OMNI_TRACE_PUBLIC_TRACE_SERVICES  client services the public OTLP path (4319) takes
+                                    (default chat-client,chat-browser)
   OTEL_*                            standard OpenTelemetry variables, honoured by every service
 
 quick start:

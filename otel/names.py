@@ -337,6 +337,13 @@ class Attr:
         "omni2: how the connection reached it, `dashboard` (the dashboard's key), `gateway` "
         "(Traefik's public entry point, its key) or `direct` (neither)",
     )
+    TELEMETRY_PATH: Final = _attr(
+        "chat.telemetry.path",
+        "set by the collector, not by us: `public` on every span that came through the public "
+        "OTLP path (browsers, chat clients; whatever the client set is overwritten); absent "
+        "on spans of the internal path (our services, with its credential)",
+        "collector",
+    )
 
 
 # Attributes of the HTTP server spans of opentelemetry-instrumentation-fastapi (listed so the

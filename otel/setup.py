@@ -36,8 +36,10 @@ def create_tracer_provider(
     """A provider that exports to OTLP/HTTP through the redacting exporter.
 
     `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*` and
-    `OTEL_EXPORTER_OTLP_*` are honoured by the SDK; `otlp_endpoint` (a base URL such as
-    http://127.0.0.1:4318) overrides the endpoint for callers that talk to several stacks.
+    `OTEL_EXPORTER_OTLP_*` are honoured by the SDK (among them `OTEL_EXPORTER_OTLP_HEADERS`,
+    which carries the internal OTLP path's credential to our services); `otlp_endpoint` (a
+    base URL such as the public path's http://127.0.0.1:4319, where clients export)
+    overrides the endpoint for callers that talk to several stacks.
     The sampler obeys a server's per-connection decision first (`otel.sampling`).
     """
     provider = TracerProvider(resource=_resource(service_name), sampler=ServerDecisionSampler())

@@ -7,6 +7,7 @@ never mix.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel.processors import InheritAttributesProcessor
 from otel.sampling import ServerDecisionSampler
 from tests.pg import create_database, postgres_server
+
+# The entrance keys every service needs (services/common/provenance.py), for the services
+# the tests run in-process; each stack a test starts makes its own.
+DASHBOARD_KEY = "d" * 32
+EDGE_KEY = "e" * 32
+os.environ.setdefault("OMNI_DASHBOARD_KEY", DASHBOARD_KEY)
+os.environ.setdefault("OMNI_EDGE_KEY", EDGE_KEY)
 
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider(sampler=ServerDecisionSampler())  # as setup_tracing installs

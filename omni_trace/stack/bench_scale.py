@@ -195,7 +195,7 @@ def _until_queryable(
             waited = time.perf_counter() - sample.done_at
             if spans_s is None and all(report.layers.get(name) for name in MESSAGE_LAYERS):
                 spans_s = waited
-            if not report.broken:
+            if report.whole:
                 return spans_s, waited
             if waited >= cfg.sample_timeout_s:
                 return spans_s, None
@@ -265,19 +265,19 @@ def chain_verdicts(
             chunks = [pending[n::CHAIN_READERS] for n in range(CHAIN_READERS)]
             for found in pool.map(lambda ids: _judge(query_url, ids), chunks):
                 judged.update(found)
-            pending = [t for t in pending if judged[t][1].broken]
+            pending = [t for t in pending if not judged[t][1].whole]
             say(f"chains: {len(trace_ids) - len(pending)} of {len(trace_ids)} whole in Jaeger")
             if pending and time.monotonic() < deadline:
                 time.sleep(2.0)  # the pipeline drains in batches; Traefik exports every 5 s
             elif pending:
                 break
-    broken = [(t, report) for t, (_, report) in judged.items() if report.broken]
+    broken = [(t, report) for t, (_, report) in judged.items() if not report.whole]
     return {
         "answered": len(trace_ids),
         "in_jaeger": sum(arrived for arrived, _ in judged.values()),
         "whole": len(trace_ids) - len(broken),
         "failed_but_whole": sum(bool(r.errors) and not r.broken for _, r in judged.values()),
-        "broken": [f"{t}: {'; '.join(r.problems)}" for t, r in broken[:5]],
+        "broken": [f"{t}: {r.status}" for t, r in broken[:5]],
     }
 
 

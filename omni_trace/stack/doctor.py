@@ -75,6 +75,18 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
         "dashboard": _probe_http("dashboard", f"{info.dashboard_url}/healthz"),
         # Through the real route: 401 proves the router and ForwardAuth -> auth work.
         "traefik": _probe_http("traefik route /ws/chat", f"{info.traefik_url}/ws/chat", 401),
+        # Clients without a dashboard: the public entry point, through the gateway's route.
+        **(
+            {
+                "traefik-public": _probe_http(
+                    "traefik public entry /ws/chat",
+                    info.traefik_public_ws_url.replace("ws://", "http://", 1),
+                    401,
+                )
+            }
+            if info.traefik_public_ws_url
+            else {}
+        ),
         "auth": _probe_http("auth service", f"{info.auth_url}/healthz"),
         "omni2": _probe_http("omni2", f"{info.omni2_url}/healthz"),
         "jaeger": _probe_http("jaeger query API", f"{info.jaeger_query_url}/api/services"),
@@ -90,18 +102,41 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
             if len(info.dashboard_replicas) > 1
         },
         **{name: _probe_http(name, url) for name, url in info.jaeger_parts.items()},
+        **_otlp_checks(info),
         **_scale_checks(info),
     }
 
 
+def _otlp_checks(info: StackInfo) -> dict[str, Check]:
+    """Both telemetry paths: the public one answers a GET with its receiver's 405 (up, and
+    no credential asked); the internal one with 401 (up, and a credential asked: a 405 there
+    means anyone could send spans as omni2). With the Kafka pipeline both go through the
+    balancer to the collectors. An external Jaeger has one OTLP endpoint: only it is checked."""
+    checks = {
+        "otlp-public": _probe_http(
+            "OTLP public path (browsers)", f"{info.otlp_http_endpoint}/v1/traces", 405
+        )
+    }
+    internal = info.otlp_internal_endpoint
+    if internal and internal != info.otlp_http_endpoint:
+        check = _probe_http("OTLP internal path (credential)", f"{internal}/v1/traces", 401)
+        if not check.ok and "answers 405" in check.detail:
+            check.detail = f"takes spans without the credential ({internal}/v1/traces)"
+        checks["otlp-internal"] = check
+    return checks
+
+
 def _scale_checks(info: StackInfo) -> dict[str, Check]:
     """What answers no HTTP health check: the Kafka broker and PostgreSQL (a TCP connect),
-    and the balancer in front of the collectors (the collectors' own 405 through it)."""
+    and the balancer in front of the collectors (the collectors' own answer through it: 401
+    on its internal entry point, which asks for the credential)."""
     checks = {}
     if info.kafka_brokers:
         checks["kafka"] = _probe_tcp("kafka broker", info.kafka_brokers)
         checks["otlp-balancer"] = _probe_http(
-            "OTLP balancer -> collectors", f"{info.otlp_http_endpoint}/v1/traces", 405
+            "OTLP balancer -> collectors",
+            f"{info.otlp_internal_endpoint or info.otlp_http_endpoint}/v1/traces",
+            401 if info.otlp_internal_endpoint else 405,
         )
     database = _postgres_address(info.omni2_database_url)
     if database is not None:

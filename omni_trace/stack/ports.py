@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 class Ports:
     dashboard: int = 8091
     traefik: int = 8090
+    traefik_public: int = 8089  # Traefik's public entry point (clients without a dashboard)
     auth: int = 8700
     omni2: int = 8000
     otlp_http: int = 4318
@@ -48,6 +49,17 @@ class Ports:
     collector1_otlp_http: int = 4338
     collector2_metrics: int = 8890  # the second collector's Prometheus exporter
     collector2_thrift_compact: int = 6832  # UDP, the second collector's `jaeger` receiver
+    # The public OTLP/HTTP path (browsers and chat clients: traces only, client services only;
+    # otlp_http/otlp_grpc are then the internal path, with the credential). With the Kafka
+    # pipeline, the balancer's public entry point.
+    otlp_public_http: int = 4319
+    # Jaeger's own telemetry for Prometheus (the spans its filters refused); with the Kafka
+    # pipeline, the first collector's.
+    jaeger_telemetry: int = 8888
+    # The Kafka pipeline: each collector's public receiver, and the second one's telemetry.
+    collector1_otlp_public_http: int = 4339
+    collector2_otlp_public_http: int = 4329
+    collector2_telemetry: int = 8891
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
@@ -76,6 +88,9 @@ PIPELINE_PORTS = frozenset(
         "collector1_otlp_http",
         "collector2_metrics",
         "collector2_thrift_compact",
+        "collector1_otlp_public_http",
+        "collector2_otlp_public_http",
+        "collector2_telemetry",
         "collector2_otlp_http",
         "collector2_otlp_grpc",
         "collector2_health",
@@ -85,6 +100,21 @@ PIPELINE_PORTS = frozenset(
         "jaeger_storage_writer",
         "jaeger_storage_health",
         "jaeger_query_health",
+    }
+)
+
+
+# Ports only our own Jaeger listens on (not checked with an external one).
+JAEGER_PORTS = frozenset(
+    {
+        "otlp_http",
+        "otlp_grpc",
+        "otlp_public_http",
+        "jaeger_query",
+        "jaeger_query_grpc",
+        "jaeger_health",
+        "jaeger_metrics",
+        "jaeger_telemetry",
     }
 )
 

@@ -7,6 +7,8 @@ Each process writes to <run_dir>/logs/<name>.log; secrets travel in the environm
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import json
 import os
@@ -22,10 +24,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import yaml
+from opentelemetry.util.re import parse_env_headers
 
 from omni_trace.stack.jaeger_build import ensure_jaeger
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
@@ -85,8 +88,27 @@ START_STAGES = (
 
 
 _NOT_INHERITED = frozenset(
-    {"OTEL_SERVICE_NAME", "OMNI_JWT_SECRET", "MCP_TOOLS_AUTH_TOKEN", "OMNI2_MCP_AUTH_TOKEN"}
+    {
+        "OTEL_SERVICE_NAME",
+        "OMNI_JWT_SECRET",
+        "OMNI_DASHBOARD_KEY",
+        "OMNI_EDGE_KEY",
+        "MCP_TOOLS_AUTH_TOKEN",
+        "OMNI2_MCP_AUTH_TOKEN",
+    }
 )
+# With our own Jaeger the services send the run's credential: a header variable of the shell
+# (the signal-specific ones win over OTEL_EXPORTER_OTLP_HEADERS in the SDK) would replace it.
+_OTLP_HEADER_VARIABLES = frozenset(
+    {
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+    }
+)
+# The user name of the internal OTLP path's credential (the password is made per run).
+OTLP_USER = "omni-trace"
 
 
 class StackError(RuntimeError):
@@ -131,11 +153,13 @@ class StackInfo:
     dashboard_url: str
     dashboard_ws_url: str
     traefik_url: str
-    traefik_ws_url: str
+    traefik_ws_url: str  # the gateway entry point: the dashboard's way in (its key)
     auth_url: str
     omni2_url: str
     omni2_ws_url: str
     jaeger_query_url: str
+    # The public OTLP/HTTP path: what browsers and chat clients export to (traces of the
+    # client services only, stamped chat.telemetry.path=public). An external Jaeger's one URL.
     otlp_http_endpoint: str
     logs_dir: str
     traefik_access_log: str
@@ -159,6 +183,15 @@ class StackInfo:
     kafka_brokers: str = ""
     # Each part of the Kafka pipeline and its health URL (collectors, ingesters, storage, query).
     jaeger_parts: dict[str, str] = field(default_factory=dict)
+    # Traefik's public entry point: for clients that reach the gateway without a dashboard
+    # (it strips their trace context; `web` then traces them as OMNI2 decides).
+    traefik_public_ws_url: str = ""
+    # The internal OTLP path (HTTP base URL): our services and Traefik, with the run's
+    # credential (never in this file). Empty in a stack file written before it existed.
+    otlp_internal_endpoint: str = ""
+    # Each Jaeger process's own metrics (/metrics): the spans its filters refused. Empty: an
+    # external Jaeger.
+    jaeger_telemetry_urls: list[str] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
@@ -225,11 +258,22 @@ class Stack:
         # The MCP tool server answers only OMNI2: a credential made per run, in the
         # environment of those two services only (not in the stack file).
         self.mcp_auth_token = secrets.token_urlsafe(32)
+        # The keys of our two entrances to the gateway (services/common/provenance.py): the
+        # dashboards' (dashboard, auth, OMNI2) and Traefik's public entry point's (Traefik,
+        # auth, OMNI2). Made per run, in those environments only.
+        self.dashboard_key = secrets.token_urlsafe(32)
+        self.edge_key = secrets.token_urlsafe(32)
+        host = self.settings.host
+        external = self.settings.jaeger_query_url
+        # The internal OTLP path's credential, made per run and passed in the environment
+        # only: to Jaeger (as a hash), to the services and to Traefik's rendered config (in
+        # the 0700 config dir). Sent only to our own Jaeger: with OMNI_TRACE_JAEGER_OTLP_ENDPOINT
+        # the telemetry goes elsewhere, under that collector's own rules.
+        self.otlp_password = secrets.token_urlsafe(32)
+        self.sends_otlp_credential = not external and not self.settings.jaeger_otlp_endpoint
         self._service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self._progress = progress
         self._services: dict[str, _Service] = {}
-        host = self.settings.host
-        external = self.settings.jaeger_query_url
         kafka = self.settings.trace_pipeline == "kafka" and not external
         # The runner's PostgreSQL for OMNI2 (database=postgres), kept across restarts.
         self.postgres = (
@@ -242,13 +286,27 @@ class Stack:
             dashboard_ws_url=f"ws://{host}:{self.ports.dashboard}/ws/chat",
             traefik_url=f"http://{host}:{self.ports.traefik}",
             traefik_ws_url=f"ws://{host}:{self.ports.traefik}/ws/chat",
+            traefik_public_ws_url=f"ws://{host}:{self.ports.traefik_public}/ws/chat",
             auth_url=f"http://{host}:{self.ports.auth}",
             omni2_url=f"http://{host}:{self.ports.omni2}",
             omni2_ws_url=f"ws://{host}:{self.ports.omni2}/ws/chat",
             jaeger_query_url=(external or f"http://{host}:{self.ports.jaeger_query}").rstrip("/"),
             otlp_http_endpoint=(
+                self.settings.jaeger_otlp_endpoint or f"http://{host}:{self.ports.otlp_public_http}"
+            ).rstrip("/"),
+            otlp_internal_endpoint=(
                 self.settings.jaeger_otlp_endpoint or f"http://{host}:{self.ports.otlp_http}"
             ).rstrip("/"),
+            jaeger_telemetry_urls=(
+                []
+                if external
+                else [
+                    f"http://{host}:{port}/metrics"
+                    for port in (self.ports.jaeger_telemetry, self.ports.collector2_telemetry)[
+                        : 2 if kafka else 1
+                    ]
+                ]
+            ),
             logs_dir=str(self.logs_dir),
             traefik_access_log=str(self.logs_dir / "traefik-access.log"),
             frontend_url=f"http://{host}:{self.ports.frontend}",
@@ -417,12 +475,16 @@ class Stack:
         # One service name would be wrong for all; secrets go only to the services that hold
         # them, never inherited from the shell by every process.
         base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+        if self.sends_otlp_credential:
+            base = {k: v for k, v in base.items() if k not in _OTLP_HEADER_VARIABLES}
         traced = {
             **base,
             "PYTHONUNBUFFERED": "1",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": info.otlp_http_endpoint,
+            # The internal path: the services' spans and metrics, with the run's credential.
+            "OTEL_EXPORTER_OTLP_ENDPOINT": info.otlp_internal_endpoint,
             # A dead Jaeger must not hold a service's shutdown for long.
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+            **self._otlp_header_env(),
         }
         if not self.tracing:
             traced["OTEL_SDK_DISABLED"] = "true"
@@ -437,23 +499,25 @@ class Stack:
                 [str(jaeger), f"--config={SERVICES_DIR / 'jaeger' / 'config.yaml'}"],
                 {
                     **base,
+                    **self._jaeger_paths_env(),
                     "JAEGER_OTLP_HTTP": f"{host}:{p.otlp_http}",
                     "JAEGER_OTLP_GRPC": f"{host}:{p.otlp_grpc}",
+                    "JAEGER_OTLP_PUBLIC_HTTP": f"{host}:{p.otlp_public_http}",
                     "JAEGER_QUERY_HTTP": f"{host}:{p.jaeger_query}",
                     "JAEGER_QUERY_GRPC": f"{host}:{p.jaeger_query_grpc}",
                     "JAEGER_HEALTH": f"{host}:{p.jaeger_health}",
                     "JAEGER_METRICS": f"{host}:{p.jaeger_metrics}",
+                    "JAEGER_TELEMETRY_HOST": host,
+                    "JAEGER_TELEMETRY_PORT": str(p.jaeger_telemetry),
                     "JAEGER_THRIFT_COMPACT": info.jaeger_thrift_compact,
                     "JAEGER_UI_CONFIG": self._render_jaeger_ui_config(),
-                    # The chat page exports its spans to Jaeger: only its origin may.
-                    "JAEGER_CORS_ORIGIN": info.frontend_url,
                 },
                 _http_ok(f"{info.jaeger_query_url}/api/services"),
             )
         services["auth"] = _Service(
             "auth",
             [sys.executable, "-m", "services.auth"],
-            {**python, "AUTH_HOST": host, "AUTH_PORT": str(p.auth)},
+            {**python, **self._keys(), "AUTH_HOST": host, "AUTH_PORT": str(p.auth)},
             _http_ok(f"{info.auth_url}/healthz"),
         )
         services["mcp-tools"] = _Service(
@@ -479,6 +543,7 @@ class Stack:
                 "OMNI2_DATABASE_URL": info.omni2_database_url,
                 "OMNI2_MCP_URL": info.mcp_url,
                 "OMNI2_MCP_AUTH_TOKEN": self.mcp_auth_token,
+                **self._keys(),
                 "OMNI2_DEMO_USERS_FILE": str(self._demo_users_file),
             }
             if self.settings.conversation_sample_ratio is not None:
@@ -505,6 +570,9 @@ class Stack:
                 **base,
                 "OMNI2_AUTH_VERIFY_URL": f"{info.auth_url}/verify",
                 "OMNI2_BACKEND_URLS": ",".join(info.omni2_replicas),
+                # The public entry point adds the edge key and hands over to `web`.
+                "OMNI_EDGE_KEY": self.edge_key,
+                "TRAEFIK_WEB_URL": info.traefik_url,
                 "DASHBOARD_BACKEND_URLS": (
                     ",".join(info.dashboard_replicas) if self._front_gateway else ""
                 ),
@@ -514,6 +582,8 @@ class Stack:
             # front route, when there is one, reaches a dashboard.
             _all_ready(
                 _http_status(f"{info.traefik_url}/ws/chat", 401),
+                # ... and the public entry point's, through the gateway entry point.
+                _http_status(f"{info.traefik_public_ws_url.replace('ws://', 'http://')}", 401),
                 *([_http_ok(f"{info.dashboard_url}/healthz")] if self._front_gateway else []),
             ),
         )
@@ -525,6 +595,7 @@ class Stack:
                 "DASHBOARD_HOST": host,
                 "DASHBOARD_PORT": url.rsplit(":", 1)[1],
                 "DASHBOARD_UPSTREAM_WS_URL": info.traefik_ws_url,
+                "OMNI_DASHBOARD_KEY": self.dashboard_key,
                 # Logins read users from OMNI2's database; refusals are written to it.
                 "DASHBOARD_DATABASE_URL": info.omni2_database_url,
                 "DASHBOARD_ALLOWED_ORIGINS": json.dumps([info.frontend_url]),
@@ -551,6 +622,7 @@ class Stack:
                 "FRONTEND_PORT": str(p.frontend),
                 "FRONTEND_DASHBOARD_URL": info.dashboard_url,
                 "FRONTEND_CHAT_WS_URL": info.dashboard_ws_url,
+                # The page runs in a browser: it exports to the public path.
                 "FRONTEND_OTLP_TRACES_URL": f"{info.otlp_http_endpoint}/v1/traces",
                 "FRONTEND_JAEGER_QUERY_URL": info.jaeger_query_url,
                 "FRONTEND_TRACE_URL_TEMPLATE": self._trace_link(),
@@ -598,6 +670,10 @@ class Stack:
             services[name].env.update(extra)
         return services
 
+    def _keys(self) -> dict[str, str]:
+        """Both entrance keys, for the services that tell the entrances apart."""
+        return {"OMNI_DASHBOARD_KEY": self.dashboard_key, "OMNI_EDGE_KEY": self.edge_key}
+
     def _trace_link(self) -> str:
         """Where the chat page's trace links lead: a configured Jaeger's UI, else the flow
         view (the Jaeger built here has no web UI), else Jaeger's JSON."""
@@ -624,21 +700,61 @@ class Stack:
         config = yaml.safe_load(
             Template(template).substitute(
                 TRAEFIK_ADDRESS=f"{self.settings.host}:{self.ports.traefik}",
+                TRAEFIK_PUBLIC_ADDRESS=f"{self.settings.host}:{self.ports.traefik_public}",
                 TRAEFIK_DYNAMIC_FILE=str(SERVICES_DIR / "traefik" / "dynamic.yml"),
                 TRAEFIK_ACCESS_LOG=self.info.traefik_access_log,
-                TRAEFIK_OTLP_TRACES_URL=f"{self.info.otlp_http_endpoint}/v1/traces",
+                TRAEFIK_OTLP_TRACES_URL=f"{self.info.otlp_internal_endpoint}/v1/traces",
             )
         )
         if not self.tracing:
             del config["tracing"]  # "off" means off in every layer
+        elif headers := self._traefik_otlp_headers():
+            # Traefik's exporter ignores OTEL_EXPORTER_OTLP_HEADERS (it sets its own headers,
+            # `tracing.otlp.http.headers`, which replace the environment's), so the credential
+            # goes in this rendered copy (0600, in the 0700 config dir; Traefik logs its static
+            # configuration only at DEBUG, and without the headers).
+            config["tracing"]["otlp"]["http"]["headers"] = headers
         if self._front_gateway:
             # The same entry point as the gateway's, on the dashboard's public address.
             front = dict(config["entryPoints"]["web"])
             front["address"] = f"{self.settings.host}:{self.ports.dashboard}"
             config["entryPoints"]["front"] = front
         path = self.config_dir / "traefik.yml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        _write_private(path, yaml.safe_dump(config, sort_keys=False))
         return path
+
+    # -- the two telemetry paths -----------------------------------------------------------
+
+    @property
+    def otlp_authorization(self) -> str:
+        """The internal path's `Authorization` header value (HTTP Basic)."""
+        return "Basic " + _basic_token(OTLP_USER, self.otlp_password)
+
+    def _otlp_header_env(self) -> dict[str, str]:
+        """OTEL_EXPORTER_OTLP_HEADERS for the Python services (the SDK URL-decodes it)."""
+        if not self.sends_otlp_credential:
+            return {}
+        return {"OTEL_EXPORTER_OTLP_HEADERS": f"Authorization={quote(self.otlp_authorization)}"}
+
+    def _traefik_otlp_headers(self) -> dict[str, str]:
+        if self.sends_otlp_credential:
+            return {"Authorization": self.otlp_authorization}
+        # Another collector: the headers the environment gives the services, if any.
+        raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_HEADERS", ""
+        )
+        return dict(parse_env_headers(raw, liberal=True)) if raw else {}
+
+    def _jaeger_paths_env(self) -> dict[str, str]:
+        """What every Jaeger process with the two paths (the one Jaeger, each collector) is
+        told: the credential's hash, the chat page's origin, the services each path takes."""
+        return {
+            "JAEGER_OTLP_HTPASSWD": _htpasswd_line(OTLP_USER, self.otlp_password),
+            # The chat page exports its spans to the public path: only its origin may.
+            "JAEGER_CORS_ORIGIN": self.info.frontend_url,
+            "JAEGER_PUBLIC_SERVICES": ",".join(self.settings.public_trace_services),
+            "JAEGER_LEGACY_SERVICES": ",".join(self.settings.legacy_trace_services),
+        }
 
     def _jaeger_parts(self) -> dict[str, str]:
         host, p = self.settings.host, self.ports
@@ -667,7 +783,6 @@ class Stack:
             "KAFKA_TOPIC": TOPIC,
             "JAEGER_REMOTE_STORAGE": f"{host}:{p.jaeger_storage}",
             "JAEGER_STORAGE_WRITER": f"{host}:{p.jaeger_storage_writer}",
-            "JAEGER_CORS_ORIGIN": info.frontend_url,
         }
         scale = SERVICES_DIR / "jaeger" / "scale"
 
@@ -716,30 +831,52 @@ class Stack:
                 JAEGER_TAIL_DECISION_WAIT=f"{self.settings.tail_sampling_wait_s:g}s",
                 JAEGER_SLOW_FIRST_TOKEN_MS=f"{self.settings.slow_first_token_ms:g}",
             )
+        # Each collector: (internal OTLP/HTTP, OTLP/gRPC, public OTLP/HTTP, UDP, telemetry).
         otlp = {
-            1: (p.collector1_otlp_http, p.otlp_grpc, p.jaeger_thrift_compact),
-            2: (p.collector2_otlp_http, p.collector2_otlp_grpc, p.collector2_thrift_compact),
+            1: (
+                p.collector1_otlp_http,
+                p.otlp_grpc,
+                p.collector1_otlp_public_http,
+                p.jaeger_thrift_compact,
+                p.jaeger_telemetry,
+            ),
+            2: (
+                p.collector2_otlp_http,
+                p.collector2_otlp_grpc,
+                p.collector2_otlp_public_http,
+                p.collector2_thrift_compact,
+                p.collector2_telemetry,
+            ),
         }
-        for n, (http, grpc, thrift) in otlp.items():
-            services[f"jaeger-collector-{n}"] = role(
+        for n, (http, grpc, public, thrift, telemetry) in otlp.items():
+            services[f"jaeger-collector-{n}"] = collector = role(
                 f"jaeger-collector-{n}",
                 "collector.yaml",
                 JAEGER_OTLP_HTTP=f"{host}:{http}",
                 JAEGER_OTLP_GRPC=f"{host}:{grpc}",
+                JAEGER_OTLP_PUBLIC_HTTP=f"{host}:{public}",
                 JAEGER_METRICS=self._metrics_targets[n - 1],
+                JAEGER_TELEMETRY_HOST=host,
+                JAEGER_TELEMETRY_PORT=str(telemetry),
                 JAEGER_THRIFT_COMPACT=f"{host}:{thrift}",
             )
+            collector.env.update(self._jaeger_paths_env())  # the two paths' settings
         services["otlp-balancer"] = _Service(
             "otlp-balancer",
             [str(self._traefik), f"--configFile={self._render_otlp_balancer_config()}"],
             {
                 **base,
-                "OTLP_COLLECTOR_URLS": ",".join(
-                    f"http://{host}:{http}" for http, _, _ in otlp.values()
+                "OTLP_COLLECTOR_URLS": ",".join(f"http://{host}:{c[0]}" for c in otlp.values()),
+                "OTLP_COLLECTOR_PUBLIC_URLS": ",".join(
+                    f"http://{host}:{c[2]}" for c in otlp.values()
                 ),
             },
-            # The collectors' answer to a GET (405) through the route: loaded, and one is up.
-            _http_status(f"{info.otlp_http_endpoint}/v1/traces", 405),
+            # The collectors' answers to a GET through both routes (the public receiver's
+            # 405, the internal one's 401: it asks for the credential): loaded, and one is up.
+            _all_ready(
+                _http_status(f"{info.otlp_http_endpoint}/v1/traces", 405),
+                _http_status(f"{info.otlp_internal_endpoint}/v1/traces", 401),
+            ),
         )
         return services
 
@@ -749,6 +886,7 @@ class Stack:
         path.write_text(
             Template(template).substitute(
                 OTLP_BALANCER_ADDRESS=f"{self.settings.host}:{self.ports.otlp_http}",
+                OTLP_BALANCER_PUBLIC_ADDRESS=f"{self.settings.host}:{self.ports.otlp_public_http}",
                 OTLP_BALANCER_DYNAMIC_FILE=str(
                     SERVICES_DIR / "traefik" / "otlp-balancer-dynamic.yml"
                 ),
@@ -777,15 +915,18 @@ class Stack:
         """Prometheus scrapes Jaeger's metrics (each collector's, with the Kafka pipeline) and
         the flow view's audit (services/prometheus/prometheus.yml)."""
         template = (SERVICES_DIR / "prometheus" / "prometheus.yml").read_text()
+        # Each Jaeger process's span metrics, then its own telemetry (the refused spans).
         targets = self._metrics_targets
+        telemetry = [urlsplit(url).netloc for url in self.info.jaeger_telemetry_urls]
         config = yaml.safe_load(
             Template(template).substitute(
                 JAEGER_METRICS=targets[0],
+                JAEGER_TELEMETRY=telemetry[0],
                 FLOWVIEW=f"{self.settings.host}:{self.ports.flowview}",
             )
         )
         (jaeger,) = (job for job in config["scrape_configs"] if job["job_name"] == "jaeger")
-        jaeger["static_configs"] = [{"targets": targets}]
+        jaeger["static_configs"] = [{"targets": targets + telemetry}]
         path = self.config_dir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -817,6 +958,26 @@ class Stack:
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _basic_token(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _htpasswd_line(user: str, password: str) -> str:
+    """An htpasswd line Jaeger's basicauth reads: `{SHA}`, one SHA-1 per request compared in
+    constant time (bcrypt would cost milliseconds of CPU per export; the password is a random
+    32-byte token, so a fast hash gives nothing away). Jaeger's environment holds no password."""
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    return f"{user}:{{SHA}}{digest}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Written 0600 (it may hold a credential)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
 
 
 def prometheus_binary(settings: StackSettings) -> str | None:
@@ -858,15 +1019,27 @@ def stack_summary(info: StackInfo) -> dict[str, Any]:
             else {}
         ),
         "traefik (gateway)": info.traefik_url,
+        "traefik public entry (clients without a dashboard)": info.traefik_public_ws_url,
         "auth (ForwardAuth)": info.auth_url,
         "omni2 (backend)": ", ".join(info.omni2_replicas) or info.omni2_url,
         "mcp-tools (MCP server)": info.mcp_url,
         "jaeger query API": info.jaeger_query_url,
         "flow view (browser)": info.flowview_url,
-        "OTLP/HTTP": info.otlp_http_endpoint,
+        "OTLP/HTTP public (browsers)": info.otlp_http_endpoint,
+        **(
+            {"OTLP internal (services)": f"{info.otlp_internal_endpoint} (with the credential)"}
+            if info.otlp_internal_endpoint
+            and info.otlp_internal_endpoint != info.otlp_http_endpoint
+            else {}
+        ),
         **(
             {"Kafka (trace pipeline)": info.kafka_brokers, **info.jaeger_parts}
             if info.trace_pipeline == "kafka"
+            else {}
+        ),
+        **(
+            {"refused-span metric": ", ".join(info.jaeger_telemetry_urls)}
+            if info.jaeger_telemetry_urls
             else {}
         ),
         "logs": info.logs_dir,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from otel.names import CLIENTS
+
+# A service name the collector's filters can hold in their list (no comma, quote or `$`).
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 
 
 class StackSettings(BaseSettings):
@@ -31,7 +37,20 @@ class StackSettings(BaseSettings):
         default=None, description="Use this running Jaeger's query API instead of starting one."
     )
     jaeger_otlp_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP base URL of that running Jaeger."
+        default=None,
+        description="OTLP/HTTP base URL of that running Jaeger: the services, Traefik and "
+        "the clients all export there (it has no public path of ours: no credential is made, "
+        "an OTEL_EXPORTER_OTLP_HEADERS of your environment reaches the services and Traefik).",
+    )
+    public_trace_services: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=CLIENTS,
+        description="The client services whose spans the public OTLP path takes (comma "
+        "separated); a span of any other service.name sent there is refused and counted.",
+    )
+    legacy_trace_services: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("usage-ledger",),
+        description="The services whose spans Jaeger's `jaeger` receiver (UDP, jaeger-client, "
+        "no credential) takes (comma separated).",
     )
     model_token_delay_ms: float = Field(
         default=15.0,
@@ -101,6 +120,20 @@ class StackSettings(BaseSettings):
         description="The scale-out profile: the Kafka trace pipeline, the runner's PostgreSQL, "
         "2 OMNI2 replicas and 2 dashboard replicas. A setting given on its own still wins.",
     )
+
+    @field_validator("public_trace_services", "legacy_trace_services", mode="before")
+    @classmethod
+    def _service_names(cls, value: object) -> object:
+        names = [n.strip() for n in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(names, list | tuple) or not names:
+            raise ValueError("at least one service name")
+        for name in names:
+            if not isinstance(name, str) or not _SERVICE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a service name the collector can match (letters, digits "
+                    "and . _ : / @ + -, at most 128)"
+                )
+        return tuple(names)
 
     @model_validator(mode="after")
     def _scale_profile(self) -> StackSettings:

@@ -286,7 +286,5 @@ def assert_message_chain(
         return sessions.get(trace_id, [])
 
     report = analyze_chain(message.spans, lookup, spec)
-    if report.broken:
-        Trace(message.spans, related=related).fail(
-            "message chain is broken: " + "; ".join(report.problems)
-        )
+    if not report.whole:
+        Trace(message.spans, related=related).fail(f"message chain is not whole: {report.status}")

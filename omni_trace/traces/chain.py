@@ -72,6 +72,11 @@ class ChainReport:
         return bool(self.problems)
 
     @property
+    def whole(self) -> bool:
+        """Not broken, and recorded by a server layer (not the client's word alone)."""
+        return not self.problems and not self.client_only
+
+    @property
     def not_traced(self) -> list[str]:
         return [name for name, state in self.layer_states.items() if state == NOT_TRACED]
 
@@ -159,8 +164,10 @@ class _Chain:
     def _trace(self, trace_id: str, session: bool = True) -> list[TraceSpan]:
         if trace_id not in self.traces:
             self.traces[trace_id] = self.lookup(trace_id)
-            if session:
-                self.report.session_trace_ids.append(trace_id)
+        # Listed once it is read as a session trace, even if first read for another reason
+        # (a link without its role, followed to see what it points at).
+        if session and trace_id not in self.report.session_trace_ids:
+            self.report.session_trace_ids.append(trace_id)
         return self.traces[trace_id]
 
     def _link(
@@ -295,7 +302,10 @@ class _Chain:
 
     def _recorded_parent(self, layer: Layer) -> TraceSpan | None:
         """A public layer's span: the one the next layer present recorded as its parent (or
-        above it, for a nested layer); without such a layer, the first that holds."""
+        above it, for a nested layer); without such a layer, the first that holds. None when
+        a later layer says it was not traced: a span of it here is someone else's."""
+        if self.expected.get(layer.name) is False:
+            return None
         candidates = [s for s in self.spans if self.holds(layer, s)]
         for inner in self.spec.message_layers:
             span = self.found.get(inner.name)
@@ -524,7 +534,8 @@ def wait_for_chain(
     deadline = time.monotonic() + timeout
     while True:
         report = analyze_chain(jaeger.get_trace(trace_id), jaeger.get_trace, spec)
-        if not report.broken or time.monotonic() >= deadline:
+        # Only the client's span so far is not broken, but not the chain yet either.
+        if report.whole or time.monotonic() >= deadline:
             return report
         time.sleep(interval)
 

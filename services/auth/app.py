@@ -1,7 +1,9 @@
-"""ForwardAuth endpoint: 200 with `X-User-Id` for a valid bearer token, 401 with a reason.
+"""ForwardAuth endpoint: 200 with `X-User-Id` for a valid bearer token from one of our own
+entrances (a dashboard, or Traefik's public entry point: their keys), 401 with a reason for a
+bad token, 403 for a handshake from neither.
 
 Traefik copies `X-User-Id` onto the proxied request (authResponseHeaders), replacing any
-client-sent value, and returns our 401 body to the client unchanged.
+client-sent value, and returns our 401/403 body to the client unchanged.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
 from otel.instrumentation import instrument, telemetry_config
-from otel.names import Attr
+from otel.names import Attr, Entry
 from services.auth.settings import AuthSettings
+from services.common.provenance import entry_of
 from services.common.tokens import TokenError, bearer_token, verify_token
 
 USER_ID_HEADER = "X-User-Id"
+NOT_OURS = (
+    "this entry point takes the dashboard's connections; other clients connect through the "
+    "dashboard or Traefik's public entry point"
+)
 
 
 def create_app(settings: AuthSettings) -> FastAPI:
@@ -41,7 +48,15 @@ def create_app(settings: AuthSettings) -> FastAPI:
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        span.set_attributes({Attr.AUTH_RESULT: "allowed", Attr.USER_ID: identity.user_id})
+        entry = entry_of(request.headers, settings)
+        if entry == Entry.DIRECT:
+            # A handshake that skipped both the dashboard and Traefik's public entry point
+            # could choose its own trace flags: the gateway entry point is not for it.
+            span.set_attributes({Attr.AUTH_RESULT: "denied", Attr.AUTH_FAILURE: NOT_OURS})
+            return JSONResponse({"error": "forbidden", "reason": NOT_OURS}, status_code=403)
+        span.set_attributes(
+            {Attr.AUTH_RESULT: "allowed", Attr.USER_ID: identity.user_id, Attr.ENTRY: entry}
+        )
         return Response(status_code=200, headers={USER_ID_HEADER: identity.user_id})
 
     instrument(app)

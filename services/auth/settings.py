@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, GatewayKeys
 
 
-class AuthSettings(CommonSettings):
-    """Environment: AUTH_HOST, AUTH_PORT, plus OMNI_JWT_SECRET and OMNI_LOG_LEVEL."""
+class AuthSettings(CommonSettings, GatewayKeys):
+    """Environment: AUTH_HOST, AUTH_PORT, plus OMNI_JWT_SECRET, OMNI_DASHBOARD_KEY,
+    OMNI_EDGE_KEY and OMNI_LOG_LEVEL."""
 
     model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
 

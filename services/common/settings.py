@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+SECRETS = ("OMNI_JWT_SECRET", "OMNI_DASHBOARD_KEY", "OMNI_EDGE_KEY")
 SECRET_HINT = 'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -37,6 +38,41 @@ class CommonSettings(BaseSettings):
         return value
 
 
+def _secret_long_enough(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+    return value
+
+
+class DashboardKey(BaseSettings):
+    """The key by which a handshake proves it comes from one of our dashboards: it sends it
+    to Traefik's gateway entry point, whose ForwardAuth and OMNI2 check it; only then does
+    OMNI2 take the trace context's sampled flag as the dashboard's decision."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", hide_input_in_errors=True)
+
+    dashboard_key: SecretStr = Field(
+        validation_alias="OMNI_DASHBOARD_KEY",
+        description=f"Shared by the dashboards, auth and OMNI2; at least {MIN_SECRET_BYTES} "
+        "bytes. `omni-trace up` makes a fresh one per run.",
+    )
+
+    _dashboard_key_long_enough = field_validator("dashboard_key")(_secret_long_enough)
+
+
+class GatewayKeys(DashboardKey):
+    """... and the key Traefik's public entry point adds to what it lets in (it strips the
+    client's trace context first): a handshake with neither came straight to OMNI2."""
+
+    edge_key: SecretStr = Field(
+        validation_alias="OMNI_EDGE_KEY",
+        description=f"Shared by Traefik, auth and OMNI2; at least {MIN_SECRET_BYTES} bytes. "
+        "`omni-trace up` makes a fresh one per run.",
+    )
+
+    _edge_long_enough = field_validator("edge_key")(_secret_long_enough)
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -48,8 +84,8 @@ def load_settings(cls: type[S]) -> S:
         lines = [f"{cls.__name__}: invalid configuration"]
         for error in err.errors():
             where = ".".join(str(part) for part in error["loc"]) or "settings"
-            if where == "OMNI_JWT_SECRET":
-                lines.append(f"  OMNI_JWT_SECRET: {error['msg']}; {SECRET_HINT}")
+            if where in SECRETS:
+                lines.append(f"  {where}: {error['msg']}; {SECRET_HINT}")
             else:
                 lines.append(f"  {where}: {error['msg']}")
         print("\n".join(lines), file=sys.stderr)

@@ -98,7 +98,10 @@ async def proxy_chat(
             if not token:
                 raise Refusal(CloseCode.UNAUTHENTICATED, "missing token", "missing_token")
             upstream = await connect_upstream(
-                settings.upstream_ws_url, token, settings.upstream_open_timeout_s
+                settings.upstream_ws_url,
+                token,
+                settings.upstream_open_timeout_s,
+                settings.dashboard_key,
             )
         except Refusal as refusal:
             log.info("refused chat connection: %s", refusal.reason)

@@ -89,7 +89,7 @@ class MessageRelay:
             context=parent.context,
             kind=SpanKind.SERVER,
             links=[self._link, *parent.links],
-            attributes=self.ids | parent.attributes,
+            attributes={**self.ids, **parent.attributes},
         )
         trace_id = span.get_span_context().trace_id
         if len(self._pending) >= self._max_pending:

@@ -6,14 +6,14 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, DashboardKey
 from services.omni2.settings import DEFAULT_DATABASE_URL
 
 # The chat page's origin (services/frontend on its default port).
 CHAT_PAGE_ORIGINS = ["http://127.0.0.1:3001", "http://localhost:3001"]
 
 
-class DashboardSettings(CommonSettings):
+class DashboardSettings(CommonSettings, DashboardKey):
     """Environment: DASHBOARD_HOST, DASHBOARD_PORT, DASHBOARD_UPSTREAM_WS_URL, ..."""
 
     model_config = SettingsConfigDict(

@@ -8,12 +8,14 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from otel.names import Attr, SpanName
 from otel.propagation import inject_headers
 from services.common.protocol import CloseCode
+from services.common.provenance import DASHBOARD_KEY_HEADER
 from services.common.refusal import Refusal
 
 tracer = trace.get_tracer(__name__)
@@ -55,8 +57,10 @@ def refusal_for_status(status: int, body: bytes | bytearray | None) -> Refusal:
     )
 
 
-async def connect_upstream(url: str, token: str, open_timeout: float) -> Upstream:
-    """Open the WebSocket to Traefik inside an `upstream connect` CLIENT span."""
+async def connect_upstream(url: str, token: str, open_timeout: float, key: SecretStr) -> Upstream:
+    """Open the WebSocket to Traefik inside an `upstream connect` CLIENT span, with the
+    dashboard's key: it lets the handshake in, and tells OMNI2 that the trace context's
+    sampled flag is this dashboard's decision."""
     parts = urlsplit(url)
     with tracer.start_as_current_span(
         SpanName.UPSTREAM_CONNECT,
@@ -68,7 +72,10 @@ async def connect_upstream(url: str, token: str, open_timeout: float) -> Upstrea
             Attr.SERVER_PORT: parts.port or (443 if parts.scheme == "wss" else 80),
         },
     ) as span:
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {
+            "Authorization": f"Bearer {token}",
+            DASHBOARD_KEY_HEADER: key.get_secret_value(),
+        }
         inject_headers(headers, span)
         try:
             connection = await connect(

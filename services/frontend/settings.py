@@ -28,8 +28,10 @@ class FrontendSettings(BaseSettings):
         default="ws://127.0.0.1:8091/ws/chat", description="The dashboard's /ws/chat."
     )
     otlp_traces_url: str | None = Field(
-        default="http://127.0.0.1:4318/v1/traces",
-        description="Where the page exports its spans (OTLP/HTTP); empty switches tracing off.",
+        default="http://127.0.0.1:4319/v1/traces",
+        description="Where the page exports its spans: the public OTLP/HTTP path (client "
+        "services only, traces only; it runs in every browser, so never the internal path); "
+        "empty switches tracing off.",
     )
     jaeger_query_url: str = Field(default="http://127.0.0.1:16686")
     trace_url_template: str = Field(

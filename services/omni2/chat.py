@@ -6,9 +6,14 @@ rows (user and assistant message, usage, flow events, all with the trace id) and
 However a turn ends, it ends through one path (`_finish`): usage, flow events, span status,
 the rows, then the frame for the client.
 
-The connection ends when the client leaves, when a check closes it (blocked user), or when
-its token expires (4401 "token expired"): a turn in progress at that moment is answered first
-(the user has been charged for it), and the connection closes before the next frame is read.
+Frames are read apart from answering (frames.py): a reader takes each frame as it comes,
+within the connection's frame limits, answers pings and malformed frames itself and queues
+messages for a worker that answers them one at a time, in order.
+
+The connection ends when the client leaves, when a check closes it (blocked user), when the
+client keeps flooding (1008), or when its token expires (4401 "token expired"): a turn in
+progress at that moment is answered first (the user has been charged for it), no frame is
+read after it, and messages still waiting are not answered.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -31,14 +37,21 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
+    format_span_id,
     format_trace_id,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from otel.metrics import chat_metrics
-from otel.names import Attr, Event, Flow, LinkRole, SpanName
-from otel.propagation import extract_frame, remote_span_context
+from otel.names import Attr, Entry, Event, Flow, LinkRole, SpanName
+from otel.propagation import (
+    FRAME_TRACE_KEY,
+    ClientParent,
+    TraceIds,
+    client_parent,
+    extract_frame,
+)
 from otel.redaction import redact_text
 from otel.sampling import conversation_keep, with_decision
 from services.common.protocol import (
@@ -65,6 +78,7 @@ from services.omni2.checks import (
     check_message,
 )
 from services.omni2.db.repository import FlowRecord, TurnRecord, UserContext
+from services.omni2.frames import FrameGate, Inbox
 from services.omni2.model import ChatMessage, ChatModel, ModelError, ToolSpec
 from services.omni2.settings import Omni2Settings
 from services.omni2.steps import traced_step
@@ -78,6 +92,7 @@ tracer = trace.get_tracer(__name__)
 TOKEN_EXPIRED = "token expired"
 DATABASE_UNAVAILABLE = "Service unavailable: OMNI2 cannot reach its database"
 INTERNAL_ERROR = "internal error while answering"
+FLOODED = "too many frames: the connection kept sending after being told"
 
 # What the user is told when the model fails: a fixed reason per error type. The provider's
 # own text (which may name accounts, keys, hosts) goes only on the span and the flow event.
@@ -110,6 +125,8 @@ class ChatServices:
     toolbox: McpToolbox
     connections: ConnectionSlots = field(default_factory=ConnectionCount)
     webhook: UsageWebhook = field(default_factory=lambda: UsageWebhook(None))
+    # Trace ids of clients that reached OMNI2 without a dashboard (OMNI2 is their first hop).
+    trace_ids: TraceIds = field(default_factory=TraceIds)
 
     @property
     def usage_policy(self) -> UsagePolicy:
@@ -141,6 +158,9 @@ class ChatSession:
     gateway: SpanContext | None  # the Traefik span this connection came through
     session: SpanContext  # OMNI2's chat.connect span of this connection
     expires_at: float  # epoch seconds: the token's expiry
+    # How the connection came (otel.names.Entry): through a dashboard, its frames carry the
+    # dashboard's context; else the client's own, and OMNI2 is the first hop that records it.
+    entry: str = Entry.DASHBOARD
     # The turn being answered, until its first token frame is sent (for the first_token event).
     _awaiting_first_token: trace.Span | None = field(default=None, init=False)
     _turn_started: float = field(default=0.0, init=False)
@@ -148,9 +168,16 @@ class ChatSession:
     # and only this connection writes to it, so what it stored is what it holds here: no
     # database read per message (and no `chat.history` span for a read that does not happen).
     _history: deque[ChatMessage] = field(init=False)
+    # The frame limits, and the messages read and not yet answered (see `run`).
+    _frames: FrameGate = field(init=False)
+    _inbox: Inbox = field(init=False)
+    # The reader and the worker both send; one frame at a time (see `_send`).
+    _sending: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def __post_init__(self) -> None:
         self._history = deque(maxlen=2 * self.settings.history_turns)
+        self._frames = FrameGate.of(self.settings)
+        self._inbox = Inbox(self.settings.max_pending_messages)
 
     @property
     def user_id(self) -> str:
@@ -161,28 +188,79 @@ class ChatSession:
         return self.services.settings
 
     async def run(self) -> None:
-        """Serve frames until the client goes away, we close, or the token expires."""
+        """Serve frames until the client goes away, we close, or the token expires.
+
+        A reader (`_read`) and a worker (`_work`): reading apart from answering lets a ping or
+        a malformed frame be answered while a message is, and the pending cap hold."""
         loop = asyncio.get_running_loop()
         # The token's expiry as a receive deadline: the timer of this connection, gone with it.
         deadline = loop.time() + max(0.0, self.expires_at - time.time())
+        reader = asyncio.create_task(self._read(deadline))
+        worker = asyncio.create_task(self._work(deadline))
+        try:
+            if await self._until_done(reader, worker):
+                await self._expire()
+        except (ClientGone, SessionClosed):
+            return
+        finally:
+            # Shielded: a connection whose task is cancelled (a client that vanished) still
+            # stops its tasks before it ends, and its refused frames are still recorded.
+            with anyio.CancelScope(shield=True):
+                await _stop(reader, worker)
+                await self._record_refused()
+
+    async def _until_done(self, reader: asyncio.Task[bool], worker: asyncio.Task[None]) -> bool:
+        """Wait for the connection to end; True when its token expired (nothing else ended it).
+
+        Raises ClientGone or SessionClosed when the client left or a check closed it."""
+        await asyncio.wait((reader, worker), return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            # No frame is read any more: the turn in progress is answered (the user has been
+            # charged for it), the messages still waiting are not.
+            self._inbox.close()
+        await worker
+        return await reader
+
+    async def _read(self, deadline: float) -> bool:
+        """Read frames within the connection's rate until the client leaves or floods (False)
+        or the token expires (True): no frame is read after that."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
                     message = await self.websocket.receive()
             except TimeoutError:
-                await self._expire()
-                return
+                return True
             if message["type"] == "websocket.disconnect":
-                return
-            if loop.time() >= deadline:  # a turn outlived the token: no further frames
-                await self._expire()
-                return
-            try:
+                return False
+            if loop.time() >= deadline:  # read as the token expired, without a wait: not served
+                return True
+            # A dashboard's connection met the same rate there (its key says so): counted
+            # twice, network timing could refuse a frame the dashboard let through.
+            if self.entry == Entry.DASHBOARD or self._frames.allow():
                 await self.handle(message.get("text"), message.get("bytes"))
-            except (ClientGone, SessionClosed):
-                return
+            elif self._frames.abusive:
+                await self._close_flooded()
+                return False
+            else:
+                await self._send(self._rate_limited())
+
+    async def _work(self, deadline: float) -> None:
+        """Answer the queued messages one at a time, in order, until the reader stops or the
+        token expires (the turn in progress then is finished; no next one is started)."""
+        loop = asyncio.get_running_loop()
+        while (frame := await self._inbox.take()) is not None and loop.time() < deadline:
+            try:
+                await self._turn(frame)
+            finally:
+                # No await since the turn's last frame was written: through the dashboard, which
+                # counts a message pending until it relays that frame, this cap is never met
+                # before the dashboard's own.
+                self._inbox.answered()
 
     async def handle(self, text: str | None, data: bytes | None) -> None:
+        """A frame the rate let through: a malformed frame or a ping is answered at once, a
+        message is queued for the worker (or refused while too many await their answer)."""
         try:
             frame = parse_client_frame(text, data)
         except FrameError as err:
@@ -192,7 +270,8 @@ class ChatSession:
             await self._send({"type": "pong"})
             return
         assert isinstance(frame, ClientMessage)
-        await self._turn(frame)
+        if not self._inbox.put(frame):
+            await self._refuse_pending(frame)
 
     def _links(self) -> list[Link]:
         if self.gateway is None:
@@ -209,11 +288,18 @@ class ChatSession:
     def _in_session_trace(self) -> Context:
         return trace.set_span_in_context(NonRecordingSpan(self.session))
 
-    def _client_context(self, frame: dict[str, Any]) -> Context:
-        """The frame's trace context, traced as this connection is: the dashboard decided
-        for the whole conversation (the session trace's sampled flag says what), and the
-        frame's own flags, which a client may have written, decide nothing."""
-        return with_decision(extract_frame(frame), self.session.trace_flags.sampled)
+    def _message_parent(self, frame: dict[str, Any]) -> ClientParent:
+        """The frame's trace context, traced as this connection is: the dashboard (or OMNI2,
+        without one) decided for the whole conversation (the session trace's sampled flag
+        says what), and the frame's own flags, which a client may have written, decide
+        nothing. Without a dashboard the context is the client's: OMNI2 records what it was,
+        and does not join a trace id used before."""
+        keep = self.session.trace_flags.sampled
+        if self.entry == Entry.DASHBOARD:
+            return ClientParent(with_decision(extract_frame(frame), keep), [], {})
+        return client_parent(
+            frame.get(FRAME_TRACE_KEY), keep=keep, link=False, trace_ids=self.services.trace_ids
+        )
 
     async def _reject(self, text: str | None, err: FrameError) -> None:
         """A malformed frame gets a traced answer and a flow event; the connection stays open.
@@ -224,19 +310,21 @@ class ChatSession:
         to the session): Jaeger's in-memory store evicts whole traces, so a trace per frame
         would let one client flood everyone's traces out, while children of the session trace
         add to one trace per connection, found from the conversation and the flow events."""
-        context = self._client_context(_frame_object(text))
-        own = remote_span_context(context) is not None
+        parent = self._message_parent(_frame_object(text))
+        own = parent.client is not None
         flow: list[FlowRecord] = []
         attributes = self._attributes()
+        # A message trace's turn says how the connection came, as `_turn`'s does.
+        recorded = parent.attributes | {Attr.ENTRY: self.entry} if own else {}
         with traced_step(
             flow,
             Flow.FRAME,
             err.error_type,
             self.settings.turn_span_name if own else SpanName.REJECT,
             span_kind=SpanKind.SERVER,
-            context=context if own else self._in_session_trace(),
+            context=parent.context if own else self._in_session_trace(),
             links=self._links(),
-            attributes=attributes,
+            attributes=attributes | recorded,
         ) as step:
             step.fail(err.error_type, str(err), status="denied", reason=str(err))
             step.stop_clock()
@@ -245,6 +333,74 @@ class ChatSession:
                 flow, trace_id, self.user_id, self.conversation_id, attributes
             )
             await self._send(error_frame(str(err), trace_id, err.error_type))
+
+    async def _refuse_pending(self, frame: ClientMessage) -> None:
+        """A message while `max_pending_messages` await their answer: its `chat.turn` (in the
+        trace its frame names) refused, a flow event, an `error` frame; the connection stays."""
+        limit = self.settings.max_pending_messages
+        reason = f"too many messages awaiting an answer (at most {limit})"
+        flow: list[FlowRecord] = []
+        attributes = self._attributes()
+        parent = self._message_parent(frame.raw)  # as `_turn`: the same span, refused
+        with traced_step(
+            flow,
+            Flow.REFUSED,
+            "too_many_pending",
+            self.settings.turn_span_name,
+            span_kind=SpanKind.SERVER,
+            context=parent.context,
+            links=self._links(),
+            attributes=attributes
+            | parent.attributes
+            | {Attr.MESSAGE_CHARS: len(frame.text), Attr.ENTRY: self.entry},
+            detail={"limit": limit},
+        ) as step:
+            step.fail("too_many_pending", reason, status="denied")
+            step.stop_clock()
+            trace_id = _trace_id(step.span)
+            await self.services.store.record_flow(
+                flow, trace_id, self.user_id, self.conversation_id, attributes
+            )
+            await self._send(error_frame(reason, trace_id, "too_many_pending"))
+
+    def _rate_limited(self) -> dict[str, Any]:
+        """The answer to a frame over the rate: no span and no row per refused frame, so that
+        what a flood costs stays small (they are counted, and recorded once)."""
+        rate = f"{self.settings.frames_per_second:g} per second"
+        return error_frame(f"too many frames: at most {rate}", None, "rate_limited")
+
+    async def _close_flooded(self) -> None:
+        """Close a connection that kept flooding after its frames were refused (1008)."""
+        self._frames.closed = True
+        log.warning("closing connection of user=%s: %s", self.user_id, FLOODED)
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await self.websocket.close(CloseCode.POLICY_VIOLATION, close_reason(FLOODED))
+
+    async def _record_refused(self) -> None:
+        """The frames the rate refused, once when the connection ends (never one by one): one
+        `chat.refused` span in the session trace and one flow event, with the count."""
+        gate = self._frames
+        if not gate.refused:
+            return
+        detail: dict[str, Any] = {"count": gate.refused}
+        if gate.closed:
+            detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
+        attributes = self._attributes()
+        span = tracer.start_span(
+            SpanName.REFUSED,
+            context=self._in_session_trace(),
+            attributes=attributes
+            | {Attr.FRAMES_REFUSED: gate.refused, Attr.ERROR_TYPE: "rate_limited"}
+            | ({Attr.CLOSE_CODE: detail["close_code"]} if gate.closed else {}),
+            start_time=gate.first_refused_ns,
+        )
+        span.set_status(Status(StatusCode.ERROR, "frames refused"))
+        span_id = format_span_id(span.get_span_context().span_id)
+        record = FlowRecord(Flow.REFUSED, "rate_limited", "denied", detail=detail, span_id=span_id)
+        with trace.use_span(span, end_on_exit=True):
+            await self.services.store.record_flow(
+                [record], _trace_id(span), self.user_id, self.conversation_id, attributes
+            )
 
     async def _expire(self) -> None:
         """Close with 4401 "token expired" (a span and a flow event in the session trace)."""
@@ -271,12 +427,17 @@ class ChatSession:
 
     async def _turn(self, frame: ClientMessage) -> None:
         attributes = self._attributes()
+        parent = self._message_parent(frame.raw)
         with tracer.start_as_current_span(
             self.settings.turn_span_name,
-            context=self._client_context(frame.raw),
+            context=parent.context,
             kind=SpanKind.SERVER,
             links=self._links(),
-            attributes=attributes | {Attr.MESSAGE_CHARS: len(frame.text)},
+            # How the connection came, for the audit: the dashboard and Traefik are expected
+            # only when they were on the way.
+            attributes=attributes
+            | parent.attributes
+            | {Attr.MESSAGE_CHARS: len(frame.text), Attr.ENTRY: self.entry},
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
@@ -506,12 +667,22 @@ class ChatSession:
 
     async def _send(self, frame: dict[str, Any]) -> None:
         try:
-            await self.websocket.send_text(json.dumps(frame))
+            # The reader and the worker both send. uvicorn writes each frame whole, but ASGI
+            # does not promise that concurrent sends are safe: one at a time, in turn.
+            async with self._sending:
+                await self.websocket.send_text(json.dumps(frame))
         except (WebSocketDisconnect, RuntimeError, OSError) as err:
             span = trace.get_current_span()
             span.set_attribute(Attr.ERROR_TYPE, "client_gone")
             span.set_status(Status(StatusCode.ERROR, "client closed before the reply was sent"))
             raise ClientGone from err
+
+
+async def _stop(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel what still runs of a connection's tasks, and wait until they have ended."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _trace_id(span: trace.Span) -> str:

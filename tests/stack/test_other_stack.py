@@ -69,7 +69,10 @@ def acme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "omni2": {"OTEL_SERVICE_NAME": "acme-llm", "OMNI2_TURN_SPAN_NAME": "answer"},
     }
     run_dir = tmp_path_factory.mktemp("acme")
-    with running_stack(run_dir, secrets.token_urlsafe(32), service_env=env) as stack:
+    # Its browser layer calls itself acme-web: the public OTLP path must take that name.
+    with running_stack(
+        run_dir, secrets.token_urlsafe(32), service_env=env, public_trace_services=["acme-web"]
+    ) as stack:
         yield stack
 
 

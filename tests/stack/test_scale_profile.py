@@ -220,3 +220,43 @@ async def test_metrics_reach_prometheus_once_through_two_collectors(
     for log in Path(scale.info.logs_dir).glob("*.log"):
         text = log.read_text(errors="replace")
         assert "Failed to export metrics" not in text, f"{log.name}: metrics refused"
+
+
+def test_the_balancer_keeps_the_two_telemetry_paths_apart(
+    scale: Stack, jaeger: JaegerClient
+) -> None:
+    """The balancer's public entry point reaches the collectors' public receivers (a span as
+    omni2 refused and counted, a client's stamped), its internal one their internal receivers
+    (no credential: 401); Prometheus sums what both collectors refused."""
+    from tests.stack.test_telemetry_paths import (
+        Forged,
+        _post,
+        _stored,
+        _traces_request,
+        refused_spans,
+    )
+
+    before = refused_spans(scale)
+    forged = Forged(Service.OMNI2, SpanName.TURN)
+    control = Forged(Service.CHAT_CLIENT, SpanName.MESSAGE)
+    public = f"{scale.info.otlp_http_endpoint}/v1/traces"
+    assert _post(public, _traces_request([forged, control])).status_code == 200
+    (kept,) = _stored(jaeger, control)
+    assert kept.attributes["chat.telemetry.path"] == "public"
+    assert jaeger.get_trace(forged.trace_hex) == []
+    internal = f"{scale.info.otlp_internal_endpoint}/v1/traces"
+    unauthorised = Forged(Service.OMNI2, SpanName.TURN)
+    assert _post(internal, _traces_request([unauthorised])).status_code == 401
+    assert httpx.post(f"{scale.info.otlp_http_endpoint}/v1/metrics", content=b"").status_code == 404
+    assert refused_spans(scale) == before + 1
+    assert len(scale.info.jaeger_telemetry_urls) == 2  # each collector's
+    deadline = time.monotonic() + 30
+    while True:
+        found = _prometheus(
+            scale, 'sum(otelcol_processor_filter_spans_filtered_total{filter="filter/public"})'
+        )
+        if found and float(found[0]["value"][1]) >= before + 1:
+            break
+        assert time.monotonic() < deadline, f"Prometheus has {found}"
+        time.sleep(1)
+    assert jaeger.get_trace(unauthorised.trace_hex) == []

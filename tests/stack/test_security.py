@@ -37,9 +37,9 @@ async def test_client_sent_identity_headers_are_replaced_by_the_gateway(
     stack: Stack, omni_chat: ChatFactory
 ) -> None:
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
-    # Straight at Traefik, as a client that can set headers would.
+    # Straight at Traefik (its public entry point), as a client that can set headers would.
     welcome = await _welcome(
-        stack.info.traefik_ws_url, {"Authorization": f"Bearer {token}", **SPOOFS}
+        stack.info.traefik_public_ws_url, {"Authorization": f"Bearer {token}", **SPOOFS}
     )
     assert welcome["type"] == "welcome"
     assert welcome["user_id"] == "alice"
@@ -139,7 +139,7 @@ async def test_jwt_never_reaches_spans_logs_or_access_log(
     token = await login(stack.info.dashboard_url, "alice", "alice-demo")
     async with omni_chat(token=token) as chat:
         reply = await chat.send(f"my token is in the URL only, not here {time.time()}")
-    await _welcome(stack.info.traefik_ws_url, {"Authorization": f"Bearer {token}"})
+    await _welcome(stack.info.traefik_public_ws_url, {"Authorization": f"Bearer {token}"})
     with pytest.raises(ChatRefused):  # and a refusal, whose reason must not echo the token
         async with open_chat(stack.info.dashboard_ws_url, token + "x"):
             pass
@@ -157,8 +157,9 @@ async def test_jwt_never_reaches_spans_logs_or_access_log(
         Service.OMNI2,
     ):
         assert exported.get(service), f"no exported traces of {service}: the scan would be empty"
-        leaking = [doc for doc in exported[service] if token in doc]
-        assert not leaking, f"{service} exported the JWT in {len(leaking)} trace(s)"
+        for name, secret in _secrets(stack, token).items():
+            leaking = [doc for doc in exported[service] if secret in doc]
+            assert not leaking, f"{service} exported the {name} in {len(leaking)} trace(s)"
 
     logs = sorted(Path(stack.info.logs_dir).glob("*.log"))
     assert {p.name for p in logs} >= {
@@ -170,4 +171,11 @@ async def test_jwt_never_reaches_spans_logs_or_access_log(
     }
     assert Path(stack.info.traefik_access_log).read_text().strip(), "access log is empty"
     for path in logs:
-        assert token not in path.read_text(errors="replace"), f"JWT written to {path.name}"
+        text = path.read_text(errors="replace")
+        for name, secret in _secrets(stack, token).items():
+            assert secret not in text, f"the {name} was written to {path.name}"
+
+
+def _secrets(stack: Stack, token: str) -> dict[str, str]:
+    """What must never reach a span or a log: the user's token and our entrances' keys."""
+    return {"JWT": token, "dashboard key": stack.dashboard_key, "edge key": stack.edge_key}

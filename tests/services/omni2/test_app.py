@@ -11,11 +11,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocketDisconnect
 
-from otel.names import Attr, Event, LinkRole, SpanName
+from otel.names import Attr, ClientContext, Entry, Event, LinkRole, SpanName
 from services.common.protocol import CloseCode
+from services.common.provenance import DASHBOARD_KEY_HEADER, EDGE_KEY_HEADER
 from services.common.tokens import issue_token
 from services.omni2.app import create_app
 from services.omni2.settings import Omni2Settings
+from tests.conftest import DASHBOARD_KEY, EDGE_KEY
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 GATEWAY_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -35,11 +37,15 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
-def gateway_headers(user: str = "alice", token_user: str | None = None) -> dict[str, str]:
+def gateway_headers(
+    user: str = "alice", token_user: str | None = None, flags: str = "01"
+) -> dict[str, str]:
+    """What Traefik delivers of a dashboard's handshake: identity, the dashboard's key."""
     return {
         "x-user-id": user,
         "authorization": f"Bearer {issue_token(token_user or user, SECRET)}",
-        "traceparent": f"00-{GATEWAY_TRACE}-{GATEWAY_SPAN}-01",
+        "traceparent": f"00-{GATEWAY_TRACE}-{GATEWAY_SPAN}-{flags}",
+        DASHBOARD_KEY_HEADER: DASHBOARD_KEY,
     }
 
 
@@ -193,3 +199,54 @@ def test_a_malformed_frame_with_its_own_trace_context_is_a_refused_turn_of_that_
     (turn,) = [s for s in spans.get_finished_spans() if s.name == SpanName.TURN]
     assert turn.parent is not None and f"{turn.parent.span_id:016x}" == FRAME_SPAN
     assert turn.attributes is not None and turn.attributes[Attr.ERROR_TYPE] == "missing_text"
+
+
+def _one_message(client: TestClient, headers: dict[str, str], flags: str = "00") -> dict:  # type: ignore[type-arg]
+    with client.websocket_connect("/ws/chat", headers=headers) as ws:
+        ws.receive_json()
+        traceparent = f"00-{FRAME_TRACE}-{FRAME_SPAN}-{flags}"
+        ws.send_json({"type": "message", "text": "hi", "trace": {"traceparent": traceparent}})
+        while (frame := ws.receive_json())["type"] == "token":
+            pass
+    return dict(frame)
+
+
+def test_through_a_dashboard_its_decision_holds(
+    client: TestClient, spans: InMemorySpanExporter
+) -> None:
+    # The dashboard sampled this connection out: its `-00` came through Traefik, with its key.
+    assert _one_message(client, gateway_headers(flags="00"))["type"] == "done"
+    assert not [
+        s for s in spans.get_finished_spans() if s.name in (SpanName.CONNECT, SpanName.TURN)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "entry"),
+    [
+        ({EDGE_KEY_HEADER: EDGE_KEY}, Entry.GATEWAY),
+        ({}, Entry.DIRECT),
+        ({DASHBOARD_KEY_HEADER: "x" * 32}, Entry.DIRECT),
+    ],
+)
+def test_without_a_dashboard_omni2_decides_whatever_the_flags_say(
+    client: TestClient, spans: InMemorySpanExporter, key: dict[str, str], entry: str
+) -> None:
+    headers = {k: v for k, v in gateway_headers(flags="00").items() if k != DASHBOARD_KEY_HEADER}
+    done = _one_message(client, headers | key, flags="00")
+    assert done["type"] == "done" and done["trace_id"] == FRAME_TRACE
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    connect, turn = finished[SpanName.CONNECT], finished[SpanName.TURN]
+    assert connect.context.trace_flags.sampled and turn.context.trace_flags.sampled
+    assert connect.attributes is not None and connect.attributes[Attr.ENTRY] == entry
+    assert turn.attributes is not None and turn.attributes[Attr.ENTRY] == entry
+    # OMNI2 is the first hop of the frames: it records what the client's context was.
+    assert turn.attributes[Attr.CLIENT_CONTEXT] == ClientContext.CONTINUED
+    assert turn.attributes[Attr.CLIENT_SAMPLED] is False
+    assert turn.parent is not None and f"{turn.parent.span_id:016x}" == FRAME_SPAN
+    if entry == Entry.GATEWAY:  # Traefik's span (its public entry point stripped the client's)
+        (link,) = turn.links
+        assert f"{link.context.span_id:016x}" == GATEWAY_SPAN
+    else:  # the header's context was the client's: no gateway to link to
+        assert turn.links == ()
+        assert connect.attributes[Attr.CLIENT_CONTEXT] == ClientContext.CONTINUED
