@@ -237,6 +237,8 @@ async def test_a_forged_chain_keeps_only_its_client_span(
     assert reply.ok and conversation
     assert_message_chain(*omni_traces.message(reply))
     before = refused_spans(stack)
+    audit = AuditQuery(conversation_id=conversation)
+    verdicts = [(r.trace_id, r.status) for r in run_audit(omni_jaeger, audit, settle_s=0)]
 
     ids = {Attr.CONVERSATION_ID: conversation, Attr.USER_ID: "alice"}
     message = Forged(Service.CHAT_CLIENT, SpanName.MESSAGE, attributes=ids)
@@ -253,12 +255,25 @@ async def test_a_forged_chain_keeps_only_its_client_span(
     for service in (Service.DASHBOARD, Service.OMNI2):
         found = omni_jaeger.find_trace_ids(service, {Attr.CONVERSATION_ID: conversation})
         assert message.trace_hex not in found, service
-    # The audit of the conversation never counts the forged message as a whole one.
-    reports = run_audit(omni_jaeger, AuditQuery(conversation_id=conversation), settle_s=0)
-    assert any(r.trace_id == reply.trace_id and not r.broken for r in reports)
-    for report in reports:
-        if report.trace_id == message.trace_hex:
-            assert report.broken or report.client_only, report
+    # And a client span posted into the victim's own message trace, with an error.
+    intruder = Forged(
+        Service.CHAT_CLIENT,
+        SpanName.MESSAGE,
+        bytes.fromhex(reply.trace_id),
+        attributes={**ids, Attr.ERROR_TYPE: "forged"},
+    )
+    assert _post(_public(stack), _traces_request([intruder])).status_code == 200
+    omni_traces.wait(
+        reply.trace_id,
+        lambda found: any(s.span_id == intruder.span_id.hex() for s in found),
+        what="the intruder's span",
+    )
+    # The victim's audit is what it was: the forged message is no message of the
+    # conversation, and the intruder is left out of the victim's as foreign.
+    reports = run_audit(omni_jaeger, audit, settle_s=0)
+    assert [(r.trace_id, r.status) for r in reports] == verdicts
+    (victim,) = reports
+    assert victim.foreign == [f"{Service.CHAT_CLIENT} {SpanName.MESSAGE} {intruder.span_id.hex()}"]
 
 
 # -- (c) metrics and absurd sizes -----------------------------------------------------------------
