@@ -44,6 +44,28 @@ def _secret_long_enough(value: SecretStr) -> SecretStr:
     return value
 
 
+class FrameLimits(BaseSettings):
+    """A connection's frame limits at the first hop we run: the dashboard, and OMNI2 for a
+    client that reaches it without one (each service's own prefix: DASHBOARD_, OMNI2_)."""
+
+    frames_per_second: float = Field(
+        default=20, gt=0, description="Frames a client may send per second (every frame)."
+    )
+    frame_burst: int = Field(default=40, ge=1, description="Frames allowed in one burst.")
+    abuse_frames: int = Field(
+        default=200,
+        ge=1,
+        description="Frames refused (net of the refill at frames_per_second) before the "
+        "connection is closed with 1008.",
+    )
+    max_pending_messages: int = Field(
+        default=16,
+        ge=1,
+        description="Messages a connection may have awaiting an answer (the one being "
+        "answered counts); one more is refused with `too_many_pending`.",
+    )
+
+
 class DashboardKey(BaseSettings):
     """The key by which a handshake proves it comes from one of our dashboards: it sends it
     to Traefik's gateway entry point, whose ForwardAuth and OMNI2 check it; only then does

@@ -6,14 +6,14 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
-from services.common.settings import CommonSettings, DashboardKey
+from services.common.settings import CommonSettings, DashboardKey, FrameLimits
 from services.omni2.settings import DEFAULT_DATABASE_URL
 
 # The chat page's origin (services/frontend on its default port).
 CHAT_PAGE_ORIGINS = ["http://127.0.0.1:3001", "http://localhost:3001"]
 
 
-class DashboardSettings(CommonSettings, DashboardKey):
+class DashboardSettings(CommonSettings, DashboardKey, FrameLimits):
     """Environment: DASHBOARD_HOST, DASHBOARD_PORT, DASHBOARD_UPSTREAM_WS_URL, ..."""
 
     model_config = SettingsConfigDict(
@@ -69,21 +69,6 @@ class DashboardSettings(CommonSettings, DashboardKey):
         max_length=128,
         description="Name of the span of each relayed message, for stacks that name their "
         "layers their own way (a chain spec then says so: docs/toolkit.md).",
-    )
-
-    # -- limits per connection ----------------------------------------------------------------
-    frames_per_second: float = Field(
-        default=20, gt=0, description="Frames a client may send per second (every frame)."
-    )
-    frame_burst: int = Field(default=40, ge=1, description="Frames allowed in one burst.")
-    abuse_frames: int = Field(
-        default=200,
-        ge=1,
-        description="Frames refused (net of the refill at frames_per_second) before the "
-        "connection is closed with 1008.",
-    )
-    max_pending_messages: int = Field(
-        default=16, ge=1, description="Messages a connection may have awaiting an answer."
     )
 
     # -- login -------------------------------------------------------------------------------

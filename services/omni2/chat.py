@@ -285,6 +285,12 @@ class ChatSession:
             **sample_keep(self.settings, self.conversation_id),
         }
 
+    def _message_attributes(self, parent: ClientParent) -> dict[str, Any]:
+        """A message span's: the conversation's, what the client's context was (when OMNI2 is
+        the first hop), and how the connection came, for the audit: the dashboard and
+        Traefik are expected only when they were on the way."""
+        return self._attributes() | parent.attributes | {Attr.ENTRY: self.entry}
+
     def _in_session_trace(self) -> Context:
         return trace.set_span_in_context(NonRecordingSpan(self.session))
 
@@ -314,8 +320,6 @@ class ChatSession:
         own = parent.client is not None
         flow: list[FlowRecord] = []
         attributes = self._attributes()
-        # A message trace's turn says how the connection came, as `_turn`'s does.
-        recorded = parent.attributes | {Attr.ENTRY: self.entry} if own else {}
         with traced_step(
             flow,
             Flow.FRAME,
@@ -324,7 +328,7 @@ class ChatSession:
             span_kind=SpanKind.SERVER,
             context=parent.context if own else self._in_session_trace(),
             links=self._links(),
-            attributes=attributes | recorded,
+            attributes=self._message_attributes(parent) if own else attributes,
         ) as step:
             step.fail(err.error_type, str(err), status="denied", reason=str(err))
             step.stop_clock()
@@ -350,9 +354,7 @@ class ChatSession:
             span_kind=SpanKind.SERVER,
             context=parent.context,
             links=self._links(),
-            attributes=attributes
-            | parent.attributes
-            | {Attr.MESSAGE_CHARS: len(frame.text), Attr.ENTRY: self.entry},
+            attributes=self._message_attributes(parent) | {Attr.MESSAGE_CHARS: len(frame.text)},
             detail={"limit": limit},
         ) as step:
             step.fail("too_many_pending", reason, status="denied")
@@ -433,11 +435,7 @@ class ChatSession:
             context=parent.context,
             kind=SpanKind.SERVER,
             links=self._links(),
-            # How the connection came, for the audit: the dashboard and Traefik are expected
-            # only when they were on the way.
-            attributes=attributes
-            | parent.attributes
-            | {Attr.MESSAGE_CHARS: len(frame.text), Attr.ENTRY: self.entry},
+            attributes=self._message_attributes(parent) | {Attr.MESSAGE_CHARS: len(frame.text)},
             record_exception=False,
             set_status_on_exception=False,
         ) as span:

@@ -7,12 +7,12 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
-from services.common.settings import CommonSettings, GatewayKeys
+from services.common.settings import CommonSettings, FrameLimits, GatewayKeys
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
 
 
-class Omni2Settings(CommonSettings, GatewayKeys):
+class Omni2Settings(CommonSettings, GatewayKeys, FrameLimits):
     """Environment: OMNI2_HOST, OMNI2_PORT, OMNI2_DATABASE_URL, OMNI2_MODEL_PROVIDER, ...
 
     API keys and the database URL (it may hold a password) are SecretStr: they never reach a
@@ -141,23 +141,6 @@ class Omni2Settings(CommonSettings, GatewayKeys):
         default=0.8, gt=0, le=1, description="Send a `warning` frame past this share of a limit."
     )
 
-    # -- limits per connection (the dashboard's, for clients that reach OMNI2 without it) -----
-    frames_per_second: float = Field(
-        default=20, gt=0, description="Frames a client may send per second (every frame)."
-    )
-    frame_burst: int = Field(default=40, ge=1, description="Frames allowed in one burst.")
-    abuse_frames: int = Field(
-        default=200,
-        ge=1,
-        description="Frames refused (net of the refill at frames_per_second) before the "
-        "connection is closed with 1008.",
-    )
-    max_pending_messages: int = Field(
-        default=16,
-        ge=1,
-        description="Messages a connection may have awaiting an answer (the one being "
-        "answered counts); one more is refused with `too_many_pending`.",
-    )
 
     # -- limits across connections ------------------------------------------------------------
     connection_slots: Literal["process", "database"] = Field(
