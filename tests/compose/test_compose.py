@@ -69,6 +69,8 @@ def test_secrets_are_required_and_not_committed() -> None:
         "GRAFANA_ADMIN_PASSWORD",
         "OTLP_INTERNAL_PASSWORD",
         "OTLP_INTERNAL_BASIC",
+        "OMNI_DASHBOARD_KEY",
+        "OMNI_EDGE_KEY",
     } <= set(required)
     for name, messages in required.items():
         assert env_file()[name] == "", f"{name} has a value committed in compose/.env"
@@ -94,6 +96,15 @@ def _holders(variable: str) -> dict[str, str]:
         for key, value in (service.get("environment") or {}).items()
         if variable in str(value)
     }
+
+
+def test_each_entrance_key_goes_to_its_holders_only() -> None:
+    """The dashboard's key to the dashboards, auth and omni2; the edge key to Traefik (its
+    public entry point adds it), auth and omni2; neither to anything else."""
+    assert set(_holders("OMNI_DASHBOARD_KEY")) == {"dashboard", "auth", "omni2"}
+    assert set(_holders("OMNI_EDGE_KEY")) == {"traefik", "auth", "omni2"}
+    entry = yaml.safe_load((COMPOSE / "traefik.yml").read_text())["entryPoints"]["public"]
+    assert entry["observability"]["tracing"] is False  # it strips the client's context first
 
 
 def test_the_internal_otlp_credential_goes_to_our_processes_only() -> None:
@@ -258,6 +269,7 @@ def _keys(config: dict[str, Any]) -> dict[str, Any]:
         "aliasHeadersStrategy": web["http"]["aliasHeadersStrategy"],
         "traceVerbosity": web["observability"]["traceVerbosity"],
         "graceTimeout": web["transport"]["lifecycle"]["graceTimeout"],
+        "public": {k: config["entryPoints"]["public"][k] for k in ("observability", "http")},
         "accessLog.fields": config["accessLog"]["fields"],
         "tracing.serviceName": config["tracing"]["serviceName"],
         "tracing.sampleRate": config["tracing"]["sampleRate"],
@@ -302,6 +314,8 @@ SECRETS = {
     "MCP_TOOLS_AUTH_TOKEN": "t" * 43,
     "OTLP_INTERNAL_PASSWORD": "a" * 64,
     "OTLP_INTERNAL_BASIC": base64.b64encode(b"omni-trace:" + b"a" * 64).decode(),
+    "OMNI_DASHBOARD_KEY": "d" * 43,
+    "OMNI_EDGE_KEY": "e" * 43,
 }
 
 

@@ -59,9 +59,9 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 # The internal OTLP path's credential is in *_HTPASSWD (the collectors), OTEL_EXPORTER_OTLP_HEADERS
 # (the services) and OTLP_INTERNAL_BASIC (Traefik's init container).
 SECRET_NAME = re.compile(
-    r"(SECRET|TOKEN|PASSWORD|API_KEY|DATABASE_URL|CREDENTIALS?|HTPASSWD|_HEADERS|_BASIC)$"
+    r"(SECRET|TOKEN|PASSWORD|_KEY|DATABASE_URL|CREDENTIALS?|HTPASSWD|_HEADERS|_BASIC)$"
 )
-SECRET_WORD = re.compile(r"SECRET|TOKEN|PASSWORD|API_KEY|DATABASE_URL")
+SECRET_WORD = re.compile(r"SECRET|TOKEN|PASSWORD|_KEY|DATABASE_URL")
 # ${env:NAME} or ${env:NAME:-default} (then it need not be set).
 ENV_REF = re.compile(r"\$\{env:(\w+)(?::-[^}]*)?\}")
 ENV_REQUIRED = re.compile(r"\$\{env:(\w+)\}")
@@ -329,6 +329,13 @@ def test_each_secret_reaches_only_the_services_that_use_it() -> None:
         for name in ("auth", "mcp-tools", "omni2", "dashboard", "frontend")
     }
     assert _holders("OTLP_INTERNAL_BASIC") == {"traefik": ("omni-trace-otlp", "basic")}
+    # The gateway entrances' keys (no public entry point in the cluster: Traefik adds none).
+    assert _holders("OMNI_DASHBOARD_KEY") == {
+        name: ("omni-trace-entrances", "dashboard-key") for name in ("auth", "dashboard", "omni2")
+    }
+    assert _holders("OMNI_EDGE_KEY") == {
+        name: ("omni-trace-entrances", "edge-key") for name in ("auth", "omni2")
+    }
     assert _holders("JAEGER_OTLP_HTPASSWD") == {"jaeger-collector": ("omni-trace-otlp", "htpasswd")}
     # Every pod that exports to the collectors' internal path holds it.
     exporters = {name for name, c in containers() if "OTEL_EXPORTER_OTLP_ENDPOINT" in env_of(c)}
@@ -372,6 +379,7 @@ def test_the_document_says_how_to_make_every_secret_referenced() -> None:
         "omni-trace-mcp",
         "omni-trace-database",
         "omni-trace-otlp",
+        "omni-trace-entrances",
         "jaeger-opensearch",
         "omni-trace-tls",
     }
