@@ -141,7 +141,6 @@ class Omni2Settings(CommonSettings, GatewayKeys, FrameLimits):
         default=0.8, gt=0, le=1, description="Send a `warning` frame past this share of a limit."
     )
 
-
     # -- limits across connections ------------------------------------------------------------
     connection_slots: Literal["process", "database"] = Field(
         default="process",
