@@ -63,8 +63,11 @@ def untrusted_span_context(source: Mapping[str, Any] | None) -> SpanContext | No
     kept: it is marked sampled, so a client cannot switch tracing off with `-00`; a server
     that samples applies its own decision on top (`otel.sampling.with_decision`)."""
     _, span_context = _client_span_context(source)
-    if span_context is None:
-        return None
+    return None if span_context is None else _as_sampled(span_context)
+
+
+def _as_sampled(span_context: SpanContext) -> SpanContext:
+    """The client's span, its own flags and trace state dropped: marked sampled."""
     return SpanContext(
         span_context.trace_id,
         span_context.span_id,
@@ -137,9 +140,7 @@ def client_parent(
     if client is None:
         return ClientParent(with_decision(Context(), keep), [], attributes)
     attributes[Attr.CLIENT_SAMPLED] = client.trace_flags.sampled
-    ours = SpanContext(
-        client.trace_id, client.span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
-    )
+    ours = _as_sampled(client)
     if link:
         attributes[Attr.CLIENT_CONTEXT] = ClientContext.LINKED
         links = [Link(ours, {Attr.LINK_ROLE: LinkRole.CLIENT})]

@@ -80,11 +80,11 @@ def _layer_checks(info: StackInfo) -> dict[str, Check]:
             {
                 "traefik-public": _probe_http(
                     "traefik public entry /ws/chat",
-                    info.traefik_public_ws_url.replace("ws://", "http://", 1),
+                    f"{info.traefik_public_url}/ws/chat",
                     401,
                 )
             }
-            if info.traefik_public_ws_url
+            if info.traefik_public_url
             else {}
         ),
         "auth": _probe_http("auth service", f"{info.auth_url}/healthz"),

@@ -186,6 +186,7 @@ class StackInfo:
     # Traefik's public entry point: for clients that reach the gateway without a dashboard
     # (it strips their trace context; `web` then traces them as OMNI2 decides).
     traefik_public_ws_url: str = ""
+    traefik_public_url: str = ""  # the same, as HTTP (for readiness and the doctor)
     # The internal OTLP path (HTTP base URL): our services and Traefik, with the run's
     # credential (never in this file). Empty in a stack file written before it existed.
     otlp_internal_endpoint: str = ""
@@ -287,6 +288,7 @@ class Stack:
             traefik_url=f"http://{host}:{self.ports.traefik}",
             traefik_ws_url=f"ws://{host}:{self.ports.traefik}/ws/chat",
             traefik_public_ws_url=f"ws://{host}:{self.ports.traefik_public}/ws/chat",
+            traefik_public_url=f"http://{host}:{self.ports.traefik_public}",
             auth_url=f"http://{host}:{self.ports.auth}",
             omni2_url=f"http://{host}:{self.ports.omni2}",
             omni2_ws_url=f"ws://{host}:{self.ports.omni2}/ws/chat",
@@ -583,7 +585,7 @@ class Stack:
             _all_ready(
                 _http_status(f"{info.traefik_url}/ws/chat", 401),
                 # ... and the public entry point's, through the gateway entry point.
-                _http_status(f"{info.traefik_public_ws_url.replace('ws://', 'http://')}", 401),
+                _http_status(f"{info.traefik_public_url}/ws/chat", 401),
                 *([_http_ok(f"{info.dashboard_url}/healthz")] if self._front_gateway else []),
             ),
         )
