@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -409,6 +410,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_bench_scale(args)
     if args.samples is not None:
         raise SystemExit("omni-trace bench: --samples is an option of --scale")
+    if _holds_password(args.database_url):
+        raise SystemExit(
+            "omni-trace bench: --database-url holds a password, and every user of this machine "
+            "can read a command line: pass it in OMNI_TRACE_DATABASE_URL instead"
+        )
     preset = bench_mod.QUICK if args.quick else bench_mod.BenchConfig()
     given = {
         "burst": args.connections,
@@ -426,6 +432,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lost = report["on"]["burst"]["lost"] + report["off"]["burst"]["lost"]
     lost += report["on"]["steady"]["lost"] + report["off"]["steady"]["lost"]
     return 1 if lost else 0
+
+
+def _holds_password(url: str | None) -> bool:
+    try:
+        return url is not None and urlsplit(url).password is not None
+    except ValueError:
+        return False  # not a URL: the database layer says so
 
 
 def cmd_bench_scale(args: argparse.Namespace) -> int:
@@ -763,7 +776,10 @@ def build_parser() -> argparse.ArgumentParser:
         "20 is closer to a real model)",
     )
     bench.add_argument(
-        "--database-url", help="OMNI2's database, e.g. postgresql+asyncpg://... (default SQLite)"
+        "--database-url",
+        help="OMNI2's database without a password, e.g. postgresql+asyncpg://host/db (default "
+        "SQLite; one with a password goes in OMNI_TRACE_DATABASE_URL: a command line is "
+        "visible to every user)",
     )
     bench.add_argument(
         "--run-dir",

@@ -8,7 +8,8 @@ query against a real Prometheus after traffic. The queries chart what the stack 
 - the span metrics Jaeger computes (`traces_span_metrics_*`, per service and span name),
   with the same PromQL as the flow view's hop chart (`omni_trace.flowview.hops`);
 - the services' own metrics (`otel.names.Metric`), labelled with the recording service as
-  `job`;
+  `exported_job` (Prometheus keeps `job` for its scrape job: the exporter's labels come from
+  what was sent to it, so they are not honoured);
 - the audit's verdicts from the flow view's /metrics (`omni_trace.flowview.metrics`).
 """
 
@@ -63,8 +64,8 @@ def _series(title: str, unit: str, description: str, *queries: Dataquery) -> tim
 def _ttft(quantile: float, ref: str) -> Dataquery:
     bucket = "chat_time_to_first_token_seconds_bucket"
     return _query(
-        f"histogram_quantile({quantile}, sum by (le, job) (rate({bucket}[{WINDOW}])))",
-        f"{{{{job}}}} p{int(quantile * 100)}",
+        f"histogram_quantile({quantile}, sum by (le, exported_job) (rate({bucket}[{WINDOW}])))",
+        f"{{{{exported_job}}}} p{int(quantile * 100)}",
         ref,
     )
 

@@ -31,7 +31,12 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             name: {"level": level, "handlers": [], "propagate": True}
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
         }
-        | {"websockets": {"level": "WARNING", "handlers": [], "propagate": True}},
+        # websockets: a line per frame. aiosqlite: every statement with its bound parameters
+        # (the users' and the model's words) at DEBUG, so never below WARNING.
+        | {
+            name: {"level": "WARNING", "handlers": [], "propagate": True}
+            for name in ("websockets", "aiosqlite")
+        },
     }
 
 

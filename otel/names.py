@@ -183,8 +183,10 @@ class SpanName:
         "chat.refused",
         (Service.DASHBOARD, Service.OMNI2),
         "INTERNAL",
-        "frames of one connection the dashboard refused (rate, size), or OMNI2 (rate: a client "
-        "that reached it without the dashboard), in its session trace",
+        "frames and messages of one connection the dashboard refused (rate, size, the rate "
+        "limit's hold), or OMNI2 (a client that reached it without the dashboard), in its "
+        "session trace; or a user's refusals past the trace budget, counted, in a trace of "
+        "its own (services/common/churn.py)",
     )
     CORS_PREFLIGHT: Final = _span(
         "OPTIONS",
@@ -274,6 +276,7 @@ class Attr:
 
     CLOSE_CODE: Final = _attr("chat.close.code", "WebSocket close code sent or received")
     CLOSE_REASON: Final = _attr("chat.close.reason", "WebSocket close reason sent or received")
+    CLOSE_BY: Final = _attr("chat.close.by", "which side closed the WebSocket: server or client")
     FRAME_TYPE: Final = _attr("chat.frame.type", "type of the frame that ended the span")
     MESSAGE_CHARS: Final = _attr("chat.message.chars", "length of the user's text (no content)")
     REPLY_CHARS: Final = _attr("chat.reply.chars", "length of the streamed reply")
@@ -319,6 +322,16 @@ class Attr:
     FRAMES_REFUSED: Final = _attr(
         "chat.frames.refused",
         "dashboard and omni2: frames of a connection refused by its rate limit",
+    )
+    MESSAGES_REFUSED: Final = _attr(
+        "chat.messages.refused",
+        "first hop: messages answered with the rate limit's refusal while it held the user "
+        "(its retry_after), without a message trace each",
+    )
+    CONNECTS_REFUSED: Final = _attr(
+        "chat.connects.refused",
+        "first hop: a user's connects refused by the connect rate past the budget of traced "
+        "refusals, counted on one span",
     )
     CLIENT_CONTEXT: Final = _attr(
         "chat.client.context",

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.omni2.db import Database
@@ -36,3 +37,15 @@ class Admin:
         # Called from an async test: run on a loop of its own (blocking the test briefly).
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, run()).result()
+
+
+async def user_columns(url: str) -> set[str]:
+    """The columns of the users table as the database has them (to see an upgrade happen)."""
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("users")}
+            )
+    finally:
+        await db.dispose()

@@ -11,5 +11,9 @@ app = create_app(
     settings.prometheus_url or None,
     dist_dir=settings.dist_dir,
     jaeger_ui_url=settings.jaeger_ui_url or None,
+    allowed_hosts=settings.host_names(),
+    access_token=settings.token(),
+    max_audits=settings.max_audits,
+    verdict_cache=settings.verdict_cache,
 )
 serve(app, settings)

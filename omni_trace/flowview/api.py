@@ -12,27 +12,42 @@
 Every parameter is checked before Jaeger is asked (400 with the reason); Jaeger unreachable
 is a 503 that says so. Nothing here reads or returns a token: the spans were redacted before
 they left each service.
+
+Only the names in `allowed_hosts` are answered (421), with `access_token` only who presents
+it (401); at most `max_audits` requests read Jaeger at once (503 with Retry-After), and a
+settled message is analysed once for every page and scrape (`guard`, `data.VerdictCache`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from omni_trace.flowview.data import BadQuery, FlowData, Page, name, since, trace_id
+from omni_trace.flowview.data import (
+    BadQuery,
+    FlowData,
+    Page,
+    VerdictCache,
+    name,
+    since,
+    trace_id,
+)
+from omni_trace.flowview.guard import RETRY_AFTER_S, AuditLimiter, Busy, Guard
 from omni_trace.flowview.hops import NO_PROMETHEUS, HopMetrics, MetricsUnavailable
 from omni_trace.flowview.metrics import CONTENT_TYPE, AuditMetrics
 from omni_trace.stack.paths import FRONTEND_DIST
+from omni_trace.stack.ports import LOOPBACK_HOSTS
 from omni_trace.traces.jaeger import JaegerClient, JaegerError
 
 Handler = Callable[[Request, FlowData], dict[str, Any]]
@@ -119,25 +134,40 @@ def _pages(dist: Path) -> Callable[[Request], Awaitable[Response]]:
     return page
 
 
+def _busy(err: Busy, json: bool = True) -> Response:
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if json:
+        return JSONResponse({"error": str(err)}, status_code=503, headers=headers)
+    return PlainTextResponse(str(err), status_code=503, headers=headers)
+
+
 def create_app(
     jaeger_query_url: str,
     prometheus_url: str | None = None,
     *,
     dist_dir: Path = FRONTEND_DIST,
     jaeger_ui_url: str | None = None,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    access_token: str | None = None,
+    max_audits: int = 3,
+    verdict_cache: int = 10_000,
 ) -> Starlette:
-    """`jaeger_ui_url`: a Jaeger with its web UI, which the page links each trace to."""
+    """`jaeger_ui_url`: a Jaeger with its web UI, which the page links each trace to;
+    `allowed_hosts`, `access_token`, `max_audits`, `verdict_cache`: FlowViewSettings'."""
     jaeger = JaegerClient(jaeger_query_url)
-    data = FlowData(jaeger)
+    data = FlowData(jaeger, VerdictCache(verdict_cache))
     metrics = HopMetrics(prometheus_url) if prometheus_url else None
-    audit_metrics = AuditMetrics(jaeger)
+    audit_metrics = AuditMetrics(data.auditor)
+    limiter = AuditLimiter(max_audits)
 
     async def config(_: Request) -> JSONResponse:
         return JSONResponse({"jaeger_ui_url": jaeger_ui_url})
 
     async def exposition(_: Request) -> Response:
         try:
-            counts = await run_in_threadpool(audit_metrics.counts)
+            counts = await run_in_threadpool(limiter.run, audit_metrics.counts)
+        except Busy as err:
+            return _busy(err, json=False)
         except (JaegerError, httpx.HTTPError) as err:
             # A failed scrape (Prometheus's `up` is 0) rather than counts that look like none.
             return PlainTextResponse(f"the audit could not read Jaeger: {err}", status_code=503)
@@ -151,11 +181,19 @@ def create_app(
             return {"available": False, "hint": NO_PROMETHEUS}
         return metrics.hops(minutes)
 
-    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
-        async def respond(request: Request) -> JSONResponse:
+    def endpoint(
+        handler: Handler, limited: bool = True
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def respond(request: Request) -> Response:
             try:
                 # The Jaeger client is synchronous: keep the event loop free.
-                return JSONResponse(await run_in_threadpool(handler, request, data))
+                if limited:
+                    found = await run_in_threadpool(limiter.run, handler, request, data)
+                else:
+                    found = await run_in_threadpool(handler, request, data)
+                return JSONResponse(found)
+            except Busy as err:
+                return _busy(err)
             except BadQuery as err:
                 return JSONResponse({"error": str(err)}, status_code=400)
             except NotFound as err:
@@ -178,12 +216,16 @@ def create_app(
 
     return Starlette(
         lifespan=lifespan,
+        middleware=[
+            Middleware(Guard, allowed_hosts=list(allowed_hosts), access_token=access_token)
+        ],
         routes=[
             Route("/api/conversations", endpoint(_conversations)),
             Route("/api/conversations/{conversation_id}", endpoint(_conversation)),
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
-            Route("/api/hops", endpoint(hops)),
+            # Prometheus, not Jaeger: no audit slot.
+            Route("/api/hops", endpoint(hops, limited=False)),
             Route("/metrics", exposition),
             Route("/api/config", config),
             Route("/healthz", _healthz),

@@ -7,12 +7,15 @@ finds messages, so the page and the audit cannot disagree about a chain.
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from omni_trace.traces.audit import MESSAGE_SPANS, AuditQuery, find_message_traces, run_audit
-from omni_trace.traces.chain import ChainReport, analyze_chain
+from omni_trace.traces.audit import MESSAGE_SPANS, AuditQuery, find_message_traces
+from omni_trace.traces.chain import ChainReport, SessionLookup, analyze_chain
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service, SpanName
 
@@ -20,6 +23,8 @@ TRACE_ID = re.compile(r"[0-9a-f]{32}")
 # Conversation and user ids as OMNI2 and `omni-trace users` make them.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 MAX_SINCE_S = 7 * 24 * 3600.0
+# A message whose last span ended this long ago has all its spans: its verdict is final.
+SETTLE_S = 10.0
 
 
 class BadQuery(ValueError):
@@ -218,26 +223,102 @@ class Snapshot(JaegerClient):
         return self._searches[key]
 
 
-def audit_now(snapshot: Snapshot, query: AuditQuery) -> list[ChainReport]:
-    """The audit of what `snapshot` holds now, its message traces fetched side by side. The
-    view shows Jaeger as it is: the audit's wait for late spans is for CI."""
-    snapshot.prefetch(find_message_traces(snapshot, query))
-    return run_audit(snapshot, query, settle_s=0)
+@dataclass(frozen=True)
+class Verdict:
+    """One message as the view shows it: the audit's chain report and how the turn ended."""
+
+    report: ChainReport
+    turn: dict[str, Any]
+
+
+class VerdictCache:
+    """Verdicts of settled messages, the least recently used dropped first.
+
+    A message is settled when its last span ended `SETTLE_S` ago: the audit waits no longer
+    for late spans (Traefik exports every 5 s), so its verdict cannot change and a settled
+    message is analysed once, whichever request (a page, a Prometheus scrape) reads it first.
+    Readers must not change what they get.
+    """
+
+    def __init__(self, size: int, settle_s: float = SETTLE_S) -> None:
+        self.size = size
+        self.settle_s = settle_s
+        self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, trace_id_: str) -> Verdict | None:
+        with self._lock:
+            verdict = self._verdicts.get(trace_id_)
+            if verdict is not None:
+                self._verdicts.move_to_end(trace_id_)
+            return verdict
+
+    def keep(self, verdict: Verdict) -> None:
+        end_ns = verdict.report.end_ns
+        # end_ns 0: no span at all yet (a trace Jaeger has not got), never settled.
+        if self.size == 0 or not 0 < end_ns <= (time.time() - self.settle_s) * 1e9:
+            return
+        with self._lock:
+            self._verdicts[verdict.report.trace_id] = verdict
+            self._verdicts.move_to_end(verdict.report.trace_id)
+            while len(self._verdicts) > self.size:
+                self._verdicts.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
+
+
+class Auditor:
+    """The audit as `omni-trace audit` runs it (`run_audit`, with no wait for late spans: the
+    view shows Jaeger as it is), each settled message's verdict taken from the cache."""
+
+    def __init__(self, jaeger: JaegerClient, cache: VerdictCache) -> None:
+        self.jaeger = jaeger
+        self.cache = cache
+
+    def audit(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[Verdict]:
+        snapshot = snapshot or Snapshot(self.jaeger)
+        trace_ids = find_message_traces(snapshot, query)
+        cached = {t: v for t in trace_ids if (v := self.cache.get(t)) is not None}
+        # The rest fetched side by side.
+        snapshot.prefetch([t for t in trace_ids if t not in cached])
+        verdicts = [
+            cached.get(t) or self.verdict(snapshot.get_trace(t), snapshot.get_trace)
+            for t in trace_ids
+        ]
+        # Link mode: a client's own trace is a part of the message trace that links to it
+        # (never a trace a server recorded: a client may link to any trace it likes).
+        linked = {v.report.client_trace_id for v in verdicts if v.report.client_trace_id}
+        return sorted(
+            (v for v in verdicts if not (v.report.trace_id in linked and v.report.client_only)),
+            key=lambda v: v.report.start_ns,
+        )
+
+    def verdict(self, spans: list[TraceSpan], lookup: SessionLookup) -> Verdict:
+        """A message trace's verdict: the cached one once settled."""
+        if spans and (cached := self.cache.get(spans[0].trace_id)) is not None:
+            return cached
+        report = analyze_chain(spans, lookup)
+        found = Verdict(report, turn_summary(spans, report))
+        self.cache.keep(found)
+        return found
 
 
 class FlowData:
-    def __init__(self, jaeger: JaegerClient) -> None:
+    def __init__(self, jaeger: JaegerClient, cache: VerdictCache | None = None) -> None:
         self.jaeger = jaeger
+        self.auditor = Auditor(jaeger, cache if cache is not None else VerdictCache(0))
 
-    def _messages(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[ChainReport]:
-        return audit_now(snapshot or Snapshot(self.jaeger), query)
+    def _messages(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[Verdict]:
+        return self.auditor.audit(query, snapshot)
 
     def conversations(
         self, *, user_id: str | None = None, since_s: float = 3600.0, page: Page = Page()
     ) -> dict[str, Any]:
         """Conversations with messages in the window, newest first."""
         by_conversation: dict[str, list[ChainReport]] = {}
-        for report in self._messages(AuditQuery(user_id=user_id, since_s=since_s)):
+        for verdict in self._messages(AuditQuery(user_id=user_id, since_s=since_s)):
+            report = verdict.report
             if report.conversation_id:
                 by_conversation.setdefault(report.conversation_id, []).append(report)
         summaries = sorted(
@@ -256,12 +337,10 @@ class FlowData:
     def conversation(self, conversation_id: str, since_s: float = MAX_SINCE_S) -> dict[str, Any]:
         """Its messages as `omni-trace audit --json` gives them, and beside them (`turns`, by
         trace id) how each ended and what it used."""
-        snapshot = Snapshot(self.jaeger)
-        reports = self._messages(
-            AuditQuery(conversation_id=conversation_id, since_s=since_s), snapshot
-        )
+        verdicts = self._messages(AuditQuery(conversation_id=conversation_id, since_s=since_s))
+        reports = [v.report for v in verdicts]
         sessions = list(dict.fromkeys(t for r in reports for t in r.session_trace_ids))
-        turns = {r.trace_id: turn_summary(snapshot.get_trace(r.trace_id), r) for r in reports}
+        turns = {v.report.trace_id: v.turn for v in verdicts}
         return _summary(conversation_id, reports) | {
             # Of the messages with errors, those a check of OMNI2 refused.
             "refused": sum(t["outcome"] == "refused" for t in turns.values()),
@@ -285,8 +364,8 @@ class FlowData:
             "turn": None,
         }
         if kind == "message":
-            report = analyze_chain(spans, self.jaeger.get_trace)
-            found |= {"chain": report.as_dict(), "turn": turn_summary(spans, report)}
+            verdict = self.auditor.verdict(spans, self.jaeger.get_trace)
+            found |= {"chain": verdict.report.as_dict(), "turn": verdict.turn}
         return found
 
     def search(self, text: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Span metrics say how long each hop took; only the chain analysis can say whether
 chain is whole. Each scrape reads the audit of a recent window: messages that ended at least
 `SETTLE_S` ago (a chain waiting for the last batch of spans is not broken), counted by
 chain verdict and outcome, and broken chains by each layer they lack. The result is kept for
-`CACHE_S`, so several scrapers cost one audit.
+`CACHE_S`, so several scrapers cost one audit, and each settled message's verdict is the
+flow view's shared one (`VerdictCache`): a scrape analyses only the messages new since.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from omni_trace.flowview.data import Snapshot, audit_now, turn_summary
+from omni_trace.flowview.data import SETTLE_S, Auditor
 from omni_trace.traces.audit import AuditQuery
 from omni_trace.traces.chain import LAYERS, MISSING, ChainReport
-from omni_trace.traces.jaeger import JaegerClient
 
 WINDOW_S = 900.0
-SETTLE_S = 10.0
 CACHE_S = 10.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CHAINS = ("whole", "not_traced", "broken", "client_only")
@@ -83,8 +82,8 @@ class AuditCounts:
 
 
 class AuditMetrics:
-    def __init__(self, jaeger: JaegerClient) -> None:
-        self._jaeger = jaeger
+    def __init__(self, auditor: Auditor) -> None:
+        self._auditor = auditor
         self._lock = threading.Lock()
         self._cached: tuple[float, AuditCounts] | None = None
 
@@ -102,13 +101,11 @@ class AuditMetrics:
         messages: Counter[tuple[str, str]] = Counter()
         missing: Counter[str] = Counter()
         not_traced: Counter[str] = Counter()
-        snapshot = Snapshot(self._jaeger)
-        reports = audit_now(snapshot, query)
-        for report in reports:
+        verdicts = self._auditor.audit(query)
+        for report, turn in ((v.report, v.turn) for v in verdicts):
             if report.end_ns > settled_before_ns:
                 continue
-            outcome = turn_summary(snapshot.get_trace(report.trace_id), report)["outcome"]
-            messages[(chain_verdict(report), outcome)] += 1
+            messages[(chain_verdict(report), turn["outcome"])] += 1
             if report.broken:
                 missing.update(
                     layer for layer, state in report.layer_states.items() if state == MISSING
@@ -119,7 +116,7 @@ class AuditMetrics:
             missing,
             not_traced,
             time.perf_counter() - started,
-            len(reports) >= query.limit,
+            len(verdicts) >= query.limit,
         )
 
 

@@ -43,6 +43,7 @@ from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from pydantic import SecretStr
 
 from omni_trace.stack.client import ChatConnection, ChatError, open_chat
+from omni_trace.stack.environment import allowed_environment, inherited
 from omni_trace.stack.paths import REPO_ROOT
 from omni_trace.stack.ports import Ports
 from omni_trace.stack.runner import Stack, StackError
@@ -196,7 +197,7 @@ class BenchUsers:
 
     def _admin(self, *args: str) -> str:
         env = {
-            **os.environ,
+            **inherited(allowed_environment("omni2")),  # OMNI2's own, as the runner gives it
             "OMNI2_DATABASE_URL": self.stack.info.omni2_database_url,
             "OMNI_JWT_SECRET": self.stack.jwt_secret,
         }
@@ -394,17 +395,22 @@ def _replicas(service: str, count: int) -> list[str]:
 
 
 def bench_stack(settings: StackSettings, run_dir: Path, tracing: bool = True) -> Stack:
-    """A stack the bench can load: free ports, no viewers (see Stack), and the frame limit of
-    every dashboard and OMNI2 replica lifted."""
+    """A stack the bench can load: free ports, no viewers (see Stack), and the frame and
+    connect limits of every dashboard and OMNI2 replica lifted."""
     # The bench sends faster than a person: the per-connection frame limit (a protection
     # with tests of its own) would refuse the load it is here to measure. OMNI2 holds the
     # same limit on each of its connections (the bench's Traefik and OMNI2 hops meet it
     # without a dashboard in front). Each service reads only its own prefix.
     lifted = {
-        "DASHBOARD_FRAMES_PER_SECOND": "1e6",
-        "DASHBOARD_FRAME_BURST": "1000000",
-        "OMNI2_FRAMES_PER_SECOND": "1e6",
-        "OMNI2_FRAME_BURST": "1000000",
+        f"{service}_{name}": value
+        for service in ("DASHBOARD", "OMNI2")
+        for name, value in (
+            ("FRAMES_PER_SECOND", "1e6"),
+            ("FRAME_BURST", "1000000"),
+            # The hop phase reconnects as one user far faster than a person would.
+            ("CONNECTS_PER_MINUTE", "1e9"),
+            ("CONNECT_BURST", "1000000"),
+        )
     }
     services = [
         *_replicas("dashboard", settings.dashboard_replicas),
@@ -423,10 +429,10 @@ def bench_stack(settings: StackSettings, run_dir: Path, tracing: bool = True) ->
 
 def run_stack(tracing: bool, cfg: BenchConfig, run_dir: Path, progress: Progress) -> RunReport:
     report = RunReport(tracing)
-    settings = StackSettings(
-        model_token_delay_ms=cfg.token_delay_ms,
-        database_url=SecretStr(cfg.database_url) if cfg.database_url else None,
-    )
+    # Without --database-url, OMNI_TRACE_DATABASE_URL (StackSettings reads it) or SQLite.
+    settings = StackSettings(model_token_delay_ms=cfg.token_delay_ms)
+    if cfg.database_url:
+        settings = settings.model_copy(update={"database_url": SecretStr(cfg.database_url)})
     label = "tracing on" if tracing else "tracing off"
     stack = bench_stack(settings, run_dir, tracing)
     progress(f"[{label}] starting the stack ...")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,3 +31,19 @@ def traefik_binary() -> Path | None:
         return beside
     found = shutil.which("traefik")
     return Path(found) if found else None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, 0600, atomically: written to a fresh name beside it
+    (O_CREAT|O_EXCL|O_NOFOLLOW, as mkstemp opens), then renamed over it. A file or symlink
+    another user planted at a predictable temporary name is never opened, and a rename
+    replaces a symlink at `path` itself rather than writing through it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, fields
 
@@ -132,3 +133,17 @@ def busy_ports(ports: Ports, host: str = "127.0.0.1", skip: set[str] | None = No
             except OSError:
                 busy.append(f"{f.name} ({getattr(ports, f.name)})")
     return busy
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: `localhost` or a loopback address (0.0.0.0 is not)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -8,6 +8,7 @@ Each process writes to <run_dir>/logs/<name>.log; secrets travel in the environm
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,6 +31,7 @@ import httpx
 import yaml
 from opentelemetry.util.re import parse_env_headers
 
+from omni_trace.stack.environment import allowed_environment, inherited
 from omni_trace.stack.jaeger_build import ensure_jaeger
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
 from omni_trace.stack.kafka import (
@@ -39,8 +41,8 @@ from omni_trace.stack.kafka import (
     ensure_kafka,
     format_storage,
 )
-from omni_trace.stack.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary
-from omni_trace.stack.ports import Ports
+from omni_trace.stack.paths import FRONTEND_DIST, SERVICES_DIR, traefik_binary, write_private
+from omni_trace.stack.ports import Ports, is_loopback
 from omni_trace.stack.postgres import PostgresServer
 from omni_trace.stack.settings import StackSettings
 from omni_trace.traces.audit import flow_view_url
@@ -196,14 +198,10 @@ class StackInfo:
     pid: int = field(default_factory=os.getpid)
 
     def write(self, path: Path) -> None:
-        """Written 0600: it may hold a database password and points at this user's stack."""
+        """Written 0600 under a fresh name, then renamed: it may hold a database password,
+        and its directory may be one where others can plant a name first."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(asdict(self), indent=2) + "\n")
-        os.chmod(tmp, 0o600)  # an existing file keeps its mode through O_CREAT
-        tmp.replace(path)
+        write_private(path, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> StackInfo:
@@ -264,6 +262,9 @@ class Stack:
         # auth, OMNI2). Made per run, in those environments only.
         self.dashboard_key = secrets.token_urlsafe(32)
         self.edge_key = secrets.token_urlsafe(32)
+        # The flow view's access token, asked only when it binds beyond loopback (a file in
+        # the 0700 config dir tells the user; Prometheus reads it from there).
+        self.flowview_token = secrets.token_urlsafe(32)
         host = self.settings.host
         external = self.settings.jaeger_query_url
         # The internal OTLP path's credential, made per run and passed in the environment
@@ -359,16 +360,17 @@ class Stack:
 
     def start(self) -> StackInfo:
         # Private to this user: the run directory holds the database, logs and configs.
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.chmod(0o700)
+        _private_dir(self.run_dir)
         self.logs_dir.mkdir(mode=0o700, exist_ok=True)
         self.config_dir.mkdir(mode=0o700, exist_ok=True)
-        self._services = self._plan()
         try:
             if self.postgres is not None:
                 self._progress("starting postgres ...")
                 self.postgres.start()
-                self.postgres.create_database("omni2")
+                # Its password is made at each start: only now is the URL known.
+                url = self.postgres.create_database("omni2")
+                self.info = replace(self.info, omni2_database_url=url)
+            self._services = self._plan()
             for stage in START_STAGES:
                 names = [name for name in stage if name in self._services]
                 started = time.monotonic()
@@ -474,11 +476,9 @@ class Stack:
 
     def _plan(self) -> dict[str, _Service]:
         p, host, info = self.ports, self.settings.host, self.info
-        # One service name would be wrong for all; secrets go only to the services that hold
-        # them, never inherited from the shell by every process.
-        base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-        if self.sends_otlp_credential:
-            base = {k: v for k, v in base.items() if k not in _OTLP_HEADER_VARIABLES}
+        # What each process is told here; what it inherits from our environment (only the
+        # variables it reads) is added under it at the end, by _inherit.
+        base: dict[str, str] = {}
         traced = {
             **base,
             "PYTHONUNBUFFERED": "1",
@@ -490,6 +490,7 @@ class Stack:
         }
         if not self.tracing:
             traced["OTEL_SDK_DISABLED"] = "true"
+        # The services that issue or verify tokens; mcp-tools and the page get no JWT secret.
         python = {**traced, "OMNI_JWT_SECRET": self.jwt_secret}
         services: dict[str, _Service] = {}
         if info.trace_pipeline == "kafka":
@@ -513,6 +514,7 @@ class Stack:
                     "JAEGER_TELEMETRY_PORT": str(p.jaeger_telemetry),
                     "JAEGER_THRIFT_COMPACT": info.jaeger_thrift_compact,
                     "JAEGER_UI_CONFIG": self._render_jaeger_ui_config(),
+                    "JAEGER_MAX_TRACES": str(self.settings.jaeger_max_traces),
                 },
                 _http_ok(f"{info.jaeger_query_url}/api/services"),
             )
@@ -526,7 +528,7 @@ class Stack:
             "mcp-tools",
             [sys.executable, "-m", "services.mcp_tools"],
             {
-                **python,
+                **traced,
                 "MCP_TOOLS_HOST": host,
                 "MCP_TOOLS_PORT": str(p.mcp_tools),
                 "MCP_TOOLS_SAMPLE_DB": str(self.run_dir / "mcp-sample.db"),
@@ -568,8 +570,7 @@ class Stack:
                 # Traefik's SDK exports every 5 s by default, which held a whole chain back
                 # by up to 5 s (docs/performance.md); the services' delay is 200 ms too. The
                 # environment's own value wins.
-                "OTEL_BSP_SCHEDULE_DELAY": "200",
-                **base,
+                "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200"),
                 "OMNI2_AUTH_VERIFY_URL": f"{info.auth_url}/verify",
                 "OMNI2_BACKEND_URLS": ",".join(info.omni2_replicas),
                 # The public entry point adds the edge key and hands over to `web`.
@@ -605,6 +606,10 @@ class Stack:
             if len(dashboards) > 1:  # behind Traefik's front entry point
                 env |= {
                     "DASHBOARD_BEHIND_GATEWAY": "true",
+                    # X-Forwarded-For only from Traefik, which reaches a replica on its own
+                    # address (a client that reaches a replica's port directly is counted on
+                    # its address, whatever header it wrote).
+                    "DASHBOARD_TRUSTED_PROXIES": json.dumps([host]),
                     # Failed logins counted once across the replicas, in the database.
                     "DASHBOARD_LOGIN_LIMITS": "database",
                     "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={name}",
@@ -661,6 +666,7 @@ class Stack:
                     "FLOWVIEW_PORT": str(p.flowview),
                     "FLOWVIEW_JAEGER_QUERY_URL": info.jaeger_query_url,
                     "FLOWVIEW_PROMETHEUS_URL": info.prometheus_url,
+                    **self._flowview_access(),
                 },
                 _http_ok(f"{info.flowview_url}/healthz"),
             )
@@ -668,9 +674,32 @@ class Stack:
             self._progress(
                 f"warning: the chat page is not built ({FRONTEND_DIST}); run scripts/bootstrap"
             )
+        for name, service in services.items():
+            service.env = {**self._inherit(name), **service.env}
         for name, extra in self._service_env.items():
             services[name].env.update(extra)
         return services
+
+    def _inherit(self, name: str) -> dict[str, str]:
+        """What a process inherits from our environment: only the variables it reads
+        (omni_trace/stack/environment.py), never the secrets we make (given where they are
+        used) nor, with our own Jaeger, a shell's OTLP header that would replace our
+        credential."""
+        refused = _NOT_INHERITED | (_OTLP_HEADER_VARIABLES if self.sends_otlp_credential else set())
+        found = inherited(allowed_environment(name))
+        return {k: v for k, v in found.items() if k.upper() not in refused}
+
+    def _flowview_access(self) -> dict[str, str]:
+        """Off loopback the flow view asks for a token (it refuses to start without one)."""
+        if is_loopback(self.settings.host):
+            return {}
+        self._progress(f"flow view: its access token is in {self._flowview_token_file()}")
+        return {"FLOWVIEW_ACCESS_TOKEN": self.flowview_token}
+
+    def _flowview_token_file(self) -> Path:
+        path = self.config_dir / "flowview-token"
+        write_private(path, self.flowview_token)
+        return path
 
     def _keys(self) -> dict[str, str]:
         """Both entrance keys, for the services that tell the entrances apart."""
@@ -722,7 +751,7 @@ class Stack:
             front["address"] = f"{self.settings.host}:{self.ports.dashboard}"
             config["entryPoints"]["front"] = front
         path = self.config_dir / "traefik.yml"
-        _write_private(path, yaml.safe_dump(config, sort_keys=False))
+        write_private(path, yaml.safe_dump(config, sort_keys=False))
         return path
 
     # -- the two telemetry paths -----------------------------------------------------------
@@ -929,6 +958,9 @@ class Stack:
         )
         (jaeger,) = (job for job in config["scrape_configs"] if job["job_name"] == "jaeger")
         jaeger["static_configs"] = [{"targets": targets + telemetry}]
+        if not is_loopback(self.settings.host):
+            (flowview,) = (job for job in config["scrape_configs"] if job["job_name"] == "flowview")
+            flowview["authorization"] = {"credentials_file": str(self._flowview_token_file())}
         path = self.config_dir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -974,12 +1006,25 @@ def _htpasswd_line(user: str, password: str) -> str:
     return f"{user}:{{SHA}}{digest}"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Written 0600 (it may hold a credential)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chmod(path, 0o600)
+def _private_dir(path: Path) -> None:
+    """Made 0700, or, when it exists, this user's own (then made 0700): a directory another
+    user made first at a shared path would see every config and credential written into it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    # O_NOFOLLOW: the checks and the chmod apply to the directory itself, not a symlink's target.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.geteuid():
+            raise StackError(
+                f"the run directory {path} is not owned by this user (uid {owner}): refusing "
+                "to write this stack's configs and credentials there; remove it or pass "
+                "another --run-dir"
+            )
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def prometheus_binary(settings: StackSettings) -> str | None:

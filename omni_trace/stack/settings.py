@@ -95,6 +95,13 @@ class StackSettings(BaseSettings):
         "pipeline: two collectors (OTLP in, Kafka out), a Kafka broker, two ingesters, a "
         "persistent Badger store shared through Jaeger's remote storage, and a query service.",
     )
+    jaeger_max_traces: int = Field(
+        default=100_000,
+        ge=100,
+        description="memory pipeline: traces the one Jaeger holds before it evicts the "
+        "oldest (its config's memory.max_traces; the README's Security section sizes it "
+        "against what one user can make a minute). Tests start it small to see eviction.",
+    )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each service.")
     conversation_sample_ratio: float | None = Field(
         default=None,

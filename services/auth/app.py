@@ -16,7 +16,7 @@ from otel.instrumentation import instrument, telemetry_config
 from otel.names import Attr, Entry
 from services.auth.settings import AuthSettings
 from services.common.provenance import entry_of
-from services.common.tokens import TokenError, bearer_token, verify_token
+from services.common.tokens import TokenError, verify_bearer
 
 USER_ID_HEADER = "X-User-Id"
 NOT_OURS = (
@@ -36,11 +36,9 @@ def create_app(settings: AuthSettings) -> FastAPI:
     @app.api_route("/verify", methods=["GET", "HEAD", "POST"])
     async def verify(request: Request) -> Response:
         span = trace.get_current_span()
-        token = bearer_token(request.headers.get("authorization"))
+        authorization = request.headers.get("authorization")
         try:
-            if token is None:
-                raise TokenError("missing bearer token")
-            identity = verify_token(token, secret)
+            identity = verify_bearer(authorization, secret, settings.token_leeway_s)
         except TokenError as err:
             span.set_attributes({Attr.AUTH_RESULT: "denied", Attr.AUTH_FAILURE: str(err)})
             return JSONResponse(

@@ -35,6 +35,17 @@ class CloseCode(IntEnum):
     GATEWAY_TIMEOUT = 4504  # the upstream handshake timed out
 
 
+class Refusal(Exception):
+    """A connection refused with a close code and a reason for the client (refusal.py sends
+    it); here, apart from any web framework, so the relay's pieces work without one."""
+
+    def __init__(self, code: CloseCode, reason: str, error_type: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.error_type = error_type
+
+
 @dataclass(frozen=True)
 class CloseMeaning:
     """What a close code tells the client and the tools that diagnose a broken chain."""

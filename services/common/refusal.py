@@ -11,15 +11,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from otel.names import Attr
-from services.common.protocol import CloseCode, close_reason
-
-
-class Refusal(Exception):
-    def __init__(self, code: CloseCode, reason: str, error_type: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.error_type = error_type
+from services.common.protocol import Refusal, close_reason
 
 
 async def refuse(websocket: WebSocket, span: Span, refusal: Refusal) -> None:

@@ -23,6 +23,14 @@ class CommonSettings(BaseSettings):
         description="HMAC secret shared by the dashboard (issuer), auth and OMNI2 (verifiers); "
         f"at least {MIN_SECRET_BYTES} bytes. `omni-trace up` makes a fresh one per run.",
     )
+    token_leeway_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        validation_alias="OMNI_TOKEN_LEEWAY_S",
+        description="Clock difference allowed when a token is verified: a token issued up to "
+        "this far in the verifier's future (its clock behind the dashboard's) is accepted.",
+    )
     log_level: str = Field(default="INFO", validation_alias="OMNI_LOG_LEVEL")
     max_frame_bytes: int = Field(
         default=64 * 1024,
@@ -63,6 +71,34 @@ class FrameLimits(BaseSettings):
         ge=1,
         description="Messages a connection may have awaiting an answer (the one being "
         "answered counts); one more is refused with `too_many_pending`.",
+    )
+
+
+class ChurnLimits(BaseSettings):
+    """What one user's churn may cost the trace store, at the first hop we run (each
+    service's own prefix: DASHBOARD_, OMNI2_). services/common/churn.py says why."""
+
+    connects_per_minute: float = Field(
+        default=20, gt=0, description="Connections a user may open per minute (refill)."
+    )
+    connect_burst: int = Field(
+        default=30,
+        ge=1,
+        description="Connections a user may open at once; one more than the rate allows is "
+        "refused with 4429 and a reason. Keyed by the token's user, or by the client's "
+        "address when the token is not valid.",
+    )
+    traced_refusals_per_minute: float = Field(
+        default=10, gt=0, description="Refused connects of a user traced one by one, per minute."
+    )
+    traced_refusal_burst: int = Field(
+        default=10,
+        ge=1,
+        description="Refused connects traced one by one at once; past that budget they are "
+        "counted and written as one `chat.refused` span per user every refusal_flush_s.",
+    )
+    refusal_flush_s: float = Field(
+        default=5.0, gt=0, le=300, description="How often the counted refusals are written."
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from otel.instrumentation import instrument, telemetry_config
 from otel.propagation import TraceIds
+from services.common.churn import Churn
 from services.dashboard.audit import RefusalLog
 from services.dashboard.login import login_router
 from services.dashboard.proxy import proxy_chat
@@ -22,10 +24,15 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     refusals = RefusalLog(settings.database_url.get_secret_value())
     # Trace ids clients' context started here, so that none is joined twice (propagation).
     trace_ids = TraceIds(settings.trace_id_memory)
+    # What one user's connects and refusals may cost the trace store (churn.py).
+    churn = Churn.of(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(churn.refusals.run())
         yield
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
         await refusals.close()
 
     app = FastAPI(title="dashboard-backend", telemetry=telemetry_config(), lifespan=lifespan)
@@ -46,7 +53,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
-        await proxy_chat(websocket, settings, refusals, trace_ids)
+        await proxy_chat(websocket, settings, refusals, trace_ids, churn)
 
     instrument(app, websocket_paths=("/ws/chat",))
     return app

@@ -5,17 +5,26 @@ creates the tables and seeds the demo users, `omni-trace users` adds users and s
 passwords). The dashboard never creates a table: it reads users, and with
 DASHBOARD_LOGIN_LIMITS=database writes the failed-login rows. Every attempt costs one hash
 verification, whether the name is known or not, so the answer time does not reveal which
-names exist; failed attempts are limited per user name and per client address
-(services/dashboard/login_limits.py: in this process, or in that database for dashboard
-replicas). The password never reaches a span or a log line, and the server span carries
-`user.id` only once the password matched.
+names exist; failed attempts are limited per user name at a client address and per client
+address, and slowed down per user name (services/dashboard/login_limits.py: in this process,
+or in that database for dashboard replicas). The client address is the peer's, or the last
+X-Forwarded-For entry of a request from a trusted proxy (DASHBOARD_TRUSTED_PROXIES). Only a
+JSON body is taken (415 otherwise): a cross-site HTML form cannot send one, so another site
+cannot drive failed logins through a visitor's browser. The password never reaches a span or
+a log line, and the server span carries `user.id` only once the password matched.
+
+`POST /api/logout` with the bearer token revokes every token of its user issued until then:
+the user's token generation in OMNI2's database goes up, and OMNI2 refuses older tokens at
+connect and closes their open connections (4401).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,13 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from otel.names import Attr
 from services.common.passwords import MAX_PASSWORD_CHARS, dummy_hash, verify_password
-from services.common.tokens import issue_token
+from services.common.tokens import TokenError, issue_token, verify_bearer
 from services.dashboard.login_limits import (
     Attempt,
     DatabaseLoginLimits,
     LimitRefusal,
     LoginLimiter,
     LoginLimits,
+    SlowDown,
 )
 from services.dashboard.settings import DashboardSettings
 from services.omni2.db import repository as repo
@@ -49,6 +59,7 @@ MAX_ADDRESS_CHARS = 128  # an IPv6 address with a zone fits many times over
 INVALID = "invalid username or password"
 
 Verifier = Callable[[str, str], bool]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class LoginRequest(BaseModel):
@@ -118,8 +129,18 @@ class UserStore:
 
     async def password_hash(self, user_id: str) -> str | None:
         """The user's hash; None for an unknown user or one without a password."""
+        return (await self.login_record(user_id))[0]
+
+    async def login_record(self, user_id: str) -> tuple[str | None, int]:
+        """The user's hash (None: unknown user, or no password) and token generation."""
         async with self.transaction() as session:
-            return await repo.password_hash(session, user_id)
+            return await repo.login_record(session, user_id)
+
+    async def revoke_tokens(self, user_id: str, generation: int) -> int | None:
+        """Raise the user's token generation from `generation` (every token issued so far is
+        refused then); None when it is not the user's generation any more."""
+        async with self.transaction() as session:
+            return await repo.bump_token_generation(session, user_id, only_from=generation)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -131,21 +152,36 @@ def _store_problem(err: BaseException) -> str:
         return "the login_failures table is missing (OMNI2 of this version creates it at start)"
     if "no such table" in text or 'relation "users" does not exist' in text:
         return "the users table is missing (OMNI2 creates it when it starts)"
-    if "password_hash" in text:
-        return "the users table has no password column (start OMNI2 once to upgrade it)"
+    if "password_hash" in text or "token_generation" in text:
+        return "the users table lacks a column of this version (start OMNI2 once to upgrade it)"
     return f"cannot read the user database ({type(err).__name__})"
 
 
-def client_address(request: Request, behind_gateway: bool) -> str:
-    """The address the per-address limit counts. Behind the gateway (Traefik's front entry
-    point) every connection comes from Traefik, which appends the address it was reached from
-    to X-Forwarded-For: the last entry. Earlier entries, and the whole header of a dashboard
-    reached directly, are whatever the client wrote, and are never used."""
+def client_address(request: Request, trusted_proxies: Collection[str]) -> str:
+    """The address the per-address limit counts. A request from a trusted proxy (Traefik's
+    front entry point, in front of dashboard replicas) carries the address Traefik was reached
+    from as the last X-Forwarded-For entry. Earlier entries, and the whole header of a request
+    from anywhere else (a client that reached a replica's own port), are whatever the client
+    wrote, and are never used."""
     address = request.client.host if request.client else ""
-    if behind_gateway:
+    if is_trusted(address, tuple(trusted_proxies)):
         forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
         address = forwarded.rsplit(",", 1)[-1].strip() or address
     return address[:MAX_ADDRESS_CHARS]
+
+
+@functools.lru_cache(maxsize=16)
+def trusted_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """DASHBOARD_TRUSTED_PROXIES as networks: an address is a network of one."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def is_trusted(peer: str, trusted_proxies: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False  # not an IP address (a test client, a Unix socket): nothing to trust
+    return any(address in network for network in trusted_networks(trusted_proxies))
 
 
 def login_limiter(settings: DashboardSettings, users: UserStore) -> LoginLimiter:
@@ -155,6 +191,12 @@ def login_limiter(settings: DashboardSettings, users: UserStore) -> LoginLimiter
         settings.login_max_failures_per_address,
     )
     window_s, max_keys = settings.login_failure_window_s, settings.login_limit_max_keys
+    slow_down = SlowDown(
+        after=per_user,
+        base_s=settings.login_slow_down_s,
+        max_s=settings.login_slow_down_max_s,
+        max_wait_s=settings.login_slow_down_max_wait_s,
+    )
     if settings.login_limits == "database":
         return DatabaseLoginLimits(
             users.transaction,
@@ -162,10 +204,26 @@ def login_limiter(settings: DashboardSettings, users: UserStore) -> LoginLimiter
             per_address=per_address,
             window_s=window_s,
             max_keys=max_keys,
+            slow_down=slow_down,
         )
     return LoginLimits(
-        per_user=per_user, per_address=per_address, window_s=window_s, max_keys=max_keys
+        per_user=per_user,
+        per_address=per_address,
+        window_s=window_s,
+        max_keys=max_keys,
+        slow_down=slow_down,
     )
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON: an HTML form (urlencoded, multipart, text/plain)
+    on another site can post to us without a CORS preflight, a JSON body cannot."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(
+            415,
+            detail="the login takes a JSON body only (Content-Type: application/json)",
+        )
 
 
 async def _login_request(request: Request) -> LoginRequest:
@@ -231,8 +289,9 @@ def login_router(
         },
     )
     async def login(request: Request) -> Any:
+        require_json(request)
         body = await _login_request(request)
-        address = client_address(request, settings.behind_gateway)
+        address = client_address(request, settings.trusted_proxies)
         try:
             attempt = await limits.begin(body.username, address)
         except StoreUnavailable as err:
@@ -246,8 +305,11 @@ def login_router(
                 status_code=429,
                 headers={"Retry-After": str(attempt.retry_after_s)},
             )
+        if attempt.wait_s > 0:
+            # The name has failed often lately (from any address): its turn comes later.
+            await asyncio.sleep(attempt.wait_s)
         try:
-            stored = await users.password_hash(body.username)
+            stored, generation = await users.login_record(body.username)
         except StoreUnavailable as err:
             await _settle(limits.cancel, attempt)
             log.error("login unavailable: %s", err.reason)
@@ -261,10 +323,46 @@ def login_router(
         await _settle(limits.succeeded, attempt)
         trace.get_current_span().set_attribute(Attr.USER_ID, body.username)
         return LoginResponse(
-            token=issue_token(body.username, secret, settings.token_ttl_s),
+            token=issue_token(body.username, secret, settings.token_ttl_s, generation=generation),
             expires_in=settings.token_ttl_s,
             user_id=body.username,
         )
+
+    @router.post(
+        "/api/logout",
+        responses={
+            401: {"description": "no valid bearer token (the reason says why)"},
+            503: {"description": "the user database is unavailable"},
+        },
+    )
+    async def logout(request: Request) -> Any:
+        """Revoke every token of the bearer token's user (this one included)."""
+        authorization = request.headers.get("authorization")
+        try:
+            identity = verify_bearer(authorization, secret, settings.token_leeway_s)
+        except TokenError as err:
+            return JSONResponse(
+                {"detail": f"logout refused: {err}"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        try:
+            # Only a token still valid logs out: a revoked one, replayed, must not end the
+            # sessions the user opened since.
+            generation = await users.revoke_tokens(identity.user_id, identity.generation)
+        except repo.NotFound:
+            generation = None
+        except StoreUnavailable as err:
+            log.error("logout unavailable: %s", err.reason)
+            raise HTTPException(503, detail=f"logout unavailable: {err.reason}") from None
+        if generation is None:
+            return JSONResponse(
+                {"detail": "logout refused: token revoked already (or unknown user)"},
+                status_code=401,
+            )
+        trace.get_current_span().set_attribute(Attr.USER_ID, identity.user_id)
+        log.info("user %s logged out (token generation %d)", identity.user_id, generation)
+        return {"detail": "logged out: every token of this user issued until now is revoked"}
 
     return router
 

@@ -20,12 +20,14 @@ from otel.names import Attr, SpanName
 from otel.propagation import TraceIds, client_parent, gateway_links
 from otel.redaction import redact_url
 from otel.sampling import decide
+from services.common.churn import Churn
 from services.common.limits import FrameThrottle
 from services.common.protocol import CloseCode, close_reason, error_frame
 from services.common.refusal import Refusal, refuse
+from services.common.tokens import TokenError, verify_token
 from services.dashboard.audit import ConnectionRefusals, RefusalLog
 from services.dashboard.query import scope_token
-from services.dashboard.relay import MessageRefused, MessageRelay
+from services.dashboard.relay import MessageHeld, MessageRefused, MessageRelay
 from services.dashboard.settings import DashboardSettings
 from services.dashboard.upstream import Upstream, connect_upstream
 
@@ -71,9 +73,28 @@ class Connection:
         self.refusals.add(trace_id or self.session_trace_id, name, detail)
 
 
+def connect_key(websocket: WebSocket, token: str | None, settings: DashboardSettings) -> str:
+    """Whose connect rate a connect draws on: its token's user, or its address when the token
+    is not valid (the gateway refuses it then anyway)."""
+    if token:
+        with contextlib.suppress(TokenError):
+            return verify_token(token, settings.jwt_secret.get_secret_value()).user_id
+    return f"address {websocket.client.host if websocket.client else ''}"
+
+
 async def proxy_chat(
-    websocket: WebSocket, settings: DashboardSettings, log_: RefusalLog, trace_ids: TraceIds
+    websocket: WebSocket,
+    settings: DashboardSettings,
+    log_: RefusalLog,
+    trace_ids: TraceIds,
+    churn: Churn,
 ) -> None:
+    token = scope_token(websocket.scope)
+    user = connect_key(websocket, token, settings)
+    over_rate = churn.check_connect(user)
+    if over_rate is not None and not over_rate.traced:
+        await refuse(websocket, trace.INVALID_SPAN, over_rate.refusal)
+        return
     link = settings.client_trace == "link"
     connection = Connection(websocket, settings, keep=decide(settings.trace_sample_ratio))
     parent = client_parent(
@@ -91,8 +112,9 @@ async def proxy_chat(
         attributes={Attr.URL_FULL: redact_url(str(websocket.url)), **parent.attributes},
     ) as span:
         connection.session = span.get_span_context()
-        token = scope_token(websocket.scope)
         try:
+            if over_rate is not None:
+                raise over_rate.refusal
             if not origin_allowed(websocket.headers.get("origin"), settings.allowed_origins):
                 raise Refusal(CloseCode.FORBIDDEN, ORIGIN_REFUSED, "origin_not_allowed")
             if not token:
@@ -121,6 +143,8 @@ async def proxy_chat(
         max_pending=settings.max_pending_messages,
         span_name=settings.relay_span_name,
         trace_ids=trace_ids,
+        churn=churn,
+        user=user,
     )
     try:
         await relay_frames(connection, upstream, relay)
@@ -134,11 +158,13 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
         settings.frames_per_second, settings.frame_burst, settings.abuse_frames
     )
     client = upstream.connection
+    held = 0  # messages answered with the rate limit's refusal, without relaying them
 
     async def tell(frame: dict[str, Any]) -> None:
         await websocket.send_text(json.dumps(frame))
 
     async def browser_to_upstream() -> None:
+        nonlocal held
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -165,8 +191,14 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
                 try:
                     await client.send(relay.to_upstream(message["text"]))
                 except MessageRefused as refused:
-                    connection.refuse("too_many_pending", {}, refused.trace_id)
+                    if refused.trace_id:  # else counted, past the user's refusal budget
+                        connection.refuse("too_many_pending", {}, refused.trace_id)
                     await tell(refused.frame)
+                except MessageHeld as hold:
+                    if connection.first_refusal_ns is None:
+                        connection.first_refusal_ns = time.time_ns()
+                    held += 1
+                    await tell(hold.frame)
             elif message.get("bytes") is not None:
                 await client.send(message["bytes"])
 
@@ -209,6 +241,8 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
             if throttle.abusive:
                 detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
             connection.refuse("rate_limited", detail)
+        if held:
+            connection.refuse("rate_limit_held", {"count": held})
 
 
 async def _record_refusals(connection: Connection, relay: MessageRelay, log_: RefusalLog) -> None:
@@ -225,6 +259,8 @@ async def _record_refusals(connection: Connection, relay: MessageRelay, log_: Re
         for record in refusals:
             if record.name == "rate_limited":
                 span.set_attribute(Attr.FRAMES_REFUSED, record.detail.get("count", 0))
+            if record.name == "rate_limit_held":
+                span.set_attribute(Attr.MESSAGES_REFUSED, record.detail.get("count", 0))
             if "close_code" in record.detail:
                 span.set_attribute(Attr.CLOSE_CODE, record.detail["close_code"])
         span.set_attribute(Attr.ERROR_TYPE, ",".join(r.name for r in refusals))

@@ -19,6 +19,7 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, Statu
 from otel.metrics import chat_metrics
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.propagation import FRAME_TRACE_KEY, TraceIds, client_parent, inject_frame
+from services.common.churn import Churn, retry_after
 from services.common.protocol import (
     FAILED_FRAMES,
     FINAL_FRAMES,
@@ -50,6 +51,15 @@ class MessageRefused(Exception):
         self.trace_id = trace_id
 
 
+class MessageHeld(Exception):
+    """A message while OMNI2's rate limit holds its user: `frame` is that refusal, answered by
+    the dashboard without relaying it (OMNI2 said until when it refuses them)."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(frame.get("error"))
+        self.frame = frame
+
+
 class MessageRelay:
     def __init__(
         self,
@@ -60,6 +70,8 @@ class MessageRelay:
         max_pending: int,
         span_name: str = SpanName.RELAY,
         trace_ids: TraceIds | None = None,
+        churn: Churn | None = None,
+        user: str = "",
     ) -> None:
         self._link = Link(upstream, {Attr.LINK_ROLE: LinkRole.UPSTREAM_CONNECT})
         self._trace_ids = trace_ids or TraceIds()
@@ -67,44 +79,58 @@ class MessageRelay:
         self._keep = keep
         self._link_client = link_client
         self._max_pending = max_pending
+        self._churn, self._user = churn, user
         self._pending: list[_Pending] = []
         self.ids: dict[str, str] = {}  # conversation and user, from the welcome frame
 
     def to_upstream(self, text: str) -> str:
         """Trace a client frame and return what to forward (unchanged unless a message).
 
-        Raises MessageRefused when the connection has too many messages awaiting answers.
+        Raises MessageRefused when the connection has too many messages awaiting answers,
+        MessageHeld while the rate limit holds the user (neither is relayed).
         """
         frame = json_object(text)
         if frame is None or frame.get("type") != "message":
             return text
+        if self._churn is not None and (held := self._churn.holds.refusal(self._user)):
+            raise MessageHeld(held)
+        if len(self._pending) >= self._max_pending:
+            self._refuse_pending(frame)
+        span = self._start_span(frame)
+        self._pending.append(_Pending(span.get_span_context().trace_id, span))
+        inject_frame(frame, span)
+        # ensure_ascii=False: escaping would make "é" six bytes, and a frame the dashboard
+        # accepted could exceed OMNI2's size limit.
+        return json.dumps(frame, ensure_ascii=False)
+
+    def _start_span(self, frame: dict[str, Any]) -> Span:
+        """The message's span: the frame's context continued (or linked), as decided."""
         parent = client_parent(
             frame.get(FRAME_TRACE_KEY),
             keep=self._keep,
             link=self._link_client,
             trace_ids=self._trace_ids,
         )
-        span = tracer.start_span(
+        return tracer.start_span(
             self._span_name,
             context=parent.context,
             kind=SpanKind.SERVER,
             links=[self._link, *parent.links],
             attributes={**self.ids, **parent.attributes},
         )
-        trace_id = span.get_span_context().trace_id
-        if len(self._pending) >= self._max_pending:
-            reason = f"too many messages awaiting an answer (at most {self._max_pending})"
-            span.set_attribute(Attr.ERROR_TYPE, "too_many_pending")
-            span.set_status(Status(StatusCode.ERROR, reason))
-            span.end()
-            raise MessageRefused(
-                error_frame(reason, f"{trace_id:032x}", "too_many_pending"), f"{trace_id:032x}"
-            )
-        self._pending.append(_Pending(trace_id, span))
-        inject_frame(frame, span)
-        # ensure_ascii=False: escaping would make "é" six bytes, and a frame the dashboard
-        # accepted could exceed OMNI2's size limit.
-        return json.dumps(frame, ensure_ascii=False)
+
+    def _refuse_pending(self, frame: dict[str, Any]) -> None:
+        """Raise MessageRefused: its own trace within the user's refusal budget, else counted
+        (a client that keeps sending past the cap cannot make a trace a message)."""
+        reason = f"too many messages awaiting an answer (at most {self._max_pending})"
+        if self._churn is not None and not self._churn.refusals.traced(self._user):
+            raise MessageRefused(error_frame(reason, None, "too_many_pending"), "")
+        span = self._start_span(frame)
+        span.set_attribute(Attr.ERROR_TYPE, "too_many_pending")
+        span.set_status(Status(StatusCode.ERROR, reason))
+        span.end()
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+        raise MessageRefused(error_frame(reason, trace_id, "too_many_pending"), trace_id)
 
     def from_upstream(self, text: str) -> None:
         """Observe a frame from OMNI2 on its way to the client."""
@@ -158,6 +184,8 @@ class MessageRelay:
             self.ids | {Attr.TOKEN_FRAMES: pending.token_frames, Attr.FRAME_TYPE: frame["type"]}
         )
         if frame["type"] in FAILED_FRAMES:
+            if self._churn is not None:
+                self._churn.holds.hold(self._user, retry_after(frame), frame)
             span.set_attribute(Attr.ERROR_TYPE, str(frame.get("code") or "error"))
             span.set_status(Status(StatusCode.ERROR, str(frame.get("error", ""))[:200]))
         span.end()

@@ -1,19 +1,20 @@
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
-from services.common.settings import CommonSettings, DashboardKey, FrameLimits
+from services.common.settings import ChurnLimits, CommonSettings, DashboardKey, FrameLimits
 from services.omni2.settings import DEFAULT_DATABASE_URL
 
 # The chat page's origin (services/frontend on its default port).
 CHAT_PAGE_ORIGINS = ["http://127.0.0.1:3001", "http://localhost:3001"]
 
 
-class DashboardSettings(CommonSettings, DashboardKey, FrameLimits):
+class DashboardSettings(CommonSettings, DashboardKey, FrameLimits, ChurnLimits):
     """Environment: DASHBOARD_HOST, DASHBOARD_PORT, DASHBOARD_UPSTREAM_WS_URL, ..."""
 
     model_config = SettingsConfigDict(
@@ -29,10 +30,30 @@ class DashboardSettings(CommonSettings, DashboardKey, FrameLimits):
     behind_gateway: bool = Field(
         default=False,
         description="A gateway (Traefik's `front` entry point, with dashboard replicas) "
-        "reaches the dashboard: the client's address is the last X-Forwarded-For entry, "
-        "and each connect span links to the gateway's span from the traceparent header. "
-        "Only for a dashboard that nothing else can reach: a client could set both.",
+        "reaches the dashboard: each connect span links to the gateway's span from the "
+        "traceparent header. Only for a dashboard that nothing else can reach: a client could "
+        "set it. The login's client address is decided by trusted_proxies alone.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses (or networks, e.g. 10.0.0.0/8) of the gateway in front of the "
+        "dashboard, as a JSON list: only a request from one of them has its client address "
+        "taken from X-Forwarded-For (the last entry, the one the gateway appended). A request "
+        "from anywhere else, even with behind_gateway set, is counted on its own address "
+        "whatever the header says. `omni-trace up` sets it for dashboard replicas; where a "
+        "network policy lets only the gateway in, 0.0.0.0/0 and ::/0 trust every peer.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
     token_ttl_s: int = Field(default=3600, gt=0)
 
     # -- who may talk to the dashboard --------------------------------------------------------
@@ -90,7 +111,27 @@ class DashboardSettings(CommonSettings, DashboardKey, FrameLimits):
         "one allowance, not one per replica. A database problem answers 503 with a reason.",
     )
     login_max_failures_per_user: int = Field(
-        default=5, ge=1, description="Failed logins per user name within the window, then 429."
+        default=5,
+        ge=1,
+        description="Failed logins per user name from one client address within the window, "
+        "then 429 for that address (the owner elsewhere is not locked out); beyond as many "
+        "failures from all addresses together, the name's logins are slowed down.",
+    )
+    login_slow_down_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="The first spacing between logins on a name that failed "
+        "login_max_failures_per_user times (all addresses); it doubles with each further "
+        "failure. 0: no slow-down.",
+    )
+    login_slow_down_max_s: float = Field(
+        default=10.0, ge=0, description="The longest spacing between logins on one name."
+    )
+    login_slow_down_max_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A login waits at most this long for its turn on a slowed-down name; "
+        "beyond, 429 with Retry-After.",
     )
     login_max_failures_per_address: int = Field(
         default=20, ge=1, description="Failed logins per client address within the window."

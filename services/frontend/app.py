@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
@@ -38,6 +39,33 @@ def page_config(settings: FrontendSettings) -> dict[str, Any]:
     }
 
 
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL: what a CSP source names."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def content_security_policy(settings: FrontendSettings) -> str:
+    """The pages run only their own scripts and styles, and connect only where /config.json
+    sends them: the dashboard (login, WebSocket) and the public OTLP path. A script injected
+    into the page could neither load more nor send what it read anywhere else."""
+    urls = [settings.dashboard_url, settings.chat_ws_url, settings.otlp_traces_url or ""]
+    connect = " ".join(["'self'", *dict.fromkeys(origin(u) for u in urls if u)])
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def security_headers(settings: FrontendSettings) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": content_security_policy(settings),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 def bundle_ready(settings: FrontendSettings) -> bool:
     return all((settings.dist_dir / name).is_file() for name in ("index.html", "widget.js"))
 
@@ -61,6 +89,7 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         telemetry=telemetry_config(),
     )
     config = page_config(settings)
+    headers = security_headers(settings)
 
     @app.middleware("http")
     async def require_bundle(
@@ -68,10 +97,12 @@ def create_app(settings: FrontendSettings) -> FastAPI:
     ) -> Response:
         # Checked per request, so a build that finishes while the server runs is picked up.
         if request.url.path not in _OWN_PATHS and not bundle_ready(settings):
-            return missing_bundle_page(settings)
-        response = await call_next(request)
+            response: Response = missing_bundle_page(settings)
+        else:
+            response = await call_next(request)
         # Pages and bundles change with each build: let the browser revalidate every time.
         response.headers.setdefault("Cache-Control", "no-cache")
+        response.headers.update(headers)
         return response
 
     @app.get("/healthz")

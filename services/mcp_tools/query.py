@@ -21,17 +21,38 @@ from mcp.server.mcpserver.exceptions import ToolError
 from services.mcp_tools.settings import McpToolsSettings
 
 # Read-only: only these SQLite authorizer actions pass; writes, ATTACH and PRAGMA are denied.
+# Functions (SQLITE_FUNCTION) pass only when named in ALLOWED_FUNCTIONS.
 _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_SELECT,
     sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),  # WITH RECURSIVE (a read too)
 }
+# What a read-only analytics query needs, and nothing else: every other function is refused,
+# among them fts3_tokenizer (returns a pointer into the library), load_extension, readfile
+# and writefile (the file system), randomblob and zeroblob (memory on demand), and
+# sqlite_version and friends (nothing to learn about the server). printf and format are ours
+# (_GuardedPrintf); the values of all of them are bounded by SQLITE_LIMIT_LENGTH.
+ALLOWED_FUNCTIONS = frozenset(
+    {
+        # aggregates
+        "count", "sum", "total", "avg", "min", "max", "group_concat", "string_agg",
+        # window functions
+        "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile",
+        "lag", "lead", "first_value", "last_value", "nth_value",
+        # text
+        "lower", "upper", "length", "octet_length", "substr", "substring", "trim", "ltrim",
+        "rtrim", "replace", "instr", "like", "glob", "printf", "format", "char", "unicode",
+        "concat", "concat_ws", "quote", "hex", "typeof",
+        # null handling and conditions
+        "coalesce", "ifnull", "nullif", "iif", "likely", "unlikely", "likelihood",
+        # numbers
+        "abs", "round", "sign", "random", "ceil", "ceiling", "floor", "trunc", "sqrt", "pow",
+        "power", "exp", "ln", "log", "log10", "log2", "mod", "pi",
+        # dates and times
+        "date", "time", "datetime", "julianday", "strftime", "unixepoch", "timediff",
+    }
+)  # fmt: skip
 MAX_COLUMNS = 64  # SQLITE_LIMIT_COLUMN: bounds one row at columns x max_value_bytes
-
-
-def _authorize(action: int, *_args: Any) -> int:
-    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
 @dataclass(frozen=True)
@@ -130,7 +151,7 @@ class _Query:
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_value_bytes)
             conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, limits.max_value_bytes)
             conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, MAX_COLUMNS)
-            conn.set_authorizer(_authorize)
+            conn.set_authorizer(self._authorize)
             for name in ("printf", "format"):
                 conn.create_function(name, -1, printf, deterministic=True)
             # A runaway statement (say, an endless recursive CTE) is interrupted at the
@@ -151,6 +172,22 @@ class _Query:
             printf.close()
             conn.close()
         return _fit(columns, rows, more, limits.max_result_bytes)
+
+    def _authorize(self, action: int, _arg1: str | None, arg2: str | None, *_rest: Any) -> int:
+        """SQLite asks while preparing the statement; a refusal names what was refused (the
+        statement then fails with "not authorized", which _tool_error replaces)."""
+        if action in _ALLOWED_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION:
+            name = (arg2 or "").lower()
+            if name in ALLOWED_FUNCTIONS:
+                return sqlite3.SQLITE_OK
+            if self._refusal is None:
+                self._refusal = (
+                    f"function {name}() is not allowed: this read-only tool allows only "
+                    "ordinary aggregate, window, text, number and date functions"
+                )
+        return sqlite3.SQLITE_DENY
 
     def _tool_error(self, err: sqlite3.Error) -> ToolError:
         limits = self.limits

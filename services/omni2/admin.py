@@ -1,9 +1,13 @@
 """OMNI2's admin command: its users, roles, limits and login passwords, in its database.
 
 `python -m services.omni2.admin ACTION ...`; `omni-trace users ACTION ...` runs it with the
-running stack's database. The database is `--database-url`, else OMNI2_DATABASE_URL, else
-OMNI2's default. Changes take effect at once: OMNI2 checks the database on every connection
-and every message, and the dashboard reads the password hash at every login.
+running stack's database. The database is `--database-url` (refused when it holds a
+password), else `--database-url-file`, else OMNI2_DATABASE_URL, else OMNI2's default. A new
+password comes from `--password-stdin`, `--password-file`, OMNI2_USER_PASSWORD or the
+terminal's prompt, never from the command line: every user of this machine can read a
+process's arguments (/proc/PID/cmdline). Changes take effect at once: OMNI2 checks the
+database on every connection and every message, and the dashboard reads the password hash at
+every login. `passwd` and `block` also revoke the user's tokens (open connections close).
 
 `load-users` and `store-history` prepare a database for load tests (`omni-trace bench`): users
 of a role without limits (with tokens, given OMNI_JWT_SECRET), and a long stored history.
@@ -27,6 +31,8 @@ from typing import Any, TypeVar
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.passwords import hash_password, password_problem
@@ -48,6 +54,8 @@ class AdminSettings(BaseSettings):
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL), validation_alias="OMNI2_DATABASE_URL"
     )
+    # A new password (`add`, `passwd`) passed in the environment rather than on stdin.
+    user_password: SecretStr | None = Field(default=None, validation_alias="OMNI2_USER_PASSWORD")
     # Only `load-users` needs it, to give each user a token.
     jwt_secret: SecretStr | None = Field(default=None, validation_alias="OMNI_JWT_SECRET")
     # How the command is called in its help and messages (omni-trace users sets it).
@@ -58,10 +66,39 @@ class UsersError(Exception):
     pass
 
 
+ARGV_VISIBLE = "every user of this machine can read a command line (ps, /proc/PID/cmdline)"
+
+
 def database_url(args: argparse.Namespace) -> str:
     if args.database_url:
-        return str(args.database_url)
+        url = str(args.database_url)
+        if _has_password(url):
+            raise UsersError(
+                f"--database-url holds a password, and {ARGV_VISIBLE}: pass the URL in "
+                "OMNI2_DATABASE_URL or --database-url-file FILE instead; nothing done"
+            )
+        return url
+    if args.database_url_file:
+        return _first_line(args.database_url_file, "--database-url-file")
     return AdminSettings().database_url.get_secret_value()
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False  # not a URL at all: refused as such when it is used
+
+
+def _first_line(path: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            line = file.readline().rstrip("\r\n")
+    except OSError as err:
+        raise UsersError(f"{option}: cannot read {path} ({err.strerror})") from None
+    if not line:
+        raise UsersError(f"{option}: {path} is empty")
+    return line
 
 
 def _run(url: str, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -122,12 +159,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _read_password(args: argparse.Namespace, *, required: bool) -> str | None:
-    """The new password from --password, --password-stdin or a prompt; checked, not echoed."""
+    """The new password from --password-stdin, --password-file, OMNI2_USER_PASSWORD or a
+    prompt; checked, not echoed."""
+    from_env = AdminSettings().user_password
     if args.password is not None:
-        password = str(args.password)
-    elif args.password_stdin:
+        raise UsersError(
+            f"--password is not accepted: {ARGV_VISIBLE}; pass --password-stdin (the password "
+            "on stdin), --password-file FILE or OMNI2_USER_PASSWORD; nothing changed"
+        )
+    if args.password_stdin:
         # One line: `printf '%s\n' "$PW" | omni-trace users passwd dave --password-stdin`.
         password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password_file:
+        password = _first_line(args.password_file, "--password-file")
+    elif from_env is not None:
+        password = from_env.get_secret_value()
     elif not required:
         return None
     elif sys.stdin.isatty():
@@ -136,8 +182,8 @@ def _read_password(args: argparse.Namespace, *, required: bool) -> str | None:
             raise UsersError("the two passwords differ; nothing changed")
     else:
         raise UsersError(
-            "no password given: pass --password-stdin (and the password on stdin), or run "
-            "in a terminal to be asked"
+            "no password given: pass --password-stdin (and the password on stdin), "
+            "--password-file FILE or OMNI2_USER_PASSWORD, or run in a terminal to be asked"
         )
     problem = password_problem(password)
     if problem:
@@ -176,8 +222,14 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _block(session: AsyncSession, user: str, reason: str) -> None:
+    await repo.block_user(session, user, reason, by="cli")
+    # Its tokens go too: an unblock later must not bring back the sessions the block ended.
+    await repo.bump_token_generation(session, user)
+
+
 def cmd_block(args: argparse.Namespace) -> int:
-    _run(database_url(args), lambda s: repo.block_user(s, args.user, args.reason, by="cli"))
+    _run(database_url(args), lambda s: _block(s, args.user, args.reason))
     print(f"blocked {args.user}: {args.reason}")
     return 0
 
@@ -222,15 +274,17 @@ def cmd_limits(args: argparse.Namespace) -> int:
 
 
 def password_options(p: argparse.ArgumentParser) -> Any:
-    """--password and --password-stdin (one of them); returns their group."""
+    """--password-stdin and --password-file (one of them); returns their group. --password
+    is parsed only to be refused with a reason (argparse would say "unrecognized")."""
     given = p.add_mutually_exclusive_group()
-    given.add_argument(
-        "--password",
-        help="the login password (visible to other users of this machine in the process "
-        "list: prefer --password-stdin or the prompt of `passwd`)",
-    )
+    given.add_argument("--password", help=argparse.SUPPRESS)
     given.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (one line)"
+    )
+    given.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password from the first line of FILE (or set OMNI2_USER_PASSWORD)",
     )
     return given
 
@@ -310,14 +364,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     users = argparse.ArgumentParser(
         prog=prog or AdminSettings().prog,
         description="Manage OMNI2's users in its database (--database-url, else "
-        "OMNI2_DATABASE_URL; omni-trace users: the running stack's). OMNI2 applies changes "
-        "at the next connection or message.",
+        "--database-url-file, else OMNI2_DATABASE_URL; omni-trace users: the running "
+        "stack's). OMNI2 applies changes at the next connection or message; passwd and block "
+        "revoke the user's tokens, closing their open connections.",
     )
     users.add_argument(
         "--database-url",
-        help="SQLAlchemy URL, e.g. sqlite+aiosqlite:///var/omni2.db or "
-        "postgresql+asyncpg://user:password@host/db (visible in the process list when it "
-        "holds a password: prefer OMNI2_DATABASE_URL)",
+        help="SQLAlchemy URL without a password, e.g. sqlite+aiosqlite:///var/omni2.db (one "
+        "with a password is refused: the process list shows it; use OMNI2_DATABASE_URL or "
+        "--database-url-file)",
+    )
+    users.add_argument(
+        "--database-url-file",
+        metavar="FILE",
+        help="read the SQLAlchemy URL (it may hold a password) from the first line of FILE",
     )
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
 

@@ -114,7 +114,7 @@ def create_app(
             "database %s, model %s/%s", redacted_url(db.url), chat_model.provider, chat_model.name
         )
         tools.start()  # the MCP handshake now, in its own trace, not in a message's
-        background = []
+        background = [asyncio.create_task(services.churn.refusals.run())]
         if shared is not None:
             background.append(asyncio.create_task(_refresh_slots(shared)))
         if db.replica is not None:

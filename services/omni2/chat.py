@@ -54,6 +54,7 @@ from otel.propagation import (
 )
 from otel.redaction import redact_text
 from otel.sampling import conversation_keep, with_decision
+from services.common.churn import Churn
 from services.common.protocol import (
     ClientMessage,
     ClientPing,
@@ -80,6 +81,7 @@ from services.omni2.checks import (
 from services.omni2.db.repository import FlowRecord, TurnRecord, UserContext
 from services.omni2.frames import FrameGate, Inbox
 from services.omni2.model import ChatMessage, ChatModel, ModelError, ToolSpec
+from services.omni2.revocation import TokenWatch
 from services.omni2.settings import Omni2Settings
 from services.omni2.steps import traced_step
 from services.omni2.store import Store
@@ -127,6 +129,14 @@ class ChatServices:
     webhook: UsageWebhook = field(default_factory=lambda: UsageWebhook(None))
     # Trace ids of clients that reached OMNI2 without a dashboard (OMNI2 is their first hop).
     trace_ids: TraceIds = field(default_factory=TraceIds)
+    # What such a client's churn may cost the trace store (OMNI2 is its first hop).
+    churn: Churn = field(init=False)
+    # The open connections' tokens, checked together (revocation.py).
+    token_watch: TokenWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.churn = Churn.of(self.settings)
+        self.token_watch = TokenWatch(self.store.db, self.settings.token_check_interval_s)
 
     @property
     def usage_policy(self) -> UsagePolicy:
@@ -251,7 +261,10 @@ class ChatSession:
         loop = asyncio.get_running_loop()
         while (frame := await self._inbox.take()) is not None and loop.time() < deadline:
             try:
-                await self._turn(frame)
+                if (held := self._held()) is not None:
+                    await self._refuse_held(held)
+                else:
+                    await self._turn(frame)
             finally:
                 # No await since the turn's last frame was written: through the dashboard, which
                 # counts a message pending until it relays that frame, this cap is never met
@@ -278,7 +291,7 @@ class ChatSession:
             return []
         return [Link(self.gateway, {Attr.LINK_ROLE: LinkRole.GATEWAY})]
 
-    def _attributes(self) -> dict[str, Any]:
+    def span_attributes(self) -> dict[str, Any]:
         return {
             Attr.CONVERSATION_ID: self.conversation_id,
             Attr.USER_ID: self.user_id,
@@ -289,7 +302,7 @@ class ChatSession:
         """A message span's: the conversation's, what the client's context was (when OMNI2 is
         the first hop), and how the connection came, for the audit: the dashboard and
         Traefik are expected only when they were on the way."""
-        return self._attributes() | parent.attributes | {Attr.ENTRY: self.entry}
+        return self.span_attributes() | parent.attributes | {Attr.ENTRY: self.entry}
 
     def _in_session_trace(self) -> Context:
         return trace.set_span_in_context(NonRecordingSpan(self.session))
@@ -319,7 +332,7 @@ class ChatSession:
         parent = self._message_parent(_frame_object(text))
         own = parent.client is not None
         flow: list[FlowRecord] = []
-        attributes = self._attributes()
+        attributes = self.span_attributes()
         with traced_step(
             flow,
             Flow.FRAME,
@@ -343,8 +356,13 @@ class ChatSession:
         trace its frame names) refused, a flow event, an `error` frame; the connection stays."""
         limit = self.settings.max_pending_messages
         reason = f"too many messages awaiting an answer (at most {limit})"
+        # OMNI2 is the first hop of a client without a dashboard: past the user's budget of
+        # traced refusals, counted instead of a trace each (services/common/churn.py).
+        if self.entry != Entry.DASHBOARD and not self.services.churn.refusals.traced(self.user_id):
+            await self._send(error_frame(reason, None, "too_many_pending"))
+            return
         flow: list[FlowRecord] = []
-        attributes = self._attributes()
+        attributes = self.span_attributes()
         parent = self._message_parent(frame.raw)  # as `_turn`: the same span, refused
         with traced_step(
             flow,
@@ -365,6 +383,21 @@ class ChatSession:
             )
             await self._send(error_frame(reason, trace_id, "too_many_pending"))
 
+    def _held(self) -> dict[str, Any] | None:
+        if self.entry == Entry.DASHBOARD:
+            return None
+        return self.services.churn.holds.refusal(self.user_id)
+
+    async def _refuse_held(self, frame: dict[str, Any]) -> None:
+        """A message while the rate limit holds the user: the same refusal, without a check,
+        a row or a trace of its own (counted on the connection's `chat.refused`), so that a
+        client sending as fast as its frame rate allows makes one message trace, not one a
+        message. Only for a client OMNI2 is the first hop of (a dashboard holds its own)."""
+        self._frames.held += 1
+        if self._frames.first_refused_ns is None:
+            self._frames.first_refused_ns = time.time_ns()
+        await self._send(frame)
+
     def _rate_limited(self) -> dict[str, Any]:
         """The answer to a frame over the rate: no span and no row per refused frame, so that
         what a flood costs stays small (they are counted, and recorded once)."""
@@ -382,17 +415,23 @@ class ChatSession:
         """The frames the rate refused, once when the connection ends (never one by one): one
         `chat.refused` span in the session trace and one flow event, with the count."""
         gate = self._frames
-        if not gate.refused:
+        if not gate.refused and not gate.held:
             return
         detail: dict[str, Any] = {"count": gate.refused}
+        if gate.held:
+            detail["messages"] = gate.held
         if gate.closed:
             detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
-        attributes = self._attributes()
+        attributes = self.span_attributes()
         span = tracer.start_span(
             SpanName.REFUSED,
             context=self._in_session_trace(),
             attributes=attributes
-            | {Attr.FRAMES_REFUSED: gate.refused, Attr.ERROR_TYPE: "rate_limited"}
+            | {
+                Attr.FRAMES_REFUSED: gate.refused,
+                Attr.MESSAGES_REFUSED: gate.held,
+                Attr.ERROR_TYPE: "rate_limited",
+            }
             | ({Attr.CLOSE_CODE: detail["close_code"]} if gate.closed else {}),
             start_time=gate.first_refused_ns,
         )
@@ -407,7 +446,7 @@ class ChatSession:
     async def _expire(self) -> None:
         """Close with 4401 "token expired" (a span and a flow event in the session trace)."""
         flow: list[FlowRecord] = []
-        attributes = self._attributes()
+        attributes = self.span_attributes()
         code = CloseCode.UNAUTHENTICATED
         with traced_step(
             flow,
@@ -428,7 +467,7 @@ class ChatSession:
                 await self.websocket.close(code=code, reason=TOKEN_EXPIRED)
 
     async def _turn(self, frame: ClientMessage) -> None:
-        attributes = self._attributes()
+        attributes = self.span_attributes()
         parent = self._message_parent(frame.raw)
         with tracer.start_as_current_span(
             self.settings.turn_span_name,
@@ -467,6 +506,10 @@ class ChatSession:
                 if denied.frame == "blocked"
                 else error_frame(denied.message, trace_id, denied.error_type)
             )
+            if denied.retry_after_s > 0:
+                frame_out["retry_after_s"] = round(denied.retry_after_s, 1)
+                if self.entry != Entry.DASHBOARD:  # a dashboard holds its own clients
+                    self.services.churn.holds.hold(self.user_id, denied.retry_after_s, frame_out)
             return _Outcome(frame_out, denied.error_type, denied.message, close=denied.close)
         except (SQLAlchemyError, OSError) as err:
             # Without the database no check can pass: refuse, and say why.

@@ -45,6 +45,7 @@ class Denied(Exception):
         *,
         frame: str = "error",
         close: CloseCode | None = None,
+        retry_after_s: float = 0.0,
     ) -> None:
         super().__init__(message)
         self.check = check
@@ -52,6 +53,7 @@ class Denied(Exception):
         self.error_type = error_type
         self.frame = frame
         self.close = close
+        self.retry_after_s = retry_after_s  # > 0: every message until then is refused too
 
 
 @dataclass
@@ -274,6 +276,7 @@ async def check_message(
                     "rate_limit",
                     f"Rate limit exceeded: {limit} messages per minute",
                     "rate_limited",
+                    retry_after_s=rate.retry_after_s,
                 )
 
     with run.check("usage") as span:

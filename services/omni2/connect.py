@@ -31,6 +31,7 @@ from otel.propagation import (
     remote_span_context,
 )
 from otel.sampling import decide, with_decision
+from services.common.churn import ConnectRefused
 from services.common.protocol import CloseCode, welcome_frame
 from services.common.provenance import entry_of
 from services.common.refusal import Refusal, refuse
@@ -39,6 +40,7 @@ from services.omni2.chat import ChatServices, ChatSession, sample_keep
 from services.omni2.checks import CheckRun, Slot, check_connection, check_connections
 from services.omni2.db.repository import FlowRecord, UserContext
 from services.omni2.gateway import gateway_identity
+from services.omni2.revocation import close_revoked, revoked_refusal, until_revoked
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -62,6 +64,11 @@ class ChatConnect:
 
     async def serve(self) -> None:
         entry = entry_of(self.websocket.headers, self.services.settings)
+        # A dashboard held its clients to the connect rate; the rest meet it here.
+        over_rate = None if entry == Entry.DASHBOARD else self._over_connect_rate()
+        if over_rate is not None and not over_rate.traced:
+            await refuse(self.websocket, trace.INVALID_SPAN, over_rate.refusal)
+            return
         parent = self._parent(entry)
         with tracer.start_as_current_span(
             SpanName.CONNECT,
@@ -71,12 +78,16 @@ class ChatConnect:
         ) as span:
             # Accept first: a close before accept reaches the client as a bare 403.
             await self.websocket.accept()
+            if over_rate is not None:
+                log.warning("refused connection: %s", over_rate.refusal.reason)
+                await refuse(self.websocket, span, over_rate.refusal)
+                return
             admitted = await self._admit(span)
         if admitted is None:
             return
         identity, user, conversation_id, slot = admitted
         try:
-            await ChatSession(
+            session = ChatSession(
                 websocket=self.websocket,
                 services=self.services,
                 user=user,
@@ -85,12 +96,38 @@ class ChatConnect:
                 session=span.get_span_context(),
                 expires_at=identity.expires_at,
                 entry=entry,
-            ).run()
+            )
+            await self._run(session, identity.generation)
         finally:
             # Given back even when the connection's task is being cancelled (a client that
             # vanished): a shared slot's release is a database write.
             with anyio.CancelScope(shield=True):
                 await slot.release()
+
+    async def _run(self, session: ChatSession, generation: int) -> None:
+        """Run the session; a token revoked meanwhile (logout, password change, block)
+        closes it with 4401 within one check interval (services/omni2/revocation.py)."""
+        attributes = session.span_attributes()
+
+        async def close(refusal: Refusal) -> None:
+            await close_revoked(
+                self.websocket, self.services.store, session.session, attributes, refusal
+            )
+
+        with self.services.token_watch.watch(session.user_id, generation) as watched:
+            await until_revoked(session.run(), watched, close)
+
+    def _over_connect_rate(self) -> ConnectRefused | None:
+        """The connect rate of the token's user (its verified identity), or of the client's
+        address when there is none (a refusal follows then anyway)."""
+        try:
+            secret = self.jwt_secret.get_secret_value()
+            leeway = self.services.settings.token_leeway_s
+            key = gateway_identity(self.websocket.headers, secret, leeway).user_id
+        except Refusal:
+            client = self.websocket.client
+            key = f"address {client.host if client else ''}"
+        return self.services.churn.check_connect(key)
 
     def _parent(self, entry: str) -> ClientParent:
         """Where this connection's `chat.connect` starts, and who decided it is traced.
@@ -116,7 +153,11 @@ class ChatConnect:
         """Identity, user and conversation of an admitted connection; None once refused."""
         session_trace = format_trace_id(span.get_span_context().trace_id)
         try:
-            identity = gateway_identity(self.websocket.headers, self.jwt_secret.get_secret_value())
+            identity = gateway_identity(
+                self.websocket.headers,
+                self.jwt_secret.get_secret_value(),
+                self.services.settings.token_leeway_s,
+            )
         except Refusal as refusal:
             log.warning("refused connection: %s", refusal.reason)
             await refuse(self.websocket, span, refusal)
@@ -126,6 +167,8 @@ class ChatConnect:
         checks = CheckRun({Attr.USER_ID: user_id})
         try:
             user = await self._check_user(checks, user_id)
+            if identity.generation != user.token_generation:
+                raise revoked_refusal()  # logged out, password changed or blocked since
             try:
                 slot = await check_connections(
                     checks,

@@ -60,6 +60,7 @@ class FrameGate:
     throttle: FrameThrottle
     first_refused_ns: int | None = None  # where the connection's chat.refused span starts
     closed: bool = False  # closed with 1008: the client kept flooding after being told
+    held: int = 0  # messages answered with the rate limit's refusal while it held the user
 
     @classmethod
     def of(cls, settings: Omni2Settings) -> FrameGate:

@@ -11,12 +11,20 @@ from collections.abc import Mapping
 
 from services.common.protocol import CloseCode
 from services.common.refusal import Refusal
-from services.common.tokens import Identity, TokenError, bearer_token, verify_token
+from services.common.tokens import (
+    DEFAULT_LEEWAY_S,
+    Identity,
+    TokenError,
+    bearer_token,
+    verify_token,
+)
 
 USER_ID_HEADER = "x-user-id"
 
 
-def gateway_identity(headers: Mapping[str, str], secret: str) -> Identity:
+def gateway_identity(
+    headers: Mapping[str, str], secret: str, leeway_s: float = DEFAULT_LEEWAY_S
+) -> Identity:
     """The verified identity of a connection, or Refusal with a reason for the client."""
     user_id = headers.get(USER_ID_HEADER)
     token = bearer_token(headers.get("authorization"))
@@ -27,7 +35,7 @@ def gateway_identity(headers: Mapping[str, str], secret: str) -> Identity:
             "not_via_gateway",
         )
     try:
-        identity = verify_token(token, secret)
+        identity = verify_token(token, secret, leeway_s)
     except TokenError as err:
         raise Refusal(
             CloseCode.UNAUTHENTICATED, f"authentication failed: {err}", "bad_token"

@@ -7,12 +7,12 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
-from services.common.settings import CommonSettings, FrameLimits, GatewayKeys
+from services.common.settings import ChurnLimits, CommonSettings, FrameLimits, GatewayKeys
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
 
 
-class Omni2Settings(CommonSettings, GatewayKeys, FrameLimits):
+class Omni2Settings(CommonSettings, GatewayKeys, FrameLimits, ChurnLimits):
     """Environment: OMNI2_HOST, OMNI2_PORT, OMNI2_DATABASE_URL, OMNI2_MODEL_PROVIDER, ...
 
     API keys and the database URL (it may hold a password) are SecretStr: they never reach a
@@ -172,6 +172,14 @@ class Omni2Settings(CommonSettings, GatewayKeys, FrameLimits):
         ge=1,
         description="Open chat connections per user, unless the user's or role's "
         "max_connections says otherwise; one more is refused with 4429.",
+    )
+    token_check_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the tokens of open connections are checked against their "
+        "users' token generation: a connection whose token was revoked (logout, password "
+        "change, block) is closed with 4401 within this time. One query per interval for all "
+        "of this process's connections.",
     )
     usage_reserve_tokens: int = Field(
         default=2000,

@@ -6,21 +6,32 @@ agree with the local stack's."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
+import sqlite3
 import subprocess
+import sys
+import threading
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from string import Template
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from omni_trace import dashboards
+from omni_trace.flowview.settings import FlowViewSettings
 from services.common.settings import GatewayKeys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +84,7 @@ def test_secrets_are_required_and_not_committed() -> None:
         "OTLP_INTERNAL_BASIC",
         "OMNI_DASHBOARD_KEY",
         "OMNI_EDGE_KEY",
+        "FLOWVIEW_ACCESS_TOKEN",
     } <= set(required)
     for name, messages in required.items():
         assert env_file()[name] == "", f"{name} has a value committed in compose/.env"
@@ -249,6 +261,39 @@ def test_traefik_gets_the_credential_in_a_private_copy_of_its_config(tmp_path: P
     assert rendered == original  # nothing else changed
 
 
+def test_prometheus_gets_the_flow_view_token_in_a_private_file(tmp_path: Path) -> None:
+    """Prometheus's start script (run here by /bin/sh, as in its busybox image) writes the
+    token where prometheus.yml's credentials_file reads it, 0600, exactly the token; neither
+    the script nor Prometheus's command line holds it."""
+    prometheus = compose()["services"]["prometheus"]
+    assert prometheus["entrypoint"] == ["/bin/sh", "-c"]
+    assert "/run/omni-trace" in prometheus["tmpfs"]  # memory only, never the data volume
+    (script,) = prometheus["command"]
+    script = str(script).replace("$$", "$")  # compose's escape
+    token = "t0k+/=" * 8
+    assert token not in script and '"$FLOWVIEW_ACCESS_TOKEN"' in script
+    assert script.rstrip().splitlines()[-2].startswith("exec /bin/prometheus --config.file=")
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "flowview"]
+    target = job["authorization"]["credentials_file"]
+    script = script.replace(target, str(tmp_path / "flowview-token"))
+    script = script[: script.index("exec /bin/prometheus")]  # not Prometheus itself
+    run = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "FLOWVIEW_ACCESS_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "flowview-token").read_text() == token
+    assert (tmp_path / "flowview-token").stat().st_mode & 0o777 == 0o600
+    assert _holders("FLOWVIEW_ACCESS_TOKEN") == {
+        "flowview": "FLOWVIEW_ACCESS_TOKEN",
+        "prometheus": "FLOWVIEW_ACCESS_TOKEN",
+    }
+
+
 def test_the_env_file_line_makes_both_forms_of_one_password(tmp_path: Path) -> None:
     """The .env header's one-liner (run here as written) fills both values: the Basic token
     is that of omni-trace:<password>."""
@@ -361,13 +406,27 @@ def test_only_what_a_browser_or_a_chat_client_opens_is_published() -> None:
     assert published == {"jaeger", "dashboard", "frontend", "flowview", "grafana", "traefik"}
     # Of Traefik, the public entry point only: the gateway entry point (8090) is the
     # dashboard's. Published like every other port (the host's port from .env).
-    assert compose()["services"]["traefik"]["ports"] == ["${TRAEFIK_PUBLIC_PORT}:8089"]
+    assert compose()["services"]["traefik"]["ports"] == [f"{ADDRESS}:${{TRAEFIK_PUBLIC_PORT}}:8089"]
     assert env_file()["TRAEFIK_PUBLIC_PORT"] == "8089"
     # Of Jaeger, the UI and the public OTLP path only: not the internal one (4317/4318).
     assert compose()["services"]["jaeger"]["ports"] == [
-        "${JAEGER_UI_PORT}:16686",
-        "${OTLP_PUBLIC_PORT}:4319",
+        f"{ADDRESS}:${{JAEGER_UI_PORT}}:16686",
+        f"{ADDRESS}:${{OTLP_PUBLIC_PORT}}:4319",
     ]
+
+
+# Every published port names the host address it listens on: 127.0.0.1 unless .env (or the
+# shell) opens it. Docker's published ports bypass the host's firewall.
+ADDRESS = "${OMNI_PUBLISH_ADDRESS:-127.0.0.1}"
+
+
+def test_every_published_port_names_the_one_publish_address() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith(f"{ADDRESS}:"), f"{name}: {port}"
+    assert env_file()["OMNI_PUBLISH_ADDRESS"] == "127.0.0.1"
+    for file in ("docker-compose.yml", ".env"):
+        assert "OMNI_PUBLISH_ADDRESS=0.0.0.0" in (COMPOSE / file).read_text(), file
 
 
 def test_browser_facing_services_allow_only_the_chat_page_origin() -> None:
@@ -386,7 +445,24 @@ SECRETS = {
     "OTLP_INTERNAL_BASIC": base64.b64encode(b"omni-trace:" + b"a" * 64).decode(),
     "OMNI_DASHBOARD_KEY": "d" * 43,
     "OMNI_EDGE_KEY": "e" * 43,
+    "FLOWVIEW_ACCESS_TOKEN": "f" * 48,
 }
+
+
+def _published(resolved: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
+    """Each published service's (host address, host port): compose v1 prints a port with a
+    host address as `ip:host:container/tcp`, one without as a mapping (no address: every
+    interface)."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for name, service in resolved["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                entry = (str(port.get("host_ip", "0.0.0.0")), int(port["published"]))
+            else:
+                address, published, _ = str(port).rsplit(":", 2)
+                entry = (address, int(published))
+            found.setdefault(name, []).append(entry)
+    return found
 
 
 def docker_compose(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -413,9 +489,7 @@ def test_compose_parses_the_file_once_the_secrets_are_set() -> None:
     resolved = yaml.safe_load(run.stdout)
     assert set(resolved["services"]) == set(compose()["services"])
     published = {
-        name: sorted(int(p["published"]) for p in service.get("ports", []))
-        for name, service in resolved["services"].items()
-        if service.get("ports")
+        name: sorted(port for _, port in ports) for name, ports in _published(resolved).items()
     }
     assert published == {
         "jaeger": [4319, 16686],
@@ -477,10 +551,11 @@ def test_prometheus_config_agrees_with_the_local_stack() -> None:
             JAEGER_METRICS="jaeger:8889", JAEGER_TELEMETRY="jaeger:8888", FLOWVIEW="flowview:16687"
         )
     )
-    assert yaml.safe_load((COMPOSE / "prometheus.yml").read_text()) == local
-    jobs = {job["job_name"]: job for job in local["scrape_configs"]}
-    # The services' series keep their own `job` (the service that recorded them).
-    assert jobs["jaeger"]["honor_labels"] is True
+    container = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    # Under compose the flow view asks for its token (locally it listens on loopback).
+    (flowview,) = [job for job in container["scrape_configs"] if job["job_name"] == "flowview"]
+    assert flowview.pop("authorization") == {"credentials_file": "/run/omni-trace/flowview-token"}
+    assert container == local
 
 
 def test_prometheus_image_is_the_local_stacks_version() -> None:
@@ -541,3 +616,245 @@ def test_jaeger_ui_links_point_at_the_published_flow_view() -> None:
     jaeger = compose()["services"]["jaeger"]
     assert "./jaeger-ui.json:/etc/jaeger/ui-config.json:ro" in jaeger["volumes"]
     assert jaeger["environment"]["JAEGER_UI_CONFIG"] == "/etc/jaeger/ui-config.json"
+
+
+# -- what compose exposes, resolved by compose and run by the real services ---------------------
+
+
+def _resolved(**env: str) -> dict[str, Any]:
+    """`docker-compose config` with every secret set and `env` in the shell."""
+    run = docker_compose(SECRETS | {"GRAFANA_ADMIN_PASSWORD": "g" * 32} | env)
+    assert run.returncode == 0, run.stderr
+    return dict(yaml.safe_load(run.stdout))
+
+
+def _host_addresses(resolved: dict[str, Any]) -> dict[str, set[str]]:
+    """Each published service's host addresses."""
+    return {name: {address for address, _ in ports} for name, ports in _published(resolved).items()}
+
+
+def test_published_ports_listen_on_this_machine_only_unless_opened() -> None:
+    """By default every published port is bound to 127.0.0.1; OMNI_PUBLISH_ADDRESS opens them
+    all at once, deliberately."""
+    published = {"jaeger", "dashboard", "frontend", "flowview", "grafana", "traefik"}
+    assert _host_addresses(_resolved()) == {name: {"127.0.0.1"} for name in published}
+    opened = _host_addresses(_resolved(OMNI_PUBLISH_ADDRESS="0.0.0.0"))
+    assert opened == {name: {"0.0.0.0"} for name in published}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], env: dict[str, str], ready: str, log: Path) -> Iterator[None]:
+    """A real process until `ready` answers 200; stopped on exit, its output in `log`."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(ready, timeout=1).status_code == 200:
+                        break
+                assert process.poll() is None, f"{argv} exited: {log.read_text()}"
+                assert time.monotonic() < deadline, f"{argv} not up: {log.read_text()}"
+                time.sleep(0.2)
+            yield
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def _users_of_omni2(environment: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """Start the real OMNI2 with compose's environment (on this machine's loopback, a file of
+    its own, no exporter) and read the users it leaves in its database: id -> role."""
+    database = tmp_path / "omni2.db"
+    port = _free_port()
+    env = {
+        **{k: str(v) for k, v in environment.items()},
+        "PATH": os.environ["PATH"],
+        "OMNI2_HOST": "127.0.0.1",
+        "OMNI2_PORT": str(port),
+        "OMNI2_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "OMNI2_MCP_URL": "http://127.0.0.1:9/mcp",  # nothing: its tools are not asked for
+        "OTEL_SDK_DISABLED": "true",
+    }
+    argv = [sys.executable, "-m", "services.omni2"]
+    ready = f"http://127.0.0.1:{port}/healthz"
+    with _process(argv, env, ready, tmp_path / "omni2.log"), sqlite3.connect(database) as db:
+        return dict(db.execute("SELECT id, role_name FROM users").fetchall())
+
+
+def test_omni2_seeds_no_demo_users_unless_asked(tmp_path: Path) -> None:
+    """The demo users' passwords are public (bob's is `bob-demo`, an admin): under compose the
+    real OMNI2 starts with no user at all, and seeds them only when .env (or the shell) asks."""
+    omni2 = _resolved()["services"]["omni2"]["environment"]
+    assert omni2["OMNI2_SEED_DEMO_USERS"] == "false"
+    assert env_file()["OMNI2_SEED_DEMO_USERS"] == "false"
+    (tmp_path / "default").mkdir()
+    assert _users_of_omni2(omni2, tmp_path / "default") == {}
+    asked = _resolved(OMNI2_SEED_DEMO_USERS="true")["services"]["omni2"]["environment"]
+    (tmp_path / "asked").mkdir()
+    assert _users_of_omni2(asked, tmp_path / "asked")["bob"] == "admin"
+
+
+class _EmptyJaeger(http.server.BaseHTTPRequestHandler):
+    """A query API with no traces at all: the flow view's /metrics answers from it."""
+
+    def do_GET(self) -> None:
+        body = b'{"data": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _empty_jaeger() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EmptyJaeger)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _flowview_env(resolved: dict[str, Any], port: int, jaeger: str) -> dict[str, str]:
+    """Compose's flow view environment, on this machine's loopback (the guard asks for the
+    token whenever one is set), over an empty Jaeger."""
+    env = {k: str(v) for k, v in resolved["services"]["flowview"]["environment"].items()}
+    assert env["FLOWVIEW_HOST"] == "0.0.0.0"  # as in the container: hence the token
+    return env | {
+        "PATH": os.environ["PATH"],
+        "FLOWVIEW_HOST": "127.0.0.1",
+        "FLOWVIEW_PORT": str(port),
+        "FLOWVIEW_JAEGER_QUERY_URL": jaeger,
+        "FLOWVIEW_PROMETHEUS_URL": "",
+        "FLOWVIEW_DIST_DIR": str(ROOT / "frontend" / "dist"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+
+
+def _prometheus_config(tmp_path: Path, flowview: str, token: str) -> Path:
+    """compose/prometheus.yml as the container reads it: the token in the file its start
+    script writes (here a file of this test's), the flow view at `flowview`, scraped often."""
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "flowview"]
+    credentials = tmp_path / "flowview-token"
+    credentials.write_text(token)
+    assert job["authorization"] == {"credentials_file": "/run/omni-trace/flowview-token"}
+    job["authorization"]["credentials_file"] = str(credentials)
+    job["static_configs"] = [{"targets": [flowview]}]
+    job["scrape_interval"] = job["scrape_timeout"] = "1s"
+    config["scrape_configs"] = [job]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _scrape_health(tmp_path: Path, flowview: str, token: str) -> str:
+    """Run the real Prometheus on compose's flow view job until it has scraped: its health."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: scripts/bootstrap installs Debian's package"
+    tmp_path.mkdir()
+    port = _free_port()
+    argv = [
+        binary,
+        f"--config.file={_prometheus_config(tmp_path, flowview, token)}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with _process(argv, {"PATH": os.environ["PATH"]}, f"{url}/-/ready", tmp_path / "prom.log"):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answer = httpx.get(f"{url}/api/v1/targets", timeout=5).json()
+            # Empty until discovery has run; "unknown" until the first scrape.
+            for target in answer["data"]["activeTargets"]:
+                if target["health"] != "unknown":
+                    return f"{target['health']} {target['lastError']}".strip()
+            time.sleep(0.5)
+    pytest.fail("Prometheus did not scrape the flow view within 30 s")
+
+
+def test_the_flow_view_asks_for_its_token_and_answers_only_its_names(tmp_path: Path) -> None:
+    """Compose's flow view listens on the container network: the real flow view with
+    compose's environment refuses a request without the token (401) and a DNS-rebinding
+    Host with it (421), and answers Prometheus's scrape with compose's prometheus.yml."""
+    resolved = _resolved(FLOWVIEW_BROWSER_HOSTS="localhost")
+    token = SECRETS["FLOWVIEW_ACCESS_TOKEN"]
+    with contextlib.ExitStack() as running:
+        env = _flowview_env(resolved, _free_port(), running.enter_context(_empty_jaeger()))
+        assert env["FLOWVIEW_ACCESS_TOKEN"] == token
+        assert env["FLOWVIEW_ALLOWED_HOSTS"].split(",") == ["127.0.0.1", "flowview", "localhost"]
+        port = env["FLOWVIEW_PORT"]
+        base = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "omni_trace.flowview"]
+        running.enter_context(_process(argv, env, f"{base}/healthz", tmp_path / "flowview.log"))
+
+        def status(host: str, auth: httpx.Auth | None = None, bearer: str = "") -> int:
+            headers = {"Host": f"{host}:16687"}
+            if bearer:
+                headers["Authorization"] = f"Bearer {bearer}"
+            return httpx.get(f"{base}/api/config", headers=headers, auth=auth).status_code
+
+        assert status("flowview") == 401
+        assert status("flowview", bearer="x" * 48) == 401
+        assert status("flowview", bearer=token) == 200  # Prometheus, inside the network
+        assert status("localhost", httpx.BasicAuth("anyone", token)) == 200  # a browser
+        assert status("attacker.example", bearer=token) == 421  # DNS rebinding
+        assert status("10.0.0.1", bearer=token) == 421
+        # Prometheus with compose's scrape job: the token from its file, no other way.
+        assert _scrape_health(tmp_path / "with", f"localhost:{port}", token) == "up"
+        wrong = _scrape_health(tmp_path / "wrong", f"localhost:{port}", "y" * 48)
+        assert wrong.startswith("down") and "401" in wrong
+
+
+def test_the_flow_view_token_line_makes_a_token_it_accepts(tmp_path: Path) -> None:
+    for file in (".env", "docker-compose.yml"):
+        command = _command((COMPOSE / file).read_text(), 'sed -i "s|^FLOWVIEW_ACCESS_TOKEN=')
+        (tmp_path / file).mkdir()
+        token = _run_in_env_copy(tmp_path / file, command)["FLOWVIEW_ACCESS_TOKEN"]
+        settings = FlowViewSettings(host="0.0.0.0", access_token=SecretStr(token))
+        assert settings.token() == token
+
+
+def test_the_flow_view_refuses_compose_s_address_without_a_token() -> None:
+    """What compose's ${FLOWVIEW_ACCESS_TOKEN:?} guards against: bound to every address, the
+    flow view itself refuses to start without one."""
+    with pytest.raises(ValueError, match="FLOWVIEW_ACCESS_TOKEN is required"):
+        FlowViewSettings(host="0.0.0.0")
+
+
+def test_prometheus_takes_no_label_a_relayed_series_brings(tmp_path: Path) -> None:
+    """No scrape job honours the scraped labels: Jaeger's exporter relays series whose `job`
+    and `instance` come from what a client sent (tests/stack/test_metric_labels.py shows it
+    on the real stack). The real promtool accepts compose's config."""
+    local = (ROOT / "services" / "prometheus" / "prometheus.yml").read_text()
+    for text in (local, (COMPOSE / "prometheus.yml").read_text()):
+        for job in yaml.safe_load(Template(text).safe_substitute())["scrape_configs"]:
+            assert job.get("honor_labels", False) is False, job["job_name"]
+            assert "honor_labels" not in job, job["job_name"]
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/bootstrap installs Debian's prometheus"
+    # Its credentials file exists in the container only: here, a file of the test's.
+    (tmp_path / "flowview-token").write_text("t" * 48)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        (COMPOSE / "prometheus.yml")
+        .read_text()
+        .replace("/run/omni-trace/flowview-token", str(tmp_path / "flowview-token"))
+    )
+    run = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 0, run.stdout + run.stderr

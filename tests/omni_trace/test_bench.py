@@ -100,3 +100,13 @@ def test_the_bench_lifts_the_frame_limits_of_every_dashboard_and_omni2_replica(
         env = plan[name].env
         assert float(env[f"{prefix}_FRAMES_PER_SECOND"]) >= 1e6, name
         assert int(env[f"{prefix}_FRAME_BURST"]) >= 1e6, name
+
+
+def test_a_database_url_with_a_password_is_refused_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Every user of the machine reads a process's arguments in /proc: the environment it is.
+    with pytest.raises(SystemExit) as refused:
+        main(["bench", "--database-url", "postgresql+asyncpg://omni:s3cret@127.0.0.1/omni2"])
+    assert "OMNI_TRACE_DATABASE_URL" in str(refused.value.code)
+    assert "s3cret" not in str(refused.value.code) + capsys.readouterr().err

@@ -14,8 +14,11 @@ import functools
 import http.server
 import os
 import re
+import secrets
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 import tomllib
@@ -40,6 +43,7 @@ from services.frontend.settings import FrontendSettings
 from services.mcp_tools.settings import McpToolsSettings
 from services.omni2.admin import AdminSettings
 from services.omni2.settings import Omni2Settings
+from tests.compose.test_compose import _process
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -384,6 +388,7 @@ def test_the_document_says_how_to_make_every_secret_referenced() -> None:
         "omni-trace-database",
         "omni-trace-otlp",
         "omni-trace-entrances",
+        "omni-trace-flowview",
         "jaeger-opensearch",
         "omni-trace-tls",
     }
@@ -1108,3 +1113,107 @@ def test_the_collectors_filters_are_the_local_ones() -> None:
     local, cluster = local_config("collector.yaml"), jaeger_config("collector.yaml")
     assert cluster["processors"] == local["processors"]
     assert cluster["extensions"]["basicauth/internal"] == local["extensions"]["basicauth/internal"]
+
+
+# -- the flow view: its token, its names, its scrape ---------------------------------------------
+
+
+def _flowview() -> dict[str, dict[str, Any]]:
+    (container,) = [c for name, c in our_containers() if name == "flowview"]
+    return env_of(container)
+
+
+def _namespace() -> str:
+    return str(objects("Namespace")["omni-trace"]["metadata"]["name"])
+
+
+def test_the_flow_view_takes_its_token_from_a_secret_and_answers_only_its_names() -> None:
+    """It listens on the pod's addresses, so it needs the token (the settings refuse to start
+    without one); the token comes from its own Secret, to the flow view only; the names it
+    answers are a port-forward's and the Service's, never a wildcard or a pod address."""
+    env = _flowview()
+    assert env["FLOWVIEW_HOST"]["value"] == "0.0.0.0"
+    with pytest.raises(ValueError, match="FLOWVIEW_ACCESS_TOKEN is required"):
+        FlowViewSettings(host=env["FLOWVIEW_HOST"]["value"])
+    assert _holders("FLOWVIEW_ACCESS_TOKEN") == {"flowview": ("omni-trace-flowview", "token")}
+    hosts = env["FLOWVIEW_ALLOWED_HOSTS"]["value"].split(",")
+    service = f"flowview.{_namespace()}.svc"
+    assert set(hosts) == {
+        "localhost",
+        "127.0.0.1",
+        "flowview",
+        f"flowview.{_namespace()}",
+        service,
+        f"{service}.cluster.local",
+    }
+    assert "flowview" in objects("Service")
+
+
+def test_no_scrape_honours_the_labels_of_what_it_scrapes() -> None:
+    """Jaeger's exporter labels the span metrics `job` and `instance` from the spans' resource,
+    which browsers choose: no manifest asks a Prometheus to honour them, and the document's
+    own scrape job does not either."""
+    text = "\n".join(path.read_text() for path in MANIFESTS.glob("*.yaml"))
+    assert "honor_labels" not in text and "honorLabels" not in text
+    assert "honor_labels: true" not in DOC.read_text()
+
+
+def _document_scrape_job() -> dict[str, Any]:
+    """The flow view's scrape job that docs/cluster.md gives a cluster's Prometheus."""
+    blocks = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
+    jobs = [
+        job
+        for block in blocks
+        for job in (yaml.safe_load(textwrap.dedent(block)) or [])
+        if isinstance(job, dict) and "job_name" in job
+    ]
+    (job,) = [j for j in jobs if j["job_name"] == "omni-trace-flowview"]
+    return dict(job)
+
+
+def test_the_flow_view_is_scraped_by_its_service_name_with_the_token() -> None:
+    """A scrape by annotation asks the pod's address and sends no token: the flow view would
+    refuse it (421, 401). So no annotation, and the document's scrape job names the Service
+    (an allowed name) and sends the token from a file (the Secret mounted into Prometheus)."""
+    (deployment,) = [d for n, d in objects("Deployment").items() if n == "flowview"]
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    assert "prometheus.io/scrape" not in annotations
+    job = _document_scrape_job()
+    assert job["authorization"]["credentials_file"].endswith("/omni-trace-flowview/token")
+    ((target,),) = [c["targets"] for c in job["static_configs"]]
+    host, _, port = target.rpartition(":")
+    assert host in _flowview()["FLOWVIEW_ALLOWED_HOSTS"]["value"].split(",")
+    assert int(port) in service_ports()["flowview"]
+
+
+def test_the_real_flow_view_with_the_manifest_s_environment(tmp_path: Path) -> None:
+    """The flow view itself, with the Deployment's environment (on this machine's loopback, a
+    token of the test's for the Secret): the kubelet's probe by pod address gets /healthz;
+    Prometheus by the Service's name with the token gets /metrics' neighbour /api/config; a
+    rebinding name or a pod address (421) and a request without the token (401) do not."""
+    token = secrets.token_urlsafe(32)
+    port = _free_port()
+    env = {n: e["value"] for n, e in _flowview().items() if "value" in e}
+    env |= {
+        "PATH": os.environ["PATH"],
+        "FLOWVIEW_ACCESS_TOKEN": token,
+        "FLOWVIEW_HOST": "127.0.0.1",
+        "FLOWVIEW_PORT": str(port),
+        "FLOWVIEW_JAEGER_QUERY_URL": "http://127.0.0.1:9",
+        "FLOWVIEW_DIST_DIR": str(ROOT / "frontend" / "dist"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+    base = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "omni_trace.flowview"]
+    with _process(argv, env, f"{base}/healthz", tmp_path / "flowview.log"):
+
+        def status(path: str, host: str, **headers: str) -> int:
+            headers["Host"] = f"{host}:16687"
+            return httpx.get(f"{base}{path}", headers=headers, timeout=10).status_code
+
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert status("/healthz", "10.1.2.3") == 200  # the kubelet, by the pod's address
+        assert status("/api/config", f"flowview.{_namespace()}.svc", **bearer) == 200
+        assert status("/api/config", f"flowview.{_namespace()}.svc") == 401
+        assert status("/api/config", "10.1.2.3", **bearer) == 421
+        assert status("/api/config", "flowview.attacker.example", **bearer) == 421

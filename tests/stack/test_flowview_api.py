@@ -23,9 +23,13 @@ from tests.stack.conftest import new_user
 pytestmark = pytest.mark.stack
 
 
+# The flow view answers only to the names it is reached by (loopback here).
+LOCAL = "http://127.0.0.1"
+
+
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[TestClient]:
-    with TestClient(create_app(stack.info.jaeger_query_url)) as client:
+    with TestClient(create_app(stack.info.jaeger_query_url), base_url=LOCAL) as client:
         yield client
 
 
@@ -139,7 +143,7 @@ def test_bad_queries_get_a_clear_answer(
 
 
 def test_a_dead_jaeger_is_named() -> None:
-    with TestClient(create_app("http://127.0.0.1:9")) as api:
+    with TestClient(create_app("http://127.0.0.1:9"), base_url=LOCAL) as api:
         response = api.get("/api/conversations")
     assert response.status_code == 503
     assert "Jaeger query API at http://127.0.0.1:9 unreachable" in response.json()["error"]
@@ -189,7 +193,7 @@ async def test_hops_over_time_come_from_span_metrics_in_prometheus(
 
 
 def test_without_prometheus_the_hop_chart_says_how_to_get_it(stack: Stack) -> None:
-    with TestClient(create_app(stack.info.jaeger_query_url)) as api:
+    with TestClient(create_app(stack.info.jaeger_query_url), base_url=LOCAL) as api:
         data = api.get("/api/hops").json()
         assert api.get("/api/hops", params={"minutes": "0"}).status_code == 400
     assert data == {"available": False, "hint": NO_PROMETHEUS}

@@ -151,7 +151,10 @@ async def test_value_blowups_and_long_calls_are_stopped_and_the_server_lives_on(
             },
         )
         runaway_s = time.monotonic() - started
-        big = await session.call_tool("database_query", {"sql": "SELECT zeroblob(400000000)"})
+        big = await session.call_tool(
+            "database_query",
+            {"sql": "SELECT length(replace(printf('%.*c', 200000, 'x'), 'x', 'xxxxxxxxxx'))"},
+        )
         normal = await session.call_tool("database_query", {"sql": "SELECT COUNT(*) FROM orders"})
     text = blowup.content[0].text  # type: ignore[union-attr]
     assert blowup.is_error and "exceeds the server's limit" in text, text
@@ -160,6 +163,36 @@ async def test_value_blowups_and_long_calls_are_stopped_and_the_server_lives_on(
     assert runaway_s < 3.5, runaway_s
     assert big.is_error and "string or blob too big" in big.content[0].text  # type: ignore[union-attr]
     assert not normal.is_error and json.loads(normal.content[0].text)["rows"] == [[6]]  # type: ignore[union-attr]
+    assert stack.dead_services() == []
+
+
+async def test_functions_outside_the_allowlist_are_refused_and_the_samples_still_run(
+    stack: Stack,
+) -> None:
+    """`fts3_tokenizer('simple')` handed out a pointer into the SQLite library; the authorizer
+    now allows only the functions an analytics query needs, and says which one it refused."""
+    attacks = {
+        "SELECT fts3_tokenizer('simple')": "fts3_tokenizer",
+        "SELECT load_extension('x')": "load_extension",
+        "SELECT hex(randomblob(8))": "randomblob",
+    }
+    async with omni2_session(stack) as session:
+        refused = {
+            function: await session.call_tool("database_query", {"sql": sql})
+            for sql, function in attacks.items()
+        }
+        sample = await session.call_tool(
+            "database_query",
+            {
+                "sql": "SELECT category, COUNT(*) AS products, ROUND(AVG(price), 2) AS avg_price "
+                "FROM products GROUP BY category ORDER BY category"
+            },
+        )
+    for function, result in refused.items():
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert result.is_error, (function, text)
+        assert f"query refused: function {function}() is not allowed" in text, text
+    assert not sample.is_error and json.loads(sample.content[0].text)["rows"], sample.content  # type: ignore[union-attr]
     assert stack.dead_services() == []
 
 

@@ -94,9 +94,10 @@ async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
     assert sum(costs) == pytest.approx(sum(r["cost"] for r in results), abs=1e-6)
 
     # Time to first token: a histogram per layer that saw the first token frame.
+    # The recording service is `exported_job` (Prometheus keeps `job` for its scrape job).
     layers = {
-        r["metric"]["job"]: float(r["value"][1])
-        for r in _query(stack, "sum by (job) (chat_time_to_first_token_seconds_count)")
+        r["metric"]["exported_job"]: float(r["value"][1])
+        for r in _query(stack, "sum by (exported_job) (chat_time_to_first_token_seconds_count)")
     }
     assert layers.keys() >= {Service.DASHBOARD, Service.OMNI2}
     assert layers[Service.DASHBOARD] >= 2 and layers[Service.OMNI2] >= 2

@@ -68,7 +68,9 @@ class Database:
                 from pathlib import Path
 
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_async_engine(url, **kwargs)
+        # hide_parameters: a database error's text would otherwise carry the bound values
+        # (message text, password hashes) into logs, spans and flow events.
+        self.engine = create_async_engine(url, hide_parameters=True, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if sql_spans:

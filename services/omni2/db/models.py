@@ -65,6 +65,10 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(
         String(255), nullable=True, default=None, deferred=True
     )
+    # Raised by logout, a password change and a block: a token carries the generation it was
+    # issued in, and one of an older generation is refused. Nullable (NULL: 0) so that an
+    # existing database gets the column (db/upgrade.py).
+    token_generation: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
 
     role: Mapped[Role] = relationship(lazy="joined")
     block: Mapped[BlockedUser | None] = relationship(lazy="joined", uselist=False)

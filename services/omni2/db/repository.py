@@ -79,6 +79,7 @@ class UserContext:
     daily_cost_limit: float | None
     rate_limit_per_minute: int | None
     max_connections: int | None = None  # None: OMNI2's setting
+    token_generation: int = 0  # tokens of an older generation are refused
 
     @property
     def blocked(self) -> bool:
@@ -106,6 +107,7 @@ _USER_CONTEXT = (
         func.coalesce(_users.c.daily_cost_limit, _roles.c.daily_cost_limit),
         func.coalesce(_users.c.rate_limit_per_minute, _roles.c.rate_limit_per_minute),
         func.coalesce(_users.c.max_connections, _roles.c.max_connections),
+        func.coalesce(_users.c.token_generation, 0),
     )
     .join_from(_users, _roles, _users.c.role_name == _roles.c.name)
     .outerjoin(_blocks, _blocks.c.user_id == _users.c.id)
@@ -114,7 +116,9 @@ _LOAD_USER = _USER_CONTEXT.where(_users.c.id == bindparam("user_id"))
 
 
 def _context(row: Any) -> UserContext:
-    (uid, name, role, active, permissions, tools, blocked, tokens, cost, rate, connections) = row
+    (uid, name, role, active, permissions, tools, blocked, tokens, cost, rate, connections, gen) = (
+        row
+    )
     return UserContext(
         user_id=uid,
         name=name,
@@ -127,6 +131,7 @@ def _context(row: Any) -> UserContext:
         daily_cost_limit=cost,
         rate_limit_per_minute=rate,
         max_connections=connections,
+        token_generation=int(gen),
     )
 
 
@@ -357,9 +362,60 @@ async def users_without_password(session: AsyncSession) -> list[str]:
     return list(rows.all())
 
 
+async def login_record(session: AsyncSession, user_id: str) -> tuple[str | None, int]:
+    """The user's login hash (None: no such user, or no password) and token generation."""
+    row = (
+        await session.execute(
+            select(User.password_hash, func.coalesce(User.token_generation, 0)).where(
+                User.id == user_id
+            )
+        )
+    ).first()
+    return (None, 0) if row is None else (row[0], int(row[1]))
+
+
 async def set_password_hash(session: AsyncSession, user_id: str, hashed: str | None) -> None:
-    """Set (or with None: remove) a user's login password hash."""
+    """Set (or with None: remove) a user's login password hash; the user's tokens issued
+    until now are revoked (a changed password must end the sessions the old one opened)."""
     (await _user(session, user_id)).password_hash = hashed
+    await bump_token_generation(session, user_id)
+
+
+async def bump_token_generation(
+    session: AsyncSession, user_id: str, only_from: int | None = None
+) -> int | None:
+    """Revoke every token issued to the user so far; returns the new generation. One
+    UPDATE, so that two revocations at once both count. With `only_from`, only if that is
+    still the user's generation (None otherwise: a logout with a token revoked already)."""
+    current = func.coalesce(_users.c.token_generation, 0)
+    statement = update(_users).where(_users.c.id == user_id)
+    if only_from is not None:
+        statement = statement.where(current == only_from)
+    connection = await session.connection()
+    result = await connection.execute(
+        statement.values(token_generation=current + 1).returning(_users.c.token_generation)
+    )
+    generation = result.scalar_one_or_none()
+    if generation is not None:
+        return int(generation)
+    if await session.scalar(select(User.id).where(User.id == user_id)) is None:
+        raise NotFound(f"no user {user_id!r}")
+    return None
+
+
+async def token_states(
+    session: AsyncSession, user_ids: Sequence[str]
+) -> dict[str, tuple[int, str | None]]:
+    """Each known user's token generation and block reason (None: not blocked)."""
+    if not user_ids:
+        return {}
+    connection = await session.connection()
+    rows = await connection.execute(
+        select(_users.c.id, func.coalesce(_users.c.token_generation, 0), _blocks.c.reason)
+        .outerjoin(_blocks, _blocks.c.user_id == _users.c.id)
+        .where(_users.c.id.in_(list(user_ids)))
+    )
+    return {uid: (int(gen), reason) for uid, gen, reason in rows}
 
 
 async def set_active(session: AsyncSession, user_id: str, active: bool) -> None:
@@ -425,6 +481,7 @@ async def _insert_missing(session: AsyncSession, table: Table, values: dict[str,
 class RateCheck:
     accepted: bool
     recent: int  # messages accepted in the window before this one
+    retry_after_s: float = 0.0  # refused: until the oldest message in the window leaves it
 
 
 async def accept_within_rate(
@@ -444,7 +501,7 @@ async def accept_within_rate(
     accepted = stored[0] if stored is not None else None
     recent = [t for t in (accepted or []) if isinstance(t, (int, float)) and t > now - window_s]
     if len(recent) >= limit:
-        return RateCheck(False, len(recent))
+        return RateCheck(False, len(recent), max(0.0, min(recent) + window_s - now))
     await connection.execute(update(_rates).where(key).values(accepted=[*recent, now][-limit:]))
     return RateCheck(True, len(recent))
 

@@ -13,7 +13,10 @@ from sqlalchemy import Connection, inspect, text, update
 from services.omni2.db.models import Base, DailyUsage
 
 # (table, column) in the order they were added to models.py.
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("users", "password_hash"),)
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("users", "password_hash"),
+    ("users", "token_generation"),
+)
 
 
 def add_missing_columns(conn: Connection) -> list[str]:

@@ -157,12 +157,14 @@ def test_failed_logins_per_user_get_429_with_retry_after_and_a_success_resets(
     assert login(client, "dave", "dave-secret").status_code == 200  # resets dave's count
     for _ in range(3):
         assert login(client, "dave", "wrong-one").status_code == 401
-    refused = login(client, "dave", "dave-secret")  # the right password is refused too now
+    refused = login(client, "dave", "dave-secret")  # from this address, even the right one
     assert refused.status_code == 429
     retry_after = int(refused.headers["retry-after"])
     assert 290 <= retry_after <= 300
     assert refused.json() == {
-        "detail": f"too many failed logins for this user; try again in {retry_after} s",
+        "detail": (
+            f"too many failed logins for this user from this address; try again in {retry_after} s"
+        ),
         "retry_after_s": retry_after,
     }
     assert login(client, "alice", "alice-demo").status_code == 200  # others may log in

@@ -96,21 +96,23 @@ async def _fail(limits: LoginLimits, user: str, address: str) -> None:
     assert isinstance(await limits.begin(user, address), Attempt)  # never cleared: a failure
 
 
-async def test_login_limits_count_per_user_and_per_address_and_success_resets_the_user() -> None:
+async def test_login_limits_count_per_user_and_address_and_per_address_and_success_resets() -> None:
     clock = Clock()
     limits = LoginLimits(per_user=3, per_address=5, window_s=60, max_keys=100, clock=clock)
     for _ in range(3):
         await _fail(limits, "alice", "10.0.0.1")
-    refusal = await limits.begin("alice", "10.0.0.2")  # another address: still this user's limit
-    assert isinstance(refusal, LimitRefusal) and "for this user" in refusal.reason
+    refusal = await limits.begin("alice", "10.0.0.1")
+    assert isinstance(refusal, LimitRefusal)
+    assert "for this user from this address" in refusal.reason
     assert refusal.retry_after_s == 60
     assert limits.check("bob", "10.0.0.1") is None  # 3 of 5 for the address
 
-    limits.users.reset("alice")  # (as a success of alice does)
+    # Another address is not locked out of the name: the name is slowed down instead.
     success = await limits.begin("alice", "10.0.0.2")
-    assert isinstance(success, Attempt)
+    assert isinstance(success, Attempt) and success.wait_s == 1.0
     await limits.succeeded(success)
-    assert len(limits.users) == 0  # alice's count is gone
+    assert len(limits.users) == 1  # alice at 10.0.0.1 only: the success cleared its own
+    assert len(limits.slow) == 0  # ... and the name's slow-down
     assert limits.addresses.retry_after("10.0.0.2") is None and len(limits.addresses) == 1
 
     for name in ("bob", "carol"):
@@ -123,10 +125,25 @@ async def test_login_limits_count_per_user_and_per_address_and_success_resets_th
     assert limits.check("erin", "10.0.0.1") is not None
 
 
+async def test_guesses_on_one_name_from_many_addresses_wait_their_turn() -> None:
+    limits = LoginLimits(per_user=5, per_address=100, window_s=60, max_keys=100, clock=Clock())
+    # 30 requests from 30 addresses arrive before any of them is decided: after 5, each
+    # waits for a slot 1, 2, 4, 8, 10 s after the one before; a slot over 30 s away is refused.
+    started = [await limits.begin("alice", f"10.0.1.{i}") for i in range(30)]
+    attempts = [a for a in started if isinstance(a, Attempt)]
+    assert [a.wait_s for a in attempts] == [0, 0, 0, 0, 0, 1, 3, 7, 15, 25]
+    refusals = started[len(attempts) :]
+    assert all(isinstance(r, LimitRefusal) and "tried too often" in r.reason for r in refusals)
+    # A refused attempt takes no slot; a cancelled one gives its slot back.
+    await limits.cancel(attempts[-1])
+    again = await limits.begin("alice", "10.0.2.1")
+    assert isinstance(again, Attempt) and again.wait_s == 25
+
+
 async def test_an_attempt_counts_while_it_runs_so_parallel_guesses_get_no_extra_tries() -> None:
     limits = LoginLimits(per_user=5, per_address=100, window_s=60, max_keys=100, clock=Clock())
-    # 30 requests arrive before any of them is decided.
-    started = [await limits.begin("alice", f"10.0.1.{i}") for i in range(30)]
+    # 30 requests from one address arrive before any of them is decided.
+    started = [await limits.begin("alice", "10.0.1.1") for i in range(30)]
     assert sum(isinstance(a, Attempt) for a in started) == 5
     assert all(isinstance(a, LimitRefusal) for a in started[5:])
 

@@ -24,10 +24,12 @@ from services.dashboard.app import create_app
 from services.dashboard.login import UserStore, client_address, login_router
 from services.dashboard.login_limits import (
     ADDRESS,
+    SLOW,
     USER,
     Attempt,
     DatabaseLoginLimits,
     LimitRefusal,
+    SlowDown,
 )
 from services.omni2.db import Database
 from tests.pg import emptied
@@ -61,7 +63,9 @@ def test_two_replicas_share_the_per_user_limit(
     retry_after = int(refused.headers["retry-after"])
     assert 290 <= retry_after <= 300
     assert refused.json() == {
-        "detail": f"too many failed logins for this user; try again in {retry_after} s",
+        "detail": (
+            f"too many failed logins for this user from this address; try again in {retry_after} s"
+        ),
         "retry_after_s": retry_after,
     }
     assert login(a, "alice", "alice-demo").status_code == 429
@@ -145,7 +149,12 @@ class Clock:
 
 
 def _limits(
-    store: UserStore, clock: Clock, per_user: int = 3, per_address: int = 1000, max_keys: int = 50
+    store: UserStore,
+    clock: Clock,
+    per_user: int = 3,
+    per_address: int = 1000,
+    max_keys: int = 50,
+    slow_down: SlowDown | None = None,
 ) -> DatabaseLoginLimits:
     return DatabaseLoginLimits(
         store.transaction,
@@ -153,6 +162,7 @@ def _limits(
         per_address=per_address,
         window_s=60,
         max_keys=max_keys,
+        slow_down=slow_down,
         clock=clock,
     )
 
@@ -168,13 +178,13 @@ async def test_the_window_slides_and_a_cancelled_attempt_is_no_failure(database_
         for _ in range(3):
             assert isinstance(await limits.begin("carol", "10.0.0.1"), Attempt)
             clock.now += 10
-        refusal = await limits.begin("carol", "10.0.0.2")  # failures at +0, +10, +20; now +30
+        refusal = await limits.begin("carol", "10.0.0.1")  # failures at +0, +10, +20; now +30
         assert isinstance(refusal, LimitRefusal) and refusal.retry_after_s == 30
         clock.now += 29.5
-        refusal = await limits.begin("carol", "10.0.0.2")
+        refusal = await limits.begin("carol", "10.0.0.1")
         assert isinstance(refusal, LimitRefusal) and refusal.retry_after_s == 1
         clock.now += 0.5  # the first failure leaves the window
-        assert isinstance(await limits.begin("carol", "10.0.0.2"), Attempt)
+        assert isinstance(await limits.begin("carol", "10.0.0.1"), Attempt)
     finally:
         await store.close()
 
@@ -193,11 +203,12 @@ async def test_the_table_is_bounded_whatever_number_of_names_a_client_sends(
             clock.now += 0.001
         assert await limits.keys(USER) == 50
         assert await limits.keys(ADDRESS) == 50
+        assert await limits.keys(SLOW) == 50
         # The newest keys are the ones kept (the least recently failed went first).
         for _ in range(2):
-            assert isinstance(await limits.begin("name-299", "10.9.9.9"), Attempt)
-        assert isinstance(await limits.begin("name-299", "10.9.9.9"), LimitRefusal)
-        assert isinstance(await limits.begin("name-0", "10.9.9.9"), Attempt)  # forgotten
+            assert isinstance(await limits.begin("name-299", "10.1.1.49"), Attempt)
+        assert isinstance(await limits.begin("name-299", "10.1.1.49"), LimitRefusal)
+        assert isinstance(await limits.begin("name-0", "10.1.0.0"), Attempt)  # forgotten
         assert await limits.keys(USER) == 50
         # Keys whose failures left the window go before any active one.
         clock.now += 120
@@ -211,10 +222,11 @@ async def test_refused_attempts_leave_no_row(database_url: str) -> None:
     clock = Clock()
     store = UserStore(database_url, timeout_s=30)
     try:
-        limits = _limits(store, clock, per_user=1)
+        limits = _limits(store, clock, per_user=1, slow_down=SlowDown(1, 100.0, 100.0, 30.0))
         assert isinstance(await limits.begin("dora", "10.0.0.1"), Attempt)
-        for i in range(5):  # refused for the user: the new addresses are not stored
-            assert isinstance(await limits.begin("dora", f"10.0.5.{i}"), LimitRefusal)
+        for i in range(5):  # the name's next slot is too far: the new addresses are not stored
+            refusal = await limits.begin("dora", f"10.0.5.{i}")
+            assert isinstance(refusal, LimitRefusal) and "tried too often" in refusal.reason
         assert await limits.keys(ADDRESS) == 1
     finally:
         await store.close()
@@ -298,32 +310,46 @@ def _request(peer: str, *forwarded: str) -> Request:
     )
 
 
+GATEWAY = ["10.0.0.2"]  # the peer of _request is the gateway
+
+
 @pytest.mark.parametrize(
-    ("forwarded", "behind_gateway", "address"),
+    ("forwarded", "trusted", "address"),
     [
-        ((), False, "10.0.0.2"),
-        (("203.0.113.7",), False, "10.0.0.2"),  # a client's own header: ignored
-        ((), True, "10.0.0.2"),  # no header behind the gateway: the peer, never empty
-        (("203.0.113.7",), True, "203.0.113.7"),  # the entry Traefik appended
-        (("6.6.6.6, 203.0.113.7",), True, "203.0.113.7"),  # the client's entry comes first
-        (("6.6.6.6", "7.7.7.7,203.0.113.7"), True, "203.0.113.7"),  # two header lines
-        (("1.1.1.1,  2001:db8::1 ",), True, "2001:db8::1"),
+        ((), [], "10.0.0.2"),
+        (("203.0.113.7",), [], "10.0.0.2"),  # a client's own header: ignored
+        ((), GATEWAY, "10.0.0.2"),  # no header from the gateway: the peer, never empty
+        (("203.0.113.7",), GATEWAY, "203.0.113.7"),  # the entry Traefik appended
+        (("6.6.6.6, 203.0.113.7",), GATEWAY, "203.0.113.7"),  # the client's entry comes first
+        (("6.6.6.6", "7.7.7.7,203.0.113.7"), GATEWAY, "203.0.113.7"),  # two header lines
+        (("1.1.1.1,  2001:db8::1 ",), GATEWAY, "2001:db8::1"),
+        # A client that reached the dashboard itself, not through the gateway: its header is
+        # its own word, whatever it says.
+        (("203.0.113.7",), ["10.0.0.1"], "10.0.0.2"),
+        (("203.0.113.7",), ["10.0.0.0/24"], "203.0.113.7"),  # a network of gateways
+        (("203.0.113.7",), ["10.0.1.0/24", "::/0"], "10.0.0.2"),
     ],
 )
-def test_the_client_address(forwarded: tuple[str, ...], behind_gateway: bool, address: str) -> None:
-    assert client_address(_request("10.0.0.2", *forwarded), behind_gateway) == address
+def test_the_client_address(forwarded: tuple[str, ...], trusted: list[str], address: str) -> None:
+    assert client_address(_request("10.0.0.2", *forwarded), trusted) == address
+
+
+def test_a_trusted_proxy_that_is_no_address_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="'gateway' is not an IP address or network"):
+        settings("sqlite+aiosqlite:///unused.db", trusted_proxies=["gateway"])
 
 
 async def _attempts(
-    url: str, behind_gateway: bool, forwarded: list[str | None], **limits: Any
+    url: str, trusted: list[str], forwarded: list[str | None], **limits: Any
 ) -> list[int]:
-    """Failed logins through one dashboard reached from 10.0.0.2 (the gateway, or a client),
-    each with the X-Forwarded-For given (None: none); their statuses."""
+    """Failed logins through one dashboard behind a gateway, reached from 10.0.0.2 (the
+    gateway when `trusted` holds it, else a client), each with the X-Forwarded-For given
+    (None: none); their statuses."""
     store = UserStore(url, timeout_s=30)
     app = FastAPI()
     app.include_router(
         login_router(
-            settings(url, behind_gateway=behind_gateway, **limits),
+            settings(url, behind_gateway=True, trusted_proxies=trusted, **limits),
             store=store,
             verify=lambda _h, _p: False,
         )
@@ -352,7 +378,7 @@ async def test_behind_the_gateway_a_client_cannot_escape_its_limit_with_its_own_
     spoofed = [f"198.51.100.{n}, 203.0.113.7" for n in range(3)]
     statuses = await _attempts(
         database_url,
-        True,
+        GATEWAY,
         [*spoofed, "203.0.113.8", "9.9.9.9,203.0.113.7"],
         login_max_failures_per_address=3,
         login_limits=login_limits,
@@ -362,10 +388,15 @@ async def test_behind_the_gateway_a_client_cannot_escape_its_limit_with_its_own_
 
 
 @pytest.mark.parametrize("login_limits", ["memory", "database"])
-async def test_reached_directly_the_header_is_ignored(database_url: str, login_limits: str) -> None:
+@pytest.mark.parametrize("trusted", [[], ["10.0.0.1"]])
+async def test_reached_directly_the_header_is_ignored(
+    database_url: str, login_limits: str, trusted: list[str]
+) -> None:
+    # Behind a gateway (DASHBOARD_BEHIND_GATEWAY), but reached from elsewhere: a replica's own
+    # port is open to the machine, and a client there writes whatever header it likes.
     statuses = await _attempts(
         database_url,
-        False,
+        trusted,
         ["203.0.113.1", "203.0.113.2", None, "203.0.113.3"],
         login_max_failures_per_address=3,
         login_limits=login_limits,

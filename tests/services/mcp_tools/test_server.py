@@ -130,9 +130,8 @@ async def test_printf_blowups_fail_fast_with_a_clear_error(
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT zeroblob(400000000)",
         "SELECT length(replace(printf('%.*c', 200000, 'x'), 'x', 'xxxxxxxxxx'))",
-        "SELECT randomblob(400000000)",
+        "SELECT length(printf('%.*c', 200000, 'x') || printf('%.*c', 200000, 'y'))",
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 10000) "
         "SELECT length(group_concat(printf('%.*c', 100, 'x'))) FROM n",
     ],
@@ -143,6 +142,67 @@ async def test_values_above_the_sqlite_length_limit_fail(
     error, text, elapsed = await _query(settings, sql)
     assert error and "string or blob too big" in text and "262144 bytes" in text, text
     assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+@pytest.mark.parametrize(
+    ("sql", "function"),
+    [
+        ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer"),  # a pointer into the library
+        ("SELECT hex(FTS3_TOKENIZER('porter'))", "fts3_tokenizer"),
+        ("SELECT load_extension('x')", "load_extension"),
+        (
+            "SELECT name FROM products WHERE id = (SELECT load_extension('/tmp/x.so'))",
+            "load_extension",
+        ),
+        ("WITH t AS (SELECT fts3_tokenizer('simple') AS p) SELECT p FROM t", "fts3_tokenizer"),
+        ("SELECT randomblob(16)", "randomblob"),
+        ("SELECT zeroblob(400000000)", "zeroblob"),
+        ("SELECT sqlite_version()", "sqlite_version"),
+        (
+            "SELECT count(*) FROM products WHERE sqlite_compileoption_used('x')",
+            "sqlite_compileoption_used",
+        ),
+    ],
+)
+async def test_functions_outside_the_allowlist_are_refused(
+    settings: McpToolsSettings, sql: str, function: str
+) -> None:
+    error, text, _ = await _query(settings, sql)
+    assert error, text
+    assert "query refused: function " in text, text
+    assert f"function {function}() is not allowed" in text, text
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the offline model's queries (services/omni2/model.py)
+        "SELECT category, COUNT(*) AS products, ROUND(AVG(price), 2) AS avg_price "
+        "FROM products GROUP BY category ORDER BY category",
+        "SELECT COUNT(*) FROM orders",
+        "SELECT name FROM customers",
+        # what an analytics question needs: aggregates, windows, text, dates, conditions
+        "SELECT category, SUM(price), TOTAL(price), MIN(price), MAX(price), "
+        "GROUP_CONCAT(name, ', ') FROM products GROUP BY category",
+        "SELECT name, price, RANK() OVER (ORDER BY price DESC), "
+        "ROW_NUMBER() OVER (PARTITION BY category ORDER BY price), "
+        "LAG(price) OVER (ORDER BY id), SUM(price) OVER (ORDER BY id) FROM products",
+        "SELECT UPPER(name), LOWER(category), LENGTH(name), SUBSTR(name, 1, 3), "
+        "TRIM(' x '), REPLACE(name, 'a', 'b'), INSTR(name, 'a'), typeof(price), "
+        "quote(name), hex(id), abs(-price), COALESCE(NULL, 1), IFNULL(NULL, 2), "
+        "NULLIF(1, 1), IIF(price > 10, 'dear', 'cheap'), printf('%.2f', price) FROM products",
+        "SELECT name FROM products WHERE name LIKE '%a%' OR name GLOB 'T*'",
+        "SELECT date('now'), time('now'), datetime('now'), julianday('now') > 0, "
+        "strftime('%Y', 'now'), CAST(price AS INTEGER) FROM products LIMIT 1",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 5) "
+        "SELECT COUNT(*), AVG(i) FROM n",
+    ],
+)
+async def test_the_sample_and_analytics_queries_still_run(
+    settings: McpToolsSettings, sql: str
+) -> None:
+    error, text, _ = await _query(settings, sql)
+    assert not error, text
 
 
 async def test_printf_still_formats(settings: McpToolsSettings) -> None:
@@ -156,8 +216,8 @@ async def test_printf_still_formats(settings: McpToolsSettings) -> None:
 async def test_a_result_that_cannot_fit_and_blobs(settings: McpToolsSettings) -> None:
     error, text, _ = await _query(settings, f'SELECT 1 AS "{"c" * 70000}"')
     assert error and "even its column names exceed 65536 bytes" in text, text
-    error, text, _ = await _query(settings, "SELECT zeroblob(3)")
-    assert not error and json.loads(text)["rows"] == [["x'000000'"]]
+    error, text, _ = await _query(settings, "SELECT CAST('abc' AS BLOB)")
+    assert not error and json.loads(text)["rows"] == [["x'616263'"]]
 
 
 async def test_too_many_columns_are_refused(settings: McpToolsSettings) -> None:

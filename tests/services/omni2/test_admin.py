@@ -25,7 +25,10 @@ def called_as_omni_trace_users(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[int, str, str]:
-    code = main(["--database-url", db, *args])
+    # In the environment, as a URL with a password must come (the command line shows it).
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMNI2_DATABASE_URL", db)
+        code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -107,9 +110,10 @@ def test_a_database_url_never_gets_demo_users(db: str, capsys: pytest.CaptureFix
 
 
 def test_add_with_a_password_makes_a_user_who_can_log_in(
-    db: str, capsys: pytest.CaptureFixture[str]
+    db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code, out, err = run(capsys, db, "add", "dave", "--password", "dave-secret-1")
+    monkeypatch.setattr("sys.stdin", io.StringIO("dave-secret-1\n"))
+    code, out, err = run(capsys, db, "add", "dave", "--password-stdin")
     assert code == 0 and out == "added dave (user)\n" and err == ""
     stored = Admin(db)(lambda s: repo.password_hash(s, "dave"))
     assert stored is not None and stored.startswith("$argon2id$")
@@ -162,14 +166,17 @@ def test_passwd_from_stdin_from_the_prompt_and_remove(
 def test_passwd_refuses_what_it_cannot_set(
     db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run(capsys, db, "add", "dave", "--password", "dave-secret-1")
+    monkeypatch.setattr("sys.stdin", io.StringIO("dave-secret-1\n"))
+    run(capsys, db, "add", "dave", "--password-stdin")
     before = Admin(db)(lambda s: repo.password_hash(s, "dave"))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, nothing given
     code, _, err = run(capsys, db, "passwd", "dave")
     assert code == 2 and "pass --password-stdin" in err
-    code, _, err = run(capsys, db, "passwd", "dave", "--password", "short")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    code, _, err = run(capsys, db, "passwd", "dave", "--password-stdin")
     assert code == 2 and "at least 8 characters" in err
-    code, _, err = run(capsys, db, "passwd", "nobody", "--password", "long-enough")
+    monkeypatch.setattr("sys.stdin", io.StringIO("long-enough\n"))
+    code, _, err = run(capsys, db, "passwd", "nobody", "--password-stdin")
     assert code == 2 and err == "omni-trace users: no user 'nobody'\n"
     assert Admin(db)(lambda s: repo.password_hash(s, "dave")) == before
 

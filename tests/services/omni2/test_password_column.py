@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from services.common.passwords import hash_password, verify_password
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.seed import seed_demo
-from tests.db import Admin
-
-
-async def _columns(url: str) -> set[str]:
-    db = Database(url)
-    try:
-        async with db.engine.connect() as conn:
-            return await conn.run_sync(
-                lambda sync: {c["name"] for c in inspect(sync).get_columns("users")}
-            )
-    finally:
-        await db.dispose()
+from tests.db import Admin, user_columns
 
 
 async def _start(url: str) -> None:
@@ -63,11 +52,11 @@ def test_an_old_database_gets_the_column_and_demo_users_their_passwords(
             await db.dispose()
 
     asyncio.run(make_old())
-    assert "password_hash" not in asyncio.run(_columns(database_url))
+    assert "password_hash" not in asyncio.run(user_columns(database_url))
 
     asyncio.run(_start(database_url))  # what OMNI2 does when it starts
 
-    assert "password_hash" in asyncio.run(_columns(database_url))
+    assert "password_hash" in asyncio.run(user_columns(database_url))
     admin = Admin(database_url)
     alice = admin(lambda s: repo.password_hash(s, "alice"))
     assert alice is not None and verify_password(alice, "alice-demo")
