@@ -126,6 +126,26 @@ def test_the_propagation_helpers_and_the_relay_work_without_the_stack() -> None:
     assert run.returncode == 0, run.stderr
 
 
+def test_the_websocket_instrumentors_import_without_the_stack() -> None:
+    """`otel.websocket` is plain ASGI and the `websockets` client: no FastAPI, no Starlette."""
+    run = _run(
+        """
+        from otel.websocket import ChatTracingMiddleware, FrameCodec, instrument_chat_server
+
+        class App:
+            middleware = []
+
+            def add_middleware(self, cls, **options):
+                self.middleware.append((cls, options))
+
+        app = App()
+        instrument_chat_server(app, role="backend", codec=FrameCodec(kind_key="op"))
+        assert app.middleware[0][0] is ChatTracingMiddleware
+        """
+    )
+    assert run.returncode == 0, run.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

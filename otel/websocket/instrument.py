@@ -1,0 +1,33 @@
+"""One call per service: `instrument_chat_server(app, role=...)` at start-up."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from otel.names import SpanName
+from otel.websocket.client import instrument_websockets_client
+from otel.websocket.server import ChatTracingMiddleware
+
+Role = Literal["proxy", "backend"]
+
+# A proxy is the first hop: the client's context is recorded and the server decides what is
+# traced; a backend sits behind a hop of ours and continues its decision.
+ROLES: dict[Role, dict[str, Any]] = {
+    "proxy": {"message_span": SpanName.RELAY, "first_hop": True},
+    "backend": {"message_span": SpanName.TURN, "first_hop": False},
+}
+
+
+class _App(Protocol):
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None: ...
+
+
+def instrument_chat_server(app: _App, *, role: Role = "proxy", **options: Any) -> None:
+    """Trace a Starlette/FastAPI app's chat WebSocket (`options`: ChatTracing's fields, such
+    as `codec`, `paths`, `message_span`, `sample_ratio`); a proxy's `websockets` client
+    handshakes too. Call before the app starts serving."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
+    app.add_middleware(ChatTracingMiddleware, **(ROLES[role] | options))
+    if role == "proxy":
+        instrument_websockets_client()

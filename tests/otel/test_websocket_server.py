@@ -1,0 +1,217 @@
+"""The server-side instrumentor on handlers written without any tracing code, in process:
+spans through the in-memory exporter, checked for parents, links, events and attributes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI, WebSocket
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.websockets import WebSocketDisconnect
+
+from otel.instrumentation import telemetry_config
+from otel.names import Attr, ClientContext, Event, SpanName
+from otel.websocket import ChatTracingMiddleware, FrameCodec
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+handler_tracer = trace.get_tracer("the handler")
+
+
+def backend(**options: object) -> FastAPI:
+    """An OMNI2-style backend as a team writes it: no tracing code but its own model span
+    (FastAPI's own telemetry off, as the instrumentor's docs say: it would trace the
+    connection as one long request)."""
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def chat(websocket: WebSocket) -> None:
+        if websocket.query_params.get("token") != "ok":
+            await websocket.close(code=4401, reason="authentication failed")
+            return
+        await websocket.accept()
+        await websocket.send_json({"type": "welcome", "conversation_id": "c-1", "user_id": "u-1"})
+        with contextlib.suppress(WebSocketDisconnect):
+            await _answer(websocket)
+
+    app.add_middleware(ChatTracingMiddleware, message_span=SpanName.TURN, **options)
+    return app
+
+
+async def _answer(websocket: WebSocket) -> None:
+    while True:
+        frame = await websocket.receive_json()
+        if frame.get("text") == "fail":
+            await websocket.send_json({"type": "error", "error": "no", "code": "refused"})
+            continue
+        if frame.get("text") == "hang":
+            continue  # never answered
+        with handler_tracer.start_as_current_span("chat offline-model"):
+            pass
+        for token in ("Hel", "lo"):
+            await websocket.send_json({"type": "token", "text": token})
+        await websocket.send_json({"type": "done", "result": {"tokens_used": 2}})
+
+
+def _named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in spans.get_finished_spans() if s.name == name]
+
+
+def _tree(spans: InMemorySpanExporter) -> str:
+    return "\n".join(
+        f"{s.name} {s.context.span_id:016x} parent="
+        f"{s.parent.span_id if s.parent else None} {dict(s.attributes or {})}"
+        for s in spans.get_finished_spans()
+    )
+
+
+def _chat(app: FastAPI, *frames: dict[str, object], url: str = "/ws/chat?token=ok") -> list:
+    replies = []
+    with TestClient(app).websocket_connect(url) as ws:
+        replies.append(ws.receive_json())
+        for frame in frames:
+            ws.send_json(frame)
+            while (reply := ws.receive_json())["type"] == "token":
+                pass
+            replies.append(reply)
+    return replies
+
+
+def test_a_message_is_one_trace_continued_from_the_frame_with_the_handlers_spans_inside(
+    spans: InMemorySpanExporter,
+) -> None:
+    _, done = _chat(
+        backend(), {"type": "message", "text": "hi", "trace": {"traceparent": TRACEPARENT}}
+    )
+    (turn,) = _named(spans, SpanName.TURN)
+    (model,) = _named(spans, "chat offline-model")
+    (connect,) = _named(spans, SpanName.CONNECT)
+    assert turn.kind is SpanKind.SERVER, _tree(spans)
+    assert f"{turn.context.trace_id:032x}" == CLIENT_TRACE
+    assert turn.parent is not None and f"{turn.parent.span_id:016x}" == CLIENT_SPAN
+    assert model.parent is not None and model.parent.span_id == turn.context.span_id, _tree(spans)
+    assert [e.name for e in turn.events] == [Event.FIRST_TOKEN]
+    attributes = dict(turn.attributes or {})
+    assert attributes[Attr.TOKEN_FRAMES] == 2
+    assert attributes[Attr.CONVERSATION_ID] == "c-1" and attributes[Attr.USER_ID] == "u-1"
+    assert attributes[Attr.CLIENT_CONTEXT] == ClientContext.CONTINUED
+    # The reply names its trace; the session is a trace of its own, ended by the welcome.
+    assert done["trace_id"] == CLIENT_TRACE
+    assert connect.context.trace_id != turn.context.trace_id
+    assert connect.end_time is not None and connect.end_time <= turn.start_time
+
+
+def test_a_client_without_context_gets_a_trace_of_its_own_and_its_flags_decide_nothing(
+    spans: InMemorySpanExporter,
+) -> None:
+    unsampled = f"00-{'1' * 32}-{'2' * 16}-00"
+    _chat(
+        backend(),
+        {"type": "message", "text": "hi"},
+        {"type": "message", "text": "hi", "trace": {"traceparent": unsampled}},
+        {"type": "message", "text": "hi", "trace": {"traceparent": "garbage"}},
+    )
+    turns = _named(spans, SpanName.TURN)
+    contexts = [dict(t.attributes or {})[Attr.CLIENT_CONTEXT] for t in turns]
+    assert contexts == [ClientContext.NONE, ClientContext.CONTINUED, ClientContext.MALFORMED]
+    assert turns[0].parent is None and turns[2].parent is None
+    assert dict(turns[1].attributes or {})[Attr.CLIENT_SAMPLED] is False  # recorded, obeyed not
+
+
+def test_a_server_that_samples_out_a_connection_drops_it_whole(
+    spans: InMemorySpanExporter,
+) -> None:
+    _chat(
+        backend(sample_ratio=0.0),
+        {"type": "message", "text": "hi", "trace": {"traceparent": TRACEPARENT}},
+    )
+    assert spans.get_finished_spans() == ()
+
+
+def test_failures_refusals_and_unanswered_messages_are_recorded(
+    spans: InMemorySpanExporter,
+) -> None:
+    (_, error) = _chat(backend(), {"type": "message", "text": "fail"})
+    (turn,) = _named(spans, SpanName.TURN)
+    assert turn.status.status_code is StatusCode.ERROR
+    assert dict(turn.attributes or {})[Attr.ERROR_TYPE] == "refused"
+    assert error["trace_id"] == f"{turn.context.trace_id:032x}"
+    spans.clear()
+
+    with pytest.raises(WebSocketDisconnect), TestClient(backend()).websocket_connect("/ws/chat"):
+        pass
+    (refused,) = _named(spans, SpanName.CONNECT)
+    assert refused.status.status_code is StatusCode.ERROR
+    assert dict(refused.attributes or {})[Attr.CLOSE_CODE] == 4401
+    spans.clear()
+
+    with TestClient(backend()).websocket_connect("/ws/chat?token=ok") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "message", "text": "hang"})
+    (hung,) = _named(spans, SpanName.TURN)
+    assert dict(hung.attributes or {})[Attr.ERROR_TYPE] == "no_reply"
+
+
+def test_frames_that_open_nothing_pass_through_untouched(spans: InMemorySpanExporter) -> None:
+    seen: list[str] = []
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        for _ in range(3):
+            seen.append(await websocket.receive_text())
+        await websocket.close()
+
+    app.add_middleware(ChatTracingMiddleware)
+    nested = "[" * 100_000
+    with TestClient(app).websocket_connect("/ws/chat") as ws:
+        for text in ('{"type": "ping"}', "not json", nested):
+            ws.send_text(text)
+    assert seen == ['{"type": "ping"}', "not json", nested]
+    assert [s.name for s in spans.get_finished_spans()] == [SpanName.CONNECT]
+
+
+def test_another_protocol_through_its_codec(spans: InMemorySpanExporter) -> None:
+    codec = FrameCodec(
+        kind_key="op",
+        opens={"ask"},
+        streams={"chunk"},
+        ends={"end", "fail"},
+        fails={"fail"},
+        trace_path=("meta", "trace"),
+        reply_trace_path=("meta", "trace_id"),
+    )
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_json()
+        await websocket.send_json({"op": "chunk", "data": "x"})
+        await websocket.send_json({"op": "end"})
+        with contextlib.suppress(WebSocketDisconnect):
+            await websocket.receive_json()
+
+    app.add_middleware(ChatTracingMiddleware, codec=codec, message_span=SpanName.TURN)
+    with TestClient(app).websocket_connect("/ws/chat") as ws:
+        ws.send_json({"op": "ask", "q": "?", "meta": {"trace": {"traceparent": TRACEPARENT}}})
+        assert ws.receive_json() == {"op": "chunk", "data": "x"}
+        end = ws.receive_json()
+    (turn,) = _named(spans, SpanName.TURN)
+    assert f"{turn.context.trace_id:032x}" == CLIENT_TRACE == end["meta"]["trace_id"]
+    assert dict(turn.attributes or {})[Attr.TOKEN_FRAMES] == 1
+
+
+@pytest.mark.parametrize("bad", [{"kind_key": "op", "ends": {"end"}, "fails": {"fail"}}])
+def test_a_codec_that_contradicts_itself_is_refused(bad: dict[str, object]) -> None:
+    make: Callable[..., FrameCodec] = FrameCodec
+    with pytest.raises(ValueError, match="must also end"):
+        make(**bad)
