@@ -34,6 +34,17 @@ _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_PROVIDER)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow as well, so `scripts/test --quick` leaves them out: every browser test (Chromium,
+    and a stack per package) and every in-process test's PostgreSQL variant (the quick tier
+    runs its SQLite one)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and "postgresql" in callspec.id.split("-")
+        if item.get_closest_marker("browser") is not None or on_postgres:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Finished spans of this test (the exporter is cleared before and after)."""

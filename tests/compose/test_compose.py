@@ -688,6 +688,7 @@ def _users_of_omni2(environment: dict[str, Any], tmp_path: Path) -> dict[str, st
         return dict(db.execute("SELECT id, role_name FROM users").fetchall())
 
 
+@pytest.mark.slow  # real services: not in `scripts/test --quick`
 def test_omni2_seeds_no_demo_users_unless_asked(tmp_path: Path) -> None:
     """The demo users' passwords are public (bob's is `bob-demo`, an admin): under compose the
     real OMNI2 starts with no user at all, and seeds them only when .env (or the shell) asks."""
@@ -786,6 +787,7 @@ def _scrape_health(tmp_path: Path, flowview: str, token: str) -> str:
     pytest.fail("Prometheus did not scrape the flow view within 30 s")
 
 
+@pytest.mark.slow  # real services: not in `scripts/test --quick`
 def test_the_flow_view_asks_for_its_token_and_answers_only_its_names(tmp_path: Path) -> None:
     """Compose's flow view listens on the container network: the real flow view with
     compose's environment refuses a request without the token (401) and a DNS-rebinding

@@ -45,6 +45,7 @@ def test_process_samples_come_from_proc() -> None:
 
 
 @pytest.mark.stack
+@pytest.mark.slow  # its own stacks: not in `scripts/test --quick`
 def test_quick_bench_reports_both_runs_side_by_side(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

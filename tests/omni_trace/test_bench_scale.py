@@ -35,6 +35,7 @@ def test_samples_is_refused_without_scale() -> None:
 
 
 @pytest.mark.stack
+@pytest.mark.slow  # its own stacks: not in `scripts/test --quick`
 def test_quick_scale_bench_loses_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

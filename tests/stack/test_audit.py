@@ -26,7 +26,7 @@ from otel.names import Service
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 async def _chat(

@@ -63,6 +63,7 @@ def _audit_json(stack: Stack, conversation: str, capsys: pytest.CaptureFixture[s
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 async def test_a_client_without_trace_context_is_whole_and_not_traced(
     stack: Stack,
     omni_jaeger: JaegerClient,
@@ -123,6 +124,7 @@ async def test_a_client_that_says_it_kept_no_span_is_traced_by_us_and_not_traced
     assert relay.attributes[Attr.CLIENT_SAMPLED] is False
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 async def test_a_client_span_lost_on_its_way_breaks_the_chain(
     stack: Stack,
     omni_jaeger: JaegerClient,

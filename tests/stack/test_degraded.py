@@ -22,7 +22,7 @@ from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

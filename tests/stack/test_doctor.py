@@ -21,6 +21,9 @@ from services.common.protocol import CLOSE_MEANINGS, CloseCode
 from services.common.tokens import issue_token
 from tests.stack.conftest import running_stack
 
+# Starts stacks of its own (or runs for long): not in `scripts/test --quick`.
+pytestmark = pytest.mark.slow
+
 GATEWAY_CODES = {CloseCode.GATEWAY_UNREACHABLE, CloseCode.GATEWAY_TIMEOUT}
 
 

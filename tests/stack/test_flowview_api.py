@@ -157,6 +157,7 @@ def test_the_stack_serves_the_flow_view(stack: Stack) -> None:
     assert listed.status_code == 200 and "conversations" in listed.json()
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 async def test_hops_over_time_come_from_span_metrics_in_prometheus(
     stack: Stack,
     omni_chat: ChatFactory,

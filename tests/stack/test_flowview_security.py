@@ -30,7 +30,7 @@ from omni_trace.traces import JaegerClient
 from otel.names import Attr, Service, SpanName
 from tests.stack.conftest import client_provider, running_stack, serving
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 TOKEN = "flow-view-token-" + "x" * 24
 HEADERS = {

@@ -20,7 +20,7 @@ from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
 from tests.stack.conftest import running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 FASTAPI = "opentelemetry.instrumentation.fastapi"
 

@@ -9,7 +9,7 @@ import pytest
 
 from omni_trace.stack.kafka import broker_properties, ensure_kafka, format_storage
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("cluster_id", ["-LsVb9HhQc2R0eZ1a3x4Dw", "MkU3OEVBNTcwNTJENDM2Qg"])

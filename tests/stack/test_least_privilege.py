@@ -19,6 +19,9 @@ from omni_trace.stack.runner import OTLP_USER
 from omni_trace.stack.settings import StackSettings
 from tests.stack.conftest import running_stack
 
+# Starts stacks of its own (or runs for long): not in `scripts/test --quick`.
+pytestmark = pytest.mark.slow
+
 # In the runner's environment, as in the shell of whoever runs `omni-trace up`.
 PROVIDER_MARKER = "marker-some-provider-key-" + secrets.token_hex(8)
 OMNI2_KEY_MARKER = "marker-omni2-anthropic-key-" + secrets.token_hex(8)

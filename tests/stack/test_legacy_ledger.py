@@ -30,7 +30,7 @@ from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack, serving
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 EXAMPLE = REPO_ROOT / "examples" / "usage_ledger"
 LEDGER = "usage-ledger"

@@ -19,7 +19,7 @@ from omni_trace.stack import Stack
 from tests.stack.conftest import running_stack
 from tests.stack.test_login import client_from, fresh_address, post_login, user_with_password
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 RIGHT = "right-pass-123"
 

@@ -63,6 +63,7 @@ def _scrape_targets(stack: Stack) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 def test_a_client_s_resource_cannot_choose_the_job_or_instance_label(stack: Stack) -> None:
     assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
     deadline = time.monotonic() + 30

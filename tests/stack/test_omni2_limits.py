@@ -28,7 +28,7 @@ from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @dataclass

@@ -39,7 +39,7 @@ from otel.names import Attr, Service
 from services.common.tokens import issue_token
 from tests.stack.conftest import client_provider, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 

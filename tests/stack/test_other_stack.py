@@ -27,7 +27,7 @@ from omni_trace.traces.jaeger import JaegerClient, has_services
 from otel.setup import create_tracer_provider
 from tests.stack.conftest import running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 

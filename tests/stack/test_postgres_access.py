@@ -18,6 +18,9 @@ import pytest
 
 from omni_trace.stack.postgres import PostgresServer, PostgresUnavailable
 
+# Starts stacks of its own (or runs for long): not in `scripts/test --quick`.
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

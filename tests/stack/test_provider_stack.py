@@ -21,7 +21,7 @@ from tests.db import Admin
 from tests.fake_openai import FakeOpenAI
 from tests.stack.conftest import running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
 MODEL = "gpt-4o-mini"

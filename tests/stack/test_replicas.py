@@ -23,7 +23,7 @@ from services.common.tokens import issue_token
 from tests.db import Admin
 from tests.stack.conftest import client_provider, new_user, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 SECRET = secrets.token_urlsafe(32)
 

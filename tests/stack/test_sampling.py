@@ -25,7 +25,7 @@ from services.omni2.db.models import Conversation
 from tests.db import Admin
 from tests.stack.conftest import new_user, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 CONNECTIONS = 10
 

@@ -44,7 +44,7 @@ from services.omni2.db.models import ConnectionSlot
 from tests.db import Admin
 from tests.stack.conftest import client_provider, new_user, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 SECRET = secrets.token_urlsafe(32)
 # Slow enough that a fault can land while a replica streams an answer (about 20 tokens,

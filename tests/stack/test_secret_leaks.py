@@ -32,7 +32,7 @@ from omni_trace.traces import JaegerClient, has_spans_named
 from otel.names import Attr, Service, SpanName
 from tests.stack.conftest import client_provider, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 API_KEY = f"apikey-{secrets.token_hex(12)}"
 SIGNATURE = f"sig-{secrets.token_hex(12)}"

@@ -53,7 +53,7 @@ from omni_trace.traces import (
 from otel.names import Attr, Service, SpanName
 from tests.stack.conftest import running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 PATH = "chat.telemetry.path"  # stamped by the collector on the public path
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

@@ -31,7 +31,7 @@ from services.common.tokens import issue_token
 from tests.db import Admin
 from tests.stack.conftest import client_provider, new_user, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 MAX_TRACES = 400  # before the fix one user fills this in a few seconds
 FLOOD_S = 15.0

@@ -31,7 +31,7 @@ from services.omni2.db import repository as repo
 from tests.db import Admin
 from tests.stack.conftest import client_provider, running_stack
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,7 @@ def test_a_database_url_with_a_password_on_the_command_line_is_refused(argv: lis
     assert "db-secret-pw" not in done.stderr + done.stdout
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 def test_a_password_by_stdin_file_or_environment_is_taken(db: str, tmp_path: Path) -> None:
     env = {"OMNI2_DATABASE_URL": db}
     assert (
@@ -110,6 +111,7 @@ def test_a_password_by_stdin_file_or_environment_is_taken(db: str, tmp_path: Pat
     assert done.returncode == 2 and "cannot read" in done.stderr
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 def test_a_database_url_from_the_environment_or_a_file_is_taken(db: str, tmp_path: Path) -> None:
     no_stack = ["--stack-file", str(tmp_path / "none.json")]
     done = cli(OMNI_TRACE_USERS, *no_stack, "add", "erin", env={"OMNI_TRACE_DATABASE_URL": db})
@@ -122,6 +124,7 @@ def test_a_database_url_from_the_environment_or_a_file_is_taken(db: str, tmp_pat
     assert done.returncode == 0 and "erin" in done.stdout, done.stderr
 
 
+@pytest.mark.slow  # waits on exports or timing: not in --quick
 def test_passwd_and_block_revoke_the_users_tokens(db: str) -> None:
     env = {"OMNI2_DATABASE_URL": db}
     assert (
