@@ -4,7 +4,6 @@ one message is one trace across both, and the session trace holds the upstream h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import threading
@@ -13,14 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-import websockets
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel.instrumentation import telemetry_config
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.websocket import (
     ChatTracingMiddleware,
@@ -28,34 +25,12 @@ from otel.websocket import (
     uninstrument_websockets_client,
 )
 from tests.otel.test_websocket_server import CLIENT_SPAN, CLIENT_TRACE, TRACEPARENT, backend
+from tests.stack.origin.proxy import create_app
 
 
 def origin_style_proxy(upstream_url: str) -> FastAPI:
-    app = FastAPI(telemetry=telemetry_config())
-
-    @app.websocket("/ws/chat")
-    async def chat_websocket_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        token = websocket.query_params.get("token")
-        headers = {"Authorization": f"Bearer {token}"}
-        async with websockets.connect(upstream_url, additional_headers=headers) as omni2_ws:
-            close_event = asyncio.Event()
-
-            async def forward_from_omni2() -> None:
-                async for message in omni2_ws:
-                    await websocket.send_text(str(message))
-                close_event.set()
-
-            async def forward_to_omni2() -> None:
-                try:
-                    while not close_event.is_set():
-                        data = await websocket.receive_text()
-                        await omni2_ws.send(data)
-                except WebSocketDisconnect:
-                    close_event.set()
-
-            await asyncio.gather(forward_from_omni2(), forward_to_omni2(), return_exceptions=True)
-
+    """tests/stack/origin's proxy, traced as its `serve` does but into this process's spans."""
+    app = create_app(upstream_url)
     app.add_middleware(ChatTracingMiddleware, message_span=SpanName.RELAY)
     return app
 
@@ -137,7 +112,10 @@ def test_a_refused_upstream_handshake_is_recorded(
     spans: InMemorySpanExporter, backend_url: str, traced_client: None
 ) -> None:
     proxy = origin_style_proxy(backend_url.replace("token=ok", "token=bad"))
-    with contextlib.suppress(Exception), TestClient(proxy).websocket_connect("/ws/chat") as ws:
+    with (
+        contextlib.suppress(Exception),
+        TestClient(proxy).websocket_connect("/ws/chat?token=x") as ws,
+    ):
         ws.receive_json()
     upstream = _one(spans, SpanName.UPSTREAM_CONNECT)
     assert dict(upstream.attributes or {})[Attr.HTTP_STATUS] == 403

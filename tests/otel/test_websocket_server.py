@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 from otel.instrumentation import telemetry_config
 from otel.names import Attr, ClientContext, Event, SpanName
 from otel.websocket import ChatTracingMiddleware, FrameCodec
+from tests.stack.origin.protocols import ACME
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -180,15 +181,7 @@ def test_frames_that_open_nothing_pass_through_untouched(spans: InMemorySpanExpo
 
 
 def test_another_protocol_through_its_codec(spans: InMemorySpanExporter) -> None:
-    codec = FrameCodec(
-        kind_key="op",
-        opens={"ask"},
-        streams={"chunk"},
-        ends={"end", "fail"},
-        fails={"fail"},
-        trace_path=("meta", "trace"),
-        reply_trace_path=("meta", "trace_id"),
-    )
+    codec = ACME  # tests/stack/origin/protocols.py: what another team writes
     app = FastAPI(telemetry=telemetry_config())
 
     @app.websocket("/ws/chat")

@@ -54,7 +54,16 @@ def _free_port() -> int:
 def _serve(app: str, port: int, env: dict[str, str]) -> Iterator[None]:
     """One origin-style service under uvicorn, until the block ends."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            *app.split(),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
         env={"PATH": os.environ["PATH"], "OTEL_BSP_SCHEDULE_DELAY": "100", **env},
     )
@@ -101,8 +110,8 @@ def origin_stack(tmp: Path, protocol: str, names: dict[str, str]) -> Iterator[tu
             "ORIGIN_UPSTREAM_WS_URL": stack.info.traefik_ws_url,
         }
         with (
-            _serve("tests.stack.origin.backend:app", backend, backend_env),
-            _serve("tests.stack.origin.proxy:app", proxy, proxy_env),
+            _serve("--factory tests.stack.origin.backend:serve", backend, backend_env),
+            _serve("--factory tests.stack.origin.proxy:serve", proxy, proxy_env),
         ):
             yield stack, f"ws://127.0.0.1:{proxy}/ws/chat"
 

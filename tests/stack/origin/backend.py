@@ -1,5 +1,5 @@
 """The OMNI2 backend, as the origin project writes it: the user from the gateway's header, a
-welcome, then per message `token` frames and `done`. Tracing: the one call at the bottom."""
+welcome, then per message `token` frames and `done`. Tracing: the one call in `serve`."""
 
 from __future__ import annotations
 
@@ -75,5 +75,8 @@ async def _acme(websocket: WebSocket, conversation_id: str) -> None:
         await websocket.send_json({"op": "end", "meta": {}})
 
 
-setup_tracing(os.environ.get("OTEL_SERVICE_NAME", "omni2"))
-instrument_chat_server(app, role="backend", **codec_of(PROTOCOL))
+def serve() -> FastAPI:
+    """`uvicorn --factory tests.stack.origin.backend:serve`: the app, traced by one call."""
+    setup_tracing(os.environ.get("OTEL_SERVICE_NAME", "omni2"))
+    instrument_chat_server(app, role="backend", **codec_of(PROTOCOL))
+    return app
