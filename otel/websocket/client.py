@@ -5,14 +5,15 @@ asyncio client, however it is imported): an `upstream connect` CLIENT span whose
 rides in the handshake's headers (the global propagators: W3C `traceparent` by default), a
 failed handshake recorded with its HTTP status or error. Inside a traced server connection
 (otel.websocket.server) the span is a child of its session span, and that connection's
-message spans link to it. Frames need nothing here: a message frame the server side read
-already carries its message span's context, and a proxy forwards it as it is.
+message spans link to it. With `message_at="forward"` (a proxy's default) a message span
+starts as the proxy sends the frame upstream, and the frame goes with that span's context.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
@@ -31,23 +32,36 @@ _ORIGINAL = "_omni_trace_original"
 
 
 def instrument_websockets_client(span_name: str = SpanName.UPSTREAM_CONNECT) -> None:
-    """Trace every `websockets` asyncio client handshake from now on (idempotent)."""
+    """Trace every `websockets` asyncio client handshake from now on, and the messages a
+    traced proxy forwards (`message_at="forward"`); idempotent."""
     if hasattr(connect.connect, _ORIGINAL):
         return
-    original = connect.connect
+    handshake, send = connect.connect, ClientConnection.send
 
-    @functools.wraps(original)
-    async def traced(self: connect) -> ClientConnection:
-        return await _traced_handshake(self, original, span_name)
+    @functools.wraps(handshake)
+    async def traced_handshake(self: connect) -> ClientConnection:
+        return await _traced_handshake(self, handshake, span_name)
 
-    setattr(traced, _ORIGINAL, original)
-    connect.connect = traced  # type: ignore[method-assign]
+    @functools.wraps(send)
+    async def traced_send(self: ClientConnection, message: Any, *args: Any, **kw: Any) -> None:
+        server = current_connection()
+        forwarding = server is not None and server.tracing.message_at == "forward"
+        if forwarding and isinstance(message, str):
+            assert server is not None
+            message = server.client_text(message)
+        await send(self, message, *args, **kw)
+
+    setattr(traced_handshake, _ORIGINAL, handshake)
+    setattr(traced_send, _ORIGINAL, send)
+    connect.connect = traced_handshake  # type: ignore[method-assign]
+    ClientConnection.send = traced_send  # type: ignore[method-assign,assignment]
 
 
 def uninstrument_websockets_client() -> None:
-    original = getattr(connect.connect, _ORIGINAL, None)
-    if original is not None:
-        connect.connect = original  # type: ignore[method-assign]
+    for owner, name in ((connect, "connect"), (ClientConnection, "send")):
+        original = getattr(getattr(owner, name), _ORIGINAL, None)
+        if original is not None:
+            setattr(owner, name, original)
 
 
 async def _traced_handshake(

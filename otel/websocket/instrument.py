@@ -11,9 +11,12 @@ from otel.websocket.server import ChatTracingMiddleware
 Role = Literal["proxy", "backend"]
 
 # A proxy is the first hop: the client's context is recorded and the server decides what is
-# traced; a backend sits behind a hop of ours and continues its decision.
+# traced, and a message is traced from when the proxy forwards it (a frame it refuses or
+# answers itself is not a relayed message); a backend sits behind a hop of ours and
+# continues its decision. A proxy whose upstream is not the `websockets` client passes
+# message_at="receive".
 ROLES: dict[Role, dict[str, Any]] = {
-    "proxy": {"message_span": SpanName.RELAY, "first_hop": True},
+    "proxy": {"message_span": SpanName.RELAY, "first_hop": True, "message_at": "forward"},
     "backend": {"message_span": SpanName.TURN, "first_hop": False},
 }
 

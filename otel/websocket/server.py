@@ -103,7 +103,8 @@ class ConnectionTrace:
     # -- frames from the client ----------------------------------------------------------
 
     def client_text(self, text: str) -> str:
-        """Trace a client frame; what to hand the app (rewritten when it opens a message)."""
+        """Trace a client frame; what to hand on (rewritten when it opens a message): to the
+        app as it reads it, or upstream as a proxy forwards it (`message_at`)."""
         codec = self.tracing.codec
         if len(text) > self.tracing.max_frame_chars:
             return text
@@ -264,6 +265,10 @@ class ChatTracing:
     sample_ratio: float = 1.0
     client_trace: Literal["continue", "link"] = "continue"
     max_frame_chars: int = 64 * 1024  # larger frames are passed on without being read
+    # Where a message span starts: when the app reads the frame ("receive"), or when a proxy
+    # forwards it with the `websockets` client ("forward"): then a frame the proxy refuses or
+    # answers itself is not a message trace (the proxy traces its refusal if it wants one).
+    message_at: Literal["receive", "forward"] = "receive"
     trace_ids: TraceIds = field(default_factory=TraceIds)
 
 
@@ -286,7 +291,11 @@ class ChatTracingMiddleware:
         async def traced_receive() -> Message:
             message = await receive()
             kind = message.get("type")
-            if kind == "websocket.receive" and isinstance(message.get("text"), str):
+            if (
+                kind == "websocket.receive"
+                and self.tracing.message_at == "receive"
+                and isinstance(message.get("text"), str)
+            ):
                 text = connection.client_text(message["text"])
                 if text is not message["text"]:
                     message = {**message, "text": text}

@@ -4,6 +4,7 @@ one message is one trace across both, and the session trace holds the upstream h
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -12,12 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
+import websockets
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from otel.instrumentation import telemetry_config
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.websocket import (
     ChatTracingMiddleware,
@@ -28,10 +31,38 @@ from tests.otel.test_websocket_server import CLIENT_SPAN, CLIENT_TRACE, TRACEPAR
 from tests.stack.origin.proxy import create_app
 
 
-def origin_style_proxy(upstream_url: str) -> FastAPI:
+def origin_style_proxy(upstream_url: str, message_at: str = "forward") -> FastAPI:
     """tests/stack/origin's proxy, traced as its `serve` does but into this process's spans."""
     app = create_app(upstream_url)
-    app.add_middleware(ChatTracingMiddleware, message_span=SpanName.RELAY)
+    app.add_middleware(ChatTracingMiddleware, message_span=SpanName.RELAY, message_at=message_at)
+    return app
+
+
+def refusing_proxy(upstream_url: str) -> FastAPI:
+    """A proxy that answers some messages itself (its own limit) and forwards the rest."""
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async with websockets.connect(upstream_url) as upstream:
+
+            async def back() -> None:
+                async for message in upstream:
+                    await websocket.send_text(str(message))
+
+            relay = asyncio.create_task(back())
+            try:
+                while True:
+                    text = await websocket.receive_text()
+                    if '"refuse me"' in text:
+                        await websocket.send_json({"type": "error", "error": "no", "code": "mine"})
+                    else:
+                        await upstream.send(text)
+            except WebSocketDisconnect:
+                relay.cancel()
+
+    app.add_middleware(ChatTracingMiddleware, message_span=SpanName.RELAY, message_at="forward")
     return app
 
 
@@ -67,10 +98,11 @@ def _one(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
     return found[0]
 
 
+@pytest.mark.parametrize("message_at", ["forward", "receive"])
 def test_one_message_is_one_trace_through_an_origin_style_proxy(
-    spans: InMemorySpanExporter, backend_url: str, traced_client: None
+    spans: InMemorySpanExporter, backend_url: str, traced_client: None, message_at: str
 ) -> None:
-    proxy = origin_style_proxy(backend_url)
+    proxy = origin_style_proxy(backend_url, message_at)
     with TestClient(proxy).websocket_connect("/ws/chat?token=ok") as ws:
         welcome = ws.receive_json()
         ws.send_json({"type": "message", "text": "hi", "trace": {"traceparent": TRACEPARENT}})
@@ -119,3 +151,24 @@ def test_a_refused_upstream_handshake_is_recorded(
         ws.receive_json()
     upstream = _one(spans, SpanName.UPSTREAM_CONNECT)
     assert dict(upstream.attributes or {})[Attr.HTTP_STATUS] == 403
+
+
+def test_a_message_the_proxy_answers_itself_is_no_relayed_message(
+    spans: InMemorySpanExporter, backend_url: str, traced_client: None
+) -> None:
+    with TestClient(refusing_proxy(backend_url)).websocket_connect("/ws/chat") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "message", "text": "refuse me"})
+        refused = ws.receive_json()
+        ws.send_json({"type": "message", "text": "hi", "trace": {"traceparent": TRACEPARENT}})
+        while (done := ws.receive_json())["type"] == "token":
+            pass
+    assert refused["code"] == "mine" and done["type"] == "done"
+    deadline = time.monotonic() + 5
+    while not [s for s in spans.get_finished_spans() if s.name == SpanName.TURN]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    relay = _one(spans, SpanName.RELAY)  # the forwarded one only
+    assert f"{relay.context.trace_id:032x}" == CLIENT_TRACE == done["trace_id"]
+    turn = _one(spans, SpanName.TURN)
+    assert turn.parent is not None and turn.parent.span_id == relay.context.span_id
