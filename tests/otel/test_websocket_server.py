@@ -208,3 +208,20 @@ def test_a_codec_that_contradicts_itself_is_refused(bad: dict[str, object]) -> N
     make: Callable[..., FrameCodec] = FrameCodec
     with pytest.raises(ValueError, match="must also end"):
         make(**bad)
+
+
+def test_token_frames_are_counted_without_a_parse(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most frames of a stream are tokens: the proxy's per-frame work for them is a check of
+    their first bytes, not a JSON parse."""
+    import otel.websocket.server as server
+
+    parsed: list[str] = []
+    real = server._json_object
+    monkeypatch.setattr(server, "_json_object", lambda text: parsed.append(text) or real(text))
+    _chat(backend(), {"type": "message", "text": "hi"})
+    tokens = [t for t in parsed if '"token"' in t]
+    assert parsed and not tokens, parsed
+    (turn,) = _named(spans, SpanName.TURN)
+    assert dict(turn.attributes or {})[Attr.TOKEN_FRAMES] == 2
