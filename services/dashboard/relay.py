@@ -19,18 +19,16 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, Statu
 from otel.metrics import chat_metrics
 from otel.names import Attr, Event, LinkRole, SpanName
 from otel.propagation import FRAME_TRACE_KEY, TraceIds, client_parent, inject_frame
+from otel.websocket.codec import OMNI2
 from services.common.churn import Churn, retry_after
 from services.common.protocol import (
     FAILED_FRAMES,
     FINAL_FRAMES,
     error_frame,
     json_object,
-    token_frame,
 )
 
 tracer = trace.get_tracer(__name__)
-# How OMNI2 writes a token frame (json.dumps of services.common.protocol.token_frame).
-_TOKEN_FRAME = json.dumps(token_frame(""))[: len('{"type": "token", ')]
 
 
 @dataclass
@@ -134,7 +132,7 @@ class MessageRelay:
 
     def from_upstream(self, text: str) -> None:
         """Observe a frame from OMNI2 on its way to the client."""
-        if text.startswith(_TOKEN_FRAME) and self._pending:
+        if OMNI2.is_stream_text(text) and self._pending:
             # Most frames are tokens: OMNI2 writes them in one shape, so they are counted
             # without parsing each one (the profile under load showed the JSON parse).
             self._token(self._pending[0])
