@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol
 from otel.names import SpanName
 from otel.websocket.client import instrument_websockets_client
 from otel.websocket.server import ChatTracingMiddleware
+from otel.websocket.settings import settings_from_environment
 
 Role = Literal["proxy", "backend"]
 
@@ -27,10 +28,12 @@ class _App(Protocol):
 
 def instrument_chat_server(app: _App, *, role: Role = "proxy", **options: Any) -> None:
     """Trace a Starlette/FastAPI app's chat WebSocket (`options`: ChatTracing's fields, such
-    as `codec`, `paths`, `message_span`, `sample_ratio`); a proxy's `websockets` client
-    handshakes too. Call before the app starts serving."""
+    as `codec`, `paths`, `message_span`, `sample_ratio`, over the `OMNI_TRACE_WS_*`
+    settings, over the role's defaults); a proxy's `websockets` client handshakes too. Call
+    before the app starts serving; ValueError names a bad setting."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
-    app.add_middleware(ChatTracingMiddleware, **(ROLES[role] | options))
+    configured = settings_from_environment().options()
+    app.add_middleware(ChatTracingMiddleware, **(ROLES[role] | configured | options))
     if role == "proxy":
         instrument_websockets_client()

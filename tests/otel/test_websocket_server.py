@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from otel.instrumentation import telemetry_config
 from otel.names import Attr, ClientContext, Event, SpanName
-from otel.websocket import ChatTracingMiddleware, FrameCodec
+from otel.websocket import ChatTracingMiddleware, FrameCodec, instrument_chat_server
 from tests.stack.origin.protocols import ACME
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -26,7 +26,7 @@ TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
 handler_tracer = trace.get_tracer("the handler")
 
 
-def backend(**options: object) -> FastAPI:
+def backend_app() -> FastAPI:
     """An OMNI2-style backend as a team writes it: no tracing code but its own model span
     (FastAPI's own telemetry off, as the instrumentor's docs say: it would trace the
     connection as one long request)."""
@@ -42,7 +42,13 @@ def backend(**options: object) -> FastAPI:
         with contextlib.suppress(WebSocketDisconnect):
             await _answer(websocket)
 
-    app.add_middleware(ChatTracingMiddleware, message_span=SpanName.TURN, **options)
+    return app
+
+
+def backend(**options: object) -> FastAPI:
+    """The backend traced by the middleware itself, with `options`."""
+    app = backend_app()
+    app.add_middleware(ChatTracingMiddleware, **({"message_span": SpanName.TURN} | options))
     return app
 
 
@@ -225,3 +231,29 @@ def test_token_frames_are_counted_without_a_parse(
     assert parsed and not tokens, parsed
     (turn,) = _named(spans, SpanName.TURN)
     assert dict(turn.attributes or {})[Attr.TOKEN_FRAMES] == 2
+
+
+def test_the_one_call_takes_its_settings_from_the_environment(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = backend_app()
+    monkeypatch.setenv("OMNI_TRACE_WS_SAMPLE_RATIO", "0")
+    monkeypatch.setenv("OMNI_TRACE_WS_MESSAGE_SPAN", "answer")
+    instrument_chat_server(plain, role="proxy", message_at="receive")
+    _chat(plain, {"type": "message", "text": "hi"})
+    assert spans.get_finished_spans() == ()  # sampled out by the setting
+    monkeypatch.setenv("OMNI_TRACE_WS_SAMPLE_RATIO", "1")
+    traced = backend_app()
+    instrument_chat_server(traced, role="proxy", message_at="receive")
+    _chat(traced, {"type": "message", "text": "hi"})
+    assert [s.name for s in spans.get_finished_spans() if s.name == "answer"] == ["answer"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OMNI_TRACE_WS_SAMPLE_RATIO", "2"), ("OMNI_TRACE_WS_CLIENT_TRACE", "obey-the-client")],
+)
+def test_a_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        instrument_chat_server(FastAPI(), role="backend")
