@@ -25,7 +25,6 @@ A first hop (the client talks to it directly) records what the client's context 
 from __future__ import annotations
 
 import json
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
@@ -68,7 +67,6 @@ _QUIET_CLOSES = frozenset({1000, 1001})
 class _Message:
     span: Span
     trace_id: str
-    started: float = field(default_factory=time.perf_counter)
     token_frames: int = 0
 
 
