@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link
 from opentelemetry.util.types import Attributes
 
+from otel.names import Attr
+
 REDACTED = "REDACTED"
 
 # Parameter names whose values are secrets: credentials, signatures of signed URLs (S3, GCS,
@@ -195,6 +197,17 @@ def redact_url(url: str) -> str:
     userinfo, at, host = parts.netloc.rpartition("@")
     netloc = f"{_mask_userinfo(userinfo)}@{host}" if at else host
     return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), ""))
+
+
+def peer_attributes(url: str) -> dict[str, str | int]:
+    """A CLIENT span's `url.full` (redacted), `server.address` and `server.port` for `url`."""
+    parts = urlsplit(url)
+    secure = parts.scheme in ("https", "wss")
+    return {
+        Attr.URL_FULL: redact_url(url),
+        Attr.SERVER_ADDRESS: parts.hostname or "",
+        Attr.SERVER_PORT: parts.port or (443 if secure else 80),
+    }
 
 
 def _redact_url_value(key: str, value: str) -> str:

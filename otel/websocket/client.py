@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -23,7 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 
 from otel.names import Attr, SpanName
-from otel.redaction import redact_url
+from otel.redaction import peer_attributes
 from otel.websocket.server import current_connection
 
 tracer = trace.get_tracer(__name__)
@@ -69,18 +68,12 @@ async def _traced_handshake(
     original: Callable[[connect], Awaitable[ClientConnection]],
     span_name: str,
 ) -> ClientConnection:
-    url = str(handshake.uri)
-    parts = urlsplit(url)
     with tracer.start_as_current_span(
         span_name,
         kind=SpanKind.CLIENT,
         record_exception=False,
         set_status_on_exception=False,
-        attributes={
-            Attr.URL_FULL: redact_url(url),
-            Attr.SERVER_ADDRESS: parts.hostname or "",
-            Attr.SERVER_PORT: parts.port or (443 if parts.scheme == "wss" else 80),
-        },
+        attributes=peer_attributes(str(handshake.uri)),
     ) as span:
         headers = Headers(handshake.additional_headers or {})
         carrier: dict[str, str] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
@@ -14,6 +13,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from otel.names import Attr, SpanName
 from otel.propagation import inject_headers
+from otel.redaction import peer_attributes
 from services.common.protocol import CloseCode
 from services.common.provenance import DASHBOARD_KEY_HEADER
 from services.common.refusal import Refusal
@@ -61,16 +61,11 @@ async def connect_upstream(url: str, token: str, open_timeout: float, key: Secre
     """Open the WebSocket to Traefik inside an `upstream connect` CLIENT span, with the
     dashboard's key: it lets the handshake in, and tells OMNI2 that the trace context's
     sampled flag is this dashboard's decision."""
-    parts = urlsplit(url)
     with tracer.start_as_current_span(
         SpanName.UPSTREAM_CONNECT,
         kind=SpanKind.CLIENT,
         record_exception=False,
-        attributes={
-            Attr.URL_FULL: url,
-            Attr.SERVER_ADDRESS: parts.hostname or "",
-            Attr.SERVER_PORT: parts.port or (443 if parts.scheme == "wss" else 80),
-        },
+        attributes=peer_attributes(url),
     ) as span:
         headers = {
             "Authorization": f"Bearer {token}",

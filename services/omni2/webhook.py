@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry import trace
@@ -23,7 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel.names import Attr, SpanName
 from otel.propagation import inject_headers
-from otel.redaction import redact_text, redact_url
+from otel.redaction import peer_attributes, redact_text
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -65,18 +64,13 @@ class UsageWebhook:
         task.add_done_callback(self._pending.discard)
 
     async def _post(self, url: str, usage: dict[str, Any], parent: Context) -> None:
-        parts = urlsplit(url)
         with tracer.start_as_current_span(
             SpanName.USAGE_WEBHOOK,
             context=parent,
             kind=SpanKind.CLIENT,
             record_exception=False,
             set_status_on_exception=False,
-            attributes={
-                Attr.URL_FULL: redact_url(url),
-                Attr.SERVER_ADDRESS: parts.hostname or "",
-                Attr.SERVER_PORT: parts.port or (443 if parts.scheme == "https" else 80),
-            },
+            attributes=peer_attributes(url),
         ) as span:
             headers: dict[str, str] = {}
             inject_headers(headers, span)
