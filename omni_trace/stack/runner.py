@@ -862,6 +862,12 @@ class Stack:
                 JAEGER_TAIL_DECISION_WAIT=f"{self.settings.tail_sampling_wait_s:g}s",
                 JAEGER_SLOW_FIRST_TOKEN_MS=f"{self.settings.slow_first_token_ms:g}",
             )
+            # The receiver's franz-go consumer can stop for good when its group session
+            # fails while the broker is away (twmb/franz-go#1173; seen in
+            # test_scale_faults): the Sarama consumer rejoins.
+            services[f"jaeger-ingester-{n}"].argv.append(
+                "--feature-gates=-receiver.kafkareceiver.UseFranzGo"
+            )
         # Each collector: (internal OTLP/HTTP, OTLP/gRPC, public OTLP/HTTP, UDP, telemetry).
         otlp = {
             1: (
