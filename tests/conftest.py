@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel.processors import InheritAttributesProcessor
 from otel.sampling import ServerDecisionSampler
+from otel.websocket.client import uninstrument_websockets_client, websockets_client_instrumented
 from tests.pg import create_database, postgres_server
 
 # The entrance keys every service needs (services/common/provenance.py), for the services
@@ -43,6 +44,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         on_postgres = callspec is not None and "postgresql" in callspec.id.split("-")
         if item.get_closest_marker("browser") is not None or on_postgres:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _websockets_client_left_as_found() -> Iterator[None]:
+    """A test that instruments the `websockets` client (process-wide) undoes it. Left on,
+    every later test's chat client sent a `traceparent` header: the front gateway joined the
+    client's trace, and each session waited in vain for the client's handshake span."""
+    yield
+    if websockets_client_instrumented():
+        uninstrument_websockets_client()
+        pytest.fail("the test left the websockets client instrumented (otel.websocket)")
 
 
 @pytest.fixture

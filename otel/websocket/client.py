@@ -30,10 +30,14 @@ tracer = trace.get_tracer(__name__)
 _ORIGINAL = "_omni_trace_original"
 
 
+def websockets_client_instrumented() -> bool:
+    return hasattr(connect.connect, _ORIGINAL)
+
+
 def instrument_websockets_client(span_name: str = SpanName.UPSTREAM_CONNECT) -> None:
     """Trace every `websockets` asyncio client handshake from now on, and the messages a
     traced proxy forwards (`message_at="forward"`); idempotent."""
-    if hasattr(connect.connect, _ORIGINAL):
+    if websockets_client_instrumented():
         return
     handshake, send = connect.connect, ClientConnection.send
 

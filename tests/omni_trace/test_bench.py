@@ -64,8 +64,10 @@ def test_quick_bench_reports_both_runs_side_by_side(
         assert 0 < run["burst"]["cores_busy_pct"] < 110  # /proc counts in 10 ms ticks
         history = run["history"]
         assert history["stored_messages"] == report["config"]["history_rows"]
-        for kind in ("fresh_database", "fresh", "long_history"):
-            assert history[f"omni2_cpu_ms_per_turn_{kind}"] > 0
+        # Tick-counted (10 ms): one short block may read 0, all three together may not.
+        kinds = ("fresh_database", "fresh", "long_history")
+        cpu = [history[f"omni2_cpu_ms_per_turn_{kind}"] for kind in kinds]
+        assert all(ms is not None and ms >= 0 for ms in cpu) and sum(cpu) > 0, history
     assert set(MEASURES) <= set(report["ratios"])
     assert len(report["rounds"]) == report["config"]["rounds"] == 1
     assert all(report["ratios"][m] is not None for m in MEASURES)
