@@ -145,9 +145,11 @@ class SpanName:
     )
     CLOSE: Final = _span(
         "chat.close",
-        (Service.OMNI2,),
+        (Service.DASHBOARD, Service.OMNI2),
         "INTERNAL",
-        "OMNI2 closing an open connection on its own (its token expired): in the session trace",
+        "an open connection closed with an error code, in the session trace: by OMNI2 on its "
+        "own (its token expired or was revoked), or at the dashboard (OMNI2's close relayed, "
+        "a frame flood)",
     )
     CHECK: Final = _span(
         "check *",

@@ -46,15 +46,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(autouse=True)
-def _websockets_client_left_as_found() -> Iterator[None]:
-    """A test that instruments the `websockets` client (process-wide) undoes it. Left on,
-    every later test's chat client sent a `traceparent` header: the front gateway joined the
-    client's trace, and each session waited in vain for the client's handshake span."""
+def _websockets_client_as_found() -> Iterator[None]:
+    """The `websockets` client as it was: a proxy's tracing (the dashboard's app, the proxy
+    role) instruments it for the whole process. Left on, every later test's chat client
+    sent a `traceparent` header: the front gateway joined the client's trace, and each
+    session waited in vain for the client's handshake span."""
+    before = websockets_client_instrumented()
     yield
-    if websockets_client_instrumented():
+    if websockets_client_instrumented() and not before:
         uninstrument_websockets_client()
-        pytest.fail("the test left the websockets client instrumented (otel.websocket)")
+
+
+# Around each test, and around each module for its module-scoped apps.
+_client_after_test = pytest.fixture(autouse=True)(_websockets_client_as_found)
+_client_after_module = pytest.fixture(autouse=True, scope="module")(_websockets_client_as_found)
 
 
 @pytest.fixture

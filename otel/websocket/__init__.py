@@ -6,12 +6,18 @@ message is in a chat protocol (OMNI2's by default)."""
 from otel.websocket.client import instrument_websockets_client, uninstrument_websockets_client
 from otel.websocket.codec import OMNI2, FrameCodec
 from otel.websocket.instrument import instrument_chat_server
-from otel.websocket.server import ChatTracing, ChatTracingMiddleware, current_connection
+from otel.websocket.server import (
+    ChatTracing,
+    ChatTracingMiddleware,
+    ConnectionTrace,
+    current_connection,
+)
 
 __all__ = [
     "OMNI2",
     "ChatTracing",
     "ChatTracingMiddleware",
+    "ConnectionTrace",
     "FrameCodec",
     "current_connection",
     "instrument_chat_server",

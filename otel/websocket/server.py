@@ -25,6 +25,7 @@ A first hop (the client talks to it directly) records what the client's context 
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
@@ -45,6 +46,7 @@ from otel.propagation import (
     client_parent,
     extract_headers,
     extract_untrusted,
+    gateway_links,
     w3c_carrier,
 )
 from otel.redaction import redact_url
@@ -68,6 +70,8 @@ class _Message:
     span: Span
     trace_id: str
     token_frames: int = 0
+    # Taken even when the span is not recorded: the first-token hook sees every message.
+    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -110,20 +114,24 @@ class ConnectionTrace:
         if frame is None or codec.kind(frame) not in codec.opens:
             return text
         self.end_session()
-        parent = self._message_parent(frame)
-        links = [*parent.links, *self._links()]
-        span = tracer.start_span(
-            self.tracing.message_span,
-            context=parent.context,
-            kind=SpanKind.SERVER,
-            links=links,
-            attributes={**self.ids, **parent.attributes},
-        )
+        span = self.message_span(frame)
         self.pending.append(_Message(span, f"{span.get_span_context().trace_id:032x}"))
         codec.with_carrier(frame, w3c_carrier(span))
         # Current in the task that read it: the handler's spans for this message nest here.
         otel_context.attach(trace.set_span_in_context(span))
         return json.dumps(frame, ensure_ascii=False)
+
+    def message_span(self, frame: dict[str, Any]) -> Span:
+        """A span for a message `frame` as this connection traces one (parent, links, ids):
+        also for a message the app answers itself, such as a proxy's refusal."""
+        parent = self._message_parent(frame)
+        return tracer.start_span(
+            self.tracing.message_span,
+            context=parent.context,
+            kind=SpanKind.SERVER,
+            links=[*self._links(), *parent.links],
+            attributes={**self.ids, **parent.attributes},
+        )
 
     def _message_parent(self, frame: dict[str, Any]) -> ClientParent:
         carrier = self.tracing.codec.carrier(frame)
@@ -181,6 +189,8 @@ class ConnectionTrace:
         message = self.pending[0]  # a connection's answers come in order
         if message.token_frames == 0:
             message.span.add_event(Event.FIRST_TOKEN)
+            if self.tracing.on_first_token is not None:
+                self.tracing.on_first_token(time.perf_counter() - message.started)
         message.token_frames += 1
 
     def _end(self, frame: dict[str, Any], kind: str, text: str) -> str:
@@ -209,6 +219,8 @@ class ConnectionTrace:
 
     def _take(self, trace_id: str | None) -> _Message | None:
         if trace_id is None:
+            if not self.tracing.end_unnamed:
+                return None
             return self.pending.popleft() if self.pending else None
         for message in self.pending:
             if message.trace_id == trace_id:
@@ -268,6 +280,18 @@ class ChatTracing:
     # answers itself is not a message trace (the proxy traces its refusal if it wants one).
     message_at: Literal["receive", "forward"] = "receive"
     trace_ids: TraceIds = field(default_factory=TraceIds)
+    # A first hop behind a gateway that starts a trace of its own (it cannot read the
+    # client's context from the query): the client's context from the query only, and a
+    # link to the gateway's span from the headers.
+    behind_gateway: bool = False
+    # An ending frame that does not name its message's trace ends the oldest message. Not
+    # when the backend always names it and the proxy writes frames of its own (refusals).
+    end_unnamed: bool = True
+    # Whether a connection is traced at all, decided before any span: a refusal of a flood
+    # is not worth a trace per connect (the handler still answers it).
+    traced: Callable[[Scope], bool] | None = None
+    # Called with the seconds from a message's start to its first token (a metric).
+    on_first_token: Callable[[float], None] | None = None
 
 
 class ChatTracingMiddleware:
@@ -278,7 +302,11 @@ class ChatTracingMiddleware:
         self.tracing = ChatTracing(**options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or scope.get("path") not in self.tracing.paths:
+        if (
+            scope["type"] != "websocket"
+            or scope.get("path") not in self.tracing.paths
+            or (self.tracing.traced is not None and not self.tracing.traced(scope))
+        ):
             await self.app(scope, receive, send)
             return
         connection = self._start(scope)
@@ -324,16 +352,19 @@ class ChatTracingMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         url = _url(scope)
+        links: list[Link] = []
         if tracing.first_hop:
             keep = decide(tracing.sample_ratio)
             # A browser cannot set headers on a WebSocket: its context rides in the query.
-            source = headers if TRACEPARENT in headers else query
+            client_headers = TRACEPARENT in headers and not tracing.behind_gateway
             parent = client_parent(
-                source,
+                headers if client_headers else query,
                 keep=keep,
                 link=tracing.client_trace == "link",
                 trace_ids=tracing.trace_ids,
             )
+            if tracing.behind_gateway:
+                links = gateway_links(headers)
             gateway = None
         else:
             ctx = extract_headers(headers)
@@ -344,7 +375,7 @@ class ChatTracingMiddleware:
             tracing.connect_span,
             context=parent.context,
             kind=SpanKind.SERVER,
-            links=parent.links,
+            links=[*parent.links, *links],
             attributes={Attr.URL_FULL: redact_url(url), **parent.attributes},
         )
         connection = ConnectionTrace(tracing, session, keep)

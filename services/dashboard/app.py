@@ -5,18 +5,38 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 
 from otel.instrumentation import instrument, telemetry_config
+from otel.metrics import chat_metrics
 from otel.propagation import TraceIds
+from otel.websocket import instrument_chat_server
 from services.common.churn import Churn
 from services.dashboard.audit import RefusalLog
 from services.dashboard.login import login_router
-from services.dashboard.proxy import proxy_chat
+from services.dashboard.proxy import connect_attempt, proxy_chat
 from services.dashboard.query import TokenFromQuery
 from services.dashboard.settings import DashboardSettings
+
+
+def chat_tracing(settings: DashboardSettings, churn: Churn, trace_ids: TraceIds) -> dict[str, Any]:
+    """How the dashboard traces its chat WebSocket (otel.websocket's options)."""
+    return {
+        "message_span": settings.relay_span_name,
+        "sample_ratio": settings.trace_sample_ratio,
+        "client_trace": settings.client_trace,
+        "trace_ids": trace_ids,
+        "behind_gateway": settings.behind_gateway,
+        # OMNI2 names the trace of every answer; the frames the dashboard writes itself
+        # (refusals) end no relayed message.
+        "end_unnamed": False,
+        # A user over the connect rate past their refusal budget: counted, not traced.
+        "traced": lambda scope: connect_attempt(scope, settings, churn).traced,
+        "on_first_token": lambda seconds: chat_metrics().first_token(seconds),
+    }
 
 
 def create_app(settings: DashboardSettings) -> FastAPI:
@@ -43,6 +63,8 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         allow_headers=["Content-Type", "traceparent"],
         expose_headers=["Retry-After"],  # the page says when a refused login may try again
     )
+    # The chat's session and message spans (otel.websocket): the proxy role, the first hop.
+    instrument_chat_server(app, role="proxy", **chat_tracing(settings, churn, trace_ids))
     # Outermost: the token leaves the query before any other layer sees the URL.
     app.add_middleware(TokenFromQuery)
     app.include_router(login_router(settings))
@@ -53,7 +75,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
-        await proxy_chat(websocket, settings, refusals, trace_ids, churn)
+        await proxy_chat(websocket, settings, refusals, churn)
 
     instrument(app, websocket_paths=("/ws/chat",))
     return app

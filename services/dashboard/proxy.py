@@ -12,24 +12,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, format_trace_id
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, format_trace_id
+from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from otel.names import Attr, SpanName
-from otel.propagation import TraceIds, client_parent, gateway_links
-from otel.redaction import redact_url
-from otel.sampling import decide
-from services.common.churn import Churn
+from otel.websocket import ConnectionTrace, current_connection
+from services.common.churn import Churn, ConnectRefused
 from services.common.limits import FrameThrottle
 from services.common.protocol import CloseCode, close_reason, error_frame
 from services.common.refusal import Refusal, refuse
 from services.common.tokens import TokenError, verify_token
 from services.dashboard.audit import ConnectionRefusals, RefusalLog
 from services.dashboard.query import scope_token
-from services.dashboard.relay import MessageHeld, MessageRefused, MessageRelay
+from services.dashboard.relay import MessageGate, MessageHeld, MessageRefused
 from services.dashboard.settings import DashboardSettings
-from services.dashboard.upstream import Upstream, connect_upstream
+from services.dashboard.upstream import connect_upstream
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -53,18 +53,23 @@ def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
 
 @dataclass
 class Connection:
-    """One client connection as the dashboard sees it: its session span and its decision."""
+    """One client connection as the dashboard sees it: its tracing (otel.websocket's, None
+    when untraced) and the refusals it answered itself."""
 
     websocket: WebSocket
     settings: DashboardSettings
-    keep: bool
-    session: SpanContext | None = None
+    trace: ConnectionTrace | None
     refusals: ConnectionRefusals = field(default_factory=ConnectionRefusals)
     first_refusal_ns: int | None = None
 
     @property
+    def session(self) -> Span:
+        return self.trace.session if self.trace is not None else INVALID_SPAN
+
+    @property
     def session_trace_id(self) -> str:
-        return format_trace_id(self.session.trace_id) if self.session else ""
+        context = self.session.get_span_context()
+        return format_trace_id(context.trace_id) if context.is_valid else ""
 
     def refuse(self, name: str, detail: dict[str, Any], trace_id: str | None = None) -> None:
         """Remember a refusal for the audit trail (the session trace's unless a message's)."""
@@ -73,91 +78,95 @@ class Connection:
         self.refusals.add(trace_id or self.session_trace_id, name, detail)
 
 
-def connect_key(websocket: WebSocket, token: str | None, settings: DashboardSettings) -> str:
+@dataclass(frozen=True)
+class ConnectAttempt:
+    """Who connects (the token's user, else the address) and whether the connect rate
+    refuses them: decided once, before tracing decides whether to trace the connection."""
+
+    token: str | None
+    user: str
+    over_rate: ConnectRefused | None
+
+    @property
+    def traced(self) -> bool:
+        return self.over_rate is None or self.over_rate.traced
+
+
+_ATTEMPT = "dashboard.connect_attempt"  # where the scope keeps it
+
+
+def connect_attempt(scope: Scope, settings: DashboardSettings, churn: Churn) -> ConnectAttempt:
+    """The connection's attempt, counted against its user's connect rate once."""
+    attempt = scope.get(_ATTEMPT)
+    if isinstance(attempt, ConnectAttempt):
+        return attempt
+    token = scope_token(scope)
+    user = connect_key(scope, token, settings)
+    attempt = scope[_ATTEMPT] = ConnectAttempt(token, user, churn.check_connect(user))
+    return attempt
+
+
+def connect_key(scope: Scope, token: str | None, settings: DashboardSettings) -> str:
     """Whose connect rate a connect draws on: its token's user, or its address when the token
     is not valid (the gateway refuses it then anyway)."""
     if token:
         with contextlib.suppress(TokenError):
             return verify_token(token, settings.jwt_secret.get_secret_value()).user_id
-    return f"address {websocket.client.host if websocket.client else ''}"
+    client = scope.get("client")
+    return f"address {client[0] if client else ''}"
 
 
 async def proxy_chat(
-    websocket: WebSocket,
-    settings: DashboardSettings,
-    log_: RefusalLog,
-    trace_ids: TraceIds,
-    churn: Churn,
+    websocket: WebSocket, settings: DashboardSettings, log_: RefusalLog, churn: Churn
 ) -> None:
-    token = scope_token(websocket.scope)
-    user = connect_key(websocket, token, settings)
-    over_rate = churn.check_connect(user)
+    attempt = connect_attempt(websocket.scope, settings, churn)
+    connection = Connection(websocket, settings, current_connection())
+    span, over_rate = connection.session, attempt.over_rate
     if over_rate is not None and not over_rate.traced:
-        await refuse(websocket, trace.INVALID_SPAN, over_rate.refusal)
+        # A flood: counted on the user's `chat.refused` span, neither traced nor logged.
+        await refuse(websocket, span, over_rate.refusal)
         return
-    link = settings.client_trace == "link"
-    connection = Connection(websocket, settings, keep=decide(settings.trace_sample_ratio))
-    parent = client_parent(
-        websocket.query_params, keep=connection.keep, link=link, trace_ids=trace_ids
-    )
-    links = parent.links
-    if settings.behind_gateway:
-        links += gateway_links(websocket.headers)
-    with tracer.start_as_current_span(
-        SpanName.CONNECT,
-        context=parent.context,
-        kind=SpanKind.SERVER,
-        links=links,
-        record_exception=False,
-        attributes={Attr.URL_FULL: redact_url(str(websocket.url)), **parent.attributes},
-    ) as span:
-        connection.session = span.get_span_context()
-        try:
-            if over_rate is not None:
-                raise over_rate.refusal
-            if not origin_allowed(websocket.headers.get("origin"), settings.allowed_origins):
-                raise Refusal(CloseCode.FORBIDDEN, ORIGIN_REFUSED, "origin_not_allowed")
-            if not token:
-                raise Refusal(CloseCode.UNAUTHENTICATED, "missing token", "missing_token")
-            upstream = await connect_upstream(
-                settings.upstream_ws_url,
-                token,
-                settings.upstream_open_timeout_s,
-                settings.dashboard_key,
-            )
-        except Refusal as refusal:
-            log.info("refused chat connection: %s", refusal.reason)
-            await refuse(websocket, span, refusal)
-            return
-        try:
-            await websocket.accept()
-        except (OSError, RuntimeError, WebSocketDisconnect):
-            # The browser left while we were connecting upstream: release the upstream side.
-            span.set_attribute(Attr.ERROR_TYPE, "client_gone")
-            await upstream.connection.close()
-            return
-    relay = MessageRelay(
-        upstream.span_context,
-        keep=connection.keep,
-        link_client=link,
+    try:
+        if over_rate is not None:
+            raise over_rate.refusal
+        if not origin_allowed(websocket.headers.get("origin"), settings.allowed_origins):
+            raise Refusal(CloseCode.FORBIDDEN, ORIGIN_REFUSED, "origin_not_allowed")
+        if not attempt.token:
+            raise Refusal(CloseCode.UNAUTHENTICATED, "missing token", "missing_token")
+        upstream = await connect_upstream(
+            settings.upstream_ws_url,
+            attempt.token,
+            settings.upstream_open_timeout_s,
+            settings.dashboard_key,
+        )
+    except Refusal as refusal:
+        log.info("refused chat connection: %s", refusal.reason)
+        await refuse(websocket, span, refusal)
+        return
+    try:
+        await websocket.accept()
+    except (OSError, RuntimeError, WebSocketDisconnect):
+        # The browser left while we were connecting upstream: release the upstream side.
+        span.set_attribute(Attr.ERROR_TYPE, "client_gone")
+        await upstream.close()
+        return
+    gate = MessageGate(
+        connection.trace,
         max_pending=settings.max_pending_messages,
-        span_name=settings.relay_span_name,
-        trace_ids=trace_ids,
         churn=churn,
-        user=user,
+        user=attempt.user,
     )
     try:
-        await relay_frames(connection, upstream, relay)
+        await relay_frames(connection, upstream, gate)
     finally:
-        await _record_refusals(connection, relay, log_)
+        await _record_refusals(connection, log_)
 
 
-async def relay_frames(connection: Connection, upstream: Upstream, relay: MessageRelay) -> None:
+async def relay_frames(connection: Connection, client: ClientConnection, gate: MessageGate) -> None:
     websocket, settings = connection.websocket, connection.settings
     throttle = FrameThrottle(
         settings.frames_per_second, settings.frame_burst, settings.abuse_frames
     )
-    client = upstream.connection
     held = 0  # messages answered with the rate limit's refusal, without relaying them
 
     async def tell(frame: dict[str, Any]) -> None:
@@ -189,7 +198,8 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
                 continue
             if message.get("text") is not None:
                 try:
-                    await client.send(relay.to_upstream(message["text"]))
+                    gate.check(message["text"])
+                    await client.send(message["text"])  # traced as it goes (otel.websocket)
                 except MessageRefused as refused:
                     if refused.trace_id:  # else counted, past the user's refusal budget
                         connection.refuse("too_many_pending", {}, refused.trace_id)
@@ -206,7 +216,7 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
         with contextlib.suppress(ConnectionClosed):
             async for frame in client:
                 if isinstance(frame, str):
-                    relay.from_upstream(frame)
+                    gate.observe(frame)
                     await websocket.send_text(frame)
                 else:
                     await websocket.send_bytes(frame)
@@ -234,7 +244,6 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
             ):
                 await task
     finally:
-        relay.close("connection closed before the reply")
         await client.close()
         if throttle.refused:
             detail: dict[str, Any] = {"count": throttle.refused}
@@ -245,15 +254,15 @@ async def relay_frames(connection: Connection, upstream: Upstream, relay: Messag
             connection.refuse("rate_limit_held", {"count": held})
 
 
-async def _record_refusals(connection: Connection, relay: MessageRelay, log_: RefusalLog) -> None:
+async def _record_refusals(connection: Connection, log_: RefusalLog) -> None:
     """One span in the session trace for the frames refused, and the flow events."""
     refusals = connection.refusals.by_trace.get(connection.session_trace_id, [])
-    if refusals and connection.session is not None:
-        parent = trace.set_span_in_context(trace.NonRecordingSpan(connection.session))
+    ids = dict(connection.trace.ids) if connection.trace is not None else {}
+    if refusals:
         span = tracer.start_span(
             SpanName.REFUSED,
-            context=parent,
-            attributes=dict(relay.ids),
+            context=trace.set_span_in_context(connection.session),
+            attributes=ids,
             start_time=connection.first_refusal_ns,
         )
         for record in refusals:
@@ -266,5 +275,5 @@ async def _record_refusals(connection: Connection, relay: MessageRelay, log_: Re
         span.set_attribute(Attr.ERROR_TYPE, ",".join(r.name for r in refusals))
         span.set_status(Status(StatusCode.ERROR, "frames refused"))
         span.end()
-    user_id = relay.ids.get(Attr.USER_ID, "")
-    await log_.write(connection.refusals, user_id, relay.ids.get(Attr.CONVERSATION_ID))
+    user_id = ids.get(Attr.USER_ID, "")
+    await log_.write(connection.refusals, user_id, ids.get(Attr.CONVERSATION_ID))

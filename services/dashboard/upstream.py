@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-from otel.names import Attr, SpanName
-from otel.propagation import inject_headers
-from otel.redaction import peer_attributes
 from services.common.protocol import CloseCode
 from services.common.provenance import DASHBOARD_KEY_HEADER
 from services.common.refusal import Refusal
 
-tracer = trace.get_tracer(__name__)
-
 MAX_FRAME_BYTES = 1 << 20
-
-
-@dataclass
-class Upstream:
-    connection: ClientConnection
-    span_context: SpanContext  # the `upstream connect` span, which message relays link to
 
 
 def _reason_from_body(body: bytes | bytearray | None) -> str:
@@ -57,53 +43,35 @@ def refusal_for_status(status: int, body: bytes | bytearray | None) -> Refusal:
     )
 
 
-async def connect_upstream(url: str, token: str, open_timeout: float, key: SecretStr) -> Upstream:
-    """Open the WebSocket to Traefik inside an `upstream connect` CLIENT span, with the
-    dashboard's key: it lets the handshake in, and tells OMNI2 that the trace context's
-    sampled flag is this dashboard's decision."""
-    with tracer.start_as_current_span(
-        SpanName.UPSTREAM_CONNECT,
-        kind=SpanKind.CLIENT,
-        record_exception=False,
-        attributes=peer_attributes(url),
-    ) as span:
-        headers = {
-            "Authorization": f"Bearer {token}",
-            DASHBOARD_KEY_HEADER: key.get_secret_value(),
-        }
-        inject_headers(headers, span)
-        try:
-            connection = await connect(
-                url,
-                additional_headers=headers,
-                open_timeout=open_timeout,
-                max_size=MAX_FRAME_BYTES,
-                compression=None,  # small frames: deflate costs CPU and saves nothing
-                ping_interval=20,
-                ping_timeout=20,
-                close_timeout=2,
-            )
-        except InvalidStatus as err:
-            refusal = refusal_for_status(err.response.status_code, err.response.body)
-            _fail(span, refusal)
-            raise refusal from None
-        except TimeoutError:
-            refusal = Refusal(
-                CloseCode.GATEWAY_TIMEOUT, "chat gateway did not answer in time", "timeout"
-            )
-            _fail(span, refusal)
-            raise refusal from None
-        except (OSError, InvalidHandshake, InvalidURI) as err:
-            refusal = Refusal(
-                CloseCode.GATEWAY_UNREACHABLE,
-                "chat gateway unreachable",
-                type(err).__name__,
-            )
-            _fail(span, refusal)
-            raise refusal from None
-        return Upstream(connection, span.get_span_context())
-
-
-def _fail(span: trace.Span, refusal: Refusal) -> None:
-    span.set_attribute(Attr.ERROR_TYPE, refusal.error_type)
-    span.set_status(Status(StatusCode.ERROR, refusal.reason))
+async def connect_upstream(
+    url: str, token: str, open_timeout: float, key: SecretStr
+) -> ClientConnection:
+    """Open the WebSocket to Traefik with the dashboard's key: it lets the handshake in, and
+    tells OMNI2 that the trace context's sampled flag is this dashboard's decision. The
+    handshake is the session's `upstream connect` span, its context in the headers
+    (otel.websocket.client); a refusal says why, in the client's terms."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        DASHBOARD_KEY_HEADER: key.get_secret_value(),
+    }
+    try:
+        return await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=open_timeout,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,  # small frames: deflate costs CPU and saves nothing
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+        )
+    except InvalidStatus as err:
+        raise refusal_for_status(err.response.status_code, err.response.body) from None
+    except TimeoutError:
+        raise Refusal(
+            CloseCode.GATEWAY_TIMEOUT, "chat gateway did not answer in time", "timeout"
+        ) from None
+    except (OSError, InvalidHandshake, InvalidURI) as err:
+        raise Refusal(
+            CloseCode.GATEWAY_UNREACHABLE, "chat gateway unreachable", type(err).__name__
+        ) from None

@@ -86,9 +86,9 @@ def test_the_trace_toolkit_reads_nothing_of_the_stack() -> None:
     assert run.returncode == 0, run.stderr
 
 
-def test_the_propagation_helpers_and_the_relay_work_without_the_stack() -> None:
-    """A proxy of the user's own traces its messages with our relay: the frame's context in,
-    one relay span per message, the frame rewritten to carry it on."""
+def test_the_propagation_helpers_and_a_connections_tracing_work_without_the_stack() -> None:
+    """A proxy of the user's own traces its messages with a connection's tracing: the frame's
+    context in, one relay span per message, the frame rewritten to carry it on."""
     run = _run(
         """
         import json
@@ -96,9 +96,9 @@ def test_the_propagation_helpers_and_the_relay_work_without_the_stack() -> None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import NonRecordingSpan, SpanKind
         from otel.propagation import inject_frame
-        from services.dashboard.relay import MessageRelay
+        from otel.websocket import ChatTracing, ConnectionTrace
 
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
@@ -107,15 +107,15 @@ def test_the_propagation_helpers_and_the_relay_work_without_the_stack() -> None:
         tracer = provider.get_tracer("a-users-proxy")
         with tracer.start_as_current_span("upstream connect", kind=SpanKind.CLIENT) as upstream:
             pass
-        relay = MessageRelay(
-            upstream.get_span_context(), keep=True, link_client=False, max_pending=4
-        )
+        session = NonRecordingSpan(upstream.get_span_context())
+        connection = ConnectionTrace(ChatTracing(), session, keep=True, session_open=False)
+        connection.upstream = upstream.get_span_context()
         frame = {"type": "message", "text": "hi"}
         with tracer.start_as_current_span("send", kind=SpanKind.CLIENT) as client:
             inject_frame(frame, client)
-        forwarded = json.loads(relay.to_upstream(json.dumps(frame)))
+        forwarded = json.loads(connection.client_text(json.dumps(frame)))
         trace_id = f"{client.get_span_context().trace_id:032x}"
-        relay.from_upstream(json.dumps({"type": "done", "result": {}, "trace_id": trace_id}))
+        connection.server_text(json.dumps({"type": "done", "result": {}, "trace_id": trace_id}))
         (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat.relay"]
         assert span.parent.span_id == client.get_span_context().span_id
         assert span.links[0].context.span_id == upstream.get_span_context().span_id

@@ -4,7 +4,7 @@ spans through the in-memory exporter, checked for parents, links, events and att
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from fastapi import FastAPI, WebSocket
@@ -17,12 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from otel.instrumentation import telemetry_config
 from otel.names import Attr, ClientContext, Event, SpanName
-from otel.websocket import (
-    ChatTracingMiddleware,
-    FrameCodec,
-    instrument_chat_server,
-    uninstrument_websockets_client,
-)
+from otel.websocket import ChatTracingMiddleware, FrameCodec, instrument_chat_server
 from tests.stack.origin.protocols import ACME
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -238,15 +233,8 @@ def test_token_frames_are_counted_without_a_parse(
     assert dict(turn.attributes or {})[Attr.TOKEN_FRAMES] == 2
 
 
-@pytest.fixture
-def proxy_role() -> Iterator[None]:
-    """The proxy role instruments the `websockets` client for the whole process: undone after."""
-    yield
-    uninstrument_websockets_client()
-
-
 def test_the_one_call_takes_its_settings_from_the_environment(
-    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, proxy_role: None
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plain = backend_app()
     monkeypatch.setenv("OMNI_TRACE_WS_SAMPLE_RATIO", "0")

@@ -19,7 +19,6 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from opentelemetry.trace import SpanContext, TraceFlags
 from starlette.testclient import WebSocketTestSession
 
 from otel.propagation import client_parent, extract_frame, remote_span_context
@@ -28,10 +27,11 @@ from services.common.protocol import FrameError, parse_client_frame
 from services.common.tokens import issue_token
 from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.query import take_token
-from services.dashboard.relay import MessageRefused, MessageRelay
+from services.dashboard.relay import MessageRefused
 from services.dashboard.settings import DashboardSettings
 from services.omni2.app import create_app
 from services.omni2.settings import Omni2Settings
+from tests.services.dashboard.relaying import Relay
 
 SECRET = "fuzz-secret-0123456789abcdef0123456789"
 HEX = "0123456789abcdef"
@@ -97,14 +97,11 @@ def test_client_context_never_decides_sampling(carrier: dict[str, Any], keep: bo
     assert parent is None or (parent.trace_flags.sampled and len(parent.trace_state) == 0)
 
 
-UPSTREAM = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1))
-
-
 @given(st.lists(frames, max_size=5))
 def test_the_relay_forwards_every_frame_and_traces_messages_by_server_decision(
     texts: list[str],
 ) -> None:
-    relay = MessageRelay(UPSTREAM, keep=True, link_client=False, max_pending=3)
+    relay = Relay(keep=True, link=False, max_pending=3)
     for text in texts:
         try:
             forwarded = relay.to_upstream(text)

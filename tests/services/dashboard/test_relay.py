@@ -7,19 +7,15 @@ import json
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel.names import Attr, ClientContext, Event, LinkRole, SpanName
 from otel.propagation import extract_frame, remote_span_context
-from services.dashboard.relay import MessageRefused, MessageRelay
-
-CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
-CLIENT_SPAN = "b7ad6b7169203331"
-UPSTREAM = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1))
+from services.dashboard.relay import MessageRefused
+from tests.services.dashboard.relaying import CLIENT_SPAN, CLIENT_TRACE, UPSTREAM, Relay
 
 
-def relay_of(keep: bool = True, link: bool = False, max_pending: int = 16) -> MessageRelay:
-    return MessageRelay(UPSTREAM, keep=keep, link_client=link, max_pending=max_pending)
+def relay_of(keep: bool = True, link: bool = False, max_pending: int = 16) -> Relay:
+    return Relay(keep, link, max_pending)
 
 
 def message(text: str = "hi", traced: bool = True, flags: str = "01") -> str:
@@ -205,3 +201,16 @@ def test_a_second_message_naming_the_first_ones_trace_starts_its_own(
     assert f"{second.context.trace_id:032x}" != CLIENT_TRACE and second.parent is None
     assert second.attributes is not None
     assert second.attributes[Attr.CLIENT_CONTEXT] == ClientContext.REUSED
+
+
+def test_a_frame_the_dashboard_writes_itself_ends_no_relayed_message(
+    spans: InMemorySpanExporter,
+) -> None:
+    relay = relay_of()
+    relay.to_upstream(message())
+    # A refusal of its own (a frame over the rate), which names no trace.
+    relay.from_upstream(json.dumps({"type": "error", "error": "too many frames", "trace_id": None}))
+    assert spans.get_finished_spans() == ()
+    relay.from_upstream(json.dumps({"type": "done", "trace_id": CLIENT_TRACE}))
+    (span,) = spans.get_finished_spans()
+    assert span.attributes is not None and span.attributes[Attr.FRAME_TYPE] == "done"
