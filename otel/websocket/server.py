@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -113,13 +113,20 @@ class ConnectionTrace:
         frame = _json_object(text)
         if frame is None or codec.kind(frame) not in codec.opens:
             return text
-        self.end_session()
-        span = self.message_span(frame)
-        self.pending.append(_Message(span, f"{span.get_span_context().trace_id:032x}"))
+        span = self.open_message(frame)
         codec.with_carrier(frame, w3c_carrier(span))
         # Current in the task that read it: the handler's spans for this message nest here.
         otel_context.attach(trace.set_span_in_context(span))
         return json.dumps(frame, ensure_ascii=False)
+
+    def open_message(self, frame: dict[str, Any]) -> Span:
+        """Start the message a frame opens (its context continued or recorded, as decided);
+        it ends with the frame that ends it. With `message_at="app"` the app calls this as
+        it takes the message up, and makes the span current where it answers it."""
+        self.end_session()
+        span = self.message_span(frame)
+        self.pending.append(_Message(span, f"{span.get_span_context().trace_id:032x}"))
+        return span
 
     def message_span(self, frame: dict[str, Any]) -> Span:
         """A span for a message `frame` as this connection traces one (parent, links, ids):
@@ -203,7 +210,7 @@ class ConnectionTrace:
         span.set_attributes(
             self.ids | {Attr.TOKEN_FRAMES: message.token_frames, Attr.FRAME_TYPE: kind}
         )
-        if kind in codec.fails:
+        if kind in codec.fails and not _failed(span):  # the app's own account of it wins
             code = codec.text(frame, codec.error_code_path) or "error"
             span.set_attribute(Attr.ERROR_TYPE, code)
             error = codec.text(frame, codec.error_text_path) or kind
@@ -235,7 +242,12 @@ class ConnectionTrace:
         leaves a `chat.close` span, unanswered messages fail."""
         if self.session_open:
             self.end_session(code, reason)
-        elif code is not None and code not in _QUIET_CLOSES and code != 1005:
+        elif (
+            self.tracing.record_closes
+            and code is not None
+            and code not in _QUIET_CLOSES
+            and code != 1005
+        ):
             span = tracer.start_span(
                 SpanName.CLOSE,
                 context=self.session_context,
@@ -277,13 +289,17 @@ class ChatTracing:
     max_frame_chars: int = 64 * 1024  # larger frames are passed on without being read
     # Where a message span starts: when the app reads the frame ("receive"), or when a proxy
     # forwards it with the `websockets` client ("forward"): then a frame the proxy refuses or
-    # answers itself is not a message trace (the proxy traces its refusal if it wants one).
-    message_at: Literal["receive", "forward"] = "receive"
+    # answers itself is not a message trace (the proxy traces its refusal if it wants one);
+    # or when the app takes it up ("app": `current_connection().open_message(frame)`, for
+    # an app that queues messages and decides before answering one).
+    message_at: Literal["receive", "forward", "app"] = "receive"
     trace_ids: TraceIds = field(default_factory=TraceIds)
-    # A first hop behind a gateway that starts a trace of its own (it cannot read the
-    # client's context from the query): the client's context from the query only, and a
-    # link to the gateway's span from the headers.
-    behind_gateway: bool = False
+    # What stands in front of a first hop: nothing ("none": the client's context from the
+    # headers or the query); a gateway that starts a trace of its own and cannot read the
+    # query ("link": the client's context from the query, the session links to the gateway's
+    # span); a trusted gateway that stripped the client's context ("parent": the session is
+    # the gateway span's child, traced as this server decides, and messages link to it).
+    gateway: Literal["none", "link", "parent"] = "none"
     # An ending frame that does not name its message's trace ends the oldest message. Not
     # when the backend always names it and the proxy writes frames of its own (refusals).
     end_unnamed: bool = True
@@ -292,6 +308,11 @@ class ChatTracing:
     traced: Callable[[Scope], bool] | None = None
     # Called with the seconds from a message's start to its first token (a metric).
     on_first_token: Callable[[float], None] | None = None
+    # A `chat.close` span for an error close after the session; off for an app that records
+    # its own closes.
+    record_closes: bool = True
+    # Options for one connection, over these (e.g. `first_hop` by the way it came in).
+    per_connection: Callable[[Scope], Mapping[str, Any]] | None = None
 
 
 class ChatTracingMiddleware:
@@ -319,7 +340,7 @@ class ChatTracingMiddleware:
             kind = message.get("type")
             if (
                 kind == "websocket.receive"
-                and self.tracing.message_at == "receive"
+                and connection.tracing.message_at == "receive"
                 and isinstance(message.get("text"), str)
             ):
                 text = connection.client_text(message["text"])
@@ -349,23 +370,30 @@ class ChatTracingMiddleware:
 
     def _start(self, scope: Scope) -> ConnectionTrace:
         tracing = self.tracing
+        if tracing.per_connection is not None:
+            tracing = replace(tracing, **tracing.per_connection(scope))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         url = _url(scope)
         links: list[Link] = []
-        if tracing.first_hop:
+        gateway = None
+        if tracing.first_hop and tracing.gateway == "parent":
+            keep = decide(tracing.sample_ratio)
+            ctx = extract_headers(headers)
+            gateway = trace.get_current_span(ctx).get_span_context()
+            parent = ClientParent(with_decision(ctx, keep), [], {})
+        elif tracing.first_hop:
             keep = decide(tracing.sample_ratio)
             # A browser cannot set headers on a WebSocket: its context rides in the query.
-            client_headers = TRACEPARENT in headers and not tracing.behind_gateway
+            client_headers = TRACEPARENT in headers and tracing.gateway == "none"
             parent = client_parent(
                 headers if client_headers else query,
                 keep=keep,
                 link=tracing.client_trace == "link",
                 trace_ids=tracing.trace_ids,
             )
-            if tracing.behind_gateway:
+            if tracing.gateway == "link":
                 links = gateway_links(headers)
-            gateway = None
         else:
             ctx = extract_headers(headers)
             gateway = trace.get_current_span(ctx).get_span_context()
@@ -389,6 +417,12 @@ def _url(scope: Scope) -> str:
     query = scope.get("query_string", b"").decode("latin-1")
     scheme = scope.get("scheme", "ws")
     return f"{scheme}://{host}{scope.get('path', '')}" + (f"?{query}" if query else "")
+
+
+def _failed(span: Span) -> bool:
+    """Whether the span already says it failed (an SDK span tells its status)."""
+    status = getattr(span, "status", None)
+    return status is not None and status.status_code is StatusCode.ERROR
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -29,7 +29,8 @@ def chat_tracing(settings: DashboardSettings, churn: Churn, trace_ids: TraceIds)
         "sample_ratio": settings.trace_sample_ratio,
         "client_trace": settings.client_trace,
         "trace_ids": trace_ids,
-        "behind_gateway": settings.behind_gateway,
+        # Behind Traefik's front entry point (replicas), which starts a trace of its own.
+        "gateway": "link" if settings.behind_gateway else "none",
         # OMNI2 names the trace of every answer; the frames the dashboard writes itself
         # (refusals) end no relayed message.
         "end_unnamed": False,

@@ -3,8 +3,10 @@ spans through the in-memory exporter, checked for parents, links, events and att
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, WebSocket
@@ -13,11 +15,17 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from starlette.types import Scope
 from starlette.websockets import WebSocketDisconnect
 
 from otel.instrumentation import telemetry_config
-from otel.names import Attr, ClientContext, Event, SpanName
-from otel.websocket import ChatTracingMiddleware, FrameCodec, instrument_chat_server
+from otel.names import Attr, ClientContext, Event, LinkRole, SpanName
+from otel.websocket import (
+    ChatTracingMiddleware,
+    FrameCodec,
+    current_connection,
+    instrument_chat_server,
+)
 from tests.stack.origin.protocols import ACME
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -257,3 +265,153 @@ def test_a_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, valu
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
         instrument_chat_server(FastAPI(), role="backend")
+
+
+GATEWAY_TRACE = "0af7651916cd43dd8448eb211c80319c"
+GATEWAY_SPAN = "b7ad6b7169203331"
+GATEWAY = {"traceparent": f"00-{GATEWAY_TRACE}-{GATEWAY_SPAN}-01"}
+
+
+def queueing_backend(**options: object) -> FastAPI:
+    """A backend that reads frames in one task and answers them in a worker task, one at a
+    time, deciding per message before it answers (`held` is refused untraced): it opens
+    each message it answers itself (`message_at="app"`)."""
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"type": "welcome", "conversation_id": "c-2", "user_id": "u-2"})
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def work() -> None:
+            while (frame := await queue.get()) is not None:
+                if frame.get("text") == "held":
+                    await websocket.send_json({"type": "error", "error": "held", "code": "held"})
+                    continue
+                connection = current_connection()
+                assert connection is not None
+                span = connection.open_message(frame)
+                trace_id = f"{span.get_span_context().trace_id:032x}"
+                with trace.use_span(span, end_on_exit=False):
+                    with handler_tracer.start_as_current_span("chat offline-model"):
+                        pass
+                    if frame.get("text") == "fail":
+                        span.set_attribute(Attr.ERROR_TYPE, "provider_timeout")
+                        span.set_status(StatusCode.ERROR, "provider took 30 s (detail)")
+                        error = {"type": "error", "error": "try again", "code": "model_error"}
+                        await websocket.send_json(error | {"trace_id": trace_id})
+                        continue
+                    await websocket.send_json({"type": "token", "text": "Hi"})
+                    await websocket.send_json({"type": "done", "trace_id": trace_id})
+
+        worker = asyncio.create_task(work())
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await queue.put(await websocket.receive_json())
+        await queue.put(None)
+        await worker
+
+    app.add_middleware(
+        ChatTracingMiddleware,
+        **({"message_span": SpanName.TURN, "message_at": "app", "end_unnamed": False} | options),
+    )
+    return app
+
+
+def test_an_app_that_answers_in_a_worker_opens_each_message_it_takes_up(
+    spans: InMemorySpanExporter,
+) -> None:
+    held, done, failed = _chat(
+        queueing_backend(),
+        {"type": "message", "text": "held"},
+        {"type": "message", "text": "hi", "trace": {"traceparent": TRACEPARENT}},
+        {"type": "message", "text": "fail"},
+    )[1:]
+    assert held["type"] == "error" and done["type"] == "done" and failed["type"] == "error"
+    turns = _named(spans, SpanName.TURN)
+    assert len(turns) == 2, _tree(spans)  # the held message is no trace
+    answered = next(t for t in turns if f"{t.context.trace_id:032x}" == CLIENT_TRACE)
+    assert answered.parent is not None and f"{answered.parent.span_id:016x}" == CLIENT_SPAN
+    assert [e.name for e in answered.events] == [Event.FIRST_TOKEN]
+    models = _named(spans, "chat offline-model")
+    assert {m.parent.span_id for m in models if m.parent} == {t.context.span_id for t in turns}
+    # The app's account of its failure is kept, not replaced by the frame's words.
+    (refused,) = [t for t in turns if t is not answered]
+    assert refused.status.status_code is StatusCode.ERROR
+    assert refused.status.description == "provider took 30 s (detail)"
+    assert dict(refused.attributes or {})[Attr.ERROR_TYPE] == "provider_timeout"
+
+
+def test_per_connection_options_say_who_decided(spans: InMemorySpanExporter) -> None:
+    """A hop of ours in front (here: a header says so) decided; else this server does."""
+
+    def entry(scope: Scope) -> dict[str, Any]:
+        return {"first_hop": (b"x-via", b"hop") not in scope["headers"]}
+
+    app = backend(per_connection=entry, sample_ratio=0.0)
+    with TestClient(app).websocket_connect("/ws/chat?token=ok", headers=GATEWAY) as ws:
+        ws.receive_json()
+    assert spans.get_finished_spans() == ()  # a first hop: this server sampled it out
+    headers = GATEWAY | {"x-via": "hop"}
+    with TestClient(app).websocket_connect("/ws/chat?token=ok", headers=headers) as ws:
+        ws.receive_json()
+    (connect,) = _named(spans, SpanName.CONNECT)  # the hop's decision: traced
+    assert connect.parent is not None and f"{connect.parent.span_id:016x}" == GATEWAY_SPAN
+
+
+@pytest.mark.parametrize("sampled", ["01", "00"])
+def test_behind_a_trusted_gateway_the_session_continues_its_span_as_this_server_decides(
+    spans: InMemorySpanExporter, sampled: str
+) -> None:
+    headers = {"traceparent": GATEWAY["traceparent"][:-2] + sampled}
+    frame = {"type": "message", "text": "hi", "trace": {"traceparent": TRACEPARENT}}
+    with TestClient(backend(gateway="parent")).websocket_connect(
+        "/ws/chat?token=ok", headers=headers
+    ) as ws:
+        ws.receive_json()
+        ws.send_json(frame)
+        while ws.receive_json()["type"] != "done":
+            pass
+    (connect,) = _named(spans, SpanName.CONNECT)  # traced whatever the gateway's flags said
+    assert f"{connect.context.trace_id:032x}" == GATEWAY_TRACE
+    assert connect.parent is not None and f"{connect.parent.span_id:016x}" == GATEWAY_SPAN
+    (turn,) = _named(spans, SpanName.TURN)  # the client's context, recorded; a gateway link
+    assert dict(turn.attributes or {})[Attr.CLIENT_CONTEXT] == ClientContext.CONTINUED
+    assert [
+        (f"{link.context.span_id:016x}", dict(link.attributes or {})) for link in turn.links
+    ] == [(GATEWAY_SPAN, {Attr.LINK_ROLE: LinkRole.GATEWAY})]
+
+
+def test_behind_a_gateway_that_starts_its_own_trace_the_session_links_to_it(
+    spans: InMemorySpanExporter,
+) -> None:
+    url = f"/ws/chat?token=ok&traceparent={TRACEPARENT}"
+    with TestClient(backend(gateway="link")).websocket_connect(url, headers=GATEWAY) as ws:
+        ws.receive_json()
+    (connect,) = _named(spans, SpanName.CONNECT)
+    assert f"{connect.context.trace_id:032x}" == CLIENT_TRACE  # the query's, not the header's
+    assert [
+        (f"{link.context.span_id:016x}", dict(link.attributes or {})) for link in connect.links
+    ] == [(GATEWAY_SPAN, {Attr.LINK_ROLE: LinkRole.FRONT_GATEWAY})]
+
+
+@pytest.mark.parametrize("record_closes", [True, False])
+def test_an_app_that_records_its_own_closes_gets_no_close_span(
+    spans: InMemorySpanExporter, record_closes: bool
+) -> None:
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"type": "welcome", "conversation_id": "c", "user_id": "u"})
+        await websocket.close(code=4401, reason="token expired")
+
+    app.add_middleware(ChatTracingMiddleware, record_closes=record_closes)
+    with TestClient(app).websocket_connect("/ws/chat") as ws:
+        ws.receive_json()
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
+    closes = _named(spans, SpanName.CLOSE)
+    assert len(closes) == (1 if record_closes else 0), _tree(spans)
