@@ -258,11 +258,12 @@ class ConnectionTrace:
             span.end()
         while self.pending:
             message = self.pending.popleft()
-            message.span.set_attributes(
-                self.ids | {Attr.TOKEN_FRAMES: message.token_frames, Attr.ERROR_TYPE: "no_reply"}
-            )
-            message.span.set_status(Status(StatusCode.ERROR, "connection closed before the reply"))
-            message.span.end()
+            span = message.span
+            span.set_attributes(self.ids | {Attr.TOKEN_FRAMES: message.token_frames})
+            if not _failed(span):  # the app may have said why (the client went away)
+                span.set_attribute(Attr.ERROR_TYPE, "no_reply")
+                span.set_status(Status(StatusCode.ERROR, "connection closed before the reply"))
+            span.end()
 
 
 _CONNECTION: ContextVar[ConnectionTrace | None] = ContextVar("chat_connection", default=None)

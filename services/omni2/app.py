@@ -13,9 +13,10 @@ from fastapi import FastAPI, WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 
 from otel.instrumentation import instrument, telemetry_config
+from otel.websocket import instrument_chat_server
 from services.omni2.chat import ChatServices
 from services.omni2.checks import SharedConnectionSlots
-from services.omni2.connect import ChatConnect
+from services.omni2.connect import ChatConnect, chat_tracing
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.engine import redacted_url
@@ -144,6 +145,9 @@ def create_app(
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:
         await ChatConnect(websocket, services, settings.jwt_secret).serve()
+
+    # The chat's session and turn spans (otel.websocket): the backend role.
+    instrument_chat_server(app, role="backend", **chat_tracing(services, settings.jwt_secret))
 
     instrument(app, websocket_paths=("/ws/chat",))
     return app

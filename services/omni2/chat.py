@@ -44,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from otel.metrics import chat_metrics
-from otel.names import Attr, Entry, Event, Flow, LinkRole, SpanName
+from otel.names import Attr, Entry, Flow, LinkRole, SpanName
 from otel.propagation import (
     FRAME_TRACE_KEY,
     ClientParent,
@@ -54,6 +54,7 @@ from otel.propagation import (
 )
 from otel.redaction import redact_text
 from otel.sampling import conversation_keep, with_decision
+from otel.websocket import current_connection
 from services.common.churn import Churn
 from services.common.protocol import (
     ClientMessage,
@@ -468,16 +469,14 @@ class ChatSession:
 
     async def _turn(self, frame: ClientMessage) -> None:
         attributes = self.span_attributes()
-        parent = self._message_parent(frame.raw)
-        with tracer.start_as_current_span(
-            self.settings.turn_span_name,
-            context=parent.context,
-            kind=SpanKind.SERVER,
-            links=self._links(),
-            attributes=self._message_attributes(parent) | {Attr.MESSAGE_CHARS: len(frame.text)},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        # The message's `chat.turn` (otel.websocket: its parent, links and client context as
+        # the connection is traced; it ends with the frame that ends the message).
+        connection = current_connection()
+        span = connection.open_message(frame.raw) if connection else trace.INVALID_SPAN
+        span.set_attributes(
+            attributes | {Attr.ENTRY: self.entry, Attr.MESSAGE_CHARS: len(frame.text)}
+        )
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             self._awaiting_first_token = span
             self._turn_started = time.perf_counter()
             record = TurnRecord(self.conversation_id, self.user_id, _trace_id(span))
@@ -697,9 +696,8 @@ class ChatSession:
 
     async def _send_token(self, text: str) -> None:
         if self._awaiting_first_token is not None:
-            # Same event as the client's and the dashboard's: time to first token per layer.
+            # The `first_token` event is otel.websocket's, as it sends the frame.
             waited = time.perf_counter() - self._turn_started
-            self._awaiting_first_token.add_event(Event.FIRST_TOKEN)
             # An attribute too: tail sampling keeps the messages whose first token was slow.
             self._awaiting_first_token.set_attribute(Attr.TIME_TO_FIRST_TOKEN, waited * 1000)
             self._awaiting_first_token = None

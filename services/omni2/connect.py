@@ -14,23 +14,19 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from fastapi import WebSocket, WebSocketDisconnect
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, format_trace_id
+from opentelemetry.trace import Span, format_trace_id
 from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
-from otel.names import Attr, Entry, Flow, SpanName
-from otel.propagation import (
-    TRACEPARENT,
-    ClientParent,
-    client_parent,
-    extract_headers,
-    remote_span_context,
-)
-from otel.sampling import decide, with_decision
+from otel.names import Attr, Entry, Flow
+from otel.websocket import current_connection
 from services.common.churn import ConnectRefused
 from services.common.protocol import CloseCode, welcome_frame
 from services.common.provenance import entry_of
@@ -43,7 +39,6 @@ from services.omni2.gateway import gateway_identity
 from services.omni2.revocation import close_revoked, revoked_refusal, until_revoked
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
 
 
 def database_unavailable() -> Refusal:
@@ -54,35 +49,107 @@ def database_unavailable() -> Refusal:
     )
 
 
+@dataclass(frozen=True)
+class ConnectAttempt:
+    """How a connection came (`chat.entry`) and whether the connect rate refuses it, decided
+    once, before tracing decides whether and how to trace the connection."""
+
+    entry: str
+    over_rate: ConnectRefused | None
+
+    @property
+    def traced(self) -> bool:
+        return self.over_rate is None or self.over_rate.traced
+
+    def tracing(self) -> dict[str, Any]:
+        """Who decided that this connection is traced (otel.websocket's options): through a
+        dashboard, the dashboard (Traefik's ReverseProxy span, whose sampled flag is its
+        decision: only a dashboard holds its key); through Traefik's public entry point (it
+        stripped the client's context), OMNI2, under that span; straight from a client,
+        OMNI2, continuing and recording the client's context whatever flags it sent."""
+        if self.entry == Entry.DASHBOARD:
+            return {"first_hop": False}
+        return {"first_hop": True, "gateway": "parent" if self.entry == Entry.GATEWAY else "none"}
+
+
+_ATTEMPT = "omni2.connect_attempt"  # where the scope keeps it
+
+
+def connect_attempt(scope: Scope, services: ChatServices, jwt_secret: SecretStr) -> ConnectAttempt:
+    """The connection's attempt; a dashboard held its clients to the connect rate, the rest
+    meet it here (counted once)."""
+    attempt = scope.get(_ATTEMPT)
+    if isinstance(attempt, ConnectAttempt):
+        return attempt
+    headers = Headers(scope=scope)
+    entry = entry_of(headers, services.settings)
+    over_rate = None
+    if entry != Entry.DASHBOARD:
+        over_rate = services.churn.check_connect(_connect_key(scope, headers, services, jwt_secret))
+    attempt = scope[_ATTEMPT] = ConnectAttempt(entry, over_rate)
+    return attempt
+
+
+def _connect_key(
+    scope: Scope, headers: Headers, services: ChatServices, jwt_secret: SecretStr
+) -> str:
+    """The token's user (its verified identity), or the client's address when there is none
+    (a refusal follows then anyway)."""
+    try:
+        leeway = services.settings.token_leeway_s
+        return gateway_identity(headers, jwt_secret.get_secret_value(), leeway).user_id
+    except Refusal:
+        client = scope.get("client")
+        return f"address {client[0] if client else ''}"
+
+
+def chat_tracing(services: ChatServices, jwt_secret: SecretStr) -> dict[str, Any]:
+    """How OMNI2 traces its chat WebSocket (otel.websocket's backend role, with these)."""
+    settings = services.settings
+    return {
+        "message_span": settings.turn_span_name,
+        # A message becomes a turn when the worker takes it up, after the checks that may
+        # answer it without a trace of its own (a held user, the pending cap past the
+        # refusal budget).
+        "message_at": "app",
+        "sample_ratio": settings.trace_sample_ratio,
+        "trace_ids": services.trace_ids,
+        # OMNI2 names the trace of every answer; its frames that name none (a frame over the
+        # rate) end no message.
+        "end_unnamed": False,
+        # Its closes (token expired or revoked, a flood, a block) are spans and flow events
+        # of its own.
+        "record_closes": False,
+        "traced": lambda scope: connect_attempt(scope, services, jwt_secret).traced,
+        "per_connection": lambda scope: connect_attempt(scope, services, jwt_secret).tracing(),
+    }
+
+
 @dataclass
 class ChatConnect:
-    """Serves one WebSocket on `/ws/chat`: admits it, then runs its ChatSession."""
+    """Serves one WebSocket on `/ws/chat`: admits it, then runs its ChatSession. The
+    connection's `chat.connect` is otel.websocket's session span (`chat_tracing`)."""
 
     websocket: WebSocket
     services: ChatServices
     jwt_secret: SecretStr
 
     async def serve(self) -> None:
-        entry = entry_of(self.websocket.headers, self.services.settings)
-        # A dashboard held its clients to the connect rate; the rest meet it here.
-        over_rate = None if entry == Entry.DASHBOARD else self._over_connect_rate()
+        attempt = connect_attempt(self.websocket.scope, self.services, self.jwt_secret)
+        connection = current_connection()
+        span = connection.session if connection is not None else trace.INVALID_SPAN
+        over_rate = attempt.over_rate
         if over_rate is not None and not over_rate.traced:
-            await refuse(self.websocket, trace.INVALID_SPAN, over_rate.refusal)
+            await refuse(self.websocket, span, over_rate.refusal)
             return
-        parent = self._parent(entry)
-        with tracer.start_as_current_span(
-            SpanName.CONNECT,
-            context=parent.context,
-            kind=SpanKind.SERVER,
-            attributes={Attr.ENTRY: entry, **parent.attributes},
-        ) as span:
-            # Accept first: a close before accept reaches the client as a bare 403.
-            await self.websocket.accept()
-            if over_rate is not None:
-                log.warning("refused connection: %s", over_rate.refusal.reason)
-                await refuse(self.websocket, span, over_rate.refusal)
-                return
-            admitted = await self._admit(span)
+        span.set_attribute(Attr.ENTRY, attempt.entry)
+        # Accept first: a close before accept reaches the client as a bare 403.
+        await self.websocket.accept()
+        if over_rate is not None:
+            log.warning("refused connection: %s", over_rate.refusal.reason)
+            await refuse(self.websocket, span, over_rate.refusal)
+            return
+        admitted = await self._admit(span)
         if admitted is None:
             return
         identity, user, conversation_id, slot = admitted
@@ -92,10 +159,10 @@ class ChatConnect:
                 services=self.services,
                 user=user,
                 conversation_id=conversation_id,
-                gateway=None if entry == Entry.DIRECT else remote_span_context(parent.context),
+                gateway=connection.gateway if connection is not None else None,
                 session=span.get_span_context(),
                 expires_at=identity.expires_at,
-                entry=entry,
+                entry=attempt.entry,
             )
             await self._run(session, identity.generation)
         finally:
@@ -116,38 +183,6 @@ class ChatConnect:
 
         with self.services.token_watch.watch(session.user_id, generation) as watched:
             await until_revoked(session.run(), watched, close)
-
-    def _over_connect_rate(self) -> ConnectRefused | None:
-        """The connect rate of the token's user (its verified identity), or of the client's
-        address when there is none (a refusal follows then anyway)."""
-        try:
-            secret = self.jwt_secret.get_secret_value()
-            leeway = self.services.settings.token_leeway_s
-            key = gateway_identity(self.websocket.headers, secret, leeway).user_id
-        except Refusal:
-            client = self.websocket.client
-            key = f"address {client.host if client else ''}"
-        return self.services.churn.check_connect(key)
-
-    def _parent(self, entry: str) -> ClientParent:
-        """Where this connection's `chat.connect` starts, and who decided it is traced.
-
-        Through a dashboard: under Traefik's ReverseProxy span, whose sampled flag is the
-        dashboard's decision (only a dashboard holds its key). Through Traefik's public entry
-        point (it stripped the client's context): under that span too, traced as OMNI2
-        decides. Straight from a client: its context continued (and recorded) as client
-        context is, traced as OMNI2 decides, whatever flags it sent."""
-        headers = self.websocket.headers
-        if entry == Entry.DASHBOARD:
-            context = extract_headers(headers)
-            return ClientParent(context, [], {})
-        keep = decide(self.services.settings.trace_sample_ratio)
-        if entry == Entry.GATEWAY:
-            context = with_decision(extract_headers(headers), keep)
-            return ClientParent(context, [], {})
-        # A browser cannot send headers: its context rides in the query string.
-        source = headers if TRACEPARENT in headers else self.websocket.query_params
-        return client_parent(source, keep=keep, link=False, trace_ids=self.services.trace_ids)
 
     async def _admit(self, span: Span) -> tuple[Identity, UserContext, str, Slot] | None:
         """Identity, user and conversation of an admitted connection; None once refused."""
