@@ -20,6 +20,9 @@ paths it is given, reads what the app receives and sends:
 
 A first hop (the client talks to it directly) records what the client's context was
 (`chat.client.*`, for the audit); a hop behind one of ours continues the caller's decision.
+An app that answers messages in a worker, deciding per message first, opens each one itself
+(`message_at="app"`, `current_connection().open_message(frame)`); options can differ per
+connection (`per_connection`: who decided, by the way it came in).
 """
 
 from __future__ import annotations
