@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,6 +13,21 @@ from omni_trace.traces.assertions import Trace
 from omni_trace.traces.chain import session_closed_and_whole, wait_for_chain
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan, TraceTimeout
 from omni_trace.traces.spec import ChainSpec
+
+
+class SessionIncomplete(UserWarning):
+    """A session trace waited for its whole timeout: a span it needs never arrived (a client
+    that does not export its spans, a connection still open), and each such wait is slow."""
+
+
+def _why_not_whole(spans: list[TraceSpan]) -> str:
+    ids = {s.span_id for s in spans}
+    missing = sorted({s.parent_span_id for s in spans if s.parent_span_id} - ids)
+    if missing:
+        return f"parent spans never arrived: {', '.join(missing)}"
+    if not spans:
+        return "no span arrived"
+    return "a gateway's entry span has not arrived (is the connection still open?)"
 
 
 class Reply(Protocol):
@@ -45,13 +60,23 @@ class TraceFetcher:
         return Trace(self.jaeger.get_trace(trace_id), related=[session]), session
 
     def session(self, trace_id: str, timeout: float = 20.0, *, closed: bool = True) -> Trace:
+        """The session trace; with `closed`, once it is whole, else as far as it got after
+        `timeout`, with a SessionIncomplete warning that says what it waited for."""
         if closed:
-            with contextlib.suppress(TraceTimeout):
+            try:
                 self.jaeger.wait_for_trace(
                     trace_id,
                     lambda spans: session_closed_and_whole(spans, self.spec),
                     what="the whole session",
                     timeout=timeout,
+                )
+            except TraceTimeout as timed_out:
+                warnings.warn(
+                    SessionIncomplete(
+                        f"session trace {trace_id} not whole after {timeout:g} s: "
+                        f"{_why_not_whole(timed_out.spans)}"
+                    ),
+                    stacklevel=3,
                 )
         return Trace(self.jaeger.get_trace(trace_id))
 

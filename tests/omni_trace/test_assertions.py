@@ -6,6 +6,7 @@ import pytest
 
 from omni_trace.traces import TraceFetcher, has_spans_named
 from omni_trace.traces.assertions import Selector, Trace, TraceAssertionError, assert_message_chain
+from omni_trace.traces.fetch import SessionIncomplete
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from tests.omni_trace.recorded import message_spans, session_spans
 
@@ -166,3 +167,19 @@ def test_the_fetcher_waits_for_a_condition_and_fails_with_the_tree() -> None:
         )
     text = str(failure.value)
     assert "the backend's answer not seen within 0 s" in text and "chat.message" in text
+
+
+def test_a_session_that_never_becomes_whole_says_what_it_waited_for() -> None:
+    """A wait for a whole session that runs out warns (else each one silently costs its
+    timeout) and names the parent that never arrived."""
+    spans = session_spans()
+    child = next(s for s in spans if s.parent_span_id)
+    orphaned = [
+        *spans,
+        TraceSpan(**{**vars(child), "span_id": "c" * 16, "parent_span_id": "f" * 16}),
+    ]
+    jaeger = _Jaeger(orphaned)
+    jaeger.polls = len(orphaned)  # all there from the first poll
+    with pytest.warns(SessionIncomplete, match="parent spans never arrived: " + "f" * 16):
+        session = TraceFetcher(jaeger).session(spans[0].trace_id, timeout=0.3)  # type: ignore[arg-type]
+    assert len(session.spans) == len(orphaned)
