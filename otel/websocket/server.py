@@ -381,12 +381,17 @@ class ChatTracingMiddleware:
         url = _url(scope)
         links: list[Link] = []
         gateway = None
-        if tracing.first_hop and tracing.gateway == "parent":
-            keep = decide(tracing.sample_ratio)
+        if not tracing.first_hop or tracing.gateway == "parent":
+            # Under the span in front of us: a hop of ours decided (its flag), a trusted
+            # gateway did not (we do).
             ctx = extract_headers(headers)
             gateway = trace.get_current_span(ctx).get_span_context()
+            if tracing.first_hop:
+                keep = decide(tracing.sample_ratio)
+            else:
+                keep = gateway.trace_flags.sampled if gateway.is_valid else True
             parent = ClientParent(with_decision(ctx, keep), [], {})
-        elif tracing.first_hop:
+        else:
             keep = decide(tracing.sample_ratio)
             # A browser cannot set headers on a WebSocket: its context rides in the query.
             client_headers = TRACEPARENT in headers and tracing.gateway == "none"
@@ -398,11 +403,6 @@ class ChatTracingMiddleware:
             )
             if tracing.gateway == "link":
                 links = gateway_links(headers)
-        else:
-            ctx = extract_headers(headers)
-            gateway = trace.get_current_span(ctx).get_span_context()
-            keep = gateway.trace_flags.sampled if gateway.is_valid else True
-            parent = ClientParent(with_decision(ctx, keep), [], {})
         session = tracer.start_span(
             tracing.connect_span,
             context=parent.context,
