@@ -5,7 +5,8 @@ them; under load that encoding was most of the span export's cost and the larges
 cost in OMNI2's profile (docs/performance.md). `encode_spans` writes the same bytes directly
 (tests check that they decode to exactly the SDK's request), and `OtlpSpanExporter` is the
 SDK's OTLP/HTTP exporter (endpoint, headers, timeout, retries, `OTEL_EXPORTER_OTLP_*`) with
-that encoder in place of the SDK's.
+that encoder in place of the SDK's. A span is encoded on its own (`encode_span`), so it can be
+encoded as it ends and its request built from bytes later (`otel.export`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -74,6 +76,11 @@ def _value(value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}  # attribute names repeat: each encoded once
+# Whole attributes repeat too (a conversation's id on each of its spans, a check's name): the
+# encoded pair of a scalar value is kept, keyed by its type as well (True == 1).
+_PAIRS: dict[tuple[bytes, str, type, Any], bytes] = {}
+_SCALARS = (str, bool, int, float)
+_MAX_CACHED_TEXT = 256
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -85,10 +92,23 @@ def _key_value(key: str, value: Any) -> bytes:
     return encoded + _field(b"\x12", _value(value))
 
 
+def _attribute(tag: bytes, key: str, value: Any) -> bytes:
+    kind = type(value)
+    if kind not in _SCALARS or (kind is str and len(value) > _MAX_CACHED_TEXT):
+        return _field(tag, _key_value(key, value))
+    cache_key = (tag, key, kind, value)
+    encoded = _PAIRS.get(cache_key)
+    if encoded is None:
+        if len(_PAIRS) >= 4096:  # bounded: values come from outside
+            _PAIRS.clear()
+        encoded = _PAIRS[cache_key] = _field(tag, _key_value(key, value))
+    return encoded
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    return b"".join(_field(tag, _key_value(k, v)) for k, v in attributes.items())
+    return b"".join([_attribute(tag, k, v) for k, v in attributes.items()])
 
 
 def _count(tag: bytes, n: int) -> bytes:
@@ -162,14 +182,29 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
     return _field(b"\x0a", body)
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class EncodedSpan:
+    """One span's OTLP bytes, with the resource and scope its request groups it under."""
+
+    resource: Resource
+    scope: InstrumentationScope | None
+    data: bytes
+
+
+def encode_span(span: ReadableSpan) -> EncodedSpan:
+    return EncodedSpan(span.resource, span.instrumentation_scope or None, _span(span))
+
+
+def encode_request(spans: Sequence[EncodedSpan]) -> bytes:
     """An ExportTraceServiceRequest: spans grouped by resource, then by scope (as the SDK)."""
-    grouped: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+    # By identity: a Resource's hash serialises its attributes to JSON, and a process has
+    # one or two resource objects.
+    grouped: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
     for span in spans:
-        by_scope = grouped.setdefault(span.resource, {})
-        by_scope.setdefault(span.instrumentation_scope or None, []).append(_span(span))
+        _, by_scope = grouped.setdefault(id(span.resource), (span.resource, {}))
+        by_scope.setdefault(span.scope, []).append(span.data)
     requests = []
-    for resource, by_scope in grouped.items():
+    for resource, by_scope in grouped.values():
         body = [_field(b"\x0a", _attributes(b"\x0a", resource.attributes))]
         for scope, encoded in by_scope.items():
             scope_spans = _scope(scope) + b"".join(_field(b"\x12", s) for s in encoded)
@@ -182,17 +217,26 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     return b"".join(requests)
 
 
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest of `spans`."""
+    return encode_request([encode_span(span) for span in spans])
+
+
 class OtlpSpanExporter(OTLPSpanExporter):
     """The SDK's OTLP/HTTP span exporter, encoding with `encode_spans`."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            log.warning("Exporter already shutdown, ignoring batch")
-            return SpanExportResult.FAILURE
         try:
             data = encode_spans(spans)
         except Exception as err:  # a span we cannot encode loses its batch, not the process
             log.error("Failed to encode span batch: %s", err)
+            return SpanExportResult.FAILURE
+        return self.send(data)
+
+    def send(self, data: bytes) -> SpanExportResult:
+        """Send one encoded request (with the SDK's retries and timeout)."""
+        if self._shutdown:
+            log.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
         if 0 < self._max_request_size < len(data):
             log.warning("Dropping span batch: %d bytes exceeds the maximum request", len(data))

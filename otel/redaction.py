@@ -1,7 +1,8 @@
 """Keep secrets out of spans and logs.
 
-Every exported span passes through `RedactingSpanExporter`, and every log record through
-`RedactingLogFilter`, so a secret that slips into a URL or a message is caught in one place.
+Every exported span passes through `redact_span` (as it ends, in `otel.export`; around any
+other exporter, `RedactingSpanExporter`), and every log record through `RedactingLogFilter`,
+so a secret that slips into a URL or a message is caught in one place.
 
 What counts as a secret (documented in README, "Security"):
 

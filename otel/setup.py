@@ -10,12 +10,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from otel.export import EncodingSpanProcessor
 from otel.metrics import create_meter_provider
 from otel.otlp import OtlpSpanExporter
 from otel.processors import InheritAttributesProcessor
-from otel.redaction import RedactingSpanExporter
 from otel.sampling import ServerDecisionSampler
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ def sdk_disabled() -> bool:
 def create_tracer_provider(
     service_name: str, *, otlp_endpoint: str | None = None
 ) -> TracerProvider:
-    """A provider that exports to OTLP/HTTP through the redacting exporter.
+    """A provider that redacts and encodes each span as it ends and exports to OTLP/HTTP.
 
     `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*` and
     `OTEL_EXPORTER_OTLP_*` are honoured by the SDK (among them `OTEL_EXPORTER_OTLP_HEADERS`,
@@ -44,11 +43,11 @@ def create_tracer_provider(
     """
     provider = TracerProvider(resource=_resource(service_name), sampler=ServerDecisionSampler())
     endpoint = otlp_endpoint.rstrip("/") + _TRACES_PATH if otlp_endpoint else None
-    exporter = RedactingSpanExporter(OtlpSpanExporter(endpoint=endpoint, session=_session()))
+    exporter = OtlpSpanExporter(endpoint=endpoint, session=_session())
     provider.add_span_processor(InheritAttributesProcessor())
     # A short default delay keeps traces queryable soon after a message; OTEL_BSP_* wins.
     delay = None if os.environ.get(_BSP_DELAY) else _DEFAULT_BSP_DELAY_MS
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
+    provider.add_span_processor(EncodingSpanProcessor(exporter, schedule_delay_millis=delay))
     return provider
 
 

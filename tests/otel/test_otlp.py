@@ -1,9 +1,5 @@
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -24,6 +20,7 @@ from opentelemetry.trace import (
 )
 
 from otel.otlp import OtlpSpanExporter, encode_spans
+from tests.otel.conftest import Collector
 
 
 def _spans() -> list[ReadableSpan]:
@@ -88,37 +85,11 @@ def test_an_empty_batch_is_an_empty_request() -> None:
     assert ExportTraceServiceRequest.FromString(b"") == sdk_encode([])
 
 
-class _Collector(BaseHTTPRequestHandler):
-    bodies: list[tuple[str, bytes]] = []
-    authorization: list[str | None] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.bodies.append((self.path, body))
-        self.authorization.append(self.headers.get("Authorization"))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def collector() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Collector.bodies.clear()
-    _Collector.authorization.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    server.shutdown()
-
-
 def test_the_exporter_posts_the_encoded_request(collector: str) -> None:
     spans = _spans()
     exporter = OtlpSpanExporter(endpoint=collector)
     assert exporter.export(spans) is SpanExportResult.SUCCESS
-    ((path, body),) = _Collector.bodies
+    ((path, body),) = Collector.bodies
     assert path == "/v1/traces"
     assert ExportTraceServiceRequest.FromString(body) == sdk_encode(spans)
     exporter.shutdown()
@@ -132,7 +103,7 @@ def test_a_span_that_cannot_be_encoded_fails_its_batch_only(collector: str) -> N
     exporter = OtlpSpanExporter(endpoint=collector)
     assert exporter.export([broken]) is SpanExportResult.FAILURE
     assert exporter.export(spans[1:]) is SpanExportResult.SUCCESS
-    assert len(_Collector.bodies) == 1
+    assert len(Collector.bodies) == 1
 
 
 # The internal OTLP path's credential reaches every exporter of a service as the standard
@@ -149,7 +120,7 @@ def test_our_span_exporter_sends_the_otlp_headers_variable(
     monkeypatch.setenv(variable, "Authorization=" + CREDENTIAL.replace(" ", "%20"))
     exporter = OtlpSpanExporter(endpoint=collector)
     assert exporter.export(_spans()) is SpanExportResult.SUCCESS
-    assert _Collector.authorization == [CREDENTIAL]
+    assert Collector.authorization == [CREDENTIAL]
 
 
 def test_the_providers_of_a_service_send_it_for_spans_and_metrics(
@@ -172,5 +143,16 @@ def test_the_providers_of_a_service_send_it_for_spans_and_metrics(
     meters.get_meter("test").create_counter("a.counter").add(1)
     meters.force_flush()
     meters.shutdown()
-    assert {path for path, _ in _Collector.bodies} == {"/v1/traces", "/v1/metrics"}
-    assert set(_Collector.authorization) == {CREDENTIAL}
+    assert {path for path, _ in Collector.bodies} == {"/v1/traces", "/v1/metrics"}
+    assert set(Collector.authorization) == {CREDENTIAL}
+
+
+def test_an_attribute_encoded_once_is_not_reused_for_an_equal_value_of_another_type() -> None:
+    # True == 1 == 1.0 in Python; their encodings differ.
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    for value in (True, 1, 1.0, "1", 1, True):
+        provider.get_tracer("t").start_span("s", attributes={"x": value}).end()
+    spans = exported.get_finished_spans()
+    assert ExportTraceServiceRequest.FromString(encode_spans(spans)) == sdk_encode(spans)
