@@ -419,6 +419,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     given = {
         "burst": args.connections,
         "burst_spread_s": args.burst_seconds,
+        "tight_burst_spread_s": args.tight_burst_seconds,
         "clients": args.clients,
         "messages": args.messages,
         "token_delay_ms": args.token_delay_ms,
@@ -427,10 +428,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "history_rows": args.history_rows,
     }
     cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
+    if args.tight_burst_seconds == 0:
+        cfg = dataclasses.replace(cfg, tight_burst_spread_s=None)
     report = bench_mod.run_bench(cfg, Path(args.run_dir), _progress)
     print(bench_mod.to_json(report) if args.json else bench_mod.render(report))
-    lost = report["on"]["burst"]["lost"] + report["off"]["burst"]["lost"]
-    lost += report["on"]["steady"]["lost"] + report["off"]["steady"]["lost"]
+    lost = sum(
+        burst["lost"]
+        for mode in bench_mod.MODES
+        for burst in report.get(mode, {}).get("bursts", {}).values()
+    )
+    lost += sum(report[mode]["steady"]["lost"] for mode in bench_mod.MODES if mode in report)
     return 1 if lost else 0
 
 
@@ -448,6 +455,7 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         for option, value in (
             ("--history-rows", args.history_rows),
             ("--database-url", args.database_url),
+            ("--tight-burst-seconds", args.tight_burst_seconds),
         )
         if value is not None
     ]
@@ -747,7 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rounds",
         type=int,
-        help="rounds of (on, off); ratios are the rounds' medians (default 2, --quick 1). "
+        help="rounds of the stacks side by side (on, off, as `up` runs it); bursts pool their "
+        "samples, steady ratios are the rounds' medians (default 2, --quick 1). "
         "With --scale: rounds of (a stack with 1 OMNI2, one with 2) for the steady load "
         "(default 3, --quick 1)",
     )
@@ -756,6 +765,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst-seconds",
         type=float,
         help="burst: the connections open within this time (default 10; 5 saturates 2 cores)",
+    )
+    bench.add_argument(
+        "--tight-burst-seconds",
+        type=float,
+        help="the same burst again within this time (default 5; 0 leaves it out; --quick 0)",
     )
     bench.add_argument("--clients", type=int, help="steady load: clients (default 16)")
     bench.add_argument("--messages", type=int, help="steady load: messages each (default 50)")

@@ -285,6 +285,7 @@ def scale_burst_phase(run: Phase, cfg: ScaleConfig) -> dict[str, Any]:
     """The on/off bench's burst through the scale profile, then every answered chain."""
     result = burst_phase(run)
     trace_ids = result.pop("_trace_ids")
+    del result["_slowest"], result["samples_ms"]  # the on/off bench's: for its pooled tail
     # Per connection of the first replica only; with replicas sharing the connections it
     # would halve. The on/off bench reports it for the small stack.
     result.pop("held_kb_per_connection", None)

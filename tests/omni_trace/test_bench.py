@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from omni_trace.cli import main
-from omni_trace.stack.bench import bench_stack, merge_runs, percentile, sample_process
+from omni_trace.stack.bench import (
+    bench_stack,
+    merge_runs,
+    percentile,
+    pool,
+    sample_process,
+    targets,
+)
 from omni_trace.stack.settings import StackSettings
 from otel.names import Service
 
-MEASURES = ("burst_ttft_p50", "burst_ttft_p99", "burst_latency_p50", "burst_latency_p99")
+MEASURES = ("ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
 
 
 def test_percentiles_interpolate() -> None:
@@ -26,15 +34,46 @@ def test_percentiles_interpolate() -> None:
 
 def test_rounds_merge_into_totals_and_medians() -> None:
     rounds = [
-        {"tracing": True, "burst": {"lost": 0, "ttft_ms": {"p50": 10.0}, "errors": ["a"]}},
-        {"tracing": True, "burst": {"lost": 2, "ttft_ms": {"p50": 30.0}, "errors": ["a", "b"]}},
-        {"tracing": True, "burst": {"lost": 1, "ttft_ms": {"p50": 20.0}, "errors": []}},
+        {"tracing": True, "steady": {"lost": 0, "seconds": 10.0, "by_block": [1.0]}},
+        {"tracing": True, "steady": {"lost": 2, "seconds": 30.0, "by_block": [3.0]}},
+        {"tracing": True, "steady": {"lost": 1, "seconds": 20.0, "by_block": [2.0]}},
     ]
+    rounds[0]["errors"], rounds[1]["errors"] = ["a"], ["a", "b"]
     merged = merge_runs(rounds)
     assert merged == {
         "tracing": True,
-        "burst": {"lost": 3, "ttft_ms": {"p50": 20.0}, "errors": ["a", "b"]},
+        "steady": {"lost": 3, "seconds": 20.0, "by_block": [1.0, 3.0, 2.0]},
+        "errors": ["a", "b"],
     }
+
+
+def test_burst_samples_of_the_rounds_pool_into_one_distribution() -> None:
+    # Each round's tail is a handful of messages: pooled, the slow round's tail shows.
+    def run(ttft: list[float], slowest: str, latency_ms: float) -> dict[str, Any]:
+        samples = {"ttft": ttft, "latency": [2.0] * len(ttft)}
+        timeline = {"latency_ms": latency_ms, "trace_id": slowest}
+        return {"bursts": {"10s": {"samples_ms": samples, "slowest": [timeline]}}}
+
+    fast, slow = run([1.0] * 99, "a", 2.0), run([1.0] * 98 + [50.0], "b", 9.0)
+    burst = pool(merge_runs([fast, slow]))["bursts"]["10s"]
+    assert len(burst["samples_ms"]["ttft"]) == 198
+    assert burst["ttft_ms"]["p50"] == 1.0
+    assert burst["ttft_ms"]["p999"] > 1.0  # the one slow sample of 198
+    assert [t["trace_id"] for t in burst["slowest"]] == ["b", "a"]
+
+
+def test_targets_hold_a_tighter_burst_to_the_looser_p99_limit() -> None:
+    bursts = {"10s": {"spread_s": 10.0}, "5s": {"spread_s": 5.0}}
+    report = {
+        "on": {"bursts": bursts, "steady": {"cpu_ms_per_turn": 4.4}},
+        "off": {"steady": {"cpu_ms_per_turn": 4.0}},
+        "ratios": {"burst_10s_ttft_p99": 1.3, "burst_5s_ttft_p99": 1.3},
+    }
+    found = {t.label: t for t in targets(report)}
+    assert not found["burst_10s_ttft_p99"].met and found["burst_10s_ttft_p99"].limit == 1.25
+    assert found["burst_5s_ttft_p99"].met and found["burst_5s_ttft_p99"].limit == 1.5
+    cost = found["tracing cost per turn (ms)"]
+    assert cost.value is not None and round(cost.value, 3) == 0.4 and cost.met
 
 
 def test_process_samples_come_from_proc() -> None:
@@ -52,27 +91,41 @@ def test_quick_bench_reports_both_runs_side_by_side(
     code = main(["bench", "--quick", "--json", "--run-dir", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
-    on, off = report["on"], report["off"]
-    assert on["tracing"] is True and off["tracing"] is False
+    cfg = report["config"]
+    on, off, up = report["on"], report["off"], report["up"]
+    assert (on["tracing"], off["tracing"], up["tracing"]) == (True, False, True)
+    assert list(on["bursts"]) == list(off["bursts"]) == ["1s"]  # --quick: one burst
     for run in (on, off):
-        assert run["burst"]["lost"] == 0 and run["steady"]["lost"] == 0
-        assert run["burst"]["answered"] == report["config"]["burst"]
-        assert run["steady"]["turns"] == report["config"]["clients"] * report["config"]["messages"]
-        assert {"dashboard", "omni2", "traefik"} <= set(run["steady"]["cpu_ms_per_turn_by_process"])
+        burst = run["bursts"]["1s"]
+        assert burst["lost"] == 0 and burst["answered"] == cfg["burst"]
+        assert len(burst["samples_ms"]["ttft"]) == cfg["burst"]
+        assert set(burst["ttft_ms"]) == {"p50", "p95", "p99", "p999"}
+        assert 0 < burst["cores_busy_pct"] < 110  # /proc counts in 10 ms ticks
+        assert burst["cpu_ms_per_connection"] > 0
         assert set(run["hops"]["message_round_trip_ms"]) == {"dashboard", "traefik", "omni2"}
-        assert run["start_s"] > 0
-        assert 0 < run["burst"]["cores_busy_pct"] < 110  # /proc counts in 10 ms ticks
         history = run["history"]
-        assert history["stored_messages"] == report["config"]["history_rows"]
+        assert history["stored_messages"] == cfg["history_rows"]
         # Tick-counted (10 ms): one short block may read 0, all three together may not.
         kinds = ("fresh_database", "fresh", "long_history")
         cpu = [history[f"omni2_cpu_ms_per_turn_{kind}"] for kind in kinds]
         assert all(ms is not None and ms >= 0 for ms in cpu) and sum(cpu) > 0, history
-    assert set(MEASURES) <= set(report["ratios"])
-    assert len(report["rounds"]) == report["config"]["rounds"] == 1
-    assert all(report["ratios"][m] is not None for m in MEASURES)
-    chains = on["burst"]["chains"]
+    for run in (on, off, up):
+        steady = run["steady"]
+        assert steady["lost"] == 0 and steady["turns"] == cfg["clients"] * cfg["messages"]
+        assert len(steady["cpu_ms_per_turn_by_block"]) == cfg["steady_blocks"]
+        assert {"dashboard", "omni2", "traefik"} <= set(steady["cpu_ms_per_turn_by_process"])
+        assert run["start_s"] > 0
+    # As `omni-trace up` runs it: the flow view is measured, per message it judged.
+    assert "flowview" in up["steady"]["cpu_ms_per_turn_by_process"]
+    assert "flowview" not in on["steady"]["cpu_ms_per_turn_by_process"]
+    assert all(report["ratios"][f"burst_1s_{m}"] is not None for m in MEASURES)
+    assert len(report["rounds"]) == cfg["rounds"] == 1
+    chains = on["bursts"]["1s"]["chains"]
     assert chains["checked"] > 0 and chains["whole"] == chains["checked"], chains["broken"]
+    slowest = on["bursts"]["1s"]["slowest"]
+    assert slowest and all(t["spans"] for t in slowest)
+    services = {span[2] for t in slowest for span in t["spans"]}
+    assert {Service.CHAT_CLIENT, Service.DASHBOARD, Service.OMNI2} <= services
     tool_free = on["spans"]["tool_free"]["by_service"]
     assert tool_free[Service.DASHBOARD] >= 1 and tool_free[Service.OMNI2] >= 1
     assert Service.MCP_TOOLS in on["spans"]["tool_calling"]["by_service"]
