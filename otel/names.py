@@ -151,11 +151,13 @@ class SpanName:
         "own (its token expired or was revoked), or at the dashboard (OMNI2's close relayed, "
         "a frame flood)",
     )
-    CHECK: Final = _span(
-        "check *",
+    CHECKS: Final = _span(
+        "checks",
         (Service.OMNI2,),
         "INTERNAL",
-        "one check of a connection or message, e.g. `check rate_limit`",
+        "the checks of one connection (user, connections) or message (user, rate_limit, "
+        "usage): each an event `check <name>` with its result and attributes; the span has "
+        "the run's result and, when one denied or failed, that check's name and error",
     )
     EXECUTE_TOOL: Final = _span(
         "execute_tool *",
@@ -222,11 +224,6 @@ class SpanName:
     def model_call(model: str) -> str:
         """GenAI convention: `chat <model>`."""
         return f"chat {model}"
-
-    @staticmethod
-    def check(name: str) -> str:
-        """omni2: one check of a connection or message, e.g. `check rate_limit`."""
-        return f"check {name}"
 
     @staticmethod
     def execute_tool(tool: str) -> str:
@@ -296,8 +293,19 @@ class Attr:
     AUTH_FAILURE: Final = _attr("auth.failure_reason", "why a token was refused")
     LINK_ROLE: Final = _attr("chat.link.role", "on a span link: what the linked span is")
     USER_ROLE: Final = _attr("chat.user.role", "omni2: the user's role from its database")
-    CHECK_NAME: Final = _attr("chat.check.name", "which check a `check <name>` span ran")
-    CHECK_RESULT: Final = _attr("chat.check.result", "`pass` or `deny`")
+    CHECK_NAME: Final = _attr(
+        "chat.check.name",
+        "which check a `check <name>` event ran; on the `checks` span, the one that denied or "
+        "failed",
+    )
+    CHECK_RESULT: Final = _attr(
+        "chat.check.result",
+        "`pass` or `deny`: of one check (its event), or of the run (the `checks` span; absent "
+        "on both when a check failed)",
+    )
+    CHECK_DURATION: Final = _attr(
+        "chat.check.duration_ms", "on a `check <name>` event: how long that check took"
+    )
     LIMIT: Final = _attr("chat.limit", "the limit a check compared against")
     LIMIT_USED: Final = _attr("chat.limit.used", "how much of it was used before this message")
     LIMIT_RESERVED: Final = _attr(
@@ -498,7 +506,7 @@ class Flow:
     """`kind` of the flow events stored per message (the audit trail)."""
 
     CONNECT: Final = "connect"  # a connection accepted or refused
-    CHECK: Final = "check"  # one check (user, rate_limit, usage)
+    CHECK: Final = "check"  # one check (user, connections; user, rate_limit, usage)
     MODEL_CALL: Final = "model_call"  # one call of the model
     TOOL_CALL: Final = "tool_call"  # one tool call, with its real status and duration
     ERROR: Final = "error"  # the message failed
@@ -508,9 +516,15 @@ class Flow:
 
 
 class Event:
-    """Span event names."""
+    """Span event names (an fnmatch pattern where the name carries a value)."""
 
     FIRST_TOKEN: Final = "first_token"  # first token frame seen by this layer
+    CHECK: Final = "check *"  # omni2: one check of a run, on its `checks` span
+
+    @staticmethod
+    def check(name: str) -> str:
+        """omni2: one check on its run's `checks` span, e.g. `check rate_limit`."""
+        return f"check {name}"
 
 
 def documented_span(service: str, name: str) -> SpanDoc | None:
@@ -519,6 +533,15 @@ def documented_span(service: str, name: str) -> SpanDoc | None:
         if service in doc.services and fnmatchcase(name, doc.name):
             return doc
     return None
+
+
+def documented_event(name: str) -> bool:
+    """Whether `Event` names a span event called `name`."""
+    return any(
+        fnmatchcase(name, value)
+        for key, value in vars(Event).items()
+        if key.isupper() and isinstance(value, str)
+    )
 
 
 def telemetry_markdown() -> str:

@@ -59,6 +59,7 @@ class SpanLink:
 class SpanEvent:
     name: str
     time_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class TraceSpan:
     @property
     def event_names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.events)
+
+    def event(self, name: str) -> SpanEvent | None:
+        """The span's first event called `name`."""
+        return next((e for e in self.events if e.name == name), None)
 
     def event_offset_ms(self, name: str) -> float | None:
         """Milliseconds from the span's start to its first event called `name`."""
@@ -132,6 +137,17 @@ def _attributes(items: Iterable[dict[str, Any]] | None) -> dict[str, Any]:
     }
 
 
+def _events(items: Iterable[dict[str, Any]]) -> tuple[SpanEvent, ...]:
+    # In time order: Jaeger does not keep the order they were recorded in (a span's checks).
+    events = (
+        SpanEvent(
+            e.get("name", ""), int(e.get("timeUnixNano", 0)), _attributes(e.get("attributes"))
+        )
+        for e in items
+    )
+    return tuple(sorted(events, key=lambda e: e.time_ns))
+
+
 def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
     """Spans of an OTLP JSON document (`/api/v3/traces/{id}` answers one)."""
     spans: list[TraceSpan] = []
@@ -163,10 +179,7 @@ def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
                         ),
                         status=_STATUS.get(status.get("code", 0), "UNSET"),
                         status_message=status.get("message", ""),
-                        events=tuple(
-                            SpanEvent(e.get("name", ""), int(e.get("timeUnixNano", 0)))
-                            for e in s.get("events", [])
-                        ),
+                        events=_events(s.get("events", [])),
                         scope=scope,
                         resource=resource,
                     )

@@ -1,10 +1,12 @@
 """The checks OMNI2 runs before it lets a user in and before it answers a message.
 
-Each check is one span (`check <name>`) and one flow event. At connect: the user must exist,
-be active and not be blocked, and have a connection slot left (else a 4xxx close with the
-reason). Per message: still allowed (blocked now: `blocked` frame and close), the rate limit
-and the daily usage limits (an `error` frame; the connection stays open). The message limits
-are counted and reserved atomically in the database, so they hold across parallel
+The checks of one connection or message are one span (`checks`), and each check is an event
+on it (`check <name>`, with its result, attributes and duration) and a flow event naming
+that span: the same facts as a span per check, for the CPU of one. At connect: the user must
+exist, be active and not be blocked, and have a connection slot left (else a 4xxx close with
+the reason). Per message: still allowed (blocked now: `blocked` frame and close), the rate
+limit and the daily usage limits (an `error` frame; the connection stays open). The message
+limits are counted and reserved atomically in the database, so they hold across parallel
 connections and OMNI2 processes.
 """
 
@@ -18,18 +20,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, format_span_id
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from otel.names import Attr, Flow, SpanName
+from otel.names import Attr, Event, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.refusal import Refusal
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
 from services.omni2.db.engine import replica_of
 from services.omni2.db.repository import FlowRecord, Reservation, UserContext
-from services.omni2.steps import traced_step
+from services.omni2.steps import Step, failures_recorded, tracer
 
 log = logging.getLogger(__name__)
 
@@ -58,39 +60,86 @@ class Denied(Exception):
 
 @dataclass
 class CheckRun:
-    """The flow events of the checks of one connection or message."""
+    """The checks of one connection or message: one span, a flow event per check.
+
+    `traced` opens the span; each `check` inside it adds its event and flow event. The span
+    carries `attributes` (what every span of the message carries) and the run's outcome: the
+    result `pass`, or the result, name, error type and status of the check that denied, or
+    the name, error type and status of one that failed (as `traced_step` records a failure).
+    """
 
     attributes: dict[str, Any]
     flow: list[FlowRecord] = field(default_factory=list)
+    _span: Span | None = field(default=None, init=False, repr=False)
+    _span_id: str | None = field(default=None, init=False, repr=False)
+    _result: str | None = field(default=None, init=False, repr=False)
 
     @contextmanager
-    def check(self, name: str) -> Iterator[Span]:
-        """One check as a span and a flow event; Denied or Refusal from the body denies it."""
-        with traced_step(
-            self.flow,
-            Flow.CHECK,
-            name,
-            SpanName.check(name),
-            attributes=self.attributes | {Attr.CHECK_NAME: name},
-            failure="check failed",
-        ) as step:
+    def traced(self) -> Iterator[Span]:
+        """The run's span, current while its checks run. An exception raised between checks
+        is the caller's to record (e.g. a revoked token at connect), not a check's."""
+        with tracer.start_as_current_span(
+            SpanName.CHECKS,
+            attributes=self.attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            self._span, self._result = span, None
+            self._span_id = format_span_id(span.get_span_context().span_id)
             try:
-                yield step.span
-            except (Denied, Refusal) as denial:
-                reason = denial.message if isinstance(denial, Denied) else denial.reason
-                step.span.set_attribute(Attr.CHECK_RESULT, "deny")
-                step.fail(denial.error_type, reason, status="denied", reason=reason)
-                raise
-            step.span.set_attribute(Attr.CHECK_RESULT, "pass")
+                yield span
+            finally:
+                self._span = None
+                if self._result == "pass":
+                    span.set_attribute(Attr.CHECK_RESULT, "pass")
+
+    @contextmanager
+    def check(self, name: str) -> Iterator[dict[str, Any]]:
+        """One check: an event on the run's span and a flow event; Denied or Refusal from the
+        body denies it. The body adds the check's own attributes (limits, role) to the dict
+        it is given: they go on the event, where two checks' `chat.limit` do not collide."""
+        span = self._span
+        if span is None:
+            raise RuntimeError(f"check {name!r} outside CheckRun.traced()")
+        step = Step(span, FlowRecord(Flow.CHECK, name, "ok", span_id=self._span_id))
+        self.flow.append(step.record)
+        noted: dict[str, Any] = {}
+        try:
+            with failures_recorded(step, "check failed"):
+                try:
+                    yield noted
+                except (Denied, Refusal) as denial:
+                    reason = denial.message if isinstance(denial, Denied) else denial.reason
+                    step.fail(denial.error_type, reason, status="denied", reason=reason)
+                    noted[Attr.CHECK_RESULT] = "deny"
+                    raise
+                noted[Attr.CHECK_RESULT] = "pass"
+        finally:
+            self._end(name, step, noted)
+
+    def _end(self, name: str, step: Step, noted: dict[str, Any]) -> None:
+        """The check's event, and the run's outcome on the span when this check ended it."""
+        span = step.span
+        event = {Attr.CHECK_NAME: name, **noted, Attr.CHECK_DURATION: step.record.duration_ms}
+        if step.failed:
+            event[Attr.ERROR_TYPE] = step.record.detail["error_type"]
+            # Step.fail put the error type and status on the span; it names the check too.
+            span.set_attribute(Attr.CHECK_NAME, name)
+            if Attr.CHECK_RESULT in noted:  # denied (a check that failed has no result)
+                span.set_attribute(Attr.CHECK_RESULT, noted[Attr.CHECK_RESULT])
+            self._result = noted.get(Attr.CHECK_RESULT, "error")
+        elif self._result is None:
+            self._result = "pass"
+        span.add_event(Event.check(name), event)
 
 
 async def check_connection(session: AsyncSession, run: CheckRun, user_id: str) -> UserContext:
     """The user's context, or Refusal (close code and reason) when they may not connect."""
-    with run.check("user") as span:
+    with run.check("user") as noted:
         user = await repo.load_user(session, user_id)
         if user is None:
             raise Refusal(CloseCode.USER_UNKNOWN, f"unknown user {user_id!r}", "unknown_user")
-        span.set_attribute(Attr.USER_ROLE, user.role)
+        noted[Attr.USER_ROLE] = user.role
         if not user.active:
             raise Refusal(CloseCode.FORBIDDEN, "account inactive", "user_inactive")
         if user.blocked_reason is not None:
@@ -104,10 +153,10 @@ async def check_connections(
     run: CheckRun, user: UserContext, connections: ConnectionSlots, default_limit: int
 ) -> Slot:
     """Take one of the user's connection slots, or Refusal (4429) when all are open."""
-    with run.check("connections") as span:
+    with run.check("connections") as noted:
         limit = user.max_connections if user.max_connections is not None else default_limit
         slot, used = await connections.acquire(user.user_id, limit)
-        span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: used})
+        noted |= {Attr.LIMIT: limit, Attr.LIMIT_USED: used}
         if slot is None:
             raise Refusal(
                 CloseCode.TOO_MANY_CONNECTIONS,
@@ -240,13 +289,20 @@ async def check_message(
 
     Run in one transaction: the rate window and the usage reservation it writes are kept only
     when every check passes (a Denied rolls the transaction back)."""
-    with run.check("user") as span:
+    with run.traced():
+        return await _message_checks(session, run, user_id, policy)
+
+
+async def _message_checks(
+    session: AsyncSession, run: CheckRun, user_id: str, policy: UsagePolicy
+) -> Allowance:
+    with run.check("user") as noted:
         user = await repo.load_user(session, user_id)
         if user is None:
             raise Denied(
                 "user", "user no longer exists", "unknown_user", close=CloseCode.USER_UNKNOWN
             )
-        span.set_attribute(Attr.USER_ROLE, user.role)
+        noted[Attr.USER_ROLE] = user.role
         if user.blocked_reason is not None:
             raise Denied(
                 "user",
@@ -266,11 +322,11 @@ async def check_message(
         if not user.may("chat"):
             raise Denied("user", "your role may not chat", "permission_denied")
 
-    with run.check("rate_limit") as span:
+    with run.check("rate_limit") as noted:
         limit = user.rate_limit_per_minute
         if limit is not None:
             rate = await repo.accept_within_rate(session, user_id, limit, time.time())
-            span.set_attributes({Attr.LIMIT: limit, Attr.LIMIT_USED: rate.recent})
+            noted |= {Attr.LIMIT: limit, Attr.LIMIT_USED: rate.recent}
             if not rate.accepted:
                 raise Denied(
                     "rate_limit",
@@ -279,7 +335,7 @@ async def check_message(
                     retry_after_s=rate.retry_after_s,
                 )
 
-    with run.check("usage") as span:
+    with run.check("usage") as noted:
         usage = await repo.reserve_usage(
             session,
             user_id,
@@ -291,15 +347,13 @@ async def check_message(
             owner=replica_of(session),  # replicas: whose answer holds the reservation
         )
         day = usage.before
-        span.set_attributes(
-            {
-                Attr.LIMIT_USED: day.tokens,
-                Attr.LIMIT_RESERVED: day.reserved_tokens,
-                Attr.USAGE_COST: day.cost,
-            }
-        )
+        noted |= {
+            Attr.LIMIT_USED: day.tokens,
+            Attr.LIMIT_RESERVED: day.reserved_tokens,
+            Attr.USAGE_COST: day.cost,
+        }
         if user.daily_token_limit is not None:
-            span.set_attribute(Attr.LIMIT, user.daily_token_limit)
+            noted[Attr.LIMIT] = user.daily_token_limit
         if usage.reservation is None:
             raise _usage_denied(user, day)
         return Allowance(user, _warnings(user, day, policy.warning_ratio), usage.reservation)

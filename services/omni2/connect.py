@@ -201,19 +201,8 @@ class ChatConnect:
         span.set_attribute(Attr.USER_ID, user_id)
         checks = CheckRun({Attr.USER_ID: user_id})
         try:
-            user = await self._check_user(checks, user_id)
-            if identity.generation != user.token_generation:
-                raise revoked_refusal()  # logged out, password changed or blocked since
-            try:
-                slot = await check_connections(
-                    checks,
-                    user,
-                    self.services.connections,
-                    self.services.settings.max_connections_per_user,
-                )
-            except (SQLAlchemyError, OSError) as err:  # shared slots live in the database
-                log.error("cannot count %s's connections, database unavailable: %s", user_id, err)
-                raise database_unavailable() from err
+            with checks.traced():
+                user, slot = await self._run_checks(checks, identity)
         except Refusal as refusal:
             log.warning("refused user %s: %s", user_id, refusal.reason)
             checks.flow.append(
@@ -235,6 +224,23 @@ class ChatConnect:
             await slot.release()
             return None
         return identity, user, conversation_id, slot
+
+    async def _run_checks(self, checks: CheckRun, identity: Identity) -> tuple[UserContext, Slot]:
+        """The user and a connection slot, or Refusal. The token's generation is compared
+        between the two checks: a revoked token is refused before it takes a slot."""
+        user = await self._check_user(checks, identity.user_id)
+        if identity.generation != user.token_generation:
+            raise revoked_refusal()  # logged out, password changed or blocked since
+        try:
+            return user, await check_connections(
+                checks,
+                user,
+                self.services.connections,
+                self.services.settings.max_connections_per_user,
+            )
+        except (SQLAlchemyError, OSError) as err:  # shared slots live in the database
+            log.error("cannot count %s's connections, database unavailable: %s", user.user_id, err)
+            raise database_unavailable() from err
 
     async def _check_user(self, checks: CheckRun, user_id: str) -> UserContext:
         """The user's context, or Refusal (unknown, inactive, blocked, no database)."""

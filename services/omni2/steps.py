@@ -90,11 +90,23 @@ def traced_step(
             ),
         )
         flow.append(step.record)
-        try:
+        with failures_recorded(step, failure, not_failures):
             yield step
-        except BaseException as err:
-            if not step.failed and not isinstance(err, not_failures):
-                step.fail(type(err).__name__, failure)
-            raise
-        finally:
-            step.stop_clock()
+
+
+@contextmanager
+def failures_recorded(
+    step: Step, failure: str, not_failures: tuple[type[BaseException], ...] = ()
+) -> Iterator[Step]:
+    """`traced_step`'s rule for a step whose span is already open (or shared, as the checks'
+    span is): an exception the body did not record with `Step.fail` is an error of its class
+    name with the fixed reason `failure`, unless it is one of `not_failures`; the clock stops
+    when the body ends, whichever way."""
+    try:
+        yield step
+    except BaseException as err:
+        if not step.failed and not isinstance(err, not_failures):
+            step.fail(type(err).__name__, failure)
+        raise
+    finally:
+        step.stop_clock()

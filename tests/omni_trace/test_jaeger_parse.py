@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omni_trace.traces.jaeger import parse_otlp
 from omni_trace.traces.tracetree import render_tree
-from otel.names import Attr, LinkRole, Service, SpanName
+from otel.names import Attr, Event, LinkRole, Service, SpanName
 
 DATA = Path(__file__).parent / "data"
 
@@ -58,3 +58,54 @@ def test_session_trace_has_every_layer() -> None:
         Service.AUTH,
         Service.OMNI2,
     }
+
+
+def test_events_are_parsed_in_time_order_with_their_attributes() -> None:
+    """A check's event carries its own attributes (OMNI2's `checks` span); Jaeger answers
+    with a span's events in any order."""
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "omni2"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "415f2ef16c5f51ce46d8710d12141e9c",
+                                "spanId": "70267548cd5fac97",
+                                "name": SpanName.CHECKS,
+                                "startTimeUnixNano": "10",
+                                "endTimeUnixNano": "30",
+                                "events": [
+                                    {
+                                        "timeUnixNano": "20",
+                                        "name": Event.check("rate_limit"),
+                                        "attributes": [
+                                            {
+                                                "key": Attr.CHECK_RESULT,
+                                                "value": {"stringValue": "deny"},
+                                            },
+                                            {"key": Attr.LIMIT, "value": {"intValue": "3"}},
+                                            {
+                                                "key": Attr.CHECK_DURATION,
+                                                "value": {"doubleValue": 1.5},
+                                            },
+                                        ],
+                                    },
+                                    {"timeUnixNano": "15", "name": Event.check("user")},
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    (checks,) = parse_otlp(doc)
+    assert checks.event_names == (Event.check("user"), Event.check("rate_limit"))
+    event = checks.event(Event.check("rate_limit"))
+    assert event is not None and event.time_ns == 20
+    assert event.attributes == {Attr.CHECK_RESULT: "deny", Attr.LIMIT: 3, Attr.CHECK_DURATION: 1.5}
+    assert checks.event(Event.check("usage")) is None

@@ -19,7 +19,7 @@ from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatConnection, ChatRefused, ChatReply, open_chat
 from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import TraceFetcher, has_spans_named
-from otel.names import Attr, Flow, Service, SpanName
+from otel.names import Attr, Event, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
@@ -157,20 +157,31 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
     ]
     spans = omni_traces.wait(
         refused.value.session_trace_id,
-        has_spans_named(
-            (Service.OMNI2, SpanName.CONNECT), (Service.OMNI2, SpanName.check("connections"))
-        ),
+        has_spans_named((Service.OMNI2, SpanName.CONNECT), (Service.OMNI2, SpanName.CHECKS)),
         what="omni2's refusal",
     )
     connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
-    check = spans.one(f"{Service.OMNI2}:{SpanName.check('connections')}")
+    checks = spans.one(f"{Service.OMNI2}:{SpanName.CHECKS}")
+    connections = checks.event(Event.check("connections"))
     spans.expect(
         connect.attributes.get(Attr.CLOSE_CODE) == CloseCode.TOO_MANY_CONNECTIONS
         and connect.attributes.get(Attr.ERROR_TYPE) == "too_many_connections"
-        and check.parent_span_id == connect.span_id
-        and check.attributes.get(Attr.LIMIT) == 5,
-        "omni2's chat.connect records the refusal, its connections check the limit",
+        and checks.parent_span_id == connect.span_id
+        and checks.status == "ERROR"
+        and checks.attributes.get(Attr.CHECK_RESULT) == "deny"
+        and checks.attributes.get(Attr.CHECK_NAME) == "connections"
+        and checks.attributes.get(Attr.ERROR_TYPE) == "too_many_connections",
+        "omni2's chat.connect records the refusal, its checks span the check that denied",
     )
+    spans.expect(
+        checks.event_names == (Event.check("user"), Event.check("connections"))
+        and connections is not None
+        and connections.attributes.get(Attr.CHECK_RESULT) == "deny"
+        and connections.attributes.get(Attr.LIMIT) == 5
+        and connections.attributes.get(Attr.LIMIT_USED) == 5,
+        "the connections check's event records the limit and the connections open",
+    )
+    assert {e.span_id for e in events if e.kind == Flow.CHECK} == {checks.span_id}
 
 
 async def test_a_connection_ends_with_4401_when_its_token_expires(

@@ -13,7 +13,7 @@ from omni_trace.stack.demo import message_trace_complete
 from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import Trace, TraceFetcher, has_spans_named
 from omni_trace.traces.jaeger import TraceSpan
-from otel.names import Attr, Flow, Service, SpanName
+from otel.names import Attr, Event, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.omni2.db import repository as repo
@@ -32,7 +32,7 @@ async def _refused(stack: Stack, token: str, provider: TracerProvider) -> ChatRe
 
 _omni2_connect = has_spans_named(
     (Service.OMNI2, SpanName.CONNECT),
-    (Service.OMNI2, SpanName.check("user")),
+    (Service.OMNI2, SpanName.CHECKS),
     (Service.CHAT_CLIENT, SpanName.CONNECT),
 )
 _TURN_AND_RELAY = has_spans_named(
@@ -69,7 +69,8 @@ async def test_connect_refusals(
 
     spans = omni_traces.wait(refused.session_trace_id, _omni2_connect, what="omni2's chat.connect")
     connect = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
-    check = spans.one(f"{Service.OMNI2}:{SpanName.check('user')}")
+    checks = spans.one(f"{Service.OMNI2}:{SpanName.CHECKS}")
+    user_check = checks.event(Event.check("user"))
     spans.expect(
         connect.status == "ERROR"
         and connect.attributes.get(Attr.ERROR_TYPE) == error_type
@@ -78,9 +79,19 @@ async def test_connect_refusals(
         f"omni2's chat.connect records the refusal ({error_type}, {code})",
     )
     spans.expect(
-        check.parent_span_id == connect.span_id
-        and check.attributes.get(Attr.CHECK_RESULT) == "deny",
-        "the user check below it denied",
+        checks.parent_span_id == connect.span_id
+        and checks.status == "ERROR"
+        and checks.attributes.get(Attr.CHECK_RESULT) == "deny"
+        and checks.attributes.get(Attr.CHECK_NAME) == "user"
+        and checks.attributes.get(Attr.ERROR_TYPE) == error_type,
+        "the checks below it record that the user check denied",
+    )
+    spans.expect(
+        checks.event_names == (Event.check("user"),)
+        and user_check is not None
+        and user_check.attributes.get(Attr.CHECK_RESULT) == "deny"
+        and user_check.attributes.get(Attr.ERROR_TYPE) == error_type,
+        "the user check's event records the denial",
     )
     client = spans.one(f"{Service.CHAT_CLIENT}:{SpanName.CONNECT}")
     spans.expect(client.attributes.get(Attr.CLOSE_CODE) == code, "the client saw the code")
@@ -89,19 +100,32 @@ async def test_connect_refusals(
         (Flow.CHECK, "denied"),
         (Flow.CONNECT, "denied"),
     ]
+    assert events[0].span_id == checks.span_id, "the flow event names the checks span"
 
 
-def _turn_denied(spans: Trace, error_type: str, check: str) -> None:
+def _turn_denied(spans: Trace, error_type: str, check: str) -> TraceSpan:
+    """The checks span of a message `check` denied with `error_type` (checked here)."""
     turn = spans.one(f"{Service.OMNI2}:{SpanName.TURN}")
-    denied = spans.one(f"{Service.OMNI2}:{SpanName.check(check)}")
+    checks = spans.one(f"{Service.OMNI2}:{SpanName.CHECKS}")
+    denied = checks.event(Event.check(check))
     spans.expect(
         turn.status == "ERROR" and turn.attributes.get(Attr.ERROR_TYPE) == error_type,
         f"chat.turn records {error_type}",
     )
     spans.expect(
-        denied.parent_span_id == turn.span_id
-        and denied.attributes.get(Attr.CHECK_RESULT) == "deny",
-        f"check {check} denied the message",
+        checks.parent_span_id == turn.span_id
+        and checks.status == "ERROR"
+        and checks.attributes.get(Attr.CHECK_RESULT) == "deny"
+        and checks.attributes.get(Attr.CHECK_NAME) == check
+        and checks.attributes.get(Attr.ERROR_TYPE) == error_type,
+        f"the checks span records that check {check} denied the message",
+    )
+    spans.expect(
+        checks.event_names[-1] == Event.check(check)
+        and denied is not None
+        and denied.attributes.get(Attr.CHECK_RESULT) == "deny"
+        and all(e.attributes.get(Attr.CHECK_RESULT) == "pass" for e in checks.events[:-1]),
+        f"the checks before {check} passed; its event, the last, denied",
     )
     spans.expect(
         not any(s.name.startswith("chat ") and s.service == Service.OMNI2 for s in spans),
@@ -109,6 +133,7 @@ def _turn_denied(spans: Trace, error_type: str, check: str) -> None:
     )
     relay = spans.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
     spans.expect(relay.status == "ERROR", "the relay span ends with the refusal")
+    return checks
 
 
 async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
@@ -124,9 +149,17 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
     assert refused.frame["code"] == "rate_limited"
     assert pong == {"type": "pong"}, "the connection stays open"
     spans = omni_traces.wait(refused.trace_id, _TURN_AND_RELAY, what="the refusal")
-    _turn_denied(spans, "rate_limited", "rate_limit")
+    checks = _turn_denied(spans, "rate_limited", "rate_limit")
+    rate = checks.event(Event.check("rate_limit"))
+    spans.expect(
+        rate is not None
+        and rate.attributes.get(Attr.LIMIT) == 3
+        and rate.attributes.get(Attr.LIMIT_USED) == 3,
+        "the rate limit's event records the limit and the messages in the window",
+    )
     events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
     assert [(e.name, e.status) for e in events] == [("user", "ok"), ("rate_limit", "denied")]
+    assert {e.span_id for e in events} == {checks.span_id}
 
 
 async def test_usage_accumulates_until_the_daily_limit_refuses(
@@ -145,12 +178,17 @@ async def test_usage_accumulates_until_the_daily_limit_refuses(
     assert reply.error == f"Daily limit exceeded: {sum(used)} of 150 tokens used today"
     assert len(used) >= 2 and sum(used[:-1]) < 150 <= sum(used)
     spans = omni_traces.wait(reply.trace_id, _TURN_AND_RELAY, what="the refusal")
-    _turn_denied(spans, "daily_limit_exceeded", "usage")
-    check = spans.one(f"{Service.OMNI2}:{SpanName.check('usage')}")
+    checks = _turn_denied(spans, "daily_limit_exceeded", "usage")
+    usage = checks.event(Event.check("usage"))
     spans.expect(
-        check.attributes.get(Attr.LIMIT) == 150
-        and check.attributes.get(Attr.LIMIT_USED) == sum(used),
-        "the usage check records the limit and what was used",
+        usage is not None
+        and usage.attributes.get(Attr.LIMIT) == 150
+        and usage.attributes.get(Attr.LIMIT_USED) == sum(used),
+        "the usage check's event records the limit and what was used",
+    )
+    spans.expect(
+        checks.status_message == reply.error,
+        "the checks span's status is the reason the client saw",
     )
 
 

@@ -10,10 +10,11 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocketDisconnect
 
-from otel.names import Attr, Flow, SpanName
+from otel.names import Attr, Event, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.omni2.checks import CheckRun, Denied, UsagePolicy, check_message
@@ -89,13 +90,18 @@ def test_a_saved_answer_settles_its_reservation(
     day = admin(lambda s: repo.day_usage(s, "tim", repo.today()))
     assert (day.tokens, day.reserved_tokens, day.reserved_cost) == (used, 0, pytest.approx(0))
     assert day.cost == pytest.approx(done["result"]["cost"], abs=1e-6)
-    (usage,) = [s for s in spans.get_finished_spans() if s.name == SpanName.check("usage")]
+    (checks,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == SpanName.CHECKS and f"{s.context.trace_id:032x}" == done["trace_id"]
+    ]
+    usage = next(e for e in checks.events if e.name == Event.check("usage"))
     assert usage.attributes is not None
     assert (usage.attributes[Attr.LIMIT], usage.attributes[Attr.LIMIT_RESERVED]) == (120, 0)
 
 
 def test_answers_in_flight_refuse_with_their_own_code(
-    make_client: Callable[..., TestClient], admin: Admin
+    make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
 ) -> None:
     """A message whose allowance is reserved by another connection's answer gets a clear
     error, and the connection stays usable."""
@@ -120,6 +126,30 @@ def test_answers_in_flight_refuse_with_their_own_code(
         ("rate_limit", "ok", None),
         ("usage", "denied", "usage_reserved"),
     ]
+    # The one checks span says which check denied and why; the usage event has its numbers.
+    (checks,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == SpanName.CHECKS and f"{s.context.trace_id:032x}" == refused["trace_id"]
+    ]
+    (turn,) = [s for s in spans.get_finished_spans() if s.context == checks.parent]
+    assert turn.name == SpanName.TURN
+    assert checks.attributes is not None
+    assert checks.attributes[Attr.CHECK_RESULT] == "deny"
+    assert checks.attributes[Attr.CHECK_NAME] == "usage"
+    assert checks.attributes[Attr.ERROR_TYPE] == "usage_reserved"
+    assert checks.status.status_code is StatusCode.ERROR
+    assert checks.status.description == refused["error"]
+    assert [e.name for e in checks.events] == [
+        Event.check("user"),
+        Event.check("rate_limit"),
+        Event.check("usage"),
+    ]
+    usage = checks.events[-1].attributes
+    assert usage is not None
+    assert (usage[Attr.CHECK_RESULT], usage[Attr.ERROR_TYPE]) == ("deny", "usage_reserved")
+    assert (usage[Attr.LIMIT], usage[Attr.LIMIT_USED], usage[Attr.LIMIT_RESERVED]) == (120, 0, 2000)
+    assert {e.span_id for e in events} == {f"{checks.context.span_id:016x}"}
 
 
 def test_a_failed_answer_releases_its_reservation(
@@ -175,16 +205,31 @@ def test_connections_per_user_are_limited_and_freed_on_close(
     )
     assert connect.attributes is not None
     assert connect.attributes[Attr.CLOSE_CODE] == CloseCode.TOO_MANY_CONNECTIONS
-    check = next(s for s in finished if s.name == SpanName.check("connections"))
-    assert check.parent is not None and check.parent.span_id == connect.context.span_id
-    assert check.attributes is not None
-    assert (check.attributes[Attr.LIMIT], check.attributes[Attr.LIMIT_USED]) == (2, 2)
+    (checks,) = [
+        s
+        for s in finished
+        if s.name == SpanName.CHECKS and s.parent and s.parent.span_id == connect.context.span_id
+    ]
+    assert checks.attributes is not None
+    assert checks.attributes[Attr.CHECK_RESULT] == "deny"
+    assert checks.attributes[Attr.CHECK_NAME] == "connections"
+    assert checks.attributes[Attr.ERROR_TYPE] == "too_many_connections"
+    assert checks.status.status_code is StatusCode.ERROR
+    assert checks.status.description == "too many connections: 2 already open for this user"
+    user, connections = checks.events
+    assert user.name == Event.check("user") and user.attributes is not None
+    assert user.attributes[Attr.CHECK_RESULT] == "pass"
+    assert connections.name == Event.check("connections") and connections.attributes is not None
+    assert connections.attributes[Attr.CHECK_RESULT] == "deny"
+    assert connections.attributes[Attr.ERROR_TYPE] == "too_many_connections"
+    assert (connections.attributes[Attr.LIMIT], connections.attributes[Attr.LIMIT_USED]) == (2, 2)
     events = admin(lambda s: repo.flow_events(s, trace_id=f"{connect.context.trace_id:032x}"))
     assert [(e.kind, e.name, e.status) for e in events] == [
         (Flow.CHECK, "user", "ok"),
         (Flow.CHECK, "connections", "denied"),
         (Flow.CONNECT, "refused", "denied"),
     ]
+    assert events[0].span_id == events[1].span_id == f"{checks.context.span_id:016x}"
 
 
 def test_a_connection_closes_with_4401_when_its_token_expires(

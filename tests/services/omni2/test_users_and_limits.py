@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from starlette.websockets import WebSocketDisconnect
 
-from otel.names import Attr, Flow, SpanName
+from otel.names import Attr, Event, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.omni2.db import Database
 from services.omni2.db import repository as repo
@@ -54,18 +56,114 @@ def test_connect_refusals_have_codes_reasons_spans_and_flow_events(
     assert closed.reason.startswith(reason)
     finished = spans.get_finished_spans()
     (connect,) = [s for s in finished if s.name == SpanName.CONNECT]
-    (check,) = [s for s in finished if s.name == SpanName.check("user")]
-    assert connect.attributes is not None and check.attributes is not None
+    (checks,) = [s for s in finished if s.name == SpanName.CHECKS]
+    assert connect.attributes is not None and checks.attributes is not None
     assert connect.attributes[Attr.ERROR_TYPE] == error_type
     assert connect.attributes[Attr.CLOSE_CODE] == code
-    assert check.attributes[Attr.CHECK_RESULT] == "deny"
-    assert check.parent is not None and check.parent.span_id == connect.context.span_id
+    assert checks.parent is not None and checks.parent.span_id == connect.context.span_id
+    assert checks.attributes[Attr.CHECK_RESULT] == "deny"
+    assert checks.attributes[Attr.CHECK_NAME] == "user"
+    assert checks.attributes[Attr.ERROR_TYPE] == error_type
+    assert checks.attributes[Attr.USER_ID] == user
+    assert checks.status.status_code is StatusCode.ERROR
+    assert (checks.status.description or "").startswith(reason)
+    (event,) = checks.events
+    assert event.name == Event.check("user") and event.attributes is not None
+    assert event.attributes[Attr.CHECK_RESULT] == "deny"
+    assert event.attributes[Attr.ERROR_TYPE] == error_type
     events = admin(lambda s: repo.flow_events(s))
     assert [(e.kind, e.status, e.user_id) for e in events] == [
         (Flow.CHECK, "denied", user),
         (Flow.CONNECT, "denied", user),
     ]
     assert events[0].trace_id == f"{connect.context.trace_id:032x}"
+    assert events[0].span_id == f"{checks.context.span_id:016x}"
+    assert events[0].detail["error_type"] == error_type
+    assert events[0].detail["reason"].startswith(reason)
+
+
+def _message_spans(spans: InMemorySpanExporter, trace_id: str) -> list[ReadableSpan]:
+    return [
+        s
+        for s in spans.get_finished_spans()
+        if s.context is not None and f"{s.context.trace_id:032x}" == trace_id
+    ]
+
+
+def test_a_passing_message_has_one_checks_span_with_an_event_per_check(
+    make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
+) -> None:
+    client = make_client()
+    admin(lambda s: repo.set_limits(s, "tim", rate_per_minute=10))  # tim: 120 tokens a day
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("tim")) as ws:
+        welcome = ws.receive_json()
+        done = converse(ws, "hello")[1][-1]
+    assert done["type"] == "done"
+    message = _message_spans(spans, done["trace_id"])
+    (turn,) = [s for s in message if s.name == SpanName.TURN]
+    (checks,) = [s for s in message if s.name == SpanName.CHECKS]
+    assert checks.parent is not None and checks.parent.span_id == turn.context.span_id
+    assert checks.status.status_code is StatusCode.UNSET
+    assert dict(checks.attributes or {}) == {
+        Attr.CONVERSATION_ID: welcome["conversation_id"],
+        Attr.USER_ID: "tim",
+        Attr.CHECK_RESULT: "pass",
+    }
+    assert [e.name for e in checks.events] == [
+        Event.check("user"),
+        Event.check("rate_limit"),
+        Event.check("usage"),
+    ]
+    user, rate, usage = (dict(e.attributes or {}) for e in checks.events)
+    assert checks.start_time is not None and checks.end_time is not None
+    times = [e.timestamp for e in checks.events]
+    assert checks.start_time <= times[0] <= times[1] <= times[2] <= checks.end_time
+    assert user[Attr.CHECK_NAME] == "user" and user[Attr.USER_ROLE] == "user"
+    # Each check keeps its own chat.limit: the rate per minute, the tokens per day.
+    assert (rate[Attr.CHECK_NAME], rate[Attr.LIMIT], rate[Attr.LIMIT_USED]) == ("rate_limit", 10, 0)
+    assert (usage[Attr.CHECK_NAME], usage[Attr.LIMIT], usage[Attr.LIMIT_USED]) == ("usage", 120, 0)
+    assert usage[Attr.LIMIT_RESERVED] == 0 and usage[Attr.USAGE_COST] == 0
+    assert all(a[Attr.CHECK_RESULT] == "pass" for a in (user, rate, usage))
+    assert not any(Attr.ERROR_TYPE in a for a in (user, rate, usage))
+    # One flow event per check, each naming the checks span and timed as its event.
+    flow = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    checked = [e for e in flow if e.kind == Flow.CHECK]
+    assert [(e.name, e.status) for e in checked] == [
+        ("user", "ok"),
+        ("rate_limit", "ok"),
+        ("usage", "ok"),
+    ]
+    assert {e.span_id for e in checked} == {f"{checks.context.span_id:016x}"}
+    assert [e.duration_ms for e in checked] == pytest.approx(
+        [a[Attr.CHECK_DURATION] for a in (user, rate, usage)]
+    )
+
+
+def test_a_tool_free_message_is_four_spans_in_omni2(
+    make_client: Callable[..., TestClient], spans: InMemorySpanExporter
+) -> None:
+    client = make_client()
+    with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
+        ws.receive_json()
+        done = converse(ws, "hello")[1][-1]
+    assert done["type"] == "done" and done["result"]["tool_calls"] == 0
+    message = _message_spans(spans, done["trace_id"])
+    by_name = {s.name: s for s in message}
+    model = SpanName.model_call("omni2-offline-1")
+    assert len(message) == 4, [s.name for s in message]
+    assert set(by_name) == {SpanName.TURN, SpanName.CHECKS, model, SpanName.PERSIST}
+    turn = by_name[SpanName.TURN]
+    assert turn.parent is None, "no client context: chat.turn roots the message trace"
+    for child in (SpanName.CHECKS, model, SpanName.PERSIST):
+        parent = by_name[child].parent
+        assert parent is not None and parent.span_id == turn.context.span_id, child
+    assert [e.name for e in by_name[SpanName.CHECKS].events] == [
+        Event.check("user"),
+        Event.check("rate_limit"),
+        Event.check("usage"),
+    ]
+    order = sorted(message, key=lambda s: s.start_time or 0)
+    assert [s.name for s in order] == [SpanName.TURN, SpanName.CHECKS, model, SpanName.PERSIST]
 
 
 def test_rate_limit_refuses_a_burst_and_the_connection_stays_open(
