@@ -158,37 +158,45 @@ def chat_chain_dashboard() -> dict[str, Any]:
         .with_row(Row("Chains (the audit)"))
         .with_panel(
             stat.Panel()
-            .title("Broken chains")
+            .title("Broken chains (time range)")
             .description(
-                "Messages of the last 15 minutes whose chain misses a layer or a link, as "
-                "`omni-trace audit` finds them (settled messages only). Open the flow view "
-                "to see which."
+                "Messages whose chain misses a layer or a link, as `omni-trace audit` finds "
+                "them, each counted once it has settled (10 s after its last span). Open the "
+                "flow view to see which."
             )
             .datasource(PROMETHEUS)
             .height(8)
             .span(6)
             .with_target(
-                _query('sum(omni_trace_audit_messages{chain="broken"})', "broken").instant()
+                _query(
+                    'sum(increase(omni_trace_audit_messages_total{chain="broken"}[$__range]))',
+                    "broken",
+                ).instant()
             )
         )
         .with_panel(
             _series(
-                "Messages by chain and outcome",
-                "short",
-                "The audit's window (15 minutes) over time: whole chains, chains whole from "
+                "Messages per minute by chain and outcome",
+                "cpm",
+                "Settled messages as the audit judged them: whole chains, chains whole from "
                 "the first traced layer (not_traced: e.g. a client that sent no trace context), "
                 "broken ones and those only a client recorded; answered, refused or failed.",
                 _query(
-                    "sum by (chain, outcome) (omni_trace_audit_messages)", "{{chain}} {{outcome}}"
+                    "60 * sum by (chain, outcome) "
+                    f"(rate(omni_trace_audit_messages_total[{WINDOW}]))",
+                    "{{chain}} {{outcome}}",
                 ),
             ).span(9)
         )
         .with_panel(
             _series(
-                "Broken chains by missing layer",
-                "short",
+                "Broken chains per minute by missing layer",
+                "cpm",
                 "Which layer the broken chains lack.",
-                _query("omni_trace_audit_missing_layer", "{{layer}}"),
+                _query(
+                    f"60 * sum by (layer) (rate(omni_trace_audit_missing_layer_total[{WINDOW}]))",
+                    "{{layer}}",
+                ),
             ).span(9)
         )
     )

@@ -1,89 +1,132 @@
-"""The audit's verdicts as Prometheus gauges (GET /metrics on the flow view).
+"""The audit's verdicts for Prometheus (GET /metrics on the flow view).
 
 Span metrics say how long each hop took; only the chain analysis can say whether a message's
-chain is whole. Each scrape reads the audit of a recent window: messages that ended at least
-`SETTLE_S` ago (a chain waiting for the last batch of spans is not broken), counted by
-chain verdict and outcome, and broken chains by each layer they lack. The result is kept for
-`CACHE_S`, so several scrapers cost one audit, and each settled message's verdict is the
-flow view's shared one (`VerdictCache`): a scrape analyses only the messages new since.
+chain is whole. The counts come from the audit ledger (`ledger.AuditLedger`): each message is
+judged once, when it has settled (a chain waiting for the last batch of spans is not broken),
+so a scrape costs the messages that settled since the last one, however many the window
+holds. Counters (`*_total`) count every message judged since the flow view started; the
+window gauges count those that ended in the last `WINDOW_S`. An update serves scrapes for
+`CACHE_S`, so several scrapers cost one.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from omni_trace.flowview.data import SETTLE_S, Auditor
-from omni_trace.traces.audit import AuditQuery
-from omni_trace.traces.chain import LAYERS, MISSING, ChainReport
+from omni_trace.flowview.data import Auditor
+from omni_trace.flowview.ledger import (
+    CHAINS,
+    OUTCOMES,
+    WINDOW_S,
+    AuditLedger,
+    JaegerSearch,
+    LedgerJaeger,
+    LedgerState,
+    Tally,
+)
+from omni_trace.traces.chain import LAYERS
 
-WINDOW_S = 900.0
 CACHE_S = 10.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CHAINS = ("whole", "not_traced", "broken", "client_only")
+
+
+def _family(name: str, kind: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+def _tally_lines(
+    tally: Tally, prefix: str, suffix: str, kind: str, what: str, extra: str = ""
+) -> Iterator[str]:
+    """A tally's three families: by chain and outcome, by missing layer, by layer not traced.
+    `extra`: more labels, e.g. the window's."""
+    name = f"{prefix}_messages{suffix}"
+    yield from _family(
+        name,
+        kind,
+        f"Messages {what} by chain verdict (whole; not_traced: whole from the first traced "
+        "layer, e.g. a client that sent no trace context; broken; client_only: only the "
+        "client's word) and outcome (settled messages only).",
+    )
+    for chain in CHAINS:
+        for outcome in OUTCOMES:
+            count = tally.messages[(chain, outcome)]
+            yield f'{name}{{chain="{chain}",outcome="{outcome}"{extra}}} {count}'
+    name = f"{prefix}_missing_layer{suffix}"
+    yield from _family(name, kind, f"Broken chains {what} that lack this layer.")
+    for layer in LAYERS:
+        yield f'{name}{{layer="{layer}"{extra}}} {tally.missing[layer]}'
+    name = f"{prefix}_not_traced_layer{suffix}"
+    yield from _family(
+        name,
+        kind,
+        f"Messages {what} whose first traced layer recorded that this layer was not traced "
+        "(not a break).",
+    )
+    for layer in LAYERS:
+        yield f'{name}{{layer="{layer}"{extra}}} {tally.not_traced[layer]}'
 
 
 @dataclass(frozen=True)
 class AuditCounts:
-    messages: Counter[tuple[str, str]]  # (chain, outcome) -> messages
-    missing: Counter[str]  # layer -> broken chains without it
-    not_traced: Counter[str]  # layer -> messages whose first hop says it was not traced
-    seconds: float  # how long the audit took
-    limited: bool  # the window held more messages than one audit reads
+    state: LedgerState
 
     def exposition(self) -> str:
-        window = f"{WINDOW_S:.0f}"
+        state = self.state
+        prefix = "omni_trace_audit"
         lines = [
-            "# HELP omni_trace_audit_messages Messages of the audit window by chain verdict "
-            "(whole; not_traced: whole from the first traced layer, e.g. a client that sent no "
-            "trace context; broken; client_only: only the client's word) and outcome (settled "
-            "messages only).",
-            "# TYPE omni_trace_audit_messages gauge",
-        ]
-        for chain in CHAINS:
-            for outcome in ("ok", "refused", "error"):
-                count = self.messages[(chain, outcome)]
-                lines.append(
-                    f'omni_trace_audit_messages{{chain="{chain}",outcome="{outcome}",'
-                    f'window_s="{window}"}} {count}'
-                )
-        lines += [
-            "# HELP omni_trace_audit_missing_layer Broken chains of the audit window that "
-            "lack this layer.",
-            "# TYPE omni_trace_audit_missing_layer gauge",
-        ]
-        for layer in LAYERS:
-            lines.append(
-                f'omni_trace_audit_missing_layer{{layer="{layer}",window_s="{window}"}} '
-                f"{self.missing[layer]}"
-            )
-        lines += [
-            "# HELP omni_trace_audit_not_traced_layer Messages of the audit window whose first "
-            "traced layer recorded that this layer was not traced (not a break).",
-            "# TYPE omni_trace_audit_not_traced_layer gauge",
-        ]
-        for layer in LAYERS:
-            lines.append(
-                f'omni_trace_audit_not_traced_layer{{layer="{layer}",window_s="{window}"}} '
-                f"{self.not_traced[layer]}"
-            )
-        lines += [
-            "# HELP omni_trace_audit_seconds How long the last audit of the window took.",
-            "# TYPE omni_trace_audit_seconds gauge",
-            f"omni_trace_audit_seconds {self.seconds:.3f}",
-            "# HELP omni_trace_audit_limited 1 when the window held more messages than one "
-            "audit reads (the counts are of the newest).",
-            "# TYPE omni_trace_audit_limited gauge",
-            f"omni_trace_audit_limited {int(self.limited)}",
+            *_tally_lines(state.totals, prefix, "_total", "counter", "judged since start-up"),
+            *_tally_lines(
+                state.window,
+                prefix,
+                "",
+                "gauge",
+                "that ended in the audit window",
+                f',window_s="{WINDOW_S:.0f}"',
+            ),
+            *_family(
+                f"{prefix}_judged_total",
+                "counter",
+                "Messages the audit has judged (counted, or left out: a client's trace that a "
+                "message trace links to, a message from before the flow view started).",
+            ),
+            f"{prefix}_judged_total {state.judged}",
+            *_family(
+                f"{prefix}_cpu_seconds_total",
+                "counter",
+                "Process CPU time spent in the audit's updates (searches, trace reads, analysis).",
+            ),
+            f"{prefix}_cpu_seconds_total {state.cpu_seconds:.6f}",
+            *_family(f"{prefix}_seconds", "gauge", "How long the last update of the audit took."),
+            f"{prefix}_seconds {state.seconds:.3f}",
+            *_family(
+                f"{prefix}_update_failed",
+                "gauge",
+                "1 when the last update could not read Jaeger (the counts are those before it).",
+            ),
+            f"{prefix}_update_failed {int(state.failed)}",
+            *_family(
+                f"{prefix}_watermark_timestamp_seconds",
+                "gauge",
+                "Every message that ended before this time (Unix seconds) has been judged.",
+            ),
+            f"{prefix}_watermark_timestamp_seconds {state.watermark_s:.3f}",
         ]
         return "\n".join(lines) + "\n"
 
 
 class AuditMetrics:
-    def __init__(self, auditor: Auditor) -> None:
-        self._auditor = auditor
+    def __init__(
+        self,
+        auditor: Auditor,
+        jaeger: LedgerJaeger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # The auditor's own Jaeger by default: its connections, searched with durations.
+        jaeger = jaeger or JaegerSearch(auditor.jaeger)
+        self._ledger = AuditLedger(auditor, jaeger, clock=clock)
         self._lock = threading.Lock()
         self._cached: tuple[float, AuditCounts] | None = None
 
@@ -91,39 +134,5 @@ class AuditMetrics:
         with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > CACHE_S:
-                self._cached = (now, self._audit())
+                self._cached = (now, AuditCounts(self._ledger.update()))
             return self._cached[1]
-
-    def _audit(self) -> AuditCounts:
-        started = time.perf_counter()
-        query = AuditQuery(since_s=WINDOW_S + SETTLE_S)
-        settled_before_ns = int((time.time() - SETTLE_S) * 1e9)
-        messages: Counter[tuple[str, str]] = Counter()
-        missing: Counter[str] = Counter()
-        not_traced: Counter[str] = Counter()
-        verdicts = self._auditor.audit(query)
-        for report, turn in ((v.report, v.turn) for v in verdicts):
-            if report.end_ns > settled_before_ns:
-                continue
-            messages[(chain_verdict(report), turn["outcome"])] += 1
-            if report.broken:
-                missing.update(
-                    layer for layer, state in report.layer_states.items() if state == MISSING
-                )
-            not_traced.update(report.not_traced)
-        return AuditCounts(
-            messages,
-            missing,
-            not_traced,
-            time.perf_counter() - started,
-            len(verdicts) >= query.limit,
-        )
-
-
-def chain_verdict(report: ChainReport) -> str:
-    """The `chain` label of a message: each counted once, untraced layers apart."""
-    if report.broken:
-        return "broken"
-    if report.client_only:
-        return "client_only"
-    return "not_traced" if report.not_traced else "whole"

@@ -152,13 +152,21 @@ async def test_the_flow_view_serves_the_audit_to_prometheus(stack: Stack) -> Non
     samples = re.findall(r"^(omni_trace_audit_\w+)\{?([^}\s]*)\}? (\S+)$", exposition.text, re.M)
     names = {name for name, _, _ in samples}
     assert names == {
+        "omni_trace_audit_messages_total",
+        "omni_trace_audit_missing_layer_total",
+        "omni_trace_audit_not_traced_layer_total",
         "omni_trace_audit_messages",
         "omni_trace_audit_missing_layer",
         "omni_trace_audit_not_traced_layer",
+        "omni_trace_audit_judged_total",
+        "omni_trace_audit_cpu_seconds_total",
         "omni_trace_audit_seconds",
-        "omni_trace_audit_limited",
+        "omni_trace_audit_update_failed",
+        "omni_trace_audit_watermark_timestamp_seconds",
     }
     assert all(float(value) >= 0 for _, _, value in samples)
+    assert "# TYPE omni_trace_audit_messages_total counter" in exposition.text
+    assert "omni_trace_audit_update_failed 0" in exposition.text
 
     def health() -> dict[str, str]:
         targets = httpx.get(f"{stack.info.prometheus_url}/api/v1/targets", timeout=10).json()
