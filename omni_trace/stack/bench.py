@@ -49,6 +49,7 @@ from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from pydantic import SecretStr
 
 from omni_trace.flowview.data import SETTLE_S
+from omni_trace.stack import span_costs
 from omni_trace.stack.client import ChatConnection, ChatError, open_chat
 from omni_trace.stack.environment import allowed_environment, inherited
 from omni_trace.stack.paths import REPO_ROOT
@@ -599,6 +600,18 @@ def _flowview_cpu(run: Phase | None) -> ProcessSample | None:
     return sample_process(pid) if pid else None
 
 
+# The flow view's own count of its judging (its /metrics).
+_JUDGING = ("omni_trace_audit_judged_total", "omni_trace_audit_cpu_seconds_total")
+
+
+def _metric(exposition: str, name: str) -> float | None:
+    """An unlabelled sample's value in a Prometheus text exposition."""
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def _count_flowview(run: Phase, steady: dict[str, Any], before: ProcessSample | None) -> None:
     """The flow view judges a message once, after it has settled (the `SETTLE_S` after its
     end), when it is asked: its CPU for the steady load comes after the load. So wait until
@@ -615,6 +628,12 @@ def _count_flowview(run: Phase, steady: dict[str, Any], before: ProcessSample | 
     after = _flowview_cpu(run)
     if after is None or response.status_code != 200:
         return
+    judged, cpu_s = (_metric(response.text, name) for name in _JUDGING)
+    if judged:
+        steady["flowview_judging"] = {
+            "judged": int(judged),
+            "cpu_ms_per_message": round((cpu_s or 0.0) * 1000 / judged, 3),
+        }
     by_process = steady["cpu_ms_per_turn_by_process"]
     by_process["flowview"] = round((after.cpu_s - before.cpu_s) * 1000 / max(steady["turns"], 1), 3)
     steady["cpu_ms_per_turn"] = sum(by_process.values())
@@ -871,6 +890,8 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress) -> dict[str, 
     ratios by tens of percent: the bursts' samples are pooled over the rounds, and the
     steady ratios are the rounds' medians, with their range."""
     raise_fd_limit()
+    progress("where a traced message's CPU goes, in this process ...")
+    costs = span_costs.measure()
     rounds = []
     for n in range(1, cfg.rounds + 1):
         if cfg.rounds > 1:
@@ -888,6 +909,7 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress) -> dict[str, 
     pooled = ratios(merged["on"], merged["off"])
     return {
         "config": asdict(cfg),
+        "span_costs_us": {**asdict(costs), "total": costs.total},
         **merged,
         "ratios": {
             name: percentile(per_ratio.get(name, []), 50) if name in STEADY_RATIOS else value
@@ -1116,7 +1138,7 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", f"{'':<{width}}  {'on':>10}  {'off':>10}  {'on/off':>7}"]
     for label, a, b, ratio in rows:
         lines.append(f"{label:<{width}}  {_fmt(a):>10}  {_fmt(b):>10}  {_fmt(ratio, 2):>7}")
-    lines += ["", *_render_up(report), *_render_spans(on, off), ""]
+    lines += ["", *_render_up(report), *_render_span_costs(report), *_render_spans(on, off), ""]
     found = targets(report)
     for target in found:
         between = (
@@ -1137,11 +1159,32 @@ def _render_up(report: dict[str, Any]) -> list[str]:
     by_process = ", ".join(
         f"{name} {ms:.2f}" for name, ms in steady["cpu_ms_per_turn_by_process"].items() if ms
     )
+    judging = steady.get("flowview_judging")
+    own = (
+        f"; by its own count {judging['cpu_ms_per_message']:.2f} ms per message for "
+        f"{judging['judged']} judged"
+        if judging
+        else ""
+    )
     return [
         "as omni-trace up runs it (tracing on, the flow view and Prometheus too): "
         f"CPU per turn {_fmt(steady['cpu_ms_per_turn'], 2)} ms ({by_process}); "
         f"{_fmt(steady['turns_per_s'])} turns per second",
-        "  (the flow view's figure is its CPU per message it judged, after the load)",
+        f"  (the flow view's figure is its CPU from the load until it judged it{own})",
+    ]
+
+
+def _render_span_costs(report: dict[str, Any]) -> list[str]:
+    costs = report.get("span_costs_us")
+    if not costs:
+        return []
+    spans = span_costs.SPANS_PER_MESSAGE
+    return [
+        f"a traced message's {spans} spans in OMNI2's shape, CPU in this process "
+        f"(us per message): SDK spans {costs['sdk_spans']:.0f}, sampler and processors "
+        f"{costs['sampler_and_processors']:.0f}, redaction {costs['redaction']:.0f}, encoding "
+        f"{costs['encoding']:.0f}; {costs['total']:.0f} in all (the API alone, without the "
+        f"SDK: {costs['api_without_sdk']:.0f})"
     ]
 
 

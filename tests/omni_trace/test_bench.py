@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from omni_trace.cli import main
+from omni_trace.stack import span_costs
 from omni_trace.stack.bench import (
     bench_stack,
     merge_runs,
@@ -20,7 +24,7 @@ from omni_trace.stack.bench import (
     targets,
 )
 from omni_trace.stack.settings import StackSettings
-from otel.names import Service
+from otel.names import Service, SpanName
 
 MEASURES = ("ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
 
@@ -76,6 +80,23 @@ def test_targets_hold_a_tighter_burst_to_the_looser_p99_limit() -> None:
     assert cost.value is not None and round(cost.value, 3) == 0.4 and cost.met
 
 
+def test_the_span_cost_message_is_shaped_like_omni2s() -> None:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    span_costs.message(provider.get_tracer("test"), 1)
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    assert len(spans) == span_costs.SPANS_PER_MESSAGE
+    turn = spans[SpanName.TURN]
+    assert {SpanName.CHECKS, SpanName.PERSIST} < set(spans)
+    assert all(
+        s.parent and s.parent.span_id == turn.context.span_id
+        for s in spans.values()
+        if s is not turn
+    )
+    assert len(spans[SpanName.CHECKS].events) == 3
+
+
 def test_process_samples_come_from_proc() -> None:
     sample = sample_process(os.getpid())
     assert sample is not None
@@ -92,6 +113,8 @@ def test_quick_bench_reports_both_runs_side_by_side(
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     cfg = report["config"]
+    costs = report["span_costs_us"]
+    assert all(costs[stage] > 0 for stage in ("sdk_spans", "redaction", "encoding"))
     on, off, up = report["on"], report["off"], report["up"]
     assert (on["tracing"], off["tracing"], up["tracing"]) == (True, False, True)
     assert list(on["bursts"]) == list(off["bursts"]) == ["1s"]  # --quick: one burst
