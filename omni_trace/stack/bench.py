@@ -526,12 +526,12 @@ def run_round(cfg: BenchConfig, run_dir: Path, progress: Progress, number: int) 
             f"steady: {cfg.clients} clients x {cfg.messages} messages on each stack, in "
             f"{cfg.steady_blocks} blocks alternating between the stacks ..."
         )
-        flowview = _flowview_cpu(runs.get("up"))
+        up = sample_stack(runs["up"].stack) if "up" in runs else {}
         steady = _run(interleaved_steady(runs, [*pair, *names[len(pair) :]]))
         for name, result in steady.items():
             reports[name].steady = result
         if "up" in runs:
-            _count_flowview(runs["up"], reports["up"].steady, flowview)
+            _count_up(runs["up"], reports["up"].steady, up)
         for name in pair:
             run = runs[name]
             run.say(f"hops: {cfg.hop_messages} messages and {cfg.hop_connects} handshakes per path")
@@ -595,11 +595,6 @@ def _timelines(stack: Stack, slowest: Sequence[tuple[str, float, float]]) -> lis
     return timelines
 
 
-def _flowview_cpu(run: Phase | None) -> ProcessSample | None:
-    pid = run.stack.pids().get("flowview") if run else None
-    return sample_process(pid) if pid else None
-
-
 # The flow view's own count of its judging (its /metrics).
 _JUDGING = ("omni_trace_audit_judged_total", "omni_trace_audit_cpu_seconds_total")
 
@@ -612,31 +607,31 @@ def _metric(exposition: str, name: str) -> float | None:
     return None
 
 
-def _count_flowview(run: Phase, steady: dict[str, Any], before: ProcessSample | None) -> None:
-    """The flow view judges a message once, after it has settled (the `SETTLE_S` after its
-    end), when it is asked: its CPU for the steady load comes after the load. So wait until
-    the load's messages have settled, ask for its metrics as Prometheus does, and count its
-    CPU since the load began as CPU per message, in place of what it spent during the load."""
-    if before is None:
-        return
+def _count_up(run: Phase, steady: dict[str, Any], before: dict[str, ProcessSample]) -> None:
+    """As `omni-trace up` runs it, the flow view judges each message once, after it has
+    settled (`SETTLE_S` after its end), when it is asked (Prometheus scrapes it), and Jaeger
+    answers its reads then. So this stack's CPU per turn counts every process from the start
+    of its load until the flow view has judged the load's messages (asked here as Prometheus
+    asks), background included (scrapes, the services' metric exports), over the load's
+    turns."""
     time.sleep(SETTLE_S + 1)
     response = httpx.get(
         f"{run.stack.info.flowview_url}/metrics",
         headers={"Authorization": f"Bearer {run.stack.flowview_token}"},
         timeout=30,
     )
-    after = _flowview_cpu(run)
-    if after is None or response.status_code != 200:
-        return
+    response.raise_for_status()
+    spent = cpu_spent(before, sample_stack(run.stack))
+    turns = max(steady["turns"], 1)
+    by_process = {name: round(cpu * 1000 / turns, 3) for name, cpu in sorted(spent.items())}
+    steady["cpu_ms_per_turn_by_process"] = by_process
+    steady["cpu_ms_per_turn"] = sum(by_process.values())
     judged, cpu_s = (_metric(response.text, name) for name in _JUDGING)
     if judged:
         steady["flowview_judging"] = {
             "judged": int(judged),
             "cpu_ms_per_message": round((cpu_s or 0.0) * 1000 / judged, 3),
         }
-    by_process = steady["cpu_ms_per_turn_by_process"]
-    by_process["flowview"] = round((after.cpu_s - before.cpu_s) * 1000 / max(steady["turns"], 1), 3)
-    steady["cpu_ms_per_turn"] = sum(by_process.values())
 
 
 def burst_phase(run: Phase, spread_s: float | None = None) -> dict[str, Any]:
@@ -1081,9 +1076,9 @@ def render(report: dict[str, Any]) -> str:
         rows.append((label, a, b, r.get(ratio) if ratio else (_ratio(a, b) if computed else None)))
 
     row("warm stack start (s)", "start_s")
-    for key, burst_report in on.get("bursts", {}).items():
+    for key in on.get("bursts", {}):
         at = f"bursts.{key}"
-        name = f"burst {burst_report['connections']} in {key}"
+        name = f"burst {report['config']['burst']} in {key}"
         row(f"{name}: messages lost", f"{at}.lost")
         row(f"{name}: cores busy, stack and clients (%)", f"{at}.cores_busy_pct")
         row(
@@ -1170,7 +1165,7 @@ def _render_up(report: dict[str, Any]) -> list[str]:
         "as omni-trace up runs it (tracing on, the flow view and Prometheus too): "
         f"CPU per turn {_fmt(steady['cpu_ms_per_turn'], 2)} ms ({by_process}); "
         f"{_fmt(steady['turns_per_s'])} turns per second",
-        f"  (the flow view's figure is its CPU from the load until it judged it{own})",
+        f"  (every process from the start of its load until the flow view had judged it{own})",
     ]
 
 
