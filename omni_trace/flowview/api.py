@@ -142,6 +142,14 @@ def _busy(err: Busy, json: bool = True) -> Response:
     return PlainTextResponse(str(err), status_code=503, headers=headers)
 
 
+# Connections to Jaeger: an update's searches (one at a time) and reads by id (8 at a time)
+# share a few, kept from one Prometheus scrape to the next (every 15 s; httpx closes idle ones
+# after 5 s by default). Only if Jaeger keeps them: its query server (1.76) closes each after
+# its answer ("Connection: close") unless its `jaeger_query.http` config sets
+# `keep_alives_enabled: true` (then it keeps idle ones with no timeout).
+JAEGER_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60)
+
+
 def create_app(
     jaeger_query_url: str,
     prometheus_url: str | None = None,
@@ -155,7 +163,7 @@ def create_app(
 ) -> Starlette:
     """`jaeger_ui_url`: a Jaeger with its web UI, which the page links each trace to;
     `allowed_hosts`, `access_token`, `max_audits`, `verdict_cache`: FlowViewSettings'."""
-    jaeger = JaegerClient(jaeger_query_url)
+    jaeger = JaegerClient(jaeger_query_url, limits=JAEGER_LIMITS)
     data = FlowData(jaeger, VerdictCache(verdict_cache))
     metrics = HopMetrics(prometheus_url) if prometheus_url else None
     audit_metrics = AuditMetrics(data.auditor)

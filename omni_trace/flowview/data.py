@@ -267,6 +267,11 @@ class VerdictCache:
     def __len__(self) -> int:
         return len(self._verdicts)
 
+    def __contains__(self, trace_id_: object) -> bool:
+        """Whether a verdict is kept (without marking it used)."""
+        with self._lock:
+            return trace_id_ in self._verdicts
+
 
 class Auditor:
     """The audit as `omni-trace audit` runs it (`run_audit`, with no wait for late spans: the

@@ -8,6 +8,23 @@ view's `Auditor` (so the verdict lands in the `VerdictCache` that pages read), a
 counters and moves the watermark up to "now - SETTLE_S". A message still growing waits in
 `_pending` and is read again only once its last known span is `SETTLE_S` old.
 
+Jaeger's v3 search answers with the whole traces it found, so a new message is judged from
+what its search returned and never read again by id (only session traces, for the links, and
+pending messages are). Each layer's search returns every message recorded at that layer, so a
+whole message comes back once per layer (and a short one again in the next update's look
+back): Jaeger's search has nothing to leave known traces out (its parameters are a service,
+a span name, a start time range, durations and a count). So the searches claim each trace id
+(`_Claims`): the first answer to hold a new message has its elements decoded and its spans
+built, every other answer skips them undecoded (`jaeger.parse_otlp_answer`), and so does any
+answer holding a message already judged, pending or with its verdict cached. A message
+recorded at one layer only is still found: each layer is searched.
+
+The searches run one after another, never side by side: the layers' searches return the same
+traces, and the memory store of the Jaeger built here (v1.76.0) hands each query the stored
+trace itself, which the query service's adjusters then change in place (sorting, removing
+duplicate spans; see jaegertracing/jaeger#7958): two queries at once may change one trace
+together.
+
 Jaeger's search selects by a span's start time, and a span reaches Jaeger when it ends: a
 message that started before the watermark can end after it. So each update also looks back
 before the watermark in steps (`STEPS_S`), each asking only for spans at least as long as
@@ -22,24 +39,26 @@ gauges by `WINDOW_S / BUCKET_S` buckets of counters, however many messages there
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
 from omni_trace.flowview.data import SETTLE_S, Auditor, Verdict
 from omni_trace.traces.chain import MISSING, ChainReport
-from omni_trace.traces.jaeger import JaegerClient, JaegerError, TraceSpan
+from omni_trace.traces.jaeger import FoundTraces, JaegerClient, JaegerError, TraceSpan
 from omni_trace.traces.spec import ChainSpec, default_spec
 
 WINDOW_S = 900.0
 BUCKET_S = 10.0
-# One search's limit: past it the range is halved until each part answers in full.
+# One search's limit: past it the range is cut until each part answers with fewer
+# (`_cuts`).
 SEARCH_LIMIT = 500
 # The look back before the watermark: step i holds spans that started between STEPS_S[i+1]
 # and STEPS_S[i] seconds before it and lasted at least STEPS_S[i] (only those can have ended
@@ -66,7 +85,7 @@ class LedgerJaeger(Protocol):
 
     def get_trace(self, trace_id: str) -> list[TraceSpan]: ...
 
-    def find_message_ids(
+    def find_message_traces(
         self,
         service: str,
         operation: str,
@@ -74,13 +93,18 @@ class LedgerJaeger(Protocol):
         end_us: int,
         min_duration_us: int,
         limit: int,
-    ) -> list[str]: ...
+        wanted: Callable[[str], bool],
+    ) -> FoundTraces:
+        """Traces with a span of `service` named `operation` that started within
+        [start_us, end_us] (Unix µs) and lasted at least `min_duration_us`, the newest `limit`:
+        every id, and the spans of those `wanted` (asked once per id) says yes to."""
+        ...
 
 
 class JaegerSearch:
-    """A `JaegerClient` with the search the ledger needs: spans of one service and name that
-    started in a range and lasted at least so long (the client's tag search has no duration).
-    Shares the client's connections."""
+    """A `JaegerClient` with the search the ledger needs (Jaeger's v3 search: spans of one
+    service and name that started in a range and lasted at least so long, answered with their
+    whole traces). Shares the client's connections."""
 
     def __init__(self, jaeger: JaegerClient) -> None:
         self._jaeger = jaeger
@@ -91,7 +115,7 @@ class JaegerSearch:
     def get_trace(self, trace_id: str) -> list[TraceSpan]:
         return self._jaeger.get_trace(trace_id)
 
-    def find_message_ids(
+    def find_message_traces(
         self,
         service: str,
         operation: str,
@@ -99,22 +123,17 @@ class JaegerSearch:
         end_us: int,
         min_duration_us: int,
         limit: int,
-    ) -> list[str]:
-        params: dict[str, Any] = {
-            "service": service,
-            "operation": operation,
-            "start": start_us,
-            "end": end_us,
-            "lookback": "custom",
-            "limit": limit,
-        }
-        if min_duration_us > 0:
-            params["minDuration"] = f"{min_duration_us}us"
-        response = self._jaeger._get("/api/traces", params)
-        if response.status_code == 404:
-            return []
-        response.raise_for_status()
-        return [t["traceID"] for t in response.json().get("data") or []]
+        wanted: Callable[[str], bool],
+    ) -> FoundTraces:
+        return self._jaeger.find_traces(
+            service,
+            operation,
+            start_us=start_us,
+            end_us=end_us,
+            min_duration_us=min_duration_us,
+            limit=limit,
+            wanted=wanted,
+        )
 
 
 def chain_verdict(report: ChainReport) -> str:
@@ -174,14 +193,37 @@ class _Pending:
     first_seen_s: float
 
 
+class _Claims:
+    """Which search parses a trace it returned: the first to claim it, unless the ledger has
+    it already (judged, pending, or its verdict cached). Thread-safe."""
+
+    def __init__(self, known: Iterable[Container[str]]) -> None:
+        self._known = tuple(known)
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+        # Every trace the update's searches parsed so far (where to cut a full answer's range).
+        self.parsed: dict[str, list[TraceSpan]] = {}
+
+    def __call__(self, trace_id: str) -> bool:
+        with self._lock:
+            if trace_id in self._claimed or any(trace_id in k for k in self._known):
+                return False
+            self._claimed.add(trace_id)
+            return True
+
+
 class TraceReads:
     """Traces read for one update: each once (a session trace serves all its messages), the
-    new messages' side by side."""
+    new messages' from their searches' answers (`seed`), the rest side by side."""
 
     def __init__(self, jaeger: LedgerJaeger, workers: int = 8) -> None:
         self._jaeger = jaeger
         self._workers = workers
         self._traces: dict[str, list[TraceSpan]] = {}
+
+    def seed(self, traces: dict[str, list[TraceSpan]]) -> None:
+        """Traces a search returned just now: not read again."""
+        self._traces.update(traces)
 
     def __call__(self, trace_id: str) -> list[TraceSpan]:
         if trace_id not in self._traces:
@@ -195,6 +237,20 @@ class TraceReads:
         with ThreadPoolExecutor(min(self._workers, len(missing))) as pool:
             fetched = pool.map(self._jaeger.get_trace, missing)
             self._traces.update(zip(missing, fetched, strict=True))
+
+
+def _cuts(starts: list[int], start_us: int, end_us: int) -> list[int]:
+    """Where to cut the range [start_us, end_us] of a search that answered in full, given
+    where the matches it returned started (µs), each cut the first µs of a part. Jaeger
+    answered with the matches it stored last, so below the earliest one it returned lie only
+    matches it left out, often most of them (a burst's early ones); above, a part for each
+    SEARCH_LIMIT / 2 of those it returned. (Halving a burst at the end of a long range would
+    answer in full again at each level, sending its newest traces each time.) The middle when
+    no start is known. Any cut is safe: the parts cover the range, and one that answers in
+    full is cut again."""
+    inside = sorted(t for t in starts if start_us <= t <= end_us)
+    cuts = sorted({c for c in inside[:: SEARCH_LIMIT // 2] if start_us < c <= end_us})
+    return cuts or [(start_us + end_us) // 2 + 1]
 
 
 def _keep_ns(report: ChainReport) -> int:
@@ -230,6 +286,8 @@ class AuditLedger:
         self._watermark_ns = self._start_ns
         # Trace ids a later search may return again -> until when (ns of the watermark).
         self._seen: dict[str, int] = {}
+        # And when each started (µs): where a full answer's range is cut (`_cuts`).
+        self._seen_start_us: dict[str, int] = {}
         self._pending: dict[str, _Pending] = {}
         # Link mode: clients' traces that a judged message links to -> until when.
         self._linked: dict[str, int] = {}
@@ -269,14 +327,15 @@ class AuditLedger:
 
     def _advance(self, now_s: float) -> None:
         settled_ns = int((now_s - SETTLE_S) * NS)
-        found = [t for t in self._find(settled_ns) if t not in self._pending]
+        found_ids, traces = self._find(settled_ns)
+        found = [t for t in found_ids if t not in self._pending]
         due = [
             t
             for t, p in self._pending.items()
             if p.end_ns <= settled_ns or now_s - p.first_seen_s > MAX_MESSAGE_S
         ]
         todo = (due + found)[: self._batch]
-        verdicts = self._judge(todo)
+        verdicts = self._judge(todo, traces)
         # Linking traces first: a client's trace they link to is then left out.
         for trace_id in sorted(todo, key=lambda t: _is_client_only(verdicts[t])):
             self._settle(trace_id, verdicts[trace_id], settled_ns, now_s)
@@ -285,12 +344,15 @@ class AuditLedger:
         self._forget()
         self._refresh_window(settled_ns)
 
-    def _find(self, settled_ns: int) -> list[str]:
+    def _find(self, settled_ns: int) -> tuple[list[str], dict[str, list[TraceSpan]]]:
         """Trace ids of messages whose span may have ended since the watermark (new ones
-        only): each layer's message span, over each step of the look back."""
+        only): each layer's message span, over each step of the look back; and the spans of
+        those new ones that are neither pending nor cached (parsed once, whichever search
+        returned them first)."""
         services = set(self._jaeger.services())
         watermark_us = self._watermark_ns // 1000
-        searches = []
+        claims = _Claims((self._seen, self._pending, self._auditor.cache))
+        found: list[FoundTraces] = []
         for service, operation in self._spec.message_spans:
             if service not in services:
                 continue
@@ -299,35 +361,68 @@ class AuditLedger:
                 # The first step reaches up to "settled": any span that started after the
                 # watermark ended after it.
                 end_us = settled_ns // 1000 if i == 0 else watermark_us - int(near * 1e6) - 1
-                searches.append((service, operation, start_us, end_us, int(near * 1e6)))
-        with ThreadPoolExecutor(max(min(len(searches), 8), 1)) as pool:
-            found = list(pool.map(lambda s: self._search(*s), searches))
-        return [t for t in dict.fromkeys(t for ids in found for t in ids) if t not in self._seen]
+                # One at a time (see the module's docstring).
+                found.append(
+                    self._search(service, operation, start_us, end_us, int(near * 1e6), claims)
+                )
+        ids = dict.fromkeys(t for answer in found for t in answer.trace_ids)
+        traces = {t: spans for answer in found for t, spans in answer.traces.items()}
+        return [t for t in ids if t not in self._seen], traces
 
     def _search(
-        self, service: str, operation: str, start_us: int, end_us: int, min_duration_us: int
-    ) -> list[str]:
+        self,
+        service: str,
+        operation: str,
+        start_us: int,
+        end_us: int,
+        min_duration_us: int,
+        claims: _Claims,
+    ) -> FoundTraces:
         """Every match in the range: a full answer may have left some out, so the range is
-        halved until each half answers with fewer than the limit."""
+        cut until each part answers with fewer than the limit (the parts return the full
+        answer's traces again: claimed already, they are not parsed again)."""
         if end_us < start_us:
-            return []
-        ids = self._jaeger.find_message_ids(
-            service, operation, start_us, end_us, min_duration_us, SEARCH_LIMIT
+            return FoundTraces([], {})
+        found = self._jaeger.find_message_traces(
+            service, operation, start_us, end_us, min_duration_us, SEARCH_LIMIT, claims
         )
-        if len(ids) < SEARCH_LIMIT or end_us == start_us:
-            return ids
-        middle = (start_us + end_us) // 2
-        return self._search(service, operation, start_us, middle, min_duration_us) + self._search(
-            service, operation, middle + 1, end_us, min_duration_us
+        claims.parsed.update(found.traces)
+        if len(found.trace_ids) < SEARCH_LIMIT or end_us == start_us:
+            return found
+        # Where the matches it returned started: their spans' starts, or (judged already)
+        # their traces'.
+        starts = [
+            s.start_ns // 1000
+            for t in found.trace_ids
+            for s in claims.parsed.get(t, ())
+            if (s.service, s.name) == (service, operation)
+        ]
+        starts += [
+            self._seen_start_us[t]
+            for t in found.trace_ids
+            if t not in claims.parsed and t in self._seen_start_us
+        ]
+        bounds = [start_us, *_cuts(starts, start_us, end_us), end_us + 1]
+        parts = [
+            self._search(service, operation, low, high - 1, min_duration_us, claims)
+            for low, high in pairwise(bounds)
+        ]
+        return FoundTraces(
+            [t for part in parts for t in part.trace_ids],
+            found.traces | {t: spans for part in parts for t, spans in part.traces.items()},
         )
 
-    def _judge(self, trace_ids: list[str]) -> dict[str, Verdict | None]:
+    def _judge(
+        self, trace_ids: list[str], traces: dict[str, list[TraceSpan]]
+    ) -> dict[str, Verdict | None]:
         """Each message's verdict: the shared cache's when a page or an earlier update has
-        it, else its trace (and session traces) read and analysed by the flow view's auditor,
-        which keeps it for the pages once settled. None: no such trace (any more)."""
+        it, else its trace (as its search returned it, or read by id: a pending message) and
+        session traces analysed by the flow view's auditor, which keeps it for the pages once
+        settled. None: no such trace (any more)."""
         cache = self._auditor.cache
         cached = {t: v for t in trace_ids if (v := cache.get(t)) is not None}
         reads = TraceReads(self._jaeger)
+        reads.seed(traces)
         reads.prefetch([t for t in trace_ids if t not in cached])
         found: dict[str, Verdict | None] = {}
         for trace_id in trace_ids:
@@ -352,6 +447,7 @@ class AuditLedger:
             self._pending[trace_id] = _Pending(report.end_ns + grace_ns, first_seen)
             return
         self._seen[trace_id] = report.end_ns + _keep_ns(report)
+        self._seen_start_us[trace_id] = report.start_ns // 1000
         self._judged += 1
         if report.end_ns <= self._start_ns:
             return  # before the flow view's start: see __init__
@@ -368,6 +464,8 @@ class AuditLedger:
         for kept in (self._seen, self._linked):
             for trace_id in [t for t, until in kept.items() if until < self._watermark_ns]:
                 del kept[trace_id]
+                if kept is self._seen:
+                    del self._seen_start_us[trace_id]
 
     def _refresh_window(self, settled_ns: int) -> None:
         bucket_ns = int(BUCKET_S * NS)

@@ -1,4 +1,5 @@
-"""A small client for Jaeger v2's query APIs: traces by id (/api/v3, with links) and tag search.
+"""A small client for Jaeger v2's query APIs: traces by id (/api/v3, with links), tag search,
+and the v3 search that answers with the whole traces it found (`find_traces`).
 
 A span reaches Jaeger only when it ends; Traefik's entry span of a WebSocket ends when the
 connection closes. `wait_for_trace` polls until a named condition holds.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -188,10 +191,161 @@ def parse_otlp(data: dict[str, Any]) -> list[TraceSpan]:
     return spans
 
 
+@dataclass(frozen=True)
+class FoundTraces:
+    """A trace search's answer: the id of every trace it matched, in its order, and the spans
+    (sorted by start) of those the caller wanted parsed."""
+
+    trace_ids: list[str]
+    traces: dict[str, list[TraceSpan]]
+
+
+# Jaeger's v3 answer, as its HTTP gateway writes it (compact `jsonpb`): one document, or more
+# one after another, each `{"result":{"resourceSpans":[...]}}`, each element of resourceSpans
+# the spans of one resource in one trace (the gateway copies each trace's elements apart), its
+# first key "resource". Inside a JSON string every `"` is escaped, so `{"resource":` and
+# `"traceId":"` in the raw bytes are keys, never text of a span.
+_DOC_HEAD = re.compile(rb'\s*\{"result":\{"resourceSpans":\[')
+_DOC_TAIL = re.compile(rb"\]\}\}\s*")
+_ELEMENT = re.compile(rb'\{"resource":')
+_TRACE_ID = re.compile(rb'"traceId":"([^"]*)"')
+_SCOPE_SPANS = b'"scopeSpans":'
+
+
+def _elements(body: bytes) -> list[tuple[str | None, int, int]] | None:
+    """The resourceSpans elements of a v3 answer without decoding it: (trace id of its first
+    span, start, end) each. None: not the layout above (the caller decodes it all)."""
+    starts = [m.start() for m in _ELEMENT.finditer(body)]
+    head = _DOC_HEAD.match(body)
+    if not starts or head is None or head.end() != starts[0]:
+        return None
+    found: list[tuple[str | None, int, int]] = []
+    for i, start in enumerate(starts):
+        if i + 1 < len(starts):
+            end = starts[i + 1]
+            if body[end - 1] == ord(","):
+                stop = end - 1
+            else:  # the next document's first element
+                stop = body.rfind(b"]}}", start, end)
+                after = _DOC_HEAD.match(body, stop + 3) if stop >= 0 else None
+                if after is None or after.end() != end:
+                    return None
+        else:
+            stop = body.rfind(b"]}}", start)
+            if stop < 0 or _DOC_TAIL.fullmatch(body, stop) is None:
+                return None
+        # One element each: an element without its "resource" key would have joined the one
+        # before, with two "scopeSpans".
+        if body.count(_SCOPE_SPANS, start, stop) > 1:
+            return None
+        # Resource and scope come before the spans, and a span's traceId before its links.
+        first = _TRACE_ID.search(body, start, stop)
+        trace_id = _hex_id(first.group(1).decode(), 16) if first else None
+        found.append((trace_id, start, stop))
+    return found
+
+
+def _by_trace(spans: list[TraceSpan]) -> dict[str, list[TraceSpan]]:
+    traces: dict[str, list[TraceSpan]] = {}
+    for span in spans:  # sorted by start: so is each trace's share
+        traces.setdefault(span.trace_id, []).append(span)
+    return traces
+
+
+def _wanted_once(wanted: Callable[[str], bool] | None) -> Callable[[str], bool]:
+    """`wanted` asked once per trace id (it may claim the id: a second call would say no)."""
+    answers: dict[str, bool] = {}
+
+    def ask(trace_id: str) -> bool:
+        if trace_id not in answers:
+            answers[trace_id] = wanted(trace_id) if wanted is not None else True
+        return answers[trace_id]
+
+    return ask
+
+
+def parse_otlp_documents(
+    text: str | bytes, wanted: Callable[[str], bool] | None = None
+) -> FoundTraces:
+    """The traces of one or more OTLP JSON documents one after another (the v3 API's answer,
+    each `{"result": ...}`), decoded in full; spans built only for the trace ids `wanted`
+    says yes to (asked once per id, in the answer's order)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    decoder, text, pos = json.JSONDecoder(), text.strip(), 0
+    ask = _wanted_once(wanted)
+    trace_ids: dict[str, None] = {}
+    kept: list[dict[str, Any]] = []
+    while pos < len(text):
+        doc, pos = decoder.raw_decode(text, pos)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        for element in doc.get("result", doc).get("resourceSpans", []):
+            scopes = []
+            for scope_spans in element.get("scopeSpans", []):
+                spans = []
+                for span in scope_spans.get("spans", []):
+                    trace_id = _hex_id(span["traceId"], 16) or ""
+                    trace_ids.setdefault(trace_id)
+                    if ask(trace_id):
+                        spans.append(span)
+                if spans:
+                    scopes.append(scope_spans | {"spans": spans})
+            if scopes:
+                kept.append(element | {"scopeSpans": scopes})
+    return FoundTraces(list(trace_ids), _by_trace(parse_otlp({"resourceSpans": kept})))
+
+
+def parse_otlp_answer(body: bytes, wanted: Callable[[str], bool] | None = None) -> FoundTraces:
+    """A v3 search's answer: every trace id in it, and the spans of the traces `wanted` says
+    yes to (asked once per id, in the answer's order). Only their elements are decoded: a
+    trace the caller has already (another layer's search returned it) costs a scan of its
+    bytes, not a decoding. An answer laid out otherwise is decoded in full
+    (`parse_otlp_documents`)."""
+    elements = _elements(body)
+    if elements is None:
+        return parse_otlp_documents(body, wanted)
+    ask = _wanted_once(wanted)
+    trace_ids = list(dict.fromkeys(t for t, _, _ in elements if t is not None))
+    keep = {t for t in trace_ids if ask(t)}
+    chosen = [body[start:stop] for t, start, stop in elements if t in keep]
+    if not chosen:
+        return FoundTraces(trace_ids, {})
+    decoded = json.loads(b"[" + b",".join(chosen) + b"]")
+    traces = _by_trace(parse_otlp({"resourceSpans": decoded}))
+    if traces.keys() != keep:
+        # Not one trace per element after all: decode it all (the ids already asked for
+        # are answered again as they were).
+        return parse_otlp_documents(body, ask)
+    return FoundTraces(trace_ids, traces)
+
+
+def _is_json_object(body: bytes) -> bool:
+    """Jaeger's own 404 (JSON), not a path no server here answers (text)."""
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def _rfc3339(unix_us: int) -> str:
+    """Unix microseconds as Jaeger's v3 API reads a time (RFC 3339, UTC, to the µs)."""
+    seconds, micros = divmod(unix_us, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{micros:06d}Z"
+
+
 class JaegerClient:
-    def __init__(self, query_url: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, query_url: str, timeout: float = 5.0, *, limits: httpx.Limits | None = None
+    ) -> None:
+        """`limits`: the connection pool's (httpx's defaults: idle connections closed after
+        5 s; a caller that asks every 15 s keeps them longer)."""
         self.query_url = query_url.rstrip("/")
-        self._http = httpx.Client(timeout=timeout)
+        if limits is None:
+            self._http = httpx.Client(timeout=timeout)
+        else:
+            self._http = httpx.Client(timeout=timeout, limits=limits)
 
     def close(self) -> None:
         self._http.close()
@@ -254,6 +408,40 @@ class JaegerClient:
             return []
         response.raise_for_status()
         return [t["traceID"] for t in response.json().get("data") or []]
+
+    def find_traces(
+        self,
+        service: str,
+        operation: str | None = None,
+        *,
+        start_us: int,
+        end_us: int,
+        min_duration_us: int = 0,
+        limit: int = 100,
+        wanted: Callable[[str], bool] | None = None,
+    ) -> FoundTraces:
+        """Traces with a span of `service` (named `operation`) that started within
+        [start_us, end_us] (Unix microseconds, both included) and lasted at least
+        `min_duration_us`: the newest `limit`, whole, from Jaeger's v3 search. Spans are
+        parsed only for the trace ids `wanted` says yes to (see `parse_otlp_answer`)."""
+        params: dict[str, Any] = {
+            "query.service_name": service,
+            "query.start_time_min": _rfc3339(start_us),
+            "query.start_time_max": _rfc3339(end_us),
+            # Jaeger up to 1.76 reads num_traces, later ones search_depth (num_traces kept
+            # as an alias): the same number under both names.
+            "query.num_traces": limit,
+            "query.search_depth": limit,
+        }
+        if operation:
+            params["query.operation_name"] = operation
+        if min_duration_us > 0:
+            params["query.duration_min"] = f"{min_duration_us}us"
+        response = self._get("/api/v3/traces", params)
+        if response.status_code == 404 and _is_json_object(response.content):
+            return FoundTraces([], {})  # the gateway's error: "No traces found"
+        response.raise_for_status()
+        return parse_otlp_answer(response.content, wanted)
 
     def wait_for_trace(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from omni_trace.flowview.data import SETTLE_S, Auditor, VerdictCache
 from omni_trace.flowview.ledger import SEARCH_LIMIT, AuditLedger, LedgerState
 from omni_trace.flowview.metrics import AuditMetrics
-from omni_trace.traces.jaeger import JaegerError, TraceSpan
+from omni_trace.traces.jaeger import FoundTraces, JaegerError, TraceSpan
+from omni_trace.traces.spec import default_spec
 from tests.omni_trace.recorded import message_spans, session_spans
 
 NS = 1_000_000_000
@@ -25,11 +27,15 @@ SESSION = session_spans()
 
 class FakeJaeger:
     """Jaeger's memory store as the ledger reads it: a search returns the newest matching
-    traces up to its limit; a span is in it once the test adds its trace."""
+    traces up to its limit, whole (their spans parsed only for the ids the caller wants); a
+    span is in it once the test adds its trace."""
 
     def __init__(self) -> None:
         self.traces: dict[str, list[TraceSpan]] = {SESSION[0].trace_id: SESSION}
+        # How often the ledger got each trace's spans: read by id or parsed from a search.
         self.reads: Counter[str] = Counter()
+        self.by_id: Counter[str] = Counter()  # of which read by id (get_trace)
+        self.parsed: Counter[str] = Counter()  # of which parsed from a search's answer
         self.returned: Counter[str] = Counter()  # how often a search returned each trace
         self.searches = 0
         self.full_answers = 0
@@ -52,9 +58,10 @@ class FakeJaeger:
     def get_trace(self, trace_id: str) -> list[TraceSpan]:
         self._check()
         self.reads[trace_id] += 1
+        self.by_id[trace_id] += 1
         return list(self.traces.get(trace_id, []))
 
-    def find_message_ids(
+    def find_message_traces(
         self,
         service: str,
         operation: str,
@@ -62,10 +69,11 @@ class FakeJaeger:
         end_us: int,
         min_duration_us: int,
         limit: int,
-    ) -> list[str]:
+        wanted: Callable[[str], bool],
+    ) -> FoundTraces:
         self._check()
         self.searches += 1
-        found = []
+        found: list[str] = []
         for trace_id in reversed(self.traces):
             if any(
                 (s.service, s.name) == (service, operation)
@@ -78,7 +86,10 @@ class FakeJaeger:
                     self.full_answers += 1
                     break
         self.returned.update(found)
-        return found
+        parsed = {t: list(self.traces[t]) for t in found if wanted(t)}
+        self.parsed.update(parsed.keys())
+        self.reads.update(parsed.keys())
+        return FoundTraces(found, parsed)
 
 
 class Clock:
@@ -286,3 +297,64 @@ def test_the_exposition_has_counters_and_window_gauges() -> None:
     assert types["omni_trace_audit_messages_total"] == "counter"
     assert types["omni_trace_audit_messages"] == "gauge"
     assert "omni_trace_audit_limited" not in text
+
+
+def test_a_new_message_is_judged_from_its_search_and_parsed_once() -> None:
+    jaeger, clock = FakeJaeger(), Clock()
+    audit = ledger(jaeger, clock)
+    trace_id = jaeger.add(message(0, clock.now - 20))
+    layers = {(s.service, s.name) for s in jaeger.traces[trace_id]}
+    assert len(layers & set(default_spec().message_spans)) == 3
+    state = audit.update()
+    assert total(state) == 1 and state.totals.messages[("whole", "ok")] == 1
+    # Each of the three layers' searches returned it; the first to do so had it parsed, and
+    # it was never read by id. The session trace it links to was, once.
+    assert jaeger.returned[trace_id] >= 3
+    assert jaeger.parsed[trace_id] == 1 and jaeger.by_id[trace_id] == 0
+    assert jaeger.by_id[SESSION[0].trace_id] == 1
+    # The next update's look back returns it again: judged already, not parsed again.
+    returned = jaeger.returned[trace_id]
+    clock.now += 15
+    assert total(audit.update()) == 1
+    assert jaeger.returned[trace_id] > returned
+    assert jaeger.parsed[trace_id] == 1 and jaeger.by_id[trace_id] == 0
+
+
+def test_a_message_recorded_at_one_layer_only_is_found_and_counted() -> None:
+    jaeger, clock = FakeJaeger(), Clock()
+    audit = ledger(jaeger, clock)
+    whole = jaeger.add(message(0, clock.now - 20))
+    only = {
+        service: jaeger.add([s for s in message(n, clock.now - 20) if s.service == service])
+        for n, service in enumerate(("omni2", "dashboard-backend"), start=1)
+    }
+    state = audit.update()
+    assert total(state) == 3 == state.judged
+    assert state.totals.messages[("whole", "ok")] == 1
+    assert state.totals.messages[("broken", "ok")] == 2
+    assert state.totals.missing["client"] == 2
+    for trace_id in (whole, *only.values()):
+        assert jaeger.parsed[trace_id] == 1 and jaeger.by_id[trace_id] == 0
+
+
+def test_a_burst_in_a_long_range_is_not_sent_again_at_each_cut() -> None:
+    """The first update searches the whole window (15 minutes): a burst at its end answers
+    each layer's search in full, and the range is cut below what the answer held and across
+    it, not halved level after level (each level sending the burst's newest traces again)."""
+    jaeger, clock = FakeJaeger(), Clock()
+    audit = ledger(jaeger, clock)
+    count = 1200
+    for number in range(count):
+        jaeger.add(message(number, clock.now - 20 + number * 0.004))
+    state = audit.update()
+    assert total(state) == count == state.judged
+    assert jaeger.full_answers == 2 * 3  # two per layer
+    assert max(jaeger.returned.values()) <= 2 * 3
+    assert set(jaeger.parsed.values()) == {1} and not jaeger.by_id.keys() - {SESSION[0].trace_id}
+    # The next update's look back returns the burst again, judged: cut where it lies.
+    clock.now += 15
+    full, returned = jaeger.full_answers, Counter(jaeger.returned)
+    assert total(audit.update()) == count
+    assert jaeger.full_answers - full == 2 * 3
+    assert max((jaeger.returned - returned).values()) <= 2 * 3
+    assert set(jaeger.parsed.values()) == {1}
