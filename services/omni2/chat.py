@@ -495,10 +495,13 @@ class ChatSession:
         trace_id = record.trace_id
         checks = CheckRun(attributes, record.flow)
         try:
-            async with self.services.store.db.session() as session:
-                allowance = await check_message(
-                    session, checks, self.user_id, self.services.usage_policy
-                )
+            # The span around the transaction: it ends (and is encoded) after the commit, not
+            # while the transaction holds SQLite's turn, and its length includes the wait.
+            with checks.traced():
+                async with self.services.store.db.session() as session:
+                    allowance = await check_message(
+                        session, checks, self.user_id, self.services.usage_policy
+                    )
         except Denied as denied:
             frame_out = (
                 blocked_frame(denied.message, trace_id)

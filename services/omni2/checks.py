@@ -77,7 +77,11 @@ class CheckRun:
     @contextmanager
     def traced(self) -> Iterator[Span]:
         """The run's span, current while its checks run. An exception raised between checks
-        is the caller's to record (e.g. a revoked token at connect), not a check's."""
+        is the caller's to record (e.g. a revoked token at connect), not a check's. Inside a
+        run's span already (a caller that holds it around the transaction), the same span."""
+        if self._span is not None:
+            yield self._span
+            return
         with tracer.start_as_current_span(
             SpanName.CHECKS,
             attributes=self.attributes,
