@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +169,31 @@ def _kind(spans: list[TraceSpan]) -> str:
     return "other"
 
 
+class TraceCache:
+    """Traces read once each through `read`, the missing ones of a list side by side."""
+
+    def __init__(self, read: Callable[[str], list[TraceSpan]], workers: int = 8) -> None:
+        self._read = read
+        self._workers = workers
+        self._traces: dict[str, list[TraceSpan]] = {}
+
+    def seed(self, traces: dict[str, list[TraceSpan]]) -> None:
+        """Traces already in hand (a search's answer): not read again."""
+        self._traces.update(traces)
+
+    def __call__(self, trace_id: str) -> list[TraceSpan]:
+        if trace_id not in self._traces:
+            self._traces[trace_id] = self._read(trace_id)
+        return self._traces[trace_id]
+
+    def prefetch(self, trace_ids: list[str]) -> None:
+        missing = [t for t in dict.fromkeys(trace_ids) if t not in self._traces]
+        if len(missing) < 2:
+            return
+        with ThreadPoolExecutor(min(self._workers, len(missing))) as pool:
+            self._traces.update(zip(missing, pool.map(self._read, missing), strict=True))
+
+
 class Snapshot(JaegerClient):
     """Jaeger as one request of the view reads it: each trace fetched once, so that the audit
     and the usage summary read the same spans, and the message traces fetched side by side,
@@ -179,22 +205,14 @@ class Snapshot(JaegerClient):
         # its own to close.
         self.query_url = jaeger.query_url
         self._http = jaeger._http
-        self._workers = workers
-        self._traces: dict[str, list[TraceSpan]] = {}
+        self._traces = TraceCache(super().get_trace, workers)
         self._searches: dict[tuple[Any, ...], list[str]] = {}
 
     def get_trace(self, trace_id: str) -> list[TraceSpan]:
-        if trace_id not in self._traces:
-            self._traces[trace_id] = super().get_trace(trace_id)
-        return self._traces[trace_id]
+        return self._traces(trace_id)
 
     def prefetch(self, trace_ids: list[str]) -> None:
-        missing = [t for t in dict.fromkeys(trace_ids) if t not in self._traces]
-        if len(missing) < 2:
-            return
-        with ThreadPoolExecutor(min(self._workers, len(missing))) as pool:
-            fetched = pool.map(super().get_trace, missing)
-            self._traces.update(zip(missing, fetched, strict=True))
+        self._traces.prefetch(trace_ids)
 
     def find_trace_ids(
         self,

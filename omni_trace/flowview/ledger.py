@@ -43,14 +43,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Protocol
 
 import httpx
 
-from omni_trace.flowview.data import SETTLE_S, Auditor, Verdict
+from omni_trace.flowview.data import SETTLE_S, Auditor, TraceCache, Verdict
 from omni_trace.traces.chain import MISSING, ChainReport
 from omni_trace.traces.jaeger import FoundTraces, JaegerClient, JaegerError, TraceSpan
 from omni_trace.traces.spec import ChainSpec, default_spec
@@ -210,33 +209,6 @@ class _Claims:
                 return False
             self._claimed.add(trace_id)
             return True
-
-
-class TraceReads:
-    """Traces read for one update: each once (a session trace serves all its messages), the
-    new messages' from their searches' answers (`seed`), the rest side by side."""
-
-    def __init__(self, jaeger: LedgerJaeger, workers: int = 8) -> None:
-        self._jaeger = jaeger
-        self._workers = workers
-        self._traces: dict[str, list[TraceSpan]] = {}
-
-    def seed(self, traces: dict[str, list[TraceSpan]]) -> None:
-        """Traces a search returned just now: not read again."""
-        self._traces.update(traces)
-
-    def __call__(self, trace_id: str) -> list[TraceSpan]:
-        if trace_id not in self._traces:
-            self._traces[trace_id] = self._jaeger.get_trace(trace_id)
-        return self._traces[trace_id]
-
-    def prefetch(self, trace_ids: list[str]) -> None:
-        missing = [t for t in dict.fromkeys(trace_ids) if t not in self._traces]
-        if len(missing) < 2:
-            return
-        with ThreadPoolExecutor(min(self._workers, len(missing))) as pool:
-            fetched = pool.map(self._jaeger.get_trace, missing)
-            self._traces.update(zip(missing, fetched, strict=True))
 
 
 def _cuts(starts: list[int], start_us: int, end_us: int) -> list[int]:
@@ -421,7 +393,7 @@ class AuditLedger:
         settled. None: no such trace (any more)."""
         cache = self._auditor.cache
         cached = {t: v for t in trace_ids if (v := cache.get(t)) is not None}
-        reads = TraceReads(self._jaeger)
+        reads = TraceCache(self._jaeger.get_trace)
         reads.seed(traces)
         reads.prefetch([t for t in trace_ids if t not in cached])
         found: dict[str, Verdict | None] = {}
