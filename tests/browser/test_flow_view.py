@@ -168,11 +168,15 @@ def test_a_broken_chain_names_the_missing_layer(
     page: Page, untraced_omni2: Stack, screenshots: Screenshots
 ) -> None:
     stack = untraced_omni2
-    conversation, (trace_id, _), _ = _chat(stack)
+    conversation, trace_ids, _ = _chat(stack)
+    trace_id = trace_ids[0]
+    # Both messages, as the user's page below counts both (the dashboard's spans, which carry
+    # the user, come in its next export).
     with JaegerClient(stack.info.jaeger_query_url) as jaeger:
-        TraceFetcher(jaeger).wait(
-            trace_id, has_services(Service.CHAT_CLIENT, Service.DASHBOARD), what="client, relay"
-        )
+        for each in trace_ids:
+            TraceFetcher(jaeger).wait(
+                each, has_services(Service.CHAT_CLIENT, Service.DASHBOARD), what="client, relay"
+            )
     page.goto(f"{stack.info.flowview_url}/#/conversation/{conversation}")
     chain = page.locator(f'tr[data-trace="{trace_id}"] .chain')
     expect(chain).to_have_attribute("data-chain", "broken")
