@@ -51,7 +51,7 @@ import httpx
 
 from omni_trace.flowview.data import SETTLE_S, Auditor, TraceCache, Verdict
 from omni_trace.traces.chain import MISSING, ChainReport
-from omni_trace.traces.jaeger import FoundTraces, JaegerClient, JaegerError, TraceSpan
+from omni_trace.traces.jaeger import FoundTraces, JaegerError, TraceSpan
 from omni_trace.traces.spec import ChainSpec, default_spec
 
 WINDOW_S = 900.0
@@ -84,55 +84,22 @@ class LedgerJaeger(Protocol):
 
     def get_trace(self, trace_id: str) -> list[TraceSpan]: ...
 
-    def find_message_traces(
+    def find_traces(
         self,
         service: str,
-        operation: str,
+        operation: str | None = None,
+        *,
         start_us: int,
         end_us: int,
-        min_duration_us: int,
-        limit: int,
-        wanted: Callable[[str], bool],
+        min_duration_us: int = 0,
+        limit: int = 100,
+        wanted: Callable[[str], bool] | None = None,
     ) -> FoundTraces:
-        """Traces with a span of `service` named `operation` that started within
-        [start_us, end_us] (Unix µs) and lasted at least `min_duration_us`, the newest `limit`:
-        every id, and the spans of those `wanted` (asked once per id) says yes to."""
+        """As `JaegerClient.find_traces`: traces with a span of `service` named `operation`
+        that started within [start_us, end_us] (Unix us) and lasted at least
+        `min_duration_us`, the newest `limit`: every id, and the spans of those `wanted`
+        (asked once per id) says yes to."""
         ...
-
-
-class JaegerSearch:
-    """A `JaegerClient` with the search the ledger needs (Jaeger's v3 search: spans of one
-    service and name that started in a range and lasted at least so long, answered with their
-    whole traces). Shares the client's connections."""
-
-    def __init__(self, jaeger: JaegerClient) -> None:
-        self._jaeger = jaeger
-
-    def services(self) -> list[str]:
-        return self._jaeger.services()
-
-    def get_trace(self, trace_id: str) -> list[TraceSpan]:
-        return self._jaeger.get_trace(trace_id)
-
-    def find_message_traces(
-        self,
-        service: str,
-        operation: str,
-        start_us: int,
-        end_us: int,
-        min_duration_us: int,
-        limit: int,
-        wanted: Callable[[str], bool],
-    ) -> FoundTraces:
-        return self._jaeger.find_traces(
-            service,
-            operation,
-            start_us=start_us,
-            end_us=end_us,
-            min_duration_us=min_duration_us,
-            limit=limit,
-            wanted=wanted,
-        )
 
 
 def chain_verdict(report: ChainReport) -> str:
@@ -355,8 +322,14 @@ class AuditLedger:
         answer's traces again: claimed already, they are not parsed again)."""
         if end_us < start_us:
             return FoundTraces([], {})
-        found = self._jaeger.find_message_traces(
-            service, operation, start_us, end_us, min_duration_us, SEARCH_LIMIT, claims
+        found = self._jaeger.find_traces(
+            service,
+            operation,
+            start_us=start_us,
+            end_us=end_us,
+            min_duration_us=min_duration_us,
+            limit=SEARCH_LIMIT,
+            wanted=claims,
         )
         claims.parsed.update(found.traces)
         if len(found.trace_ids) < SEARCH_LIMIT or end_us == start_us:

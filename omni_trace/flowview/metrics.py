@@ -22,7 +22,6 @@ from omni_trace.flowview.ledger import (
     OUTCOMES,
     WINDOW_S,
     AuditLedger,
-    JaegerSearch,
     LedgerJaeger,
     LedgerState,
     Tally,
@@ -124,8 +123,8 @@ class AuditMetrics:
         jaeger: LedgerJaeger | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        # The auditor's own Jaeger by default: its connections, searched with durations.
-        jaeger = jaeger or JaegerSearch(auditor.jaeger)
+        # The auditor's own Jaeger by default: its connections.
+        jaeger = jaeger or auditor.jaeger
         self._ledger = AuditLedger(auditor, jaeger, clock=clock)
         self._lock = threading.Lock()
         self._cached: tuple[float, AuditCounts] | None = None

@@ -17,7 +17,7 @@ import pytest
 
 from omni_trace.flowview.api import JAEGER_LIMITS
 from omni_trace.flowview.data import SETTLE_S, Auditor, VerdictCache
-from omni_trace.flowview.ledger import SEARCH_LIMIT, AuditLedger, JaegerSearch
+from omni_trace.flowview.ledger import SEARCH_LIMIT, AuditLedger
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan, parse_otlp
 from tests.omni_trace.recorded import message_spans
 from tests.omni_trace.test_flowview_ledger import (
@@ -158,15 +158,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if spans else 404, {"result": otlp([spans])} if spans else not_found)
         elif url.path == "/api/v3/traces":
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
-            found = FakeJaeger.find_message_traces(
+            found = FakeJaeger.find_traces(
                 fake,
                 q["query.service_name"],
                 q["query.operation_name"],
-                _us(q["query.start_time_min"]),
-                _us(q["query.start_time_max"]),
-                int(q.get("query.duration_min", "0us").removesuffix("us")),
-                int(q["query.search_depth"]),
-                lambda _: False,  # whole traces are sent, never parsed here
+                start_us=_us(q["query.start_time_min"]),
+                end_us=_us(q["query.start_time_max"]),
+                min_duration_us=int(q.get("query.duration_min", "0us").removesuffix("us")),
+                limit=int(q["query.search_depth"]),
+                wanted=lambda _: False,  # whole traces are sent, never parsed here
             )
             traces = [fake.traces[t] for t in found.trace_ids]
             self._send(200 if traces else 404, {"result": otlp(traces)} if traces else not_found)
@@ -202,7 +202,7 @@ def test_an_update_over_http_judges_alike_on_a_handful_of_connections(
 
     client = JaegerClient(served.url, limits=JAEGER_LIMITS)
     auditor = Auditor(client, VerdictCache(10_000, settle_s=OFFSET_S + SETTLE_S))
-    audit = AuditLedger(auditor, JaegerSearch(client), clock=clock)
+    audit = AuditLedger(auditor, client, clock=clock)
     state = audit.update()
     assert not state.failed
     assert total(state) == count == state.judged
@@ -232,7 +232,7 @@ def test_reads_by_id_side_by_side_share_the_pool(served: JaegerServer) -> None:
         served.fake.add(message(number, clock.now - SETTLE_S + 3, length_s=20))
     client = JaegerClient(served.url, limits=JAEGER_LIMITS)
     auditor = Auditor(client, VerdictCache(10_000, settle_s=OFFSET_S + SETTLE_S))
-    audit = AuditLedger(auditor, JaegerSearch(client), clock=clock)
+    audit = AuditLedger(auditor, client, clock=clock)
     assert total(audit.update()) == 0
     clock.now += 15
     assert total(audit.update()) == count

@@ -61,15 +61,16 @@ class FakeJaeger:
         self.by_id[trace_id] += 1
         return list(self.traces.get(trace_id, []))
 
-    def find_message_traces(
+    def find_traces(
         self,
         service: str,
-        operation: str,
+        operation: str | None = None,
+        *,
         start_us: int,
         end_us: int,
-        min_duration_us: int,
-        limit: int,
-        wanted: Callable[[str], bool],
+        min_duration_us: int = 0,
+        limit: int = 100,
+        wanted: Callable[[str], bool] | None = None,
     ) -> FoundTraces:
         self._check()
         self.searches += 1
@@ -86,7 +87,7 @@ class FakeJaeger:
                     self.full_answers += 1
                     break
         self.returned.update(found)
-        parsed = {t: list(self.traces[t]) for t in found if wanted(t)}
+        parsed = {t: list(self.traces[t]) for t in found if wanted is None or wanted(t)}
         self.parsed.update(parsed.keys())
         self.reads.update(parsed.keys())
         return FoundTraces(found, parsed)
