@@ -4,11 +4,11 @@ The SDK's `BatchSpanProcessor` keeps every ended span until its thread redacts, 
 sends a batch of a few hundred. Under load the profile showed that thread holding the GIL for
 milliseconds at a stretch while the event loop waited for it, and every queued span (a
 `ReadableSpan` with its attribute dicts, events and links) kept alive, and scanned by the
-garbage collector, for up to the schedule delay. Here the thread that ends a span redacts and
-encodes it at once (the same work, a few microseconds per span, between two steps of the
-event loop) and the queue holds only bytes; the batch thread joins them into one request and
-sends it. Queue size, batch size and delay are the SDK's (`OTEL_BSP_*`), and so are the
-handling of forks, `force_flush` and `shutdown`.
+garbage collector, for up to the schedule delay. Here the thread that ends a span encodes it
+at once, masking secrets as it writes (`otel.otlp`: the same work, a few microseconds per
+span, between two steps of the event loop), and the queue holds only bytes; the batch thread
+joins them into one request and sends it. Queue size, batch size and delay are the SDK's
+(`OTEL_BSP_*`), and so are the handling of forks, `force_flush` and `shutdown`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel.otlp import EncodedSpan, OtlpSpanExporter, encode_request, encode_span
-from otel.redaction import redact_span
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class _RequestSender(SpanExporter):
 
 
 class EncodingSpanProcessor(BatchSpanProcessor):
-    """Redacts and encodes each sampled span when it ends; sends them in batches."""
+    """Encodes (and so redacts) each sampled span when it ends; sends them in batches."""
 
     def __init__(
         self, exporter: OtlpSpanExporter, *, schedule_delay_millis: float | None = None
@@ -53,7 +52,7 @@ class EncodingSpanProcessor(BatchSpanProcessor):
         if not (span.context and span.context.trace_flags.sampled):
             return
         try:
-            encoded = encode_span(redact_span(span))
+            encoded = encode_span(span)
         except Exception as err:  # a span we cannot encode is lost alone, never the process
             log.error("Failed to encode span %r: %s", span.name, err)
             return

@@ -14,7 +14,8 @@ from functools import cache
 
 from opentelemetry import metrics
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
@@ -37,7 +38,11 @@ def create_meter_provider(resource: Resource, *, otlp_endpoint: str | None = Non
     reader = PeriodicExportingMetricReader(
         OTLPMetricExporter(endpoint=endpoint), export_interval_millis=interval
     )
-    return MeterProvider(metric_readers=[reader], resource=resource)
+    # Exemplars off unless asked for: the collector's Prometheus exporter here drops them (no
+    # OpenMetrics), and offering each measurement made inside a sampled trace to a reservoir
+    # was ~0.04 ms per message in OMNI2's profile. OTEL_METRICS_EXEMPLAR_FILTER wins.
+    exemplars = None if os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
+    return MeterProvider(metric_readers=[reader], resource=resource, exemplar_filter=exemplars)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,18 @@
-"""OTLP/HTTP export with a direct protobuf encoder.
+"""OTLP/HTTP export with a direct protobuf encoder that masks secrets as it writes.
 
 The SDK's exporter builds a protobuf object per span, attribute and value, then serialises
 them; under load that encoding was most of the span export's cost and the largest tracing
 cost in OMNI2's profile (docs/performance.md). `encode_spans` writes the same bytes directly
-(tests check that they decode to exactly the SDK's request), and `OtlpSpanExporter` is the
-SDK's OTLP/HTTP exporter (endpoint, headers, timeout, retries, `OTEL_EXPORTER_OTLP_*`) with
-that encoder in place of the SDK's. A span is encoded on its own (`encode_span`), so it can be
-encoded as it ends and its request built from bytes later (`otel.export`).
+(tests check that they decode to exactly the SDK's request of the redacted spans), and
+`OtlpSpanExporter` is the SDK's OTLP/HTTP exporter (endpoint, headers, timeout, retries,
+`OTEL_EXPORTER_OTLP_*`) with that encoder in place of the SDK's. A span is encoded on its own
+(`encode_span`), so it can be encoded as it ends and its request built from bytes later
+(`otel.export`).
+
+Redaction (`otel.redaction`'s rules) happens here, value by value, rather than on a copy of
+the span before it: an encoded attribute is kept for reuse (the same conversation id on each
+of its spans), so a repeated value is masked once, not once per span, and the span's
+attributes and events are read once.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
+
+from otel.redaction import redact_text, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +85,15 @@ def _value(value: Any) -> bytes:
 
 _KEYS: dict[str, bytes] = {}  # attribute names repeat: each encoded once
 # Whole attributes repeat too (a conversation's id on each of its spans, a check's name): the
-# encoded pair of a scalar value is kept, keyed by its type as well (True == 1).
+# encoded (and redacted) pair of a scalar value is kept, keyed by its type as well (True == 1).
 _PAIRS: dict[tuple[bytes, str, type, Any], bytes] = {}
 _SCALARS = (str, bool, int, float)
 _MAX_CACHED_TEXT = 256
 
 
 def _key_value(key: str, value: Any) -> bytes:
+    """A KeyValue, its value redacted."""
+    value = redact_value(key, value)
     encoded = _KEYS.get(key)
     if encoded is None:
         if len(_KEYS) >= 4096:  # bounded: keys are ours, but not only ours
@@ -129,7 +139,7 @@ def _span(span: ReadableSpan) -> bytes:
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),
         _trace_state(context),
         b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent is not None else b"",
-        _text(b"\x2a", span.name),
+        _text(b"\x2a", redact_text(span.name)),
         b"\x30" + _SMALL[span.kind.value + 1],  # the SDK's kinds start at 0, OTLP's at 1
         b"\x39" + _fixed64(span.start_time or 0),
         b"\x41" + _fixed64(span.end_time or 0),
@@ -140,7 +150,7 @@ def _span(span: ReadableSpan) -> bytes:
         body = (
             b"\x09"
             + _fixed64(event.timestamp)
-            + _text(b"\x12", event.name)
+            + _text(b"\x12", redact_text(event.name))
             + _attributes(b"\x1a", event.attributes)
             + _count(b"\x20", event.dropped_attributes)
         )
@@ -162,7 +172,8 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(_count(b"\x70", span.dropped_links))
     status = span.status
     if status is not None:
-        body = (_text(b"\x12", status.description) if status.description else b"") + (
+        description = redact_text(status.description) if status.description else ""
+        body = (_text(b"\x12", description) if description else b"") + (
             b"\x18" + _SMALL[status.status_code.value] if status.status_code.value else b""
         )
         parts.append(_field(b"\x7a", body))
@@ -192,6 +203,7 @@ class EncodedSpan:
 
 
 def encode_span(span: ReadableSpan) -> EncodedSpan:
+    """One span's bytes, secrets masked."""
     return EncodedSpan(span.resource, span.instrumentation_scope or None, _span(span))
 
 
@@ -218,7 +230,7 @@ def encode_request(spans: Sequence[EncodedSpan]) -> bytes:
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest of `spans`."""
+    """An ExportTraceServiceRequest of `spans`, secrets masked."""
     return encode_request([encode_span(span) for span in spans])
 
 

@@ -1,8 +1,10 @@
 """Keep secrets out of spans and logs.
 
-Every exported span passes through `redact_span` (as it ends, in `otel.export`; around any
-other exporter, `RedactingSpanExporter`), and every log record through `RedactingLogFilter`,
-so a secret that slips into a URL or a message is caught in one place.
+Every exported span is masked by these rules: as our OTLP encoder writes it (`otel.otlp`,
+each attribute through `redact_value`, names and descriptions through `redact_text`), and
+around any other exporter by `redact_span` (`RedactingSpanExporter`); every log record passes
+through `RedactingLogFilter`. So a secret that slips into a URL or a message is caught in one
+place.
 
 What counts as a secret (documented in README, "Security"):
 
@@ -220,7 +222,8 @@ def _redact_url_value(key: str, value: str) -> str:
     return value
 
 
-def _redact_value(key: str, value: object) -> object:
+def redact_value(key: str, value: object) -> object:
+    """An attribute's value with secrets masked (the same object when it held none)."""
     if isinstance(value, str):
         if key in URL_ATTRIBUTES:
             value = _redact_url_value(key, value)
@@ -237,7 +240,7 @@ def redact_attributes(attributes: Attributes) -> Attributes:
         return attributes
     changed: dict[str, Any] = {}
     for key, value in attributes.items():
-        cleaned = _redact_value(key, value)
+        cleaned = redact_value(key, value)
         if cleaned != value:
             changed[key] = cleaned
     return {**attributes, **changed} if changed else attributes

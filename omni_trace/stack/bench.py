@@ -1177,7 +1177,7 @@ def _render_span_costs(report: dict[str, Any]) -> list[str]:
     return [
         f"a traced message's {spans} spans in OMNI2's shape, CPU in this process "
         f"(us per message): SDK spans {costs['sdk_spans']:.0f}, sampler and processors "
-        f"{costs['sampler_and_processors']:.0f}, redaction {costs['redaction']:.0f}, encoding "
+        f"{costs['sampler_and_processors']:.0f}, encoding with redaction "
         f"{costs['encoding']:.0f}; {costs['total']:.0f} in all (the API alone, without the "
         f"SDK: {costs['api_without_sdk']:.0f})"
     ]

@@ -114,7 +114,7 @@ def test_quick_bench_reports_both_runs_side_by_side(
     assert code == 0
     cfg = report["config"]
     costs = report["span_costs_us"]
-    assert all(costs[stage] > 0 for stage in ("sdk_spans", "redaction", "encoding"))
+    assert all(costs[stage] > 0 for stage in ("sdk_spans", "sampler_and_processors", "encoding"))
     on, off, up = report["on"], report["off"], report["up"]
     assert (on["tracing"], off["tracing"], up["tracing"]) == (True, False, True)
     assert list(on["bursts"]) == list(off["bursts"]) == ["1s"]  # --quick: one burst

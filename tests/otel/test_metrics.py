@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -62,3 +63,24 @@ def test_one_answered_message_records_tokens_and_cost_per_user() -> None:
     assert ttft.count == 1 and ttft.sum == 0.012 and dict(ttft.attributes or {}) == {}
     # Buckets fine enough for a first token in milliseconds.
     assert ttft.explicit_bounds[0] <= 0.001
+
+
+def test_exemplars_are_off_unless_the_standard_variable_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, TraceBasedExemplarFilter
+    from opentelemetry.sdk.resources import Resource
+
+    from otel.metrics import create_meter_provider
+
+    def chosen() -> object:
+        provider = create_meter_provider(Resource.create({}), otlp_endpoint="http://127.0.0.1:9")
+        try:
+            return provider._sdk_config.exemplar_filter
+        finally:
+            provider.shutdown()
+
+    monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    assert isinstance(chosen(), AlwaysOffExemplarFilter)
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based")
+    assert isinstance(chosen(), TraceBasedExemplarFilter)

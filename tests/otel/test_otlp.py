@@ -156,3 +156,40 @@ def test_an_attribute_encoded_once_is_not_reused_for_an_equal_value_of_another_t
         provider.get_tracer("t").start_span("s", attributes={"x": value}).end()
     spans = exported.get_finished_spans()
     assert ExportTraceServiceRequest.FromString(encode_spans(spans)) == sdk_encode(spans)
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
+
+
+def _secret_spans() -> list[ReadableSpan]:
+    """Secrets in every place a span holds text: name, attributes (a URL, free text, a list),
+    event names and attributes, link attributes, the status, and the resource."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"deploy.note": f"Bearer {JWT}"}))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    remote = SpanContext(1, 2, is_remote=True, trace_flags=TraceFlags(1))
+    tracer = provider.get_tracer("t")
+    for _ in range(2):  # the second time, each attribute comes from the encoder's cache
+        with tracer.start_as_current_span(
+            f"GET /ws?token={JWT}",
+            links=[Link(remote, {"note": f"password={JWT}"})],
+            attributes={
+                "url.full": f"https://u:{JWT}@host/ws?access_token={JWT}&x=1",
+                "note": f'{{"password": "{JWT}"}}',
+                "lines": [f"Authorization: Bearer {JWT}", "clean"],
+            },
+        ) as span:
+            span.add_event(f"sent {JWT}", {"detail": f"api_key={JWT}"})
+            span.set_status(Status(StatusCode.ERROR, f"refused token={JWT}"))
+    return list(exported.get_finished_spans())
+
+
+def test_the_encoder_masks_secrets_as_redact_span_does() -> None:
+    from otel.redaction import redact_span
+
+    spans = _secret_spans()
+    encoded = encode_spans(spans)
+    assert JWT.encode() not in encoded
+    assert b"REDACTED" in encoded
+    ours = ExportTraceServiceRequest.FromString(encoded)
+    assert ours == sdk_encode([redact_span(span) for span in spans])
