@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -17,9 +18,14 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from omni_trace.stack import bench as bench_mod
-from omni_trace.stack import bench_scale, doctor
+from omni_trace import bench as bench_mod
+from omni_trace.bench import config as bench_config
+from omni_trace.bench import render as bench_render
+from omni_trace.bench import rounds as bench_rounds
+from omni_trace.bench import scale as bench_scale
+from omni_trace.bench import scale_report
 from omni_trace.stack import demo as demo_mod
+from omni_trace.stack import doctor
 from omni_trace.stack import users as users_mod
 from omni_trace.stack.client import ChatError, login, open_chat
 from omni_trace.stack.jaeger_build import JaegerBuildError, ensure_jaeger
@@ -45,9 +51,15 @@ from omni_trace.stack.runner import (
 from omni_trace.stack.settings import StackSettings
 from omni_trace.traces import audit, diagnosis
 from omni_trace.traces.audit import AuditQuery
+from omni_trace.traces.baseline import Baseline, BaselineError
+from omni_trace.traces.baseline import compare as compare_baseline
+from omni_trace.traces.baseline import render as render_baseline
 from omni_trace.traces.chain import analyze_chain
+from omni_trace.traces.critical_path import critical_path, render_path
+from omni_trace.traces.diff import diff_traces, render_diff
 from omni_trace.traces.jaeger import JaegerClient, JaegerError
 from omni_trace.traces.spec import ChainSpec, SpecError, default_spec, load_spec
+from omni_trace.traces.streams import DEFAULT_STALL_MS, STALL_RATIO, render_streams
 from omni_trace.traces.waterfall import render_waterfall
 from otel.names import Service, telemetry_markdown
 from otel.setup import create_tracer_provider
@@ -276,23 +288,60 @@ def cmd_audit(args: argparse.Namespace) -> int:
         conversation_id=args.conversation, user_id=args.user, since_s=args.since, limit=args.limit
     )
     spec = _spec(args)
-    with JaegerClient(_jaeger_url(args)) as jaeger:
+    # A baseline that cannot be read is a usage error (exit 2), found before Jaeger is asked.
+    if args.tolerance < 0 or args.min_ms < 0:
+        print("omni-trace: --tolerance and --min-ms cannot be negative", file=sys.stderr)
+        return 2
+    try:
+        baseline = Baseline.load(Path(args.baseline)) if args.baseline else None
+    except BaselineError as err:
+        print(f"omni-trace: {err}", file=sys.stderr)
+        return 2
+    jaeger_url = _jaeger_url(args)
+    with JaegerClient(jaeger_url) as jaeger:
         reports = audit.run_audit(jaeger, query, _progress, settle_s=args.settle, spec=spec)
         sampled_out = audit.find_sampled_out(jaeger, query, spec)
+    for report in reports:
+        report.judge_stall(args.stall_ms)
     flow_view = _flow_view(args)
+    comparison = (
+        compare_baseline(baseline, reports, args.tolerance, args.min_ms) if baseline else None
+    )
+    if args.save_baseline:
+        source = {"jaeger": jaeger_url, "query": query.describe(), "spec": spec.name}
+        try:
+            Baseline.of(reports, source).save(Path(args.save_baseline))
+        except OSError as err:
+            print(f"omni-trace: cannot write baseline {args.save_baseline}: {err}", file=sys.stderr)
+            return 2
+        _progress(f"baseline of {len(reports)} message(s) written to {args.save_baseline}")
     if args.json:
-        print(audit.render_json(reports, flow_view, sampled_out))
+        rendered = audit.render_json(reports, flow_view, sampled_out)
+        if comparison is not None:
+            found = json.loads(rendered)
+            found["baseline_comparison"] = comparison.as_dict()
+            rendered = json.dumps(found, indent=2)
+        print(rendered)
     else:
         print(audit.render_table(reports, spec))
         letters = ", ".join(f"{name[0].upper()} {name}" for name in spec.layer_names)
         print(f"\nlayers ({spec.name}): {letters} (. not traced, - missing); latencies in ms")
         print(audit.summary(reports))
+        if stalls := audit.render_stalls(reports):
+            print(stalls)
         if sampled_out:
             print(audit.sampling_note(sampled_out))
         if flow_view and reports:
             print(audit.render_links(reports, flow_view))
+        if comparison is not None:
+            print()
+            print(render_baseline(comparison))
     if not reports:
         _progress(f"no message traces found for {query.describe()}")
+    if comparison is not None and comparison.regressions:
+        for regression in comparison.regressions:
+            _progress(f"omni-trace: {regression}")
+        return 1
     return audit.exit_code(reports, query, args.allow_errors, sampled_out)
 
 
@@ -320,7 +369,20 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
         if not spans:
             raise JaegerError(f"trace {trace_id} not found in Jaeger")
         report = analyze_chain(spans, jaeger.get_trace, spec)
-        print(render_waterfall(spans, width, f"message trace {trace_id}"))
+        path = critical_path(spans)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "trace_id": trace_id,
+                        "chain": report.as_dict(),
+                        "critical_path": path.as_dict(),
+                    },
+                    indent=2,
+                )
+            )
+            return 1 if report.broken else 0
+        print(render_waterfall(spans, width, f"message trace {trace_id}", path.span_ids))
         for session_id in report.session_trace_ids:
             print()
             print(
@@ -330,10 +392,29 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
             )
     hops = ", ".join(f"{k} {v:.1f} ms" for k, v in report.hops.items() if v is not None)
     print(f"\nhops: {hops}\nchain: {report.status}")
+    if report.streams:
+        print(render_streams(report.streams, list(report.layers), report.stall))
+    # `*` in the waterfall: the spans on it.
+    print(render_path(path))
     flow_view = _flow_view(args)
     if flow_view:
         print(f"flow view: {audit.flow_view_url(flow_view, trace_id)}")
     return 1 if report.broken else 0
+
+
+def cmd_trace_diff(args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    with JaegerClient(_jaeger_url(args)) as jaeger:
+        traces, reports = [], []
+        for trace_id in (args.a, args.b):
+            spans = jaeger.get_trace(trace_id)
+            if not spans:
+                raise JaegerError(f"trace {trace_id} not found in Jaeger")
+            traces.append(spans)
+            reports.append(analyze_chain(spans, jaeger.get_trace, spec))
+    diff = diff_traces(traces[0], traces[1], reports[0], reports[1])
+    print(json.dumps(diff.as_dict(), indent=2) if args.json else render_diff(diff))
+    return 0
 
 
 DOCTOR_WINDOW_S = 900.0
@@ -415,7 +496,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "omni-trace bench: --database-url holds a password, and every user of this machine "
             "can read a command line: pass it in OMNI_TRACE_DATABASE_URL instead"
         )
-    preset = bench_mod.QUICK if args.quick else bench_mod.BenchConfig()
+    preset = bench_config.QUICK if args.quick else bench_config.BenchConfig()
     given = {
         "burst": args.connections,
         "burst_spread_s": args.burst_seconds,
@@ -430,15 +511,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
     if args.tight_burst_seconds == 0:
         cfg = dataclasses.replace(cfg, tight_burst_spread_s=None)
-    report = bench_mod.run_bench(cfg, Path(args.run_dir), _progress)
-    print(bench_mod.to_json(report) if args.json else bench_mod.render(report))
-    lost = sum(
-        burst["lost"]
-        for mode in bench_mod.MODES
-        for burst in report.get(mode, {}).get("bursts", {}).values()
-    )
-    lost += sum(report[mode]["steady"]["lost"] for mode in bench_mod.MODES if mode in report)
-    return 1 if lost else 0
+    report = bench_rounds.run_bench(cfg, Path(args.run_dir), _progress)
+    print(report.to_json() if args.json else bench_render.render(report))
+    return 1 if report.lost else 0
 
 
 def _holds_password(url: str | None) -> bool:
@@ -449,7 +524,7 @@ def _holds_password(url: str | None) -> bool:
 
 
 def cmd_bench_scale(args: argparse.Namespace) -> int:
-    """`bench --scale`: its own stacks and phases (omni_trace/stack/bench_scale.py)."""
+    """`bench --scale`: its own stacks and phases (omni_trace/bench/scale.py)."""
     unused = [
         option
         for option, value in (
@@ -463,7 +538,7 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"omni-trace bench --scale: {', '.join(unused)} belong to the on/off bench"
         )
-    preset = bench_scale.QUICK if args.quick else bench_scale.ScaleConfig()
+    preset = bench_config.SCALE_QUICK if args.quick else bench_config.ScaleConfig()
     given = {
         "burst": args.connections,
         "burst_spread_s": args.burst_seconds,
@@ -475,13 +550,55 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
     }
     cfg = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
     report = bench_scale.run_scale_bench(cfg, Path(args.run_dir), _progress)
-    print(bench_scale.to_json(report) if args.json else bench_scale.render(report))
-    return 0 if report["zero_lost"] else 1
+    print(report.to_json() if args.json else scale_report.render(report))
+    return 0 if report.zero_lost else 1
 
 
 def cmd_names(args: argparse.Namespace) -> int:
+    if args.lint:
+        return cmd_names_lint(args)
     print(telemetry_markdown(), end="")
     return 0
+
+
+def cmd_names_lint(args: argparse.Namespace) -> int:
+    """Exit 1 when a span carries a deprecated or unknown GenAI/MCP name, 0 when clean, 2 when
+    Jaeger cannot be read."""
+    import httpx
+
+    from omni_trace.traces.names_lint import lint_jaeger
+
+    if args.minutes <= 0 or args.span_limit < 1 or args.traces < 1:
+        print(
+            "omni-trace names --lint: --minutes, --span-limit and --traces must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        url = _jaeger_url(args)
+    except (OSError, ValueError) as err:
+        print(
+            f"omni-trace names --lint: no --jaeger URL and no running stack ({err})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with JaegerClient(url, timeout=args.timeout) as client:
+            result = lint_jaeger(
+                client,
+                minutes=args.minutes,
+                span_limit=args.span_limit,
+                traces_per_service=args.traces,
+                services=args.service or (),
+            )
+    except (JaegerError, httpx.HTTPError, ValueError) as err:
+        print(
+            f"omni-trace names --lint: cannot read spans from Jaeger at {url}: {err}",
+            file=sys.stderr,
+        )
+        return 2
+    print(result.render(), end="")
+    return 1 if result.findings else 0
 
 
 def cmd_dashboards(args: argparse.Namespace) -> int:
@@ -684,9 +801,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("--json", action="store_true", help="machine-readable output")
     aud.add_argument(
+        "--stall-ms",
+        type=float,
+        default=DEFAULT_STALL_MS,
+        help="name the hop that held a message's tokens when it added at least this much to "
+        f"the longest gap between token frames of the layer below, and {STALL_RATIO:g}x it "
+        f"(default {DEFAULT_STALL_MS:g})",
+    )
+    aud.add_argument(
         "--allow-errors",
         action="store_true",
         help="exit 0 for whole chains whose message failed (error spans)",
+    )
+    aud.add_argument(
+        "--save-baseline",
+        metavar="FILE",
+        help="write these messages' hop percentiles (p50, p95, counts, when and where) as JSON",
+    )
+    aud.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="compare the hop percentiles with this baseline (from --save-baseline); exit 1 "
+        "when a hop regressed, 2 when the file cannot be read",
+    )
+    aud.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.25,
+        metavar="R",
+        help="with --baseline: a hop's p50 or p95 may grow by this ratio (default 0.25) ...",
+    )
+    aud.add_argument(
+        "--min-ms",
+        type=float,
+        default=5.0,
+        metavar="M",
+        help="... and by at most M ms (default 5) before it counts as regressed",
     )
     jaeger_source(aud)
     aud.set_defaults(func=cmd_audit)
@@ -698,8 +848,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("trace_id", help="a trace id, or `last` for the newest message trace")
     show.add_argument("--width", type=int, help="output width (default: the terminal's)")
+    show.add_argument(
+        "--json", action="store_true", help="the chain report and the critical path as JSON"
+    )
     jaeger_source(show)
     show.set_defaults(func=cmd_trace_show)
+    diff = trace_sub.add_parser(
+        "diff",
+        help="two message traces compared: spans and layers in one only, time per hop and span",
+        description="Spans are matched by service, span name and position under the message; "
+        "time differences per hop (the audit's hops) and per service and span name, largest "
+        "first.",
+    )
+    diff.add_argument("a", help="a trace id (A)")
+    diff.add_argument("b", help="another trace id (B); differences read B - A")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    jaeger_source(diff)
+    diff.set_defaults(func=cmd_trace_diff)
 
     doc = sub.add_parser(
         "doctor",
@@ -803,7 +968,41 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     names = sub.add_parser("names", help="print the table of span names and attributes")
-    names.add_argument("--markdown", action="store_true", help="(the only format; for docs)")
+    names.add_argument("--markdown", action="store_true", help="the table (the default; for docs)")
+    names.add_argument(
+        "--lint",
+        action="store_true",
+        help="check a Jaeger's recent spans for deprecated or unknown GenAI/MCP attribute names "
+        "(exit 1 when found, 2 when Jaeger cannot be read)",
+    )
+    stack_file(names)
+    names.add_argument(
+        "--jaeger", metavar="URL", help="with --lint: Jaeger query URL (default: the stack's)"
+    )
+    names.add_argument(
+        "--minutes", type=float, default=60.0, help="with --lint: how far back (default 60)"
+    )
+    names.add_argument(
+        "--span-limit",
+        type=int,
+        default=20_000,
+        help="with --lint: read at most this many spans (default 20000)",
+    )
+    names.add_argument(
+        "--traces",
+        type=int,
+        default=200,
+        help="with --lint: the newest traces read per service (default 200)",
+    )
+    names.add_argument(
+        "--service",
+        action="append",
+        metavar="NAME",
+        help="with --lint: only this service's spans (repeatable; default: every service)",
+    )
+    names.add_argument(
+        "--timeout", type=float, default=10.0, help="with --lint: seconds per Jaeger request"
+    )
     names.set_defaults(func=cmd_names)
     boards = sub.add_parser(
         "dashboards",

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import bargauge, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, stat, statetimeline, timeseries
 from grafana_foundation_sdk.builders.dashboard import (
     ConstantVariable,
     Dashboard,
@@ -30,8 +30,14 @@ from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardLinkType, DataSourceRef
 
-from omni_trace.flowview.hops import error_ratio_query, latency_query
+from omni_trace.flowview.hops import (
+    error_ratio_query,
+    histogram_quantile_query,
+    latency_query,
+    prometheus_name,
+)
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
+from otel.names import METRICS, Metric
 
 # The provisioned data sources' uids (compose/grafana/provisioning/datasources).
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
@@ -199,9 +205,152 @@ def chat_chain_dashboard() -> dict[str, Any]:
                 ),
             ).span(9)
         )
+        .with_panel(
+            _series(
+                "Stalled streams per minute by hop",
+                "cpm",
+                "Messages whose stream a hop held: its longest gap between token frames "
+                "exceeded the layer below's by the audit's stall threshold (50 ms and 2x by "
+                "default). The flow view's message page says when and for how long.",
+                _query(
+                    f"60 * sum by (hop) (rate(omni_trace_audit_stalls_total[{WINDOW}]))",
+                    "{{hop}}",
+                ),
+            ).span(9)
+        )
     )
+    builder = _semconv_row(builder)
+    builder = _alerts_row(builder)
     built: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
     return built
+
+
+def _p(quantile: float, metric: str, by: tuple[str, ...], legend: str, ref: str) -> Dataquery:
+    """A quantile of one of the services' histograms (otel.names.Metric), by its table's unit."""
+    series = prometheus_name(metric, METRICS[metric].unit)
+    return _query(histogram_quantile_query(quantile, series, by, WINDOW), legend, ref)
+
+
+def _semconv_row(builder: Dashboard) -> Dashboard:
+    """The OpenTelemetry GenAI and MCP metrics (semconv v1.41.0), under their standard names:
+    what a GenAI dashboard elsewhere charts, from OMNI2 and the MCP tool server."""
+    model, tool, method = ("gen_ai_request_model",), ("gen_ai_tool_name",), ("mcp_method_name",)
+    return (
+        builder.with_row(Row("GenAI and MCP (semantic conventions)"))
+        .with_panel(
+            _series(
+                "Model calls p50 and p95 (gen_ai.client.operation.duration)",
+                "s",
+                "Each model call of OMNI2's agent loop, request to the end of its stream.",
+                _p(0.5, Metric.OPERATION_DURATION, model, "{{gen_ai_request_model}} p50", "A"),
+                _p(0.95, Metric.OPERATION_DURATION, model, "{{gen_ai_request_model}} p95", "B"),
+            )
+        )
+        .with_panel(
+            _series(
+                "Model stream p95: first chunk and per output chunk",
+                "s",
+                "gen_ai.client.operation.time_to_first_chunk and time_per_output_chunk: the "
+                "model's stream as OMNI2 receives it.",
+                _p(
+                    0.95,
+                    Metric.TIME_TO_FIRST_CHUNK,
+                    model,
+                    "first chunk {{gen_ai_request_model}}",
+                    "A",
+                ),
+                _p(
+                    0.95,
+                    Metric.TIME_PER_OUTPUT_CHUNK,
+                    model,
+                    "per chunk {{gen_ai_request_model}}",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "OMNI2 serving p95: first token and per output token",
+                "s",
+                "gen_ai.server.time_to_first_token and time_per_output_token: OMNI2 as the "
+                "server of the stream, per message.",
+                _p(
+                    0.95,
+                    Metric.SERVER_TIME_TO_FIRST_TOKEN,
+                    model,
+                    "first token {{gen_ai_request_model}}",
+                    "A",
+                ),
+                _p(
+                    0.95,
+                    Metric.SERVER_TIME_PER_OUTPUT_TOKEN,
+                    model,
+                    "per token {{gen_ai_request_model}}",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "MCP operations p95 (mcp.client/server.operation.duration)",
+                "s",
+                "Each MCP request as OMNI2 (client) and the tool server (server) saw it; the "
+                "difference is the network and the session in between.",
+                _p(
+                    0.95,
+                    Metric.MCP_CLIENT_DURATION,
+                    method + tool,
+                    "client {{mcp_method_name}} {{gen_ai_tool_name}}",
+                    "A",
+                ),
+                _p(
+                    0.95,
+                    Metric.MCP_SERVER_DURATION,
+                    method + tool,
+                    "server {{mcp_method_name}} {{gen_ai_tool_name}}",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Tokens per minute by type (gen_ai.client.token.usage)",
+                "short",
+                "Input and output tokens of OMNI2's model calls.",
+                _query(
+                    "60 * sum by (gen_ai_token_type) "
+                    f"(rate({prometheus_name(Metric.TOKEN_USAGE, '{token}')}_sum[{WINDOW}]))",
+                    "{{gen_ai_token_type}}",
+                ),
+            )
+        )
+    )
+
+
+# Prometheus' alerting rules (services/prometheus/alerts.yml): their ALERTS series, one
+# row per firing alert and layer (or filter, for refused spans).
+ALERTS_FIRING = 'max by (alertname, layer, filter) (ALERTS{alertstate="firing"})'
+
+
+def _alerts_row(builder: Dashboard) -> Dashboard:
+    """Which of the stack's alerts fired when: broken chains, slow first tokens and errors
+    per layer, refused spans."""
+    return builder.with_row(Row("Alerts")).with_panel(
+        statetimeline.Panel()
+        .title("Alerts firing (Prometheus rules)")
+        .description(
+            "The stack's alerting rules (services/prometheus/alerts.yml): ChatChainBroken (the "
+            "audit found a broken chain), ChatFirstTokenSlow (a layer's p95 time to first "
+            "token over its budget), ChatLayerErrors (a layer's share of error spans over its "
+            "budget), TelemetrySpansRefused (Jaeger's filters refused spans). Budgets: "
+            "OMNI_TRACE_ALERT_* (README, Alerts). Empty while none fires."
+        )
+        .datasource(PROMETHEUS)
+        .no_value("no alert firing")
+        .height(6)
+        .span(24)
+        .with_target(_query(ALERTS_FIRING, "{{alertname}} {{layer}}{{filter}}"))
+    )
 
 
 def dashboards() -> dict[str, dict[str, Any]]:

@@ -34,8 +34,9 @@ class MetricDoc:
     name: str
     instrument: str  # "histogram" or "counter"
     unit: str
-    attributes: tuple[str, ...]
+    attributes: tuple[str, ...]  # every attribute it may carry (conditional ones included)
     description: str
+    follows: str = "ours"  # the convention (and its version) it follows, or "ours"
 
 
 SPANS: dict[str, SpanDoc] = {}
@@ -284,6 +285,21 @@ class Attr:
         "chat.time_to_first_token_ms",
         "ms to the first token frame: client, from sending; omni2's turn, from receiving",
     )
+    # Streaming per hop (no semantic convention exists): the gaps between token frames as
+    # this layer saw them, set when a message ends with at least two token frames.
+    STREAM_GAPS: Final = _attr(
+        "chat.stream.gaps", "gaps between token frames measured (the first 10,000 of a message)"
+    )
+    STREAM_GAP_P50: Final = _attr("chat.stream.gap_p50_ms", "median gap between token frames")
+    STREAM_GAP_P95: Final = _attr("chat.stream.gap_p95_ms", "95th percentile gap (nearest rank)")
+    STREAM_GAP_MAX: Final = _attr("chat.stream.gap_max_ms", "the longest gap: the worst stall")
+    STREAM_GAP_MAX_AT: Final = _attr(
+        "chat.stream.gap_max_at_ms",
+        "when the longest gap began (its earlier token frame), ms from the message span's start",
+    )
+    STREAM_FIRST_TO_LAST: Final = _attr(
+        "chat.stream.first_to_last_ms", "ms from the first token frame to the last"
+    )
     SAMPLE_KEEP: Final = _attr(
         "chat.sample.keep",
         "omni2 (conversation sampling on): the conversation's keep decision, a hash of its id "
@@ -428,10 +444,41 @@ for _key, _what in (
 
 
 def _metric(
-    name: str, instrument: str, unit: str, attributes: tuple[str, ...], description: str
+    name: str,
+    instrument: str,
+    unit: str,
+    attributes: tuple[str, ...],
+    description: str,
+    follows: str = "ours",
 ) -> str:
-    METRICS[name] = MetricDoc(name, instrument, unit, attributes, description)
+    METRICS[name] = MetricDoc(name, instrument, unit, attributes, description, follows)
     return name
+
+
+# The GenAI and MCP metrics follow the semantic conventions as of this release, the last one
+# with the GenAI conventions in the semantic-conventions repository (they have since moved to
+# semantic-conventions-genai). All are "development" stability there.
+SEMCONV_GENAI = "OpenTelemetry semconv v1.41.0 (gen-ai-metrics)"
+SEMCONV_MCP = "OpenTelemetry semconv v1.41.0 (mcp)"
+# Attributes of the GenAI metrics (metric_attributes.gen_ai): the first two required, the
+# request model conditionally required, the rest recommended or conditional.
+_GENAI_METRIC_ATTRS = (
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+)
+# Attributes of the MCP operation metrics (mcp.common.attributes) that we set.
+_MCP_METRIC_ATTRS = (
+    "mcp.method.name",
+    "gen_ai.operation.name",
+    "gen_ai.tool.name",
+    "mcp.protocol.version",
+    "network.transport",
+    "error.type",
+)
 
 
 class Metric:
@@ -450,14 +497,10 @@ class Metric:
         "gen_ai.client.token.usage",
         "histogram",
         "{token}",
-        (
-            "gen_ai.operation.name",
-            "gen_ai.provider.name",
-            "gen_ai.request.model",
-            "gen_ai.token.type",
-            "user.id",
-        ),
-        "omni2: tokens of one answered message (semantic conventions), per user",
+        (*_GENAI_METRIC_ATTRS, "gen_ai.token.type", "user.id"),
+        "omni2: tokens of one model call by `gen_ai.token.type`; `user.id` is ours (usage per "
+        "user)",
+        SEMCONV_GENAI,
     )
     COST: Final = _metric(
         "chat.usage.cost",
@@ -465,6 +508,74 @@ class Metric:
         "{USD}",
         ("gen_ai.request.model", "user.id"),
         "omni2: cost of answered messages from the model prices, per user",
+    )
+    OPERATION_DURATION: Final = _metric(
+        "gen_ai.client.operation.duration",
+        "histogram",
+        "s",
+        (*_GENAI_METRIC_ATTRS, "error.type"),
+        "omni2: one model call, from the request to the end of its stream (error.type when it "
+        "failed)",
+        SEMCONV_GENAI,
+    )
+    TIME_TO_FIRST_CHUNK: Final = _metric(
+        "gen_ai.client.operation.time_to_first_chunk",
+        "histogram",
+        "s",
+        _GENAI_METRIC_ATTRS[:3] + _GENAI_METRIC_ATTRS[4:],
+        "omni2: from a streamed model call's request to its first text chunk",
+        SEMCONV_GENAI,
+    )
+    TIME_PER_OUTPUT_CHUNK: Final = _metric(
+        "gen_ai.client.operation.time_per_output_chunk",
+        "histogram",
+        "s",
+        _GENAI_METRIC_ATTRS[:3] + _GENAI_METRIC_ATTRS[4:],
+        "omni2: each text chunk after the first of a streamed model call, from the previous one",
+        SEMCONV_GENAI,
+    )
+    SERVER_TIME_TO_FIRST_TOKEN: Final = _metric(
+        "gen_ai.server.time_to_first_token",
+        "histogram",
+        "s",
+        _GENAI_METRIC_ATTRS[:3],
+        "omni2 as the server of the stream: from a message to its first token frame sent "
+        "(answered messages)",
+        SEMCONV_GENAI,
+    )
+    SERVER_TIME_PER_OUTPUT_TOKEN: Final = _metric(
+        "gen_ai.server.time_per_output_token",
+        "histogram",
+        "s",
+        _GENAI_METRIC_ATTRS[:3],
+        "omni2: (request duration - time to first token) / (output tokens - 1), once per "
+        "answered message with two or more output tokens",
+        SEMCONV_GENAI,
+    )
+    SERVER_REQUEST_DURATION: Final = _metric(
+        "gen_ai.server.request.duration",
+        "histogram",
+        "s",
+        (*_GENAI_METRIC_ATTRS[:3], "error.type"),
+        "omni2: one message, from receiving it to its last token (model and tool calls "
+        "included; before its rows are stored and its done or error frame is sent)",
+        SEMCONV_GENAI,
+    )
+    MCP_CLIENT_DURATION: Final = _metric(
+        "mcp.client.operation.duration",
+        "histogram",
+        "s",
+        (*_MCP_METRIC_ATTRS, "server.address", "server.port"),
+        "omni2's MCP client: one request (tools/list, tools/call), sent to answer",
+        SEMCONV_MCP,
+    )
+    MCP_SERVER_DURATION: Final = _metric(
+        "mcp.server.operation.duration",
+        "histogram",
+        "s",
+        _MCP_METRIC_ATTRS,
+        "mcp-tools: one request or notification, received to answer",
+        SEMCONV_MCP,
     )
 
 
@@ -564,13 +675,31 @@ def telemetry_markdown() -> str:
     lines += ["", "## Attributes", "", "| key | source | what |", "|---|---|---|"]
     for attr in ATTRIBUTES.values():
         lines.append(f"| `{attr.key}` | {attr.source} | {attr.description} |")
-    lines += ["", "## Metrics", "", "| name | instrument | unit | attributes | what |"]
-    lines.append("|---|---|---|---|---|")
+    lines += ["", "## Streaming per hop", ""]
+    lines.append(
+        "Each layer that relays tokens (the chat client, the browser, the dashboard's "
+        "`chat.relay`, OMNI2's `chat.turn`) puts the gaps between token frames as it saw them "
+        "on its message span (`chat.stream.*`, from `otel/stream.py`: count, p50, p95, max, "
+        "when the longest began, first to last; the first 10,000 gaps of a message). The "
+        "audit's stall verdict compares each layer's longest gap with the next layer inward: "
+        "the hop that added the most, at least 50 ms (`audit --stall-ms`) and twice the layer "
+        "below's, held the tokens: `the dashboard held tokens for 180 ms at 2.3 s`. OMNI2, "
+        "the innermost, is never named (its gaps are the model's pace), nor is a client: its "
+        "stats come by the public path and are shown as the client's word."
+    )
+    lines += ["", "## Metrics", ""]
+    lines.append(
+        "`follows`: the convention and version a name follows, or `ours` where none exists. "
+        "`OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental` stops omni2's "
+        "`chat.time_to_first_token`, which `gen_ai.server.time_to_first_token` replaces."
+    )
+    lines += ["", "| name | instrument | unit | attributes | follows | what |"]
+    lines.append("|---|---|---|---|---|---|")
     for metric in METRICS.values():
         names = ", ".join(f"`{a}`" for a in metric.attributes) or "(the service only)"
         lines.append(
             f"| `{metric.name}` | {metric.instrument} | `{metric.unit}` | {names} "
-            f"| {metric.description} |"
+            f"| {metric.follows} | {metric.description} |"
         )
     lines += ["", "## Span links", "", "| `chat.link.role` | target |", "|---|---|"]
     lines.append(f"| `{LinkRole.UPSTREAM_CONNECT}` | the dashboard's `upstream connect` span |")

@@ -10,6 +10,7 @@ import { describeClose } from "./closeReasons";
 import type { ReconnectConfig } from "./config";
 import { Attr, CloseCode, Event, SpanName } from "./names";
 import { redactText, redactUrl } from "./redact";
+import { TokenClock } from "./stream";
 import { carrierOf, safeAttributes, traceIdOf } from "./tracing";
 
 export type Frame = Record<string, unknown>;
@@ -57,6 +58,7 @@ interface Pending {
   started: number;
   pieces: string[];
   tokenFrames: number;
+  clock: TokenClock; // the gaps between token frames as the browser saw them
   callbacks: MessageCallbacks;
 }
 
@@ -120,6 +122,7 @@ export class ChatClient {
       started: performance.now(),
       pieces: [],
       tokenFrames: 0,
+      clock: new TokenClock(),
       callbacks,
     };
     this.pending.push(pending);
@@ -228,6 +231,7 @@ export class ChatClient {
       pending.span.setAttribute(Attr.TIME_TO_FIRST_TOKEN, performance.now() - pending.started);
     }
     pending.tokenFrames += 1;
+    pending.clock.mark();
     pending.pieces.push(text);
     pending.callbacks.onToken?.(text);
   }
@@ -248,6 +252,7 @@ export class ChatClient {
       [Attr.FRAME_TYPE]: String(frame.type),
       [Attr.TOKEN_FRAMES]: pending.tokenFrames,
       [Attr.REPLY_CHARS]: text.length,
+      ...pending.clock.attributes(),
     });
     const error = ok ? null : (str(frame.error) ?? "error");
     if (!ok) {

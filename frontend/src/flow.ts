@@ -30,6 +30,32 @@ interface Message {
   problems: string[];
   errors: string[];
   session_trace_ids: string[];
+  // Streaming per hop (omni_trace/traces/streams.py): absent on reports from before them.
+  streams?: Record<string, LayerStream>;
+  stream_added_ms?: Record<string, number>;
+  stall?: Stall | null;
+}
+
+// One layer's gaps between token frames, from its message span (ms); `public`: the client's word.
+export interface LayerStream {
+  gaps: number;
+  p50_ms: number;
+  p95_ms: number;
+  max_ms: number;
+  max_at_ms: number;
+  first_to_last_ms: number;
+  public: boolean;
+}
+
+// The hop that held the tokens: what it added to the longest gap of the layer below, and when.
+export interface Stall {
+  layer: string;
+  below: string;
+  added_ms: number;
+  max_ms: number;
+  below_max_ms: number;
+  at_ms: number;
+  description: string;
 }
 
 interface ModelCall {
@@ -92,6 +118,43 @@ interface Trace {
   linked_trace_ids: string[];
   chain: Message | null; // message traces: the audit's report
   turn: Turn | null;
+  critical_path?: CriticalPath; // message traces (omni_trace/traces/critical_path.py)
+}
+
+// The spans that make up a message's time, in order (each segment: a span's own time).
+export interface CriticalPath {
+  root_span_id: string | null;
+  total_ms: number;
+  span_ids: string[];
+  segments: { span_id: string; service: string; name: string; duration_ms: number; share: number }[];
+}
+
+// Two message traces compared (GET /api/diff, omni_trace/traces/diff.py).
+interface TimeDelta {
+  what: string;
+  a_ms: number | null;
+  b_ms: number | null;
+  delta_ms: number | null;
+  a_count: number;
+  b_count: number;
+}
+interface PlacedSpan {
+  path: string;
+  service: string;
+  name: string;
+  span_id: string;
+  duration_ms: number;
+}
+export interface TraceDiff {
+  a: string;
+  b: string;
+  same_structure: boolean;
+  only_in_a: PlacedSpan[];
+  only_in_b: PlacedSpan[];
+  layers_only_in_a: string[];
+  layers_only_in_b: string[];
+  hops: TimeDelta[];
+  spans: TimeDelta[];
 }
 
 const HOPS: [string, string][] = [
@@ -472,7 +535,8 @@ function details(span: Span): HTMLElement {
   return box;
 }
 
-export function waterfall(spans: Span[]): HTMLElement {
+// `critical`: span ids on the message's critical path, highlighted.
+export function waterfall(spans: Span[], critical: ReadonlySet<string> = new Set()): HTMLElement {
   const sorted = [...spans].sort((a, b) => a.start_unix_ns - b.start_unix_ns);
   const start = Math.min(...sorted.map((s) => s.start_unix_ns));
   const end = Math.max(...sorted.map((s) => s.start_unix_ns + s.duration_ms * 1e6));
@@ -499,6 +563,7 @@ export function waterfall(spans: Span[]): HTMLElement {
         "data-duration-ms": String(span.duration_ms),
         // Model and tool spans get their own colour: where a message's time went, at a glance.
         "data-op": operation,
+        "data-critical": critical.has(span.span_id) ? "true" : undefined,
       },
       label,
       el("div", { class: "track" }, bar),
@@ -561,6 +626,127 @@ export function turnSummary(chain: Message, turn: Turn): HTMLElement {
   );
 }
 
+// The verdict on a message's stream: the hop that held its tokens, or none.
+export function stallText(chain: Pick<Message, "streams" | "stall">): string {
+  if (chain.stall) return chain.stall.description;
+  return Object.keys(chain.streams ?? {}).length ? "no hop held the tokens" : "no stream stats";
+}
+
+// One row of cells per layer with stream stats, outermost first (the report's layer order).
+export function streamRows(chain: Pick<Message, "layers" | "streams" | "stream_added_ms">): string[][] {
+  const streams = chain.streams ?? {};
+  const order = [...Object.keys(chain.layers ?? {}), ...Object.keys(streams)];
+  return [...new Set(order)]
+    .filter((name) => name in streams)
+    .map((name) => {
+      const s = streams[name];
+      const added = chain.stream_added_ms?.[name];
+      return [
+        s.public ? `${name} (the client's word)` : name,
+        String(s.gaps),
+        ms(s.p50_ms),
+        ms(s.p95_ms),
+        ms(s.max_ms),
+        (s.max_at_ms / 1000).toFixed(1),
+        ms(s.first_to_last_ms),
+        added === undefined ? "-" : `${added >= 0 ? "+" : ""}${ms(added)}`,
+      ];
+    });
+}
+
+// Per-layer stream stats and the stalling hop, on a message's page (nothing for a report without).
+export function streamSection(chain: Message): HTMLElement[] {
+  const rows = streamRows(chain);
+  if (!rows.length) return [];
+  return [
+    el(
+      "section",
+      { id: "stream", "data-stall": chain.stall?.layer ?? "" },
+      el("h3", {}, "Stream (gaps between token frames)"),
+      el("p", { class: "verdict", id: "stall" }, stallText(chain)),
+      table(
+        ["layer", "gaps#", "p50 ms#", "p95 ms#", "max ms#", "max at s#", "first to last ms#", "added ms#"],
+        rows.map((cells) => el("tr", { "data-layer": cells[0].split(" ")[0] }, ...cells.map((c, i) => el("td", i ? { class: "num" } : {}, c)))),
+      ),
+    ),
+  ];
+}
+
+// The critical path as a list: each segment's time and share of the message's total.
+export function criticalPathList(path: CriticalPath): HTMLElement {
+  const items = path.segments.map((s) =>
+    el("li", { "data-span": s.span_id }, `${ms(s.duration_ms)} ms · ${(s.share * 100).toFixed(1)}% · ${s.service} ${s.name}`),
+  );
+  return el(
+    "section",
+    { id: "critical-path" },
+    el("h3", {}, `Critical path (${ms(path.total_ms)} ms, highlighted in the waterfall)`),
+    el("ol", {}, ...items),
+  );
+}
+
+function diffDelta(d: TimeDelta): string {
+  return d.delta_ms === null ? "-" : `${d.delta_ms >= 0 ? "+" : ""}${d.delta_ms.toFixed(1)}`;
+}
+
+function deltaTable(id: string, deltas: TimeDelta[]): HTMLTableElement {
+  const rows = deltas.map((d) =>
+    el(
+      "tr",
+      { "data-what": d.what },
+      el("td", {}, d.what),
+      el("td", { class: "num" }, `${ms(d.a_ms)}${d.a_count > 1 ? ` ×${d.a_count}` : ""}`),
+      el("td", { class: "num" }, `${ms(d.b_ms)}${d.b_count > 1 ? ` ×${d.b_count}` : ""}`),
+      el("td", { class: "num", "data-delta": d.delta_ms === null ? "" : String(d.delta_ms) }, diffDelta(d)),
+    ),
+  );
+  const found = table(["", "A (ms)#", "B (ms)#", "B − A#"], rows);
+  found.id = id;
+  return found;
+}
+
+function onlyIn(label: string, id: string, spans: PlacedSpan[], layers: string[]): HTMLElement[] {
+  if (!spans.length && !layers.length) return [];
+  return [
+    el("h3", {}, label),
+    ...(layers.length ? [el("p", { class: "layers" }, `layers: ${layers.join(", ")}`)] : []),
+    el("ul", { id }, ...spans.map((s) => el("li", { "data-span": s.span_id }, `${s.path} · ${ms(s.duration_ms)} ms`))),
+  ];
+}
+
+// Two messages side by side: what one has that the other has not, and where time went.
+export function diffView(diff: TraceDiff): HTMLElement {
+  return el(
+    "section",
+    { id: "diff", "data-same": String(diff.same_structure) },
+    el("p", {}, "A ", link(`#/trace/${diff.a}`, diff.a), " · B ", link(`#/trace/${diff.b}`, diff.b)),
+    el("p", { class: "verdict" }, diff.same_structure ? "the same spans in the same places" : "the structure differs"),
+    ...onlyIn("Only in A", "only-in-a", diff.only_in_a, diff.layers_only_in_a),
+    ...onlyIn("Only in B", "only-in-b", diff.only_in_b, diff.layers_only_in_b),
+    el("h3", {}, "Hops (largest difference first)"),
+    deltaTable("diff-hops", diff.hops),
+    el("h3", {}, "Spans by service and name (largest difference first)"),
+    deltaTable("diff-spans", diff.spans),
+  );
+}
+
+async function showDiff(a: string, b: string): Promise<void> {
+  const diff = await api<TraceDiff>(`/api/diff?${new URLSearchParams({ a, b })}`);
+  view().replaceChildren(el("h2", {}, "Two messages compared"), diffView(diff));
+}
+
+// On a message's page: compare it with another message (a trace id).
+function compareForm(traceId: string): HTMLFormElement {
+  const other = el("input", { name: "other", placeholder: "another message's trace id", size: "34" });
+  const form = el("form", { class: "row", id: "compare" }, el("label", {}, "compare with ", other), el("button", { type: "submit" }, "Compare"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = other.value.trim().toLowerCase();
+    if (value) location.hash = `#/diff/${traceId}/${encodeURIComponent(value)}`;
+  });
+  return form;
+}
+
 async function showTrace(id: string): Promise<void> {
   const trace = await api<Trace>(`/api/traces/${encodeURIComponent(id)}`);
   const parts: (HTMLElement | string)[] = [
@@ -568,11 +754,13 @@ async function showTrace(id: string): Promise<void> {
     ...(trace.chain && trace.turn
       ? [
           turnSummary(trace.chain, trace.turn),
+          ...streamSection(trace.chain),
           el("h3", {}, "Waterfall"),
-          el("p", { class: "legend-line" }, el("span", { class: "swatch model" }), "model call ", el("span", { class: "swatch tool" }), "tool call ", el("span", { class: "swatch error" }), "error"),
+          el("p", { class: "legend-line" }, el("span", { class: "swatch model" }), "model call ", el("span", { class: "swatch tool" }), "tool call ", el("span", { class: "swatch error" }), "error ", el("span", { class: "swatch critical" }), "on the critical path"),
         ]
       : []),
-    waterfall(trace.spans),
+    waterfall(trace.spans, new Set(trace.critical_path?.span_ids ?? [])),
+    ...(trace.critical_path ? [criticalPathList(trace.critical_path), compareForm(trace.trace_id)] : []),
   ];
   const { jaeger_ui_url: jaegerUi } = await config();
   if (jaegerUi) {
@@ -617,6 +805,10 @@ async function route(): Promise<void> {
     try {
       if (path.startsWith("/conversation/")) await showConversation(decodeURIComponent(path.slice(14)), started);
       else if (path.startsWith("/trace/")) await showTrace(decodeURIComponent(path.slice(7)));
+      else if (path.startsWith("/diff/")) {
+        const [a, b] = path.slice(6).split("/", 2).map(decodeURIComponent);
+        await showDiff(a, b ?? "");
+      }
       else await showConversations(new URLSearchParams(query ?? ""));
       error.hidden = true;
     } catch (err) {
@@ -625,7 +817,7 @@ async function route(): Promise<void> {
     }
   };
   await run();
-  if (!path.startsWith("/conversation/") && !path.startsWith("/trace/")) {
+  if (!path.startsWith("/conversation/") && !path.startsWith("/trace/") && !path.startsWith("/diff/")) {
     live = window.setInterval(run, LIVE_MS); // new conversations appear without a reload
   }
 }

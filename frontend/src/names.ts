@@ -24,6 +24,12 @@ export const Attr = {
   REPLY_CHARS: "chat.reply.chars",
   TOKEN_FRAMES: "chat.token_frames",
   TIME_TO_FIRST_TOKEN: "chat.time_to_first_token_ms",
+  STREAM_GAPS: "chat.stream.gaps",
+  STREAM_GAP_P50: "chat.stream.gap_p50_ms",
+  STREAM_GAP_P95: "chat.stream.gap_p95_ms",
+  STREAM_GAP_MAX: "chat.stream.gap_max_ms",
+  STREAM_GAP_MAX_AT: "chat.stream.gap_max_at_ms",
+  STREAM_FIRST_TO_LAST: "chat.stream.first_to_last_ms",
 } as const;
 
 export const Event = {

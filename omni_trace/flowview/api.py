@@ -4,6 +4,7 @@
     GET /api/conversations/{conversation_id}               its messages and session traces
     GET /api/traces/{trace_id}                             spans, and the traces they link to
     GET /api/search?q=                                     where a pasted id leads
+    GET /api/diff?a=&b=                                    two message traces compared
     GET /api/hops?minutes=15                               p50/p95 per layer, error ratios
     GET /api/config                                        the page's links (a Jaeger UI)
     GET /metrics                                           the audit's verdicts, for Prometheus
@@ -92,6 +93,15 @@ def _trace(request: Request, data: FlowData) -> dict[str, Any]:
     found = data.trace(trace_id(request.path_params["trace_id"]))
     if not found["spans"]:
         raise NotFound(f"trace {found['trace_id']} is not in Jaeger (yet)")
+    return found
+
+
+def _diff(request: Request, data: FlowData) -> dict[str, Any]:
+    a = trace_id(request.query_params.get("a", ""))
+    b = trace_id(request.query_params.get("b", ""))
+    found = data.diff(a, b)
+    if "missing" in found:
+        raise NotFound(f"trace {', '.join(found['missing'])} is not in Jaeger (yet)")
     return found
 
 
@@ -231,6 +241,7 @@ def create_app(
             Route("/api/conversations/{conversation_id}", endpoint(_conversation)),
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
+            Route("/api/diff", endpoint(_diff)),
             # Prometheus, not Jaeger: no audit slot.
             Route("/api/hops", endpoint(hops, limited=False)),
             Route("/metrics", exposition),

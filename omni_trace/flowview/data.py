@@ -17,6 +17,8 @@ from typing import Any
 
 from omni_trace.traces.audit import MESSAGE_SPANS, AuditQuery, find_message_traces
 from omni_trace.traces.chain import ChainReport, SessionLookup, analyze_chain
+from omni_trace.traces.critical_path import critical_path
+from omni_trace.traces.diff import diff_traces
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from otel.names import Attr, Service, SpanName
 
@@ -389,7 +391,22 @@ class FlowData:
         if kind == "message":
             verdict = self.auditor.verdict(spans, self.jaeger.get_trace)
             found |= {"chain": verdict.report.as_dict(), "turn": verdict.turn}
+            # The spans that make up the message's time, for the waterfall to highlight.
+            found["critical_path"] = critical_path(spans).as_dict()
         return found
+
+    def diff(self, a: str, b: str) -> dict[str, Any]:
+        """Two message traces compared (`omni-trace trace diff`): spans and layers in one
+        only, time per hop (the audit's chain reports) and per span name."""
+        traces = {t: self.jaeger.get_trace(t) for t in (a, b)}
+        missing = [t for t, spans in traces.items() if not spans]
+        if missing:
+            return {"missing": missing}
+        reports = {
+            t: self.auditor.verdict(spans, self.jaeger.get_trace).report
+            for t, spans in traces.items()
+        }
+        return diff_traces(traces[a], traces[b], reports[a], reports[b]).as_dict()
 
     def search(self, text: str) -> dict[str, Any]:
         """Where a pasted id leads: a trace of either kind, a conversation, or a user."""

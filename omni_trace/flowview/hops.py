@@ -42,6 +42,26 @@ def error_ratio_query(window: str = "1m") -> str:
     )
 
 
+# The GenAI and MCP semantic-convention histograms as Jaeger's collector serves them to
+# Prometheus: dots become underscores and a unit of seconds adds `_seconds` (an annotation
+# unit such as `{token}` adds nothing), so gen_ai.server.time_to_first_token (s) is
+# gen_ai_server_time_to_first_token_seconds_{bucket,sum,count}.
+_UNIT_SUFFIX = {"s": "_seconds", "ms": "_milliseconds", "By": "_bytes"}
+
+
+def prometheus_name(metric: str, unit: str) -> str:
+    """The series name (without _bucket/_sum/_count) of an OTLP histogram in Prometheus."""
+    return metric.replace(".", "_") + _UNIT_SUFFIX.get(unit, "")
+
+
+def histogram_quantile_query(
+    quantile: float, series: str, by: tuple[str, ...], window: str = "1m"
+) -> str:
+    """A quantile of a Prometheus histogram, per the labels in `by`."""
+    labels = ", ".join(("le", *by))
+    return f"histogram_quantile({quantile}, sum by ({labels}) (rate({series}_bucket[{window}])))"
+
+
 NO_PROMETHEUS = (
     "no Prometheus: the hop chart needs Debian's prometheus package (scripts/bootstrap "
     "installs it), then restart the stack"

@@ -119,6 +119,8 @@ class Tally:
     messages: Counter[tuple[str, str]] = field(default_factory=Counter)
     missing: Counter[str] = field(default_factory=Counter)
     not_traced: Counter[str] = field(default_factory=Counter)
+    # Messages whose stream a hop held, by that hop (the layer the stall verdict names).
+    stalls: Counter[str] = field(default_factory=Counter)
 
     def add(self, verdict: Verdict) -> None:
         report = verdict.report
@@ -128,11 +130,14 @@ class Tally:
                 layer for layer, state in report.layer_states.items() if state == MISSING
             )
         self.not_traced.update(report.not_traced)
+        if report.stall is not None:
+            self.stalls[report.stall.layer] += 1
 
     def merge(self, other: Tally) -> None:
         self.messages.update(other.messages)
         self.missing.update(other.missing)
         self.not_traced.update(other.not_traced)
+        self.stalls.update(other.stalls)
 
     def copy(self) -> Tally:
         found = Tally()

@@ -39,7 +39,8 @@ def _family(name: str, kind: str, help_text: str) -> list[str]:
 def _tally_lines(
     tally: Tally, prefix: str, suffix: str, kind: str, what: str, extra: str = ""
 ) -> Iterator[str]:
-    """A tally's three families: by chain and outcome, by missing layer, by layer not traced.
+    """A tally's families: by chain and outcome, by missing layer, by layer not traced, and
+    stalled streams by hop.
     `extra`: more labels, e.g. the window's."""
     name = f"{prefix}_messages{suffix}"
     yield from _family(
@@ -66,6 +67,15 @@ def _tally_lines(
     )
     for layer in LAYERS:
         yield f'{name}{{layer="{layer}"{extra}}} {tally.not_traced[layer]}'
+    name = f"{prefix}_stalls{suffix}"
+    yield from _family(
+        name,
+        kind,
+        f"Messages {what} whose stream this hop held: its longest gap between token frames "
+        "exceeded the layer below's by the stall threshold (omni_trace.traces.streams).",
+    )
+    for layer in LAYERS:
+        yield f'{name}{{hop="{layer}"{extra}}} {tally.stalls[layer]}'
 
 
 @dataclass(frozen=True)

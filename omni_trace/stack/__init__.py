@@ -1,6 +1,6 @@
-"""This project's stack: start it (runner), chat through it (client), check it (doctor),
-measure it (bench). Uses `omni_trace.traces`; the services themselves run as processes and
-need the `stack` extra."""
+"""This project's stack: start it (runner), chat through it (client), check it (doctor);
+`omni_trace.bench` measures it. Uses `omni_trace.traces`; the services themselves run as
+processes and need the `stack` extra."""
 
 from omni_trace.stack.runner import Stack, StackError, StackInfo, stack_summary
 

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from otel.names import Attr, Event, SpanName
 from otel.propagation import FRAME_TRACE_KEY, w3c_carrier
+from otel.stream import TokenClock
 from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES
 
 TokenCallback = Callable[[str], None]
@@ -117,6 +118,7 @@ class ChatConnection:
             frame = {"type": "message", "text": text, **(extra or {})}
             frame[FRAME_TRACE_KEY] = w3c_carrier(span)
             started = time.perf_counter()
+            clock = TokenClock()  # the gaps between token frames as the client saw them
             first_token: float | None = None
             pieces: list[str] = []
             frames: list[dict[str, Any]] = []
@@ -127,6 +129,7 @@ class ChatConnection:
                     data = json.loads(raw)
                     frames.append(data)
                     if data.get("type") == "token":
+                        clock.mark()
                         if first_token is None:
                             first_token = time.perf_counter() - started
                             span.add_event(Event.FIRST_TOKEN)
@@ -140,6 +143,7 @@ class ChatConnection:
                 final = {"type": "error", "error": f"connection closed: {closed}"}
             if first_token is not None:
                 span.set_attribute(Attr.TIME_TO_FIRST_TOKEN, first_token * 1000)
+            span.set_attributes(clock.attributes())
             span.set_attribute(Attr.FRAME_TYPE, str(final.get("type")))
             if final.get("type") in FAILED_FRAMES:
                 span.set_attribute(Attr.ERROR_TYPE, str(final.get("code") or "error"))

@@ -31,6 +31,7 @@ import httpx
 import yaml
 from opentelemetry.util.re import parse_env_headers
 
+from omni_trace.stack.alerts import render_rules
 from omni_trace.stack.environment import allowed_environment, inherited
 from omni_trace.stack.jaeger_build import ensure_jaeger
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
@@ -960,6 +961,7 @@ class Stack:
                 JAEGER_METRICS=targets[0],
                 JAEGER_TELEMETRY=telemetry[0],
                 FLOWVIEW=f"{self.settings.host}:{self.ports.flowview}",
+                ALERT_RULES=str(self._render_alert_rules()),
             )
         )
         (jaeger,) = (job for job in config["scrape_configs"] if job["job_name"] == "jaeger")
@@ -969,6 +971,12 @@ class Stack:
             flowview["authorization"] = {"credentials_file": str(self._flowview_token_file())}
         path = self.config_dir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _render_alert_rules(self) -> Path:
+        """Prometheus' alerting rules with the settings' budgets (omni_trace/stack/alerts.py)."""
+        path = self.config_dir / "alerts.yml"
+        path.write_text(render_rules(self.settings))
         return path
 
     def _wait_ready(self, service: _Service) -> None:

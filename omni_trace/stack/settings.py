@@ -122,6 +122,21 @@ class StackSettings(BaseSettings):
         gt=0,
         description="Tail sampling keeps every message whose first token took this long.",
     )
+    # Budgets of Prometheus' alerting rules (services/prometheus/alerts.yml, rendered by
+    # omni_trace/stack/alerts.py; compose/.env holds the same names for the compose stack).
+    alert_first_token_p95_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Alert ChatFirstTokenSlow when a layer's p95 time to first token over the "
+        "last 5 minutes exceeds this many seconds.",
+    )
+    alert_error_ratio: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Alert ChatLayerErrors when this share of a layer's spans over the last 5 "
+        "minutes ended with an error status.",
+    )
     scale: bool = Field(
         default=False,
         description="The scale-out profile: the Kafka trace pipeline, the runner's PostgreSQL, "

@@ -192,8 +192,23 @@ def columns(spec: ChainSpec | None = None) -> list[Column]:
         ("model", 7, _hop_cell("model")),
         ("tools", 6, _hop_cell("tools")),
         ("total", 7, _hop_cell("total")),
+        ("stall", 12, _stall_cell),
     ]
     return found
+
+
+def _stall_cell(report: ChainReport) -> str:
+    """The hop that held the tokens: its initial, what it added, when (`d +180@2.3s`)."""
+    stall = report.stall
+    if stall is None:
+        return "-"
+    return f"{stall.layer[0]} +{stall.added_ms:.0f}@{stall.at_ms / 1000:.1f}s"
+
+
+def render_stalls(reports: Iterable[ChainReport]) -> str:
+    """One line per message whose stream a hop held (empty when none did)."""
+    lines = [f"  {r.trace_id[:12]}  {r.stall.description}" for r in reports if r.stall]
+    return "\n".join(["stalled streams:", *lines]) if lines else ""
 
 
 def render_table(reports: Iterable[ChainReport], spec: ChainSpec | None = None) -> str:

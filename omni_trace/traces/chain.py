@@ -26,6 +26,13 @@ from typing import Any
 
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
 from omni_trace.traces.spec import ChainSpec, Layer, LinkRule, default_spec
+from omni_trace.traces.streams import (
+    DEFAULT_STALL_MS,
+    LayerStream,
+    Stall,
+    added_by_layer,
+    judge_stall,
+)
 
 # The default spec's layers and hops (milliseconds per message: hop latencies, time to first
 # token at each layer, time in the model and in tools, the outermost layer's whole wait).
@@ -66,6 +73,16 @@ class ChainReport:
     foreign: list[str] = field(default_factory=list)
     # Only public layers recorded it: the client's word alone, nothing a server confirms.
     client_only: bool = False
+    # Streaming per hop (omni_trace.traces.streams): each layer's gaps between token frames
+    # from its message span, and the hop that held the tokens, if one did.
+    streams: dict[str, LayerStream] = field(default_factory=dict)
+    stall: Stall | None = None
+
+    def judge_stall(self, stall_ms: float = DEFAULT_STALL_MS) -> Stall | None:
+        """Name the hop that added the largest stall past `stall_ms` (again, with another
+        threshold: `audit --stall-ms`)."""
+        self.stall = judge_stall(self.streams, list(self.layers), stall_ms)
+        return self.stall
 
     @property
     def broken(self) -> bool:
@@ -118,6 +135,9 @@ class ChainReport:
             "cause": self.cause,
             "foreign": self.foreign,
             "client_only": self.client_only,
+            "streams": {name: stream.as_dict() for name, stream in self.streams.items()},
+            "stream_added_ms": added_by_layer(self.streams, list(self.layers)),
+            "stall": self.stall.as_dict() if self.stall else None,
         }
 
 
@@ -453,6 +473,19 @@ class _Chain:
         outermost = next((found[x.name] for x in spec.message_layers if found[x.name]), None)
         hops["total"] = outermost.duration_ms if outermost else None
 
+    def stream_stats(self) -> None:
+        """Each layer's stream stats from its message span (a public one's marked as the
+        client's word), and the hop that held the tokens."""
+        for layer in self.spec.message_layers:
+            span = self.found.get(layer.name)
+            if span is None:
+                continue
+            public = layer.public or self.public(span)
+            stream = LayerStream.from_attributes(span.attributes, public=public)
+            if stream is not None:
+                self.report.streams[layer.name] = stream
+        self.report.judge_stall()
+
     def verdict(self) -> None:
         """Where the chain broke: the hop into the outermost missing layer (one a later layer
         confirmed first; a layer proven by a link sits between the linking layer and its
@@ -520,6 +553,7 @@ def analyze_chain(
     chain.states()
     chain.latencies()
     chain.verdict()
+    chain.stream_stats()
     return chain.report
 
 

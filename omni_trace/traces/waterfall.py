@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from omni_trace.traces.jaeger import TraceSpan
 
@@ -26,7 +26,13 @@ def _ordered(spans: Sequence[TraceSpan]) -> list[tuple[int, TraceSpan]]:
     return out
 
 
-def render_waterfall(spans: Sequence[TraceSpan], width: int = 100, title: str = "") -> str:
+def render_waterfall(
+    spans: Sequence[TraceSpan],
+    width: int = 100,
+    title: str = "",
+    critical: Collection[str] = (),
+) -> str:
+    """`critical`: span ids on the critical path, marked `*` before their label."""
     if not spans:
         return "(no spans)"
     rows = _ordered(spans)
@@ -34,6 +40,11 @@ def render_waterfall(spans: Sequence[TraceSpan], width: int = 100, title: str = 
     end = max(s.end_ns for s in spans)
     total = max(end - start, 1)
     labels = [f"{'  ' * depth}{span.service} {span.name}" for depth, span in rows]
+    if critical:
+        labels = [
+            f"{'*' if span.span_id in critical else ' '} {label}"
+            for label, (_, span) in zip(labels, rows, strict=True)
+        ]
     label_width = min(max(len(label) for label in labels), 48)
     bar_width = max(width - label_width - 15, 20)  # " |", "| ", "%8.1f", " ms"
     lines = [title or f"trace {spans[0].trace_id}  ({total / 1e6:.1f} ms)"]

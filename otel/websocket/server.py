@@ -8,9 +8,10 @@ paths it is given, reads what the app receives and sends:
   that) is recorded with its code and reason; an upstream connection the handler opens with
   the `websockets` client meanwhile is its child (otel.websocket.client);
 - a message trace per chat message: a SERVER span from the frame that opens it (the codec
-  says which) to the frame that ends it, with a `first_token` event and the count of token
-  frames; its context is continued from the frame (or linked to it), and the frame handed to
-  the app carries this span instead, so a proxy forwards it and the next layer continues it;
+  says which) to the frame that ends it, with a `first_token` event, the count of token
+  frames and the gaps between them as this layer saw them (`chat.stream.*`, otel.stream);
+  its context is continued from the frame (or linked to it), and the frame handed to the app
+  carries this span instead, so a proxy forwards it and the next layer continues it;
   while the message is answered the span is current in the task that read it, so the
   handler's own spans (a model call, a tool) are its children;
 - the server decides: one sampling decision per connection covers the session and every
@@ -54,6 +55,7 @@ from otel.propagation import (
 )
 from otel.redaction import redact_url
 from otel.sampling import decide, with_decision
+from otel.stream import TokenClock
 from otel.websocket.codec import OMNI2, FrameCodec, set_path
 
 Scope = MutableMapping[str, Any]
@@ -75,6 +77,8 @@ class _Message:
     token_frames: int = 0
     # Taken even when the span is not recorded: the first-token hook sees every message.
     started: float = field(default_factory=time.perf_counter)
+    # The token frames' times for the span's `chat.stream.*` (only when it is recorded).
+    clock: TokenClock | None = None
 
 
 @dataclass
@@ -128,7 +132,9 @@ class ConnectionTrace:
         it takes the message up, and makes the span current where it answers it."""
         self.end_session()
         span = self.message_span(frame)
-        self.pending.append(_Message(span, f"{span.get_span_context().trace_id:032x}"))
+        clock = TokenClock() if span.is_recording() else None
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+        self.pending.append(_Message(span, trace_id, clock=clock))
         return span
 
     def message_span(self, frame: dict[str, Any]) -> Span:
@@ -202,6 +208,8 @@ class ConnectionTrace:
             if self.tracing.on_first_token is not None:
                 self.tracing.on_first_token(time.perf_counter() - message.started)
         message.token_frames += 1
+        if message.clock is not None:
+            message.clock.mark()
 
     def _end(self, frame: dict[str, Any], kind: str, text: str) -> str:
         codec = self.tracing.codec
@@ -213,6 +221,8 @@ class ConnectionTrace:
         span.set_attributes(
             self.ids | {Attr.TOKEN_FRAMES: message.token_frames, Attr.FRAME_TYPE: kind}
         )
+        if message.clock is not None:
+            span.set_attributes(message.clock.attributes())
         if kind in codec.fails and not _failed(span):  # the app's own account of it wins
             code = codec.text(frame, codec.error_code_path) or "error"
             span.set_attribute(Attr.ERROR_TYPE, code)
@@ -263,6 +273,8 @@ class ConnectionTrace:
             message = self.pending.popleft()
             span = message.span
             span.set_attributes(self.ids | {Attr.TOKEN_FRAMES: message.token_frames})
+            if message.clock is not None:
+                span.set_attributes(message.clock.attributes())
             if not _failed(span):  # the app may have said why (the client went away)
                 span.set_attribute(Attr.ERROR_TYPE, "no_reply")
                 span.set_status(Status(StatusCode.ERROR, "connection closed before the reply"))

@@ -27,7 +27,7 @@ from services.common.refusal import Refusal, refuse
 from services.common.tokens import TokenError, verify_token
 from services.dashboard.audit import ConnectionRefusals, RefusalLog
 from services.dashboard.query import scope_token
-from services.dashboard.relay import MessageGate, MessageHeld, MessageRefused
+from services.dashboard.relay import MessageGate, MessageHeld, MessageRefused, RelayStall
 from services.dashboard.settings import DashboardSettings
 from services.dashboard.upstream import connect_upstream
 
@@ -212,11 +212,19 @@ async def relay_frames(connection: Connection, client: ClientConnection, gate: M
             elif message.get("bytes") is not None:
                 await client.send(message["bytes"])
 
+    stall = (
+        RelayStall(settings.relay_stall_ms, settings.relay_stall_after_tokens)
+        if settings.relay_stall_ms
+        else None
+    )
+
     async def upstream_to_browser() -> None:
         with contextlib.suppress(ConnectionClosed):
             async for frame in client:
                 if isinstance(frame, str):
                     gate.observe(frame)
+                    if stall is not None:  # fault injection, off by default
+                        await stall.before_forwarding(frame)
                     await websocket.send_text(frame)
                 else:
                     await websocket.send_bytes(frame)

@@ -9,6 +9,7 @@ own, within the user's refusal budget; counted past it).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from opentelemetry.trace import Status, StatusCode, format_trace_id
@@ -17,7 +18,7 @@ from otel.names import Attr
 from otel.websocket import ConnectionTrace
 from otel.websocket.codec import OMNI2
 from services.common.churn import Churn, retry_after
-from services.common.protocol import FAILED_FRAMES, error_frame, json_object
+from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES, error_frame, json_object
 
 
 class MessageRefused(Exception):
@@ -80,3 +81,23 @@ class MessageGate:
         frame = json_object(text)
         if frame is not None and frame.get("type") in FAILED_FRAMES:
             self._churn.holds.hold(self._user, retry_after(frame), frame)
+
+
+class RelayStall:
+    """Fault injection (DASHBOARD_RELAY_STALL_MS; off unless set): once per message, hold the
+    stream for `stall_ms` before forwarding the token frame after the `after`-th, really, so
+    the dashboard's own gap between token frames shows the stall and OMNI2's does not (for
+    drills and the tests of the audit's stall verdict). One per connection."""
+
+    def __init__(self, stall_ms: float, after: int) -> None:
+        self._seconds = stall_ms / 1000
+        self._after = after
+        self._tokens = 0  # token frames of the message being answered
+
+    async def before_forwarding(self, text: str) -> None:
+        if OMNI2.is_stream_text(text):
+            self._tokens += 1
+            if self._tokens == self._after + 1:
+                await asyncio.sleep(self._seconds)
+        elif (frame := json_object(text)) is not None and frame.get("type") in FINAL_FRAMES:
+            self._tokens = 0  # the next message is held once too

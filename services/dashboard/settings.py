@@ -92,6 +92,24 @@ class DashboardSettings(CommonSettings, DashboardKey, FrameLimits, ChurnLimits):
         "layers their own way (a chain spec then says so: docs/toolkit.md).",
     )
 
+    # -- fault injection (drills and tests), off by default ------------------------------------
+    relay_stall_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=60_000,
+        description="Fault injection: once per message, the relay holds the stream this long "
+        "(a sleep before forwarding a token frame), so the dashboard's own gaps between token "
+        "frames show a stall that OMNI2's do not and `omni-trace audit` names the dashboard "
+        "hop. 0 (the default): off.",
+    )
+    relay_stall_after_tokens: int = Field(
+        default=3,
+        ge=1,
+        le=100_000,
+        description="With relay_stall_ms: the token frame after which the relay holds the "
+        "stream (it holds the next one).",
+    )
+
     # -- login -------------------------------------------------------------------------------
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),

@@ -7,18 +7,25 @@ put in `params._meta`; our middleware adds the conversation and user OMNI2 sent 
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from otel.metrics import chat_metrics
 from otel.names import Attr, McpMeta
+from otel.semconv import MCP_METHODS
 from services.mcp_tools.auth import RequireCredential, trusted_caller
 from services.mcp_tools.query import QueryLimits, QueryRunner, describe
 from services.mcp_tools.sample_db import ensure_sample_db
@@ -49,6 +56,57 @@ async def _meta_attributes(ctx: Any, call_next: Any) -> Any:
     return await call_next(ctx)
 
 
+_PROTOCOL_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class _MeasureOperations:
+    """mcp.server.operation.duration: each request or notification, received to answered,
+    with the error type the SDK's span gets (JSON-RPC code, `tool_error`, exception class).
+    The tool name is recorded only for the tools this server has."""
+
+    def __init__(self, tools: frozenset[str]) -> None:
+        self.tools = tools
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            result = await call_next(ctx)
+        except MCPError as err:
+            error = str(err.error.code)
+            raise
+        except ValidationError:
+            error = str(INVALID_PARAMS)
+            raise
+        except Exception as err:
+            error = type(err).__qualname__
+            raise
+        else:
+            if _is_tool_error(result):
+                error = "tool_error"
+            return result
+        finally:
+            # Known methods only: a client cannot mint series.
+            method = ctx.method if ctx.method in MCP_METHODS else "_OTHER"
+            name = ctx.params.get("name") if isinstance(ctx.params, Mapping) else None
+            version = ctx.protocol_version
+            chat_metrics().mcp_server(
+                method,
+                name if method == "tools/call" and name in self.tools else None,
+                time.perf_counter() - started,
+                error_type=error,
+                protocol_version=version
+                if isinstance(version, str) and _PROTOCOL_VERSION.fullmatch(version)
+                else None,
+            )
+
+
+def _is_tool_error(result: Any) -> bool:
+    if isinstance(result, Mapping):
+        return result.get("isError") is True
+    return getattr(result, "is_error", False) is True
+
+
 def create_server(settings: McpToolsSettings) -> MCPServer[Any]:
     db = ensure_sample_db(settings.sample_db.resolve())
     queries = QueryRunner(db, QueryLimits.from_settings(settings))
@@ -56,6 +114,7 @@ def create_server(settings: McpToolsSettings) -> MCPServer[Any]:
         "omni2-tools", instructions="Read-only SQL over a sample shop database."
     )
     server.middleware.append(_meta_attributes)
+    server.middleware.append(_MeasureOperations(frozenset({"database_query", "list_tables"})))
 
     @server.tool()
     async def database_query(sql: str) -> str:

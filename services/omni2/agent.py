@@ -7,13 +7,13 @@ stops when the model answers without tools, or at `max_iterations` model calls.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from otel.metrics import chat_metrics
 from otel.names import Attr, Flow, SpanName
 from otel.redaction import redact_text
 from services.omni2.db.repository import FlowRecord, UserContext
@@ -123,20 +123,19 @@ class Agent:
         ) as step:
             span = step.span
             endpoint = getattr(model, "endpoint", None)  # providers reached over HTTP
+            server = None
             if endpoint is not None:
-                span.set_attributes(
-                    {Attr.SERVER_ADDRESS: endpoint.host, Attr.SERVER_PORT: endpoint.port or 443}
-                )
-            started = time.perf_counter()
+                server = (endpoint.host, endpoint.port or 443)
+                span.set_attributes({Attr.SERVER_ADDRESS: server[0], Attr.SERVER_PORT: server[1]})
+            measured = chat_metrics().model_call(model.provider, model.name, server)
             finished: Finished | None = None
             chunks = 0
             try:
                 async for event in model.stream(conversation, tools):
                     if isinstance(event, TextChunk):
+                        since_request = measured.chunk()
                         if chunks == 0:
-                            span.set_attribute(
-                                Attr.TIME_TO_FIRST_CHUNK, time.perf_counter() - started
-                            )
+                            span.set_attribute(Attr.TIME_TO_FIRST_CHUNK, since_request)
                         chunks += 1
                         result.chunks += 1
                         result.text += event.text
@@ -149,7 +148,14 @@ class Agent:
                 # The provider's text stays here and on the span (redacted); the user gets a
                 # fixed reason (chat.py).
                 step.fail(err.error_type, str(err), error=redact_text(str(err)))
+                measured.failed(err.error_type)
                 raise
+            measured.finished(
+                response_model=finished.response_model or model.name,
+                input_tokens=finished.input_tokens,
+                output_tokens=finished.output_tokens,
+                user_id=self._user_id,
+            )
             result.input_tokens += finished.input_tokens
             result.output_tokens += finished.output_tokens
             span.set_attributes(
@@ -210,6 +216,10 @@ class Agent:
                 error_type = outcome.error_type or "tool_error"
                 step.fail(error_type, outcome.content[:200], error=outcome.content[:500])
             return outcome
+
+    @property
+    def _user_id(self) -> str:
+        return str(self.attributes.get(Attr.USER_ID, ""))
 
     def _ids(self) -> dict[str, str]:
         return {"conversation_id": str(self.attributes.get(Attr.CONVERSATION_ID, ""))}

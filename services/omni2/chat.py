@@ -175,6 +175,9 @@ class ChatSession:
     # The turn being answered, until its first token frame is sent (for the first_token event).
     _awaiting_first_token: trace.Span | None = field(default=None, init=False)
     _turn_started: float = field(default=0.0, init=False)
+    _first_token_s: float | None = field(default=None, init=False)
+    # gen_ai.server.* attributes: the same for every message of the connection, built once.
+    _served_attributes: dict[str, str] = field(init=False)
     # The conversation so far, for the model. The conversation was created by this connection
     # and only this connection writes to it, so what it stored is what it holds here: no
     # database read per message (and no `chat.history` span for a read that does not happen).
@@ -189,6 +192,12 @@ class ChatSession:
         self._history = deque(maxlen=2 * self.settings.history_turns)
         self._frames = FrameGate.of(self.settings)
         self._inbox = Inbox(self.settings.max_pending_messages)
+        model = self.services.model
+        self._served_attributes = {
+            Attr.GEN_AI_OPERATION: "chat",
+            Attr.GEN_AI_PROVIDER: model.provider,
+            Attr.GEN_AI_REQUEST_MODEL: model.name,
+        }
 
     @property
     def user_id(self) -> str:
@@ -479,6 +488,7 @@ class ChatSession:
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             self._awaiting_first_token = span
             self._turn_started = time.perf_counter()
+            self._first_token_s = None
             record = TurnRecord(self.conversation_id, self.user_id, _trace_id(span))
             result = AgentResult(flow=record.flow)
             outcome = await self._answer_turn(frame, record, result, attributes)
@@ -582,6 +592,14 @@ class ChatSession:
         """The one way a turn ends: usage, flow event, span, rows (settling the reservation),
         then the frame, then a close or the client's absence passed up."""
         self._usage(record, result)
+        # As the server of the stream, up to its last frame (the done or error frame).
+        chat_metrics().served(
+            self._served_attributes,
+            seconds=time.perf_counter() - self._turn_started,
+            first_token_s=self._first_token_s,
+            output_tokens=result.output_tokens,
+            error_type=outcome.error_type,
+        )
         if outcome.flow is not None:
             record.flow.append(outcome.flow)
         frame = outcome.frame
@@ -598,14 +616,7 @@ class ChatSession:
                     Attr.USAGE_COST: record.cost,
                 }
             )
-            chat_metrics().usage(
-                provider=record.provider,
-                model=record.model,
-                user_id=self.user_id,
-                input_tokens=result.input_tokens,
-                output_tokens=result.output_tokens,
-                cost=record.cost,
-            )
+            chat_metrics().usage_cost(model=record.model, user_id=self.user_id, cost=record.cost)
             frame = done_frame(self._result(result, record), record.trace_id)
         if outcome.close is not None:
             span.set_attributes(
@@ -704,7 +715,8 @@ class ChatSession:
             # An attribute too: tail sampling keeps the messages whose first token was slow.
             self._awaiting_first_token.set_attribute(Attr.TIME_TO_FIRST_TOKEN, waited * 1000)
             self._awaiting_first_token = None
-            chat_metrics().first_token(waited)
+            self._first_token_s = waited
+            chat_metrics().first_token(waited, server_of_stream=True)
         await self._send(token_frame(text))
 
     async def _send(self, frame: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import SecretStr
 
+from otel.metrics import chat_metrics
 from otel.names import Attr, McpMeta, SpanName
 from services.omni2.model import ToolCall, ToolSpec
 from services.omni2.settings import Omni2Settings
@@ -186,21 +188,46 @@ class McpToolbox:
         if connection is not None:
             await connection.close()
 
-    async def _request(self, send: Any) -> Any:
-        """Run `send(client)` on the session; a broken session is reopened once."""
+    async def _request(self, method: str, send: Any, tool: str | None = None) -> Any:
+        """Run `send(client)` (an MCP `method` request) on the session; a broken session is
+        reopened once. Each request sent is one mcp.client.operation.duration measurement."""
         for attempt in (1, 2):
             client = await self._session()
+            started = time.perf_counter()
             try:
-                return await send(client)
+                answer = await send(client)
             except MCPError as err:
+                self._measured(method, tool, started, str(err.error.code))
                 if err.error.code != CONNECTION_CLOSED or attempt == 2:
                     raise
             except Exception as err:
+                self._measured(method, tool, started, type(err).__qualname__)
                 if attempt == 2:
                     raise ToolsUnavailable(f"MCP server unreachable: {_describe(err)}") from err
+            else:
+                failed = getattr(answer, "is_error", False) is True  # a CallToolResult
+                self._measured(method, tool, started, "tool_error" if failed else None)
+                return answer
             log.info("MCP session broke; reconnecting")
             await self._reset()
         raise AssertionError("unreachable")
+
+    def _measured(self, method: str, tool: str | None, started: float, error: str | None) -> None:
+        chat_metrics().mcp_client(
+            method,
+            tool,
+            time.perf_counter() - started,
+            error_type=error,
+            server=self._server,
+        )
+
+    @functools.cached_property
+    def _server(self) -> tuple[str, int] | None:
+        """server.address and server.port of the MCP server (None in-process)."""
+        if not isinstance(self.url, str):
+            return None
+        url = httpx2.URL(self.url)
+        return (url.host, url.port or (443 if url.scheme == "https" else 80))
 
     async def aclose(self) -> None:
         for task in (self._warm_up, self._refresh):
@@ -243,7 +270,7 @@ class McpToolbox:
 
     async def _fetch_catalogue(self) -> list[ToolSpec]:
         try:
-            listed = await self._request(lambda client: client.list_tools())
+            listed = await self._request("tools/list", lambda client: client.list_tools())
         except MCPError as err:
             raise ToolsUnavailable(f"MCP server failed to list its tools: {err}") from err
         self._catalogue = [
@@ -260,7 +287,9 @@ class McpToolbox:
         try:
             with _baggage(conversation_id, user_id):
                 result = await self._request(
-                    lambda client: client.call_tool(call.name, call.arguments, meta=meta)
+                    "tools/call",
+                    lambda client: client.call_tool(call.name, call.arguments, meta=meta),
+                    call.name,
                 )
         except MCPError as err:
             if err.error.code == CONNECTION_CLOSED:

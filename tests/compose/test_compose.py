@@ -32,6 +32,8 @@ from pydantic import SecretStr
 
 from omni_trace import dashboards
 from omni_trace.flowview.settings import FlowViewSettings
+from omni_trace.stack.alerts import ENVIRONMENT, RULES_TEMPLATE, render_rules
+from omni_trace.stack.settings import StackSettings
 from services.common.settings import GatewayKeys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,14 +279,7 @@ def test_prometheus_gets_the_flow_view_token_in_a_private_file(tmp_path: Path) -
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "flowview"]
     target = job["authorization"]["credentials_file"]
     script = script.replace(target, str(tmp_path / "flowview-token"))
-    script = script[: script.index("exec /bin/prometheus")]  # not Prometheus itself
-    run = subprocess.run(
-        ["/bin/sh", "-c", script],
-        env={"PATH": os.environ["PATH"], "FLOWVIEW_ACCESS_TOKEN": token},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = _prometheus_start(script, tmp_path, {"FLOWVIEW_ACCESS_TOKEN": token} | _budgets())
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "flowview-token").read_text() == token
     assert (tmp_path / "flowview-token").stat().st_mode & 0o777 == 0o600
@@ -292,6 +287,65 @@ def test_prometheus_gets_the_flow_view_token_in_a_private_file(tmp_path: Path) -
         "flowview": "FLOWVIEW_ACCESS_TOKEN",
         "prometheus": "FLOWVIEW_ACCESS_TOKEN",
     }
+
+
+def _budgets() -> dict[str, str]:
+    """The alert budgets as compose passes them to Prometheus (from .env)."""
+    env = env_file()
+    return {name: env[name] for name in ENVIRONMENT.values()}
+
+
+def _prometheus_start(script: str, tmp_path: Path, env: dict[str, str]) -> Any:
+    """Prometheus' start script (compose's escapes undone) up to Prometheus itself, run by
+    /bin/sh as in its busybox image, with the rules template from the checkout and the
+    rendered rules in `tmp_path`."""
+    script = script.replace("$$", "$")
+    script = script[: script.index("exec /bin/prometheus")]
+    assert "/etc/prometheus/alerts.yml.in" in script and "/run/omni-trace/alerts.yml" in script
+    script = script.replace("/etc/prometheus/alerts.yml.in", str(RULES_TEMPLATE))
+    script = script.replace("/run/omni-trace/alerts.yml", str(tmp_path / "alerts.yml"))
+    script = script.replace("/run/omni-trace/flowview-token", str(tmp_path / "flowview-token"))
+    return subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "FLOWVIEW_ACCESS_TOKEN": "t" * 48, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_prometheus_renders_the_alert_rules_as_the_local_stack_does(tmp_path: Path) -> None:
+    """Compose's Prometheus mounts the same rules template as `omni-trace up` renders and
+    fills in .env's budgets (the local settings' names and defaults) the same way; a budget
+    that is not a number stops it."""
+    prometheus = compose()["services"]["prometheus"]
+    mount = f"{Path('..') / RULES_TEMPLATE.relative_to(ROOT)}:/etc/prometheus/alerts.yml.in:ro"
+    assert mount in prometheus["volumes"]
+    assert (COMPOSE / mount.split(":")[0]).resolve() == RULES_TEMPLATE
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/run/omni-trace/alerts.yml"]  # the tmpfs
+    for name in ENVIRONMENT.values():
+        assert prometheus["environment"][name] == f"${{{name}}}"
+    defaults = StackSettings.model_fields
+    assert _budgets() == {
+        variable: f"{defaults[variable.removeprefix('OMNI_TRACE_').lower()].default:g}"
+        for variable in ENVIRONMENT.values()
+    }
+    (script,) = prometheus["command"]
+    run = _prometheus_start(str(script), tmp_path, _budgets())
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "alerts.yml").read_text() == render_rules(StackSettings())
+    other = {"OMNI_TRACE_ALERT_FIRST_TOKEN_P95_S": "0.5", "OMNI_TRACE_ALERT_ERROR_RATIO": "0.25"}
+    run = _prometheus_start(str(script), tmp_path, other)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "alerts.yml").read_text() == render_rules(
+        StackSettings(alert_first_token_p95_s=0.5, alert_error_ratio=0.25)
+    )
+    for bad in ("", "1/0/g;s/x", "2 or vector(1)", "1.2.3"):
+        run = _prometheus_start(
+            str(script), tmp_path, _budgets() | {"OMNI_TRACE_ALERT_ERROR_RATIO": bad}
+        )
+        assert run.returncode != 0 and "not a number" in run.stderr, bad
 
 
 def test_the_env_file_line_makes_both_forms_of_one_password(tmp_path: Path) -> None:
@@ -548,7 +602,10 @@ def test_prometheus_config_agrees_with_the_local_stack() -> None:
     template = (ROOT / "services" / "prometheus" / "prometheus.yml").read_text()
     local = yaml.safe_load(
         Template(template).substitute(
-            JAEGER_METRICS="jaeger:8889", JAEGER_TELEMETRY="jaeger:8888", FLOWVIEW="flowview:16687"
+            JAEGER_METRICS="jaeger:8889",
+            JAEGER_TELEMETRY="jaeger:8888",
+            FLOWVIEW="flowview:16687",
+            ALERT_RULES="/run/omni-trace/alerts.yml",
         )
     )
     container = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
@@ -851,12 +908,16 @@ def test_prometheus_takes_no_label_a_relayed_series_brings(tmp_path: Path) -> No
     # Its credentials file exists in the container only: here, a file of the test's.
     (tmp_path / "flowview-token").write_text("t" * 48)
     config = tmp_path / "prometheus.yml"
+    # And the alerting rules its start script renders (here with .env's budgets).
+    (tmp_path / "alerts.yml").write_text(render_rules(StackSettings()))
     config.write_text(
         (COMPOSE / "prometheus.yml")
         .read_text()
         .replace("/run/omni-trace/flowview-token", str(tmp_path / "flowview-token"))
+        .replace("/run/omni-trace/alerts.yml", str(tmp_path / "alerts.yml"))
     )
     run = subprocess.run(
         [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=30
     )
+    assert "SUCCESS: 4 rules found" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stdout + run.stderr

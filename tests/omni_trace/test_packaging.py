@@ -161,7 +161,12 @@ def test_stack_commands_say_which_extra_they_need(argv: list[str], says: str) ->
 
 
 def test_reading_commands_run_without_the_stack() -> None:
-    for argv in (["audit", "--help"], ["doctor", "--help"], ["trace", "show", "--help"]):
+    for argv in (
+        ["audit", "--help"],
+        ["doctor", "--help"],
+        ["trace", "show", "--help"],
+        ["trace", "diff", "--help"],
+    ):
         run = _run(
             "import sys; from omni_trace.cli import main; sys.exit(main(sys.argv[1:]))", *argv
         )

@@ -2,46 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel.metrics import ChatMetrics
 from otel.names import METRICS, Attr, Metric
-
-
-def _collect(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    return {
-        metric.name: metric
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
+from tests.otel.collected import collect
 
 
 def test_one_answered_message_records_tokens_and_cost_per_user() -> None:
     reader = InMemoryMetricReader()
     chat = ChatMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("test"))
     chat.first_token(0.012)
-    chat.usage(
-        provider="offline",
-        model="m1",
-        user_id="alice",
-        input_tokens=40,
-        output_tokens=7,
-        cost=0.25,
-    )
-    chat.usage(
-        provider="offline", model="m1", user_id="bob", input_tokens=3, output_tokens=1, cost=0.5
-    )
-    found = _collect(reader)
-    assert set(found) == set(METRICS)
-    for name, doc in METRICS.items():
-        assert found[name].unit == doc.unit, name
+    for user, tokens, cost in (("alice", (40, 7), 0.25), ("bob", (3, 1), 0.5)):
+        call = chat.model_call("offline", "m1")
+        call.finished(
+            response_model="m1", input_tokens=tokens[0], output_tokens=tokens[1], user_id=user
+        )
+        chat.usage_cost(model="m1", user_id=user, cost=cost)
+    found = collect(reader)
+    recorded = {Metric.TIME_TO_FIRST_TOKEN, Metric.TOKEN_USAGE, Metric.COST}
+    assert set(found) == recorded | {Metric.OPERATION_DURATION}
+    for name in found:
+        assert found[name].unit == METRICS[name].unit, name
 
     tokens = {
         (p.attributes[Attr.USER_ID], p.attributes["gen_ai.token.type"]): p.sum
@@ -54,7 +38,10 @@ def test_one_answered_message_records_tokens_and_cost_per_user() -> None:
         ("bob", "output"): 1,
     }
     labels = {frozenset(p.attributes) for p in found[Metric.TOKEN_USAGE].data.data_points}
-    assert labels == {frozenset(METRICS[Metric.TOKEN_USAGE].attributes)}
+    # No server here (an in-process model): every other attribute of the table.
+    assert labels == {
+        frozenset(METRICS[Metric.TOKEN_USAGE].attributes) - {"server.address", "server.port"}
+    }
 
     costs = {p.attributes[Attr.USER_ID]: p.value for p in found[Metric.COST].data.data_points}
     assert costs == {"alice": 0.25, "bob": 0.5}

@@ -415,3 +415,49 @@ def test_an_app_that_records_its_own_closes_gets_no_close_span(
             ws.receive_json()
     closes = _named(spans, SpanName.CLOSE)
     assert len(closes) == (1 if record_closes else 0), _tree(spans)
+
+
+def stalling_backend(pauses_ms: list[float]) -> FastAPI:
+    """A backend whose stream pauses `pauses_ms[i]` before token frame i + 1."""
+    app = FastAPI(telemetry=telemetry_config())
+
+    @app.websocket("/ws/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"type": "welcome", "conversation_id": "c-1", "user_id": "u-1"})
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.receive_json()
+                await websocket.send_json({"type": "token", "text": "t"})
+                for pause in pauses_ms:
+                    await asyncio.sleep(pause / 1000)
+                    await websocket.send_json({"type": "token", "text": "t"})
+                await websocket.send_json({"type": "done", "result": {}})
+
+    app.add_middleware(ChatTracingMiddleware, message_span=SpanName.TURN)
+    return app
+
+
+def test_each_message_span_has_the_gaps_between_its_token_frames_as_this_layer_saw_them(
+    spans: InMemorySpanExporter,
+) -> None:
+    _chat(stalling_backend([5, 5, 200, 5, 5]), {"type": "message", "text": "hi"})
+    (turn,) = _named(spans, SpanName.TURN)
+    a = dict(turn.attributes or {})
+    assert a[Attr.TOKEN_FRAMES] == 6 and a[Attr.STREAM_GAPS] == 5, a
+    assert 200 <= a[Attr.STREAM_GAP_MAX] < 400, a
+    assert a[Attr.STREAM_GAP_P50] < 100 <= a[Attr.STREAM_GAP_P95], a  # 5 gaps: p95 is the max
+    assert a[Attr.STREAM_FIRST_TO_LAST] >= 220, a
+    # The stall began at the third token frame: after the first two gaps, within the span.
+    assert 10 <= a[Attr.STREAM_GAP_MAX_AT] < a[Attr.STREAM_FIRST_TO_LAST], a
+    assert turn.start_time is not None and turn.end_time is not None
+    span_ms = (turn.end_time - turn.start_time) / 1e6
+    assert a[Attr.STREAM_GAP_MAX_AT] + a[Attr.STREAM_GAP_MAX] <= span_ms, (a, span_ms)
+
+
+def test_a_stream_of_one_token_frame_has_no_gaps_to_report(spans: InMemorySpanExporter) -> None:
+    _chat(stalling_backend([]), {"type": "message", "text": "hi"})
+    (turn,) = _named(spans, SpanName.TURN)
+    a = dict(turn.attributes or {})
+    assert a[Attr.TOKEN_FRAMES] == 1
+    assert not [k for k in a if k.startswith("chat.stream.")], a

@@ -68,7 +68,7 @@ def running_stack(
     stack = Stack(
         run_dir,
         Ports.free(),
-        StackSettings(model_token_delay_ms=2, database_url=database_url, **settings),
+        StackSettings(database_url=database_url, **{"model_token_delay_ms": 2, **settings}),
         jwt_secret=jwt_secret,
         service_env=service_env,
         viewers=viewers,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -52,6 +52,7 @@ from omni_trace.traces import (
 )
 from otel.names import Attr, Service, SpanName
 from tests.stack.conftest import running_stack
+from tests.stack.polling import until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -174,16 +175,6 @@ def refused_spans(stack: Stack, path: str = "filter/public") -> float:
     return total
 
 
-def _until(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
-        time.sleep(0.25)
-
-
 def _stored(jaeger: JaegerClient, control: Forged) -> list[TraceSpan]:
     """The positive control's trace once Jaeger holds its span (so a request sent with it, or
     before it, has been through the pipeline: what is missing then was refused)."""
@@ -198,10 +189,10 @@ def _stored(jaeger: JaegerClient, control: Forged) -> list[TraceSpan]:
 def _settled(stack: Stack, before: float, expected: float) -> float:
     """The refused count once it reached `expected` refusals more than `before` (the filter
     counts as it drops: it is there by the time the batch's other spans are stored)."""
-    _until(
+    until(
         f"{expected:g} more refused spans (from {before:g})",
         lambda: refused_spans(stack) >= before + expected,
-        timeout=10,
+        timeout_s=10,
     )
     time.sleep(0.5)  # and no more than that
     return refused_spans(stack) - before
@@ -295,7 +286,7 @@ def test_the_public_path_refuses_metrics(stack: Stack) -> None:
     )
     assert taken.status_code == 200, taken.text
     metrics_url = f"http://{stack.settings.host}:{stack.ports.jaeger_metrics}/metrics"
-    _until("the control series", lambda: f"{name}_control" in httpx.get(metrics_url).text)
+    until("the control series", lambda: f"{name}_control" in httpx.get(metrics_url).text)
     assert f"{name} " not in httpx.get(metrics_url).text
     assert f"{name}{{" not in httpx.get(metrics_url).text
 
@@ -490,8 +481,8 @@ def test_the_legacy_receiver_takes_only_the_legacy_services(
     ids = json.loads(run.stdout.strip().splitlines()[-1])
     omni_jaeger.wait_for_trace(ids["usage-ledger"], bool, what="the ledger's span")
     assert omni_jaeger.get_trace(ids[Service.OMNI2]) == []
-    _until(
+    until(
         "the legacy refusal counted",
         lambda: refused_spans(stack, "filter/legacy") >= before + 1,
-        timeout=10,
+        timeout_s=10,
     )

@@ -214,3 +214,28 @@ def test_a_frame_the_dashboard_writes_itself_ends_no_relayed_message(
     relay.from_upstream(json.dumps({"type": "done", "trace_id": CLIENT_TRACE}))
     (span,) = spans.get_finished_spans()
     assert span.attributes is not None and span.attributes[Attr.FRAME_TYPE] == "done"
+
+
+def test_the_relay_stall_knob_holds_one_token_frame_per_message_and_is_off_by_default() -> None:
+    import asyncio
+    import time
+
+    from services.dashboard.relay import RelayStall
+    from services.dashboard.settings import DashboardSettings
+
+    assert DashboardSettings(OMNI_JWT_SECRET="s" * 32).relay_stall_ms == 0  # type: ignore[call-arg]
+    token, done = '{"type": "token", "text": "a"}', '{"type": "done", "result": {}}'
+    stall = RelayStall(80, after=2)
+
+    async def held(frames: list[str]) -> list[bool]:
+        out = []
+        for frame in frames:
+            start = time.perf_counter()
+            await stall.before_forwarding(frame)
+            out.append(time.perf_counter() - start >= 0.08)
+        return out
+
+    # The third token frame of each message waits, nothing else does.
+    frames = [token, token, token, token, done, token, token, token, done]
+    waited = asyncio.run(held(frames))
+    assert [i for i, w in enumerate(waited) if w] == [2, 7], waited
