@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.omni2.db import Database
+from services.db import Database
 
 T = TypeVar("T")
 

@@ -46,7 +46,7 @@ async def emptied(url: str) -> str:
     """OMNI2's tables in `url`, created if missing and emptied (faster than a new database)."""
     from sqlalchemy import text
 
-    from services.omni2.db import Base, Database
+    from services.db import Base, Database
 
     db = Database(url)
     try:

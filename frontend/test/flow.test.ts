@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chainState, chainText } from "../src/flow";
+import { chainState, chainText } from "../src/flowview/format";
 
 const whole = { broken: false, problems: [], not_traced: [], first_layer: "client", client_only: false, foreign: [] };
 

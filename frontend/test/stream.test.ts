@@ -28,7 +28,7 @@ test("TokenClock keeps a bounded store and the whole first-to-last time", () => 
 });
 
 test("the flow view's stream rows and stall verdict from a chain report", async () => {
-  const { stallText, streamRows } = await import("../src/flow");
+  const { stallText, streamRows } = await import("../src/flowview/format");
   const layer = (max: number, pub = false) => ({ gaps: 40, p50_ms: 10, p95_ms: 20, max_ms: max, max_at_ms: 2300, first_to_last_ms: 900, public: pub });
   const chain = {
     layers: { client: true, dashboard: true, traefik: true, omni2: true },

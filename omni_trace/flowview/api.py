@@ -5,14 +5,17 @@
     GET /api/traces/{trace_id}                             spans, and the traces they link to
     GET /api/search?q=                                     where a pasted id leads
     GET /api/diff?a=&b=                                    two message traces compared
-    GET /api/hops?minutes=15                               p50/p95 per layer, error ratios
-    GET /api/config                                        the page's links (a Jaeger UI)
+    GET /api/hops?minutes=15                               p50/p95 per layer, error ratios,
+                                                           GenAI first token / per chunk
+    GET /api/config                                        the page's links (a Jaeger UI) and
+                                                           the chain spec's layers and hops
     GET /metrics                                           the audit's verdicts, for Prometheus
     GET /                                                  the page (frontend/src/flow.ts)
 
-Every parameter is checked before Jaeger is asked (400 with the reason); Jaeger unreachable
-is a 503 that says so. Nothing here reads or returns a token: the spans were redacted before
-they left each service.
+Every answer passes through its model (`models`), from which the page's types are generated
+(scripts/flow-types). Every parameter is checked before Jaeger is asked (400 with the
+reason); Jaeger unreachable is a 503 that says so. Nothing here reads or returns a token:
+the spans were redacted before they left each service.
 
 Only the names in `allowed_hosts` are answered (421), with `access_token` only who presents
 it (401); at most `max_audits` requests read Jaeger at once (503 with Retry-After), and a
@@ -48,11 +51,25 @@ from omni_trace.flowview.data import (
 from omni_trace.flowview.guard import RETRY_AFTER_S, AuditLimiter, Busy, Guard
 from omni_trace.flowview.hops import NO_PROMETHEUS, HopMetrics, MetricsUnavailable
 from omni_trace.flowview.metrics import CONTENT_TYPE, AuditMetrics
+from omni_trace.flowview.models import (
+    Config,
+    ConversationDetail,
+    Conversations,
+    Hops,
+    Model,
+    SearchResult,
+    Trace,
+    TraceDiff,
+    spec_info,
+)
 from omni_trace.stack.paths import FRONTEND_DIST
 from omni_trace.stack.ports import LOOPBACK_HOSTS
 from omni_trace.traces.jaeger import JaegerClient, JaegerError
+from omni_trace.traces.spec import default_spec
 
-Handler = Callable[[Request, FlowData], dict[str, Any]]
+# Every answer passes through its model (omni_trace/flowview/models.py), the page's types'
+# source: a key or a type the model does not know fails here, not silently on the page.
+Handler = Callable[[Request, FlowData], Model]
 
 
 class NotFound(Exception):
@@ -72,44 +89,45 @@ def _number(request: Request, key: str, default: float) -> float:
     return value
 
 
-def _conversations(request: Request, data: FlowData) -> dict[str, Any]:
+def _conversations(request: Request, data: FlowData) -> Conversations:
     user = request.query_params.get("user") or None
-    return data.conversations(
+    found = data.conversations(
         user_id=name(user, "user") if user else None,
         since_s=since(_number(request, "since", 3600)),
         page=Page(int(_number(request, "page", 0)), int(_number(request, "page_size", 50))),
     )
+    return Conversations.model_validate(found)
 
 
-def _conversation(request: Request, data: FlowData) -> dict[str, Any]:
+def _conversation(request: Request, data: FlowData) -> ConversationDetail:
     conversation_id = name(request.path_params["conversation_id"], "conversation id")
     found = data.conversation(conversation_id)
     if not found["messages"]:
         raise NotFound(f"no messages of conversation {conversation_id} in Jaeger")
-    return found
+    return ConversationDetail.model_validate(found)
 
 
-def _trace(request: Request, data: FlowData) -> dict[str, Any]:
+def _trace(request: Request, data: FlowData) -> Trace:
     found = data.trace(trace_id(request.path_params["trace_id"]))
     if not found["spans"]:
         raise NotFound(f"trace {found['trace_id']} is not in Jaeger (yet)")
-    return found
+    return Trace.model_validate(found)
 
 
-def _diff(request: Request, data: FlowData) -> dict[str, Any]:
+def _diff(request: Request, data: FlowData) -> TraceDiff:
     a = trace_id(request.query_params.get("a", ""))
     b = trace_id(request.query_params.get("b", ""))
     found = data.diff(a, b)
     if "missing" in found:
         raise NotFound(f"trace {', '.join(found['missing'])} is not in Jaeger (yet)")
-    return found
+    return TraceDiff.model_validate(found)
 
 
-def _search(request: Request, data: FlowData) -> dict[str, Any]:
+def _search(request: Request, data: FlowData) -> SearchResult:
     found = data.search(request.query_params.get("q", ""))
     if found["view"] is None:
         raise NotFound(found["error"])
-    return found
+    return SearchResult.model_validate(found)
 
 
 async def _healthz(_: Request) -> JSONResponse:
@@ -179,8 +197,12 @@ def create_app(
     audit_metrics = AuditMetrics(data.auditor)
     limiter = AuditLimiter(max_audits)
 
+    # The spec the view judges by (FlowData's audit: the default one), so that the page
+    # heads its hop columns with the spec's layers instead of names of its own.
+    page_config = Config(jaeger_ui_url=jaeger_ui_url, spec=spec_info(default_spec())).answer()
+
     async def config(_: Request) -> JSONResponse:
-        return JSONResponse({"jaeger_ui_url": jaeger_ui_url})
+        return JSONResponse(page_config)
 
     async def exposition(_: Request) -> Response:
         try:
@@ -190,24 +212,28 @@ def create_app(
         # Jaeger unreachable: the counters so far, and `omni_trace_audit_update_failed` 1.
         return PlainTextResponse(counts.exposition(), media_type=CONTENT_TYPE)
 
-    def hops(request: Request, _: FlowData) -> dict[str, Any]:
+    def hops(request: Request, _: FlowData) -> Hops:
         minutes = _number(request, "minutes", 15)
         if not 1 <= minutes <= 24 * 60:
             raise BadQuery("minutes: 1..1440")
         if metrics is None:
-            return {"available": False, "hint": NO_PROMETHEUS}
-        return metrics.hops(minutes)
+            return Hops(available=False, hint=NO_PROMETHEUS)
+        return Hops.model_validate(metrics.hops(minutes))
 
     def endpoint(
         handler: Handler, limited: bool = True
     ) -> Callable[[Request], Awaitable[Response]]:
+        def answer(request: Request, data: FlowData) -> dict[str, Any]:
+            return handler(request, data).answer()
+
         async def respond(request: Request) -> Response:
             try:
-                # The Jaeger client is synchronous: keep the event loop free.
+                # The Jaeger client is synchronous (and a long answer's checks take a while):
+                # keep the event loop free.
                 if limited:
-                    found = await run_in_threadpool(limiter.run, handler, request, data)
+                    found = await run_in_threadpool(limiter.run, answer, request, data)
                 else:
-                    found = await run_in_threadpool(handler, request, data)
+                    found = await run_in_threadpool(answer, request, data)
                 return JSONResponse(found)
             except Busy as err:
                 return _busy(err)

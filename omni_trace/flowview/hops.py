@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from otel.names import SpanName
+from otel.names import METRICS, Metric, SpanName
 
 # The span of each layer that a message passes through.
 HOP_SPANS = (SpanName.MESSAGE, SpanName.RELAY, "ReverseProxy", SpanName.TURN, SpanName.AUTH_VERIFY)
@@ -60,6 +60,20 @@ def histogram_quantile_query(
     """A quantile of a Prometheus histogram, per the labels in `by`."""
     labels = ", ".join(("le", *by))
     return f"histogram_quantile({quantile}, sum by ({labels}) (rate({series}_bucket[{window}])))"
+
+
+# The GenAI series the hop page charts beside the span metrics, by their standard names: how
+# fast OMNI2 serves the first token, and the gaps between the model's chunks as OMNI2
+# receives them. Per service (the collector puts a metric's service.name in `exported_job`)
+# and requested model.
+GENAI_METRICS = (Metric.SERVER_TIME_TO_FIRST_TOKEN, Metric.TIME_PER_OUTPUT_CHUNK)
+GENAI_BY = ("exported_job", "gen_ai_request_model")
+
+
+def genai_query(metric: str, quantile: float, window: str = "1m") -> str:
+    """Seconds, per service and requested model."""
+    series = prometheus_name(metric, METRICS[metric].unit)
+    return histogram_quantile_query(quantile, series, GENAI_BY, window)
 
 
 NO_PROMETHEUS = (
@@ -114,11 +128,24 @@ class HopMetrics:
             {"service": r["metric"].get("service_name", ""), "points": _points(r["values"])}
             for r in self._range(error_ratio_query(), start, end, step)
         ]
+        genai = [
+            {
+                "metric": metric,
+                "service": r["metric"].get("exported_job", ""),
+                "model": r["metric"].get("gen_ai_request_model", ""),
+                "quantile": quantile,
+                "points": _points(r["values"]),
+            }
+            for metric in GENAI_METRICS
+            for quantile in (0.5, 0.95)
+            for r in self._range(genai_query(metric, quantile), start, end, step)
+        ]
         return {
             "available": True,
             "minutes": minutes,
             "latency_ms": [s for s in series if s["points"]],
             "error_ratio": [e for e in errors if e["points"]],
+            "genai_s": [g for g in genai if g["points"]],
         }
 
 

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, fo
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from omni_trace.errors import CliError
 from otel.names import Attr, Event, SpanName
 from otel.propagation import FRAME_TRACE_KEY, w3c_carrier
 from otel.stream import TokenClock
@@ -29,7 +30,7 @@ from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES
 TokenCallback = Callable[[str], None]
 
 
-class ChatError(Exception):
+class ChatError(CliError):
     pass
 
 

@@ -70,6 +70,27 @@ def settings_variables(cls: type[BaseSettings]) -> frozenset[str]:
     return frozenset(n.upper() for n in names)
 
 
+class UnknownSetting(LookupError):
+    """A name the runner sets that the service's settings class does not read."""
+
+
+def env_name(cls: type[BaseSettings], setting: str) -> str:
+    """The environment variable that sets `setting` of a pydantic-settings class: the field's
+    (first) alias, or the class's prefix and the field's name. A field the class does not have
+    raises: a renamed setting fails the runner's plan (and its tests), not a running stack."""
+    field = cls.model_fields.get(setting)
+    if field is None:
+        raise UnknownSetting(f"{cls.__name__} has no setting {setting!r}")
+    aliases = list(_alias_names(field.validation_alias)) or list(_alias_names(field.alias))
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    return (aliases[0] if aliases else f"{prefix}{setting}").upper()
+
+
+def settings_env(cls: type[BaseSettings], **values: str) -> dict[str, str]:
+    """The environment that gives a service's settings class these values, by field name."""
+    return {env_name(cls, setting): value for setting, value in values.items()}
+
+
 def _alias_names(alias: str | AliasPath | AliasChoices | None) -> Iterable[str]:
     if isinstance(alias, str):
         yield alias

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from omni_trace.errors import CliError
 from omni_trace.stack.paths import JAEGER_MODULE_DIR, cache_dir
 
 JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
@@ -22,7 +23,7 @@ JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
 Progress = Callable[[str], None]
 
 
-class JaegerBuildError(RuntimeError):
+class JaegerBuildError(CliError, RuntimeError):
     pass
 
 

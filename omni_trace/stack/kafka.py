@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from omni_trace.errors import CliError
 from omni_trace.stack.paths import REPO_ROOT, cache_dir
 
 KAFKA_POM = REPO_ROOT / "tools" / "kafka" / "pom.xml"
@@ -26,7 +27,7 @@ PARTITIONS = 4
 Progress = Callable[[str], None]
 
 
-class KafkaBuildError(RuntimeError):
+class KafkaBuildError(CliError, RuntimeError):
     pass
 
 

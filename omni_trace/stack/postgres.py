@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from omni_trace.errors import CliError
 from omni_trace.stack.environment import RUNTIME_ALLOWED, inherited
 from omni_trace.stack.paths import write_private
 
@@ -37,7 +38,7 @@ host  all all all scram-sha-256
 _SCRAM_ITERATIONS = 4096
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(CliError, RuntimeError):
     pass
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omni_trace.errors import CliError
 from omni_trace.traces.chain import ChainReport
 from omni_trace.traces.stats import percentile
 
@@ -24,7 +25,7 @@ QUANTILES = ("p50", "p95")
 MAX_BYTES = 1_000_000  # a baseline is a few hundred bytes; a bigger file is not one
 
 
-class BaselineError(ValueError):
+class BaselineError(CliError, ValueError):
     """A baseline file that cannot be read or is not a baseline."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from omni_trace.errors import CliError
+
 _KINDS = {
     1: "INTERNAL",
     2: "SERVER",
@@ -41,7 +43,7 @@ _STATUS = {
 }
 
 
-class JaegerError(RuntimeError):
+class JaegerError(CliError, RuntimeError):
     pass
 
 

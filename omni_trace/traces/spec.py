@@ -19,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from omni_trace.errors import CliError
+
 DEFAULT_SPEC = Path(__file__).with_name("specs") / "omni2.yaml"
 
 
-class SpecError(ValueError):
+class SpecError(CliError, ValueError):
     """A spec file that cannot be used; the text says where and why."""
 
 

@@ -16,7 +16,7 @@ from otel.propagation import TraceIds
 from otel.websocket import instrument_chat_server
 from services.common.churn import Churn
 from services.dashboard.audit import RefusalLog
-from services.dashboard.login import login_router
+from services.dashboard.login import UserStore, dashboard_database, login_router
 from services.dashboard.proxy import connect_attempt, proxy_chat
 from services.dashboard.query import TokenFromQuery
 from services.dashboard.settings import DashboardSettings
@@ -41,8 +41,9 @@ def chat_tracing(settings: DashboardSettings, churn: Churn, trace_ids: TraceIds)
 
 
 def create_app(settings: DashboardSettings) -> FastAPI:
-    # The audit trail the dashboard's refusals go to (the login reads users on its own).
-    refusals = RefusalLog(settings.database_url.get_secret_value())
+    # One engine for the process: the login reads users there, refusals go to the audit trail.
+    db = dashboard_database(settings.database_url.get_secret_value(), settings.database_timeout_s)
+    refusals = RefusalLog(db)
     # Trace ids clients' context started here, so that none is joined twice (propagation).
     trace_ids = TraceIds(settings.trace_id_memory)
     # What one user's connects and refusals may cost the trace store (churn.py).
@@ -54,7 +55,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         yield
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
-        await refusals.close()
+        await db.dispose()
 
     app = FastAPI(title="dashboard-backend", telemetry=telemetry_config(), lifespan=lifespan)
     app.add_middleware(
@@ -68,7 +69,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     instrument_chat_server(app, role="proxy", **chat_tracing(settings, churn, trace_ids))
     # Outermost: the token leaves the query before any other layer sees the URL.
     app.add_middleware(TokenFromQuery)
-    app.include_router(login_router(settings))
+    app.include_router(login_router(settings, store=UserStore(db, settings.database_timeout_s)))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Refusals at the dashboard go into the audit trail: OMNI2's flow events, with a trace id.
+"""Refusals at the dashboard go into the audit trail: the shared flow events, with a trace id.
 
 The dashboard answers some frames itself (rate limit, frame size, too many messages
 awaiting an answer); without a row they would never show in `omni-trace audit` or the
@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from otel.names import Flow
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.repository import FlowRecord
+from services.db import Database
+from services.db.repository import flow as flow_repo
+from services.db.repository.flow import FlowRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +38,21 @@ class ConnectionRefusals:
 
 
 class RefusalLog:
-    """Writes to OMNI2's database, opened at the first refusal: the dashboard never creates
-    the database (OMNI2 does when it starts)."""
+    """Writes to the shared database, through the dashboard's one `Database` (its owner, the
+    app, disposes of it): the dashboard never creates the database (OMNI2 does when it
+    starts); a refusal with no database to go to is logged."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._db: Database | None = None
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def write(
         self, refusals: ConnectionRefusals, user_id: str, conversation_id: str | None
     ) -> None:
         if not refusals:
             return
-        if self._db is None:
-            self._db = Database(self._url)
         try:
             async with self._db.session() as session:
                 for trace_id, flow in refusals.by_trace.items():
-                    await repo.add_flow(session, flow, trace_id, user_id, conversation_id)
+                    await flow_repo.add_flow(session, flow, trace_id, user_id, conversation_id)
         except (SQLAlchemyError, OSError) as err:
             log.error("could not store the refusals of conversation %s: %s", conversation_id, err)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.dispose()

@@ -1,9 +1,9 @@
-"""`POST /api/login`: a user name and password from OMNI2's database in exchange for a JWT.
+"""`POST /api/login`: a user name and password from the shared database in exchange for a JWT.
 
-The users and their Argon2id password hashes live in OMNI2's database (one store: OMNI2
-creates the tables and seeds the demo users, `omni-trace users` adds users and sets
-passwords). The dashboard never creates a table: it reads users, and with
-DASHBOARD_LOGIN_LIMITS=database writes the failed-login rows. Every attempt costs one hash
+The users and their Argon2id password hashes live in the database the dashboard shares with
+OMNI2 (services/db; one store: OMNI2 creates the tables and seeds the demo users, `omni-trace
+users` adds users and sets passwords). The dashboard never creates a table: it reads users,
+and with DASHBOARD_LOGIN_LIMITS=database writes the failed-login rows. Every attempt costs one hash
 verification, whether the name is known or not, so the answer time does not reveal which
 names exist; failed attempts are limited per user name at a client address and per client
 address, and slowed down per user name (services/dashboard/login_limits.py: in this process,
@@ -14,7 +14,7 @@ cannot drive failed logins through a visitor's browser. The password never reach
 a log line, and the server span carries `user.id` only once the password matched.
 
 `POST /api/logout` with the bearer token revokes every token of its user issued until then:
-the user's token generation in OMNI2's database goes up, and OMNI2 refuses older tokens at
+the user's token generation in the shared database goes up, and OMNI2 refuses older tokens at
 connect and closes their open connections (4401).
 """
 
@@ -26,16 +26,14 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from otel.names import Attr
 from services.common.passwords import MAX_PASSWORD_CHARS, dummy_hash, verify_password
@@ -49,7 +47,8 @@ from services.dashboard.login_limits import (
     SlowDown,
 )
 from services.dashboard.settings import DashboardSettings
-from services.omni2.db import repository as repo
+from services.db import Database
+from services.db.repository import users as users_repo
 
 log = logging.getLogger(__name__)
 
@@ -82,44 +81,41 @@ class StoreUnavailable(Exception):
         self.reason = reason
 
 
-class UserStore:
-    """OMNI2's database as the login uses it: password hashes, and the transactions of the
-    shared failed-login limits. It never creates a table or a file."""
+def dashboard_database(url: str, timeout_s: float) -> Database:
+    """The shared database as the dashboard opens it, once per process (the login and the
+    refusal log use it): it never creates a table or a file, and waits `timeout_s` at most."""
+    try:
+        return Database(url, timeout_s=timeout_s, makes_files=False)
+    except (ArgumentError, ImportError, ValueError) as err:
+        # The message of a bad URL repeats the URL, password included: name the setting.
+        raise ValueError(
+            f"DASHBOARD_DATABASE_URL is not a usable SQLAlchemy async URL ({type(err).__name__})"
+        ) from None
 
-    def __init__(self, url: str, timeout_s: float) -> None:
-        try:
-            parsed = make_url(url)
-            self._sqlite_file: Path | None = None
-            database = parsed.database or ":memory:"
-            if parsed.get_backend_name() == "sqlite" and database != ":memory:":
-                self._sqlite_file = Path(database)
-            # Both sqlite3 (busy wait) and asyncpg (connect) call their wait `timeout`.
-            self._engine = create_async_engine(
-                url, hide_parameters=True, connect_args={"timeout": timeout_s}
-            )
-        except (ArgumentError, ImportError, ValueError) as err:
-            # The message of a bad URL repeats the URL, password included: name the setting.
-            raise ValueError(
-                "DASHBOARD_DATABASE_URL is not a usable SQLAlchemy async URL "
-                f"({type(err).__name__})"
-            ) from None
-        self._sessions = async_sessionmaker(self._engine)
+
+class UserStore:
+    """The shared database as the login uses it: password hashes, and the transactions of the
+    shared failed-login limits. Given a URL, it opens (and closes) a database of its own."""
+
+    def __init__(self, database: str | Database, timeout_s: float) -> None:
+        self._owned = not isinstance(database, Database)
+        self._db = (
+            database if isinstance(database, Database) else dashboard_database(database, timeout_s)
+        )
         self._timeout_s = timeout_s
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A transaction on OMNI2's database, committed when the block ends without an
+        """A transaction on the shared database, committed when the block ends without an
         exception; every database problem (the block's too) comes out as StoreUnavailable."""
-        if self._sqlite_file is not None and not self._sqlite_file.exists():
-            # Connecting would create an empty file; OMNI2 makes the database when it starts.
-            raise StoreUnavailable("the user database does not exist yet (OMNI2 creates it)")
         try:
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._sessions() as session,
-                session.begin(),
-            ):
+            async with asyncio.timeout(self._timeout_s), self._db.session() as session:
                 yield session
+        except FileNotFoundError:
+            # The SQLite file is missing (the dashboard's Database never makes it).
+            raise StoreUnavailable(
+                "the user database does not exist yet (OMNI2 creates it)"
+            ) from None
         except TimeoutError:
             raise StoreUnavailable(
                 f"the user database did not answer within {self._timeout_s:g} s"
@@ -134,16 +130,17 @@ class UserStore:
     async def login_record(self, user_id: str) -> tuple[str | None, int]:
         """The user's hash (None: unknown user, or no password) and token generation."""
         async with self.transaction() as session:
-            return await repo.login_record(session, user_id)
+            return await users_repo.login_record(session, user_id)
 
     async def revoke_tokens(self, user_id: str, generation: int) -> int | None:
         """Raise the user's token generation from `generation` (every token issued so far is
         refused then); None when it is not the user's generation any more."""
         async with self.transaction() as session:
-            return await repo.bump_token_generation(session, user_id, only_from=generation)
+            return await users_repo.bump_token_generation(session, user_id, only_from=generation)
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        if self._owned:
+            await self._db.dispose()
 
 
 def _store_problem(err: BaseException) -> str:
@@ -185,7 +182,7 @@ def is_trusted(peer: str, trusted_proxies: tuple[str, ...]) -> bool:
 
 
 def login_limiter(settings: DashboardSettings, users: UserStore) -> LoginLimiter:
-    """Failed logins counted in this process, or in OMNI2's database for replicas."""
+    """Failed logins counted in this process, or in the shared database for replicas."""
     per_user, per_address = (
         settings.login_max_failures_per_user,
         settings.login_max_failures_per_address,
@@ -350,7 +347,7 @@ def login_router(
             # Only a token still valid logs out: a revoked one, replayed, must not end the
             # sessions the user opened since.
             generation = await users.revoke_tokens(identity.user_id, identity.generation)
-        except repo.NotFound:
+        except users_repo.NotFound:
             generation = None
         except StoreUnavailable as err:
             log.error("logout unavailable: %s", err.reason)

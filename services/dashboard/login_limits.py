@@ -14,7 +14,7 @@ Two stores behind one interface (`LoginLimiter`), chosen by DASHBOARD_LOGIN_LIMI
 - memory (`LoginLimits`): per dashboard process. Several dashboard replicas behind a load
   balancer would each count on their own, and a client alternating between them would get
   each replica's allowance.
-- database (`DatabaseLoginLimits`): OMNI2's database (login_failures, which OMNI2 creates),
+- database (`DatabaseLoginLimits`): the shared database (login_failures, which OMNI2 creates),
   shared by every replica; each decision is taken under the key's row lock, so attempts at
   the same time on two replicas count like attempts in a row on one.
 
@@ -36,7 +36,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.omni2.db import repository as repo
+from services.db.repository import logins as logins_repo
 
 
 class FailureWindow:
@@ -280,7 +280,7 @@ class _Refused(Exception):
 
 
 class DatabaseLoginLimits:
-    """The limiter in OMNI2's database (DASHBOARD_LOGIN_LIMITS=database): every dashboard
+    """The limiter in the shared database (DASHBOARD_LOGIN_LIMITS=database): every dashboard
     replica that shares the database shares the counts. Times are wall-clock seconds, the
     one clock replicas share. Each call is one transaction that locks the address's row, then
     the user's (the same order everywhere), so parallel attempts on any replicas take turns.
@@ -328,7 +328,7 @@ class DatabaseLoginLimits:
                     raise _Refused(slow_refusal(max(1, wait_s)))
                 counted[SLOW] = [*slow, slot][-SLOW_MEMORY:]
                 for scope, key in ((ADDRESS, address), (USER, pair), (SLOW, user)):
-                    await repo.set_login_failures(session, scope, key, counted[scope])
+                    await logins_repo.set_login_failures(session, scope, key, counted[scope])
         except _Refused as refused:
             return refused.refusal
         return Attempt(user, address, now, now, slot, slot - now)
@@ -337,8 +337,8 @@ class DatabaseLoginLimits:
         async with self._transaction() as session:
             await self._forget(session, ADDRESS, attempt.address, attempt.address_at)
             pair = pair_key(attempt.user, attempt.address)
-            await repo.set_login_failures(session, USER, pair, ())
-            await repo.set_login_failures(session, SLOW, attempt.user, ())
+            await logins_repo.set_login_failures(session, USER, pair, ())
+            await logins_repo.set_login_failures(session, SLOW, attempt.user, ())
 
     async def cancel(self, attempt: Attempt) -> None:
         async with self._transaction() as session:
@@ -350,23 +350,23 @@ class DatabaseLoginLimits:
     async def keys(self, scope: str) -> int:
         """Keys stored for one limit (USER or ADDRESS)."""
         async with self._transaction() as session:
-            return await repo.login_keys(session, scope)
+            return await logins_repo.login_keys(session, scope)
 
     async def _recent(self, session: AsyncSession, scope: str, key: str, now: float) -> list[float]:
         """The key's failures within the window, oldest first, its row locked (made if new)."""
-        stored = await repo.lock_login_key(session, scope, key)
+        stored = await logins_repo.lock_login_key(session, scope, key)
         if stored is None:
-            stored = await repo.add_login_key(
+            stored = await logins_repo.add_login_key(
                 session, scope, key, now, now - self.window_s, self.max_keys
             )
         return sorted(t for t in stored if t > now - self.window_s)
 
     async def _forget(self, session: AsyncSession, scope: str, key: str, at: float) -> None:
-        stored = await repo.lock_login_key(session, scope, key)
+        stored = await logins_repo.lock_login_key(session, scope, key)
         if stored is None or at not in stored:
             return
         stored.remove(at)
-        await repo.set_login_failures(session, scope, key, stored)
+        await logins_repo.set_login_failures(session, scope, key, stored)
 
 
 def retry_after(

@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
 from services.common.settings import ChurnLimits, CommonSettings, DashboardKey, FrameLimits
-from services.omni2.settings import DEFAULT_DATABASE_URL
+from services.db import DEFAULT_DATABASE_URL
 
 # The chat page's origin (services/frontend on its default port).
 CHAT_PAGE_ORIGINS = ["http://127.0.0.1:3001", "http://localhost:3001"]
@@ -113,7 +113,8 @@ class DashboardSettings(CommonSettings, DashboardKey, FrameLimits, ChurnLimits):
     # -- login -------------------------------------------------------------------------------
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),
-        description="OMNI2's database, where /api/login reads users and password hashes, "
+        description="The database shared with OMNI2 (services/db), where /api/login reads "
+        "users and password hashes, "
         "refused frames are recorded and, with login_limits=database, failed logins are "
         "counted (OMNI2 creates the tables: the dashboard never does). `omni-trace up` "
         "passes the stack's.",
@@ -124,7 +125,7 @@ class DashboardSettings(CommonSettings, DashboardKey, FrameLimits, ChurnLimits):
     login_limits: Literal["memory", "database"] = Field(
         default="memory",
         description="Where failed logins are counted: memory, in this process (one "
-        "dashboard); database, in OMNI2's database (database_url), shared by dashboard "
+        "dashboard); database, in the shared database (database_url), shared by dashboard "
         "replicas behind a load balancer, so that a client alternating between them gets "
         "one allowance, not one per replica. A database problem answers 503 with a reason.",
     )

@@ -37,12 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.passwords import hash_password, password_problem
 from services.common.tokens import issue_token
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.engine import redacted_url
-from services.omni2.db.models import Message, Role, Usage
-from services.omni2.db.seed import seed_roles
-from services.omni2.settings import DEFAULT_DATABASE_URL
+from services.db import DEFAULT_DATABASE_URL, Database
+from services.db.engine import redacted_url
+from services.db.models import Message, Role, Usage
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import users as users_repo
+from services.db.seed import seed_roles
 
 T = TypeVar("T")
 LOAD_ROLE = "bench"
@@ -114,7 +114,7 @@ def _run(url: str, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except (repo.NotFound, ValueError) as err:
+    except (users_repo.NotFound, ValueError) as err:
         raise UsersError(str(err)) from None
 
 
@@ -125,8 +125,10 @@ def _limit(value: Any, unit: str = "") -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     url = database_url(args)
 
-    async def read(session: AsyncSession) -> tuple[list[repo.UserContext], list[str]]:
-        return await repo.list_users(session), await repo.users_without_password(session)
+    async def read(session: AsyncSession) -> tuple[list[users_repo.UserContext], list[str]]:
+        return await users_repo.list_users(session), await users_repo.users_without_password(
+            session
+        )
 
     users, no_password = _run(url, read)
     print(f"# {redacted_url(url)}")
@@ -196,7 +198,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     hashed = hash_password(password) if password is not None else None
     _run(
         database_url(args),
-        lambda s: repo.add_user(
+        lambda s: users_repo.add_user(
             s, args.user, args.role, args.name or "", not args.inactive, password_hash=hashed
         ),
     )
@@ -211,21 +213,21 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     if args.remove:
-        _run(database_url(args), lambda s: repo.set_password_hash(s, args.user, None))
+        _run(database_url(args), lambda s: users_repo.set_password_hash(s, args.user, None))
         print(f"{args.user} has no password now and cannot log in")
         return 0
     password = _read_password(args, required=True)
     assert password is not None
     hashed = hash_password(password)
-    _run(database_url(args), lambda s: repo.set_password_hash(s, args.user, hashed))
+    _run(database_url(args), lambda s: users_repo.set_password_hash(s, args.user, hashed))
     print(f"password of {args.user} set")
     return 0
 
 
 async def _block(session: AsyncSession, user: str, reason: str) -> None:
-    await repo.block_user(session, user, reason, by="cli")
+    await users_repo.block_user(session, user, reason, by="cli")
     # Its tokens go too: an unblock later must not bring back the sessions the block ended.
-    await repo.bump_token_generation(session, user)
+    await users_repo.bump_token_generation(session, user)
 
 
 def cmd_block(args: argparse.Namespace) -> int:
@@ -235,14 +237,14 @@ def cmd_block(args: argparse.Namespace) -> int:
 
 
 def cmd_unblock(args: argparse.Namespace) -> int:
-    was = _run(database_url(args), lambda s: repo.unblock_user(s, args.user))
+    was = _run(database_url(args), lambda s: users_repo.unblock_user(s, args.user))
     print(f"unblocked {args.user}" if was else f"{args.user} was not blocked")
     return 0
 
 
 def cmd_active(args: argparse.Namespace) -> int:
     active = args.users_command == "activate"
-    _run(database_url(args), lambda s: repo.set_active(s, args.user, active))
+    _run(database_url(args), lambda s: users_repo.set_active(s, args.user, active))
     print(f"{args.user} is now {'active' if active else 'inactive'}")
     return 0
 
@@ -260,14 +262,14 @@ def cmd_limits(args: argparse.Namespace) -> int:
     given = {
         key: getattr(args, key)
         for key in ("daily_tokens", "daily_cost", "rate_per_minute", "max_connections")
-        if getattr(args, key) is not repo._UNSET
+        if getattr(args, key) is not users_repo._UNSET
     }
     if not given:
         raise UsersError(
             "nothing to set: pass --daily-tokens, --daily-cost, --rate-per-minute "
             "or --max-connections"
         )
-    _run(database_url(args), lambda s: repo.set_limits(s, args.user, **given))
+    _run(database_url(args), lambda s: users_repo.set_limits(s, args.user, **given))
     shown = ", ".join(f"{k}={'role default' if v is None else v}" for k, v in given.items())
     print(f"{args.user}: {shown}")
     return 0
@@ -306,7 +308,7 @@ async def _load_users(url: str, count: int) -> list[str]:
                 await session.flush()
             ids = [f"bench-{uuid.uuid4().hex[:10]}" for _ in range(count)]
             for user_id in ids:
-                await repo.add_user(session, user_id, LOAD_ROLE)
+                await users_repo.add_user(session, user_id, LOAD_ROLE)
         return ids
     finally:
         await db.dispose()
@@ -331,7 +333,7 @@ async def _store_history(url: str, user_id: str, rows: int) -> None:
     conversation = f"bench-history-{uuid.uuid4().hex[:8]}"
     try:
         async with db.session() as session:
-            await repo.create_conversation(session, conversation, user_id, "0" * 32)
+            await conversations_repo.create_conversation(session, conversation, user_id, "0" * 32)
         for start in range(0, rows, 10_000):
             count = min(10_000, rows - start)
             ids = {"conversation_id": conversation, "user_id": user_id, "trace_id": "0" * 32}
@@ -423,13 +425,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="set a user's daily token/cost limits, rate limit and connections ('role': default)",
     )
     limits.add_argument("user")
-    limits.add_argument("--daily-tokens", type=_optional(int), default=repo._UNSET)
-    limits.add_argument("--daily-cost", type=_optional(float), default=repo._UNSET)
-    limits.add_argument("--rate-per-minute", type=_optional(int), default=repo._UNSET)
+    limits.add_argument("--daily-tokens", type=_optional(int), default=users_repo._UNSET)
+    limits.add_argument("--daily-cost", type=_optional(float), default=users_repo._UNSET)
+    limits.add_argument("--rate-per-minute", type=_optional(int), default=users_repo._UNSET)
     limits.add_argument(
         "--max-connections",
         type=_optional(int),
-        default=repo._UNSET,
+        default=users_repo._UNSET,
         help="open chat connections allowed at once (4429 beyond)",
     )
     limits.set_defaults(func=cmd_limits)

@@ -16,7 +16,8 @@ from opentelemetry.trace import SpanKind
 from otel.metrics import chat_metrics
 from otel.names import Attr, Flow, SpanName
 from otel.redaction import redact_text
-from services.omni2.db.repository import FlowRecord, UserContext
+from services.db.repository.flow import FlowRecord
+from services.db.repository.users import UserContext
 from services.omni2.model import (
     ChatMessage,
     ChatModel,

@@ -14,13 +14,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from otel.instrumentation import instrument, telemetry_config
 from otel.websocket import instrument_chat_server
+from services.db import Database
+from services.db.engine import redacted_url
+from services.db.repository import usage as usage_repo
+from services.db.seed import seed_demo, write_demo_users
 from services.omni2.chat import ChatServices
 from services.omni2.checks import SharedConnectionSlots
 from services.omni2.connect import ChatConnect, chat_tracing
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.engine import redacted_url
-from services.omni2.db.seed import seed_demo, write_demo_users
 from services.omni2.model import ChatModel
 from services.omni2.providers import create_model
 from services.omni2.settings import Omni2Settings
@@ -36,11 +36,11 @@ async def release_reservations(db: Database) -> None:
     replica its own (its previous process died mid-answer) and those of replicas gone."""
     async with db.session() as session:
         if db.replica is None:
-            if released := await repo.release_reservations(session):
+            if released := await usage_repo.release_reservations(session):
                 log.warning("released usage reservations of %d user days (OMNI2 stopped)", released)
             return
-        await repo.replica_seen(session, db.replica, time.time())
-        if released := await repo.release_reservations(session, db.replica):
+        await usage_repo.replica_seen(session, db.replica, time.time())
+        if released := await usage_repo.release_reservations(session, db.replica):
             log.warning(
                 "released %d usage reservations this replica (%s) left when it stopped",
                 released,
@@ -52,8 +52,10 @@ async def _release_stale(db: Database, replica: str, stale_after_s: float) -> No
     """Say that this replica runs, and release the reservations of replicas that stopped
     saying it (they died mid-answer and did not come back)."""
     async with db.session() as session:
-        await repo.replica_seen(session, replica, time.time())
-        if released := await repo.release_stale_reservations(session, time.time(), stale_after_s):
+        await usage_repo.replica_seen(session, replica, time.time())
+        if released := await usage_repo.release_stale_reservations(
+            session, time.time(), stale_after_s
+        ):
             log.warning("released %d usage reservations of replicas gone", released)
 
 

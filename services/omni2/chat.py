@@ -70,6 +70,9 @@ from services.common.protocol import (
     token_frame,
     warning_frame,
 )
+from services.db.repository.conversations import TurnRecord
+from services.db.repository.flow import FlowRecord
+from services.db.repository.users import UserContext
 from services.omni2.agent import Agent, AgentResult, ClientGone
 from services.omni2.checks import (
     CheckRun,
@@ -79,7 +82,6 @@ from services.omni2.checks import (
     UsagePolicy,
     check_message,
 )
-from services.omni2.db.repository import FlowRecord, TurnRecord, UserContext
 from services.omni2.frames import FrameGate, Inbox
 from services.omni2.model import ChatMessage, ChatModel, ModelError, ToolSpec
 from services.omni2.revocation import TokenWatch

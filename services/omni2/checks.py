@@ -27,10 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from otel.names import Attr, Event, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.refusal import Refusal
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.engine import replica_of
-from services.omni2.db.repository import FlowRecord, Reservation, UserContext
+from services.db import Database
+from services.db.engine import replica_of
+from services.db.repository import slots as slots_repo
+from services.db.repository import usage as usage_repo
+from services.db.repository import users as users_repo
+from services.db.repository.flow import FlowRecord
+from services.db.repository.usage import Reservation
+from services.db.repository.users import UserContext
 from services.omni2.steps import Step, failures_recorded, tracer
 
 log = logging.getLogger(__name__)
@@ -140,7 +144,7 @@ class CheckRun:
 async def check_connection(session: AsyncSession, run: CheckRun, user_id: str) -> UserContext:
     """The user's context, or Refusal (close code and reason) when they may not connect."""
     with run.check("user") as noted:
-        user = await repo.load_user(session, user_id)
+        user = await users_repo.load_user(session, user_id)
         if user is None:
             raise Refusal(CloseCode.USER_UNKNOWN, f"unknown user {user_id!r}", "unknown_user")
         noted[Attr.USER_ROLE] = user.role
@@ -252,7 +256,7 @@ class SharedConnectionSlots:
     async def acquire(self, user_id: str, limit: int) -> tuple[Slot | None, int]:
         slot_id = str(uuid.uuid4())
         async with self.db.session() as session:
-            taken, used = await repo.take_connection_slot(
+            taken, used = await slots_repo.take_connection_slot(
                 session, user_id, limit, (slot_id, self.replica), time.time(), self.stale_after_s
             )
         if not taken:
@@ -263,11 +267,11 @@ class SharedConnectionSlots:
     async def free(self, slot_id: str) -> None:
         self._open.discard(slot_id)
         async with self.db.session() as session:
-            await repo.free_connection_slot(session, slot_id)
+            await slots_repo.free_connection_slot(session, slot_id)
 
     async def refresh(self) -> None:
         async with self.db.session() as session:
-            await repo.refresh_connection_slots(session, sorted(self._open), time.time())
+            await slots_repo.refresh_connection_slots(session, sorted(self._open), time.time())
 
 
 @dataclass(frozen=True)
@@ -301,7 +305,7 @@ async def _message_checks(
     session: AsyncSession, run: CheckRun, user_id: str, policy: UsagePolicy
 ) -> Allowance:
     with run.check("user") as noted:
-        user = await repo.load_user(session, user_id)
+        user = await users_repo.load_user(session, user_id)
         if user is None:
             raise Denied(
                 "user", "user no longer exists", "unknown_user", close=CloseCode.USER_UNKNOWN
@@ -329,7 +333,7 @@ async def _message_checks(
     with run.check("rate_limit") as noted:
         limit = user.rate_limit_per_minute
         if limit is not None:
-            rate = await repo.accept_within_rate(session, user_id, limit, time.time())
+            rate = await usage_repo.accept_within_rate(session, user_id, limit, time.time())
             noted |= {Attr.LIMIT: limit, Attr.LIMIT_USED: rate.recent}
             if not rate.accepted:
                 raise Denied(
@@ -340,10 +344,10 @@ async def _message_checks(
                 )
 
     with run.check("usage") as noted:
-        usage = await repo.reserve_usage(
+        usage = await usage_repo.reserve_usage(
             session,
             user_id,
-            repo.today(),
+            usage_repo.today(),
             tokens=policy.reserve_tokens,
             cost=policy.reserve_cost,
             token_limit=user.daily_token_limit,
@@ -363,7 +367,7 @@ async def _message_checks(
         return Allowance(user, _warnings(user, day, policy.warning_ratio), usage.reservation)
 
 
-def _usage_denied(user: UserContext, day: repo.DayUsage) -> Denied:
+def _usage_denied(user: UserContext, day: usage_repo.DayUsage) -> Denied:
     tokens, cost = user.daily_token_limit, user.daily_cost_limit
     if tokens is not None and day.tokens >= tokens:
         return Denied(
@@ -386,7 +390,7 @@ def _usage_denied(user: UserContext, day: repo.DayUsage) -> Denied:
     )
 
 
-def _warnings(user: UserContext, day: repo.DayUsage, ratio: float) -> tuple[str, ...]:
+def _warnings(user: UserContext, day: usage_repo.DayUsage, ratio: float) -> tuple[str, ...]:
     warnings: list[str] = []
     if user.daily_token_limit is not None and day.tokens >= ratio * user.daily_token_limit:
         warnings.append(f"You have used {day.tokens} of your {user.daily_token_limit} daily tokens")

@@ -32,9 +32,10 @@ from services.common.protocol import CloseCode, welcome_frame
 from services.common.provenance import entry_of
 from services.common.refusal import Refusal, refuse
 from services.common.tokens import Identity
+from services.db.repository.flow import FlowRecord
+from services.db.repository.users import UserContext
 from services.omni2.chat import ChatServices, ChatSession, sample_keep
 from services.omni2.checks import CheckRun, Slot, check_connection, check_connections
-from services.omni2.db.repository import FlowRecord, UserContext
 from services.omni2.gateway import gateway_identity
 from services.omni2.revocation import close_revoked, revoked_refusal, until_revoked
 

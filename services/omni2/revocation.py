@@ -25,9 +25,9 @@ from starlette.websockets import WebSocket
 from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.refusal import Refusal, refuse
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.repository import FlowRecord
+from services.db import Database
+from services.db.repository import users as users_repo
+from services.db.repository.flow import FlowRecord
 from services.omni2.steps import traced_step
 from services.omni2.store import Store
 
@@ -91,7 +91,7 @@ class TokenWatch:
         if not watched:
             return
         async with self._db.session() as session:
-            states = await repo.token_states(session, sorted({w.user_id for w in watched}))
+            states = await users_repo.token_states(session, sorted({w.user_id for w in watched}))
         for w in watched:
             generation, blocked = states.get(w.user_id, (None, None))
             if generation is None:

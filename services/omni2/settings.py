@@ -8,8 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from otel.names import SpanName
 from services.common.settings import ChurnLimits, CommonSettings, FrameLimits, GatewayKeys
-
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
+from services.db import DEFAULT_DATABASE_URL
 
 
 class Omni2Settings(CommonSettings, GatewayKeys, FrameLimits, ChurnLimits):

@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, format
 
 from otel.names import Attr
 from otel.redaction import redact_text
-from services.omni2.db.repository import FlowRecord
+from services.db.repository.flow import FlowRecord
 
 tracer = trace.get_tracer(__name__)
 

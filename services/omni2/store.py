@@ -13,9 +13,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.exc import SQLAlchemyError
 
 from otel.names import Attr, SpanName
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.repository import FlowRecord, TurnRecord
+from services.db import Database
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import flow as flow_repo
+from services.db.repository.conversations import TurnRecord
+from services.db.repository.flow import FlowRecord
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -74,7 +76,7 @@ class GroupCommit:
     async def _write(self, batch: list[tuple[TurnRecord, asyncio.Future[int]]]) -> None:
         try:
             async with self._db.session() as session:
-                await repo.save_turns(session, [turn for turn, _ in batch])
+                await conversations_repo.save_turns(session, [turn for turn, _ in batch])
         except (SQLAlchemyError, OSError) as err:
             if len(batch) > 1:
                 for one in batch:
@@ -149,8 +151,10 @@ class Store:
         ) as span:
             span.set_attributes({Attr.ROWS: 1 + len(flow), Attr.FLOW_EVENTS: len(flow)})
             async with self.db.session() as session:
-                await repo.create_conversation(session, conversation_id, user_id, trace_id)
-                await repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)
+                await conversations_repo.create_conversation(
+                    session, conversation_id, user_id, trace_id
+                )
+                await flow_repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)
 
     async def record_flow(
         self,
@@ -170,4 +174,4 @@ class Store:
             trace_id=trace_id,
         ):
             async with self.db.session() as session:
-                await repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)
+                await flow_repo.add_flow(session, list(flow), trace_id, user_id, conversation_id)

@@ -32,7 +32,7 @@ from omni_trace.traces import (
     run_audit,
 )
 from omni_trace.traces.chain import HOPS
-from otel.names import Attr, Service, SpanName
+from otel.names import Attr, Metric, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
 from services.omni2 import checks
@@ -149,6 +149,10 @@ def test_a_conversation_and_its_waterfall(
         line = page.locator(f'#hop-chart polyline[data-series="{series}"]')
         expect(line).to_have_count(1, timeout=45_000)
         assert int(line.get_attribute("data-points") or 0) >= 1
+    # Beside it, the GenAI series by their standard names: OMNI2's time to first token.
+    first_token = f"{Metric.SERVER_TIME_TO_FIRST_TOKEN} {Service.OMNI2} "
+    genai = page.locator(f'#genai-chart polyline[data-series^="{first_token}"]')
+    expect(genai.first).to_have_attribute("data-points", re.compile(r"^[1-9]"), timeout=45_000)
     screenshots.take(page, "hop-chart")
 
     # Nothing secret in the page or its requests.

@@ -28,7 +28,7 @@ from omni_trace.stack.ports import Ports
 from omni_trace.stack.settings import StackSettings
 from otel.names import Service
 from otel.setup import create_tracer_provider
-from services.omni2.db import repository as repo
+from services.db.repository import users as users_repo
 from tests.db import Admin
 
 
@@ -119,10 +119,10 @@ def new_user(admin: Admin, role: str = "user", **limits: int | float | None) -> 
     user_id = f"{role}-{uuid.uuid4().hex[:8]}"
 
     async def add(session: AsyncSession) -> None:
-        await repo.add_user(session, user_id, role)
+        await users_repo.add_user(session, user_id, role)
         await session.flush()
         if limits:
-            await repo.set_limits(session, user_id, **limits)  # type: ignore[arg-type]
+            await users_repo.set_limits(session, user_id, **limits)  # type: ignore[arg-type]
 
     admin(add)
     return user_id

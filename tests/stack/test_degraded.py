@@ -18,7 +18,7 @@ from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
 from tests.db import Admin
 from tests.stack.conftest import running_stack
 
@@ -68,7 +68,7 @@ async def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(own_sta
     )
     spans.expect(turn.status == "ERROR", "chat.turn ends in error")
     admin = Admin(own_stack.info.omni2_database_url)
-    events = admin(lambda s: repo.flow_events(s, trace_id=failed.trace_id))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=failed.trace_id))
     assert [(e.kind, e.name) for e in events if e.status == "error"] == [
         (Flow.TOOL_CALL, "database_query"),
         (Flow.ERROR, "mcp_unavailable"),

@@ -15,7 +15,7 @@ from omni_trace.flowview.hops import NO_PROMETHEUS
 from omni_trace.stack import Stack
 from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import AuditQuery, JaegerClient, run_audit, wait_for_chain
-from otel.names import Service, SpanName
+from otel.names import Metric, Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin
 from tests.stack.conftest import new_user
@@ -191,6 +191,39 @@ async def test_hops_over_time_come_from_span_metrics_in_prometheus(
         assert p50[-1][1] <= p95[-1][1]
     errors = {e["service"]: e["points"] for e in data["error_ratio"]}
     assert all(0 <= value <= 1 for _, value in errors[Service.OMNI2])
+
+
+@pytest.mark.slow  # waits on exports or timing: not in --quick
+async def test_hops_carry_the_genai_series_by_their_standard_names(
+    stack: Stack,
+    omni_chat: ChatFactory,
+    omni_jaeger: JaegerClient,
+    admin: Admin,
+    jwt_secret: str,
+) -> None:
+    """OMNI2's gen_ai.server.time_to_first_token and the model's
+    gen_ai.client.operation.time_per_output_chunk, p50 and p95 over time, per service and model."""
+    assert stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
+    for _ in range(2):
+        await _conversation(omni_chat, omni_jaeger, new_user(admin), jwt_secret)
+        await asyncio.sleep(6)
+    wanted = {
+        (metric, q) for metric in (Metric.SERVER_TIME_TO_FIRST_TOKEN, Metric.TIME_PER_OUTPUT_CHUNK)
+        for q in (0.5, 0.95)
+    }  # fmt: skip
+    deadline = time.monotonic() + 45
+    while True:
+        hops = httpx.get(f"{stack.info.flowview_url}/api/hops", params={"minutes": 5}, timeout=10)
+        assert hops.status_code == 200, hops.text
+        series = [s for s in hops.json()["genai_s"] if s["service"] == Service.OMNI2]
+        found = {(s["metric"], s["quantile"]) for s in series}
+        if wanted <= found or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    assert wanted <= found, found
+    for s in series:
+        assert s["model"], s
+        assert s["points"] and all(value >= 0 for _, value in s["points"]), s
 
 
 def test_without_prometheus_the_hop_chart_says_how_to_get_it(stack: Stack) -> None:

@@ -21,7 +21,8 @@ from omni_trace.traces import TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import flow as flow_repo
 from tests.db import Admin
 from tests.stack.conftest import new_user
 
@@ -155,7 +156,7 @@ async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
     conversation = welcome["conversation_id"]
 
     def refusals() -> list[Any]:
-        rows = admin(lambda s: repo.flow_events(s, conversation_id=conversation))
+        rows = admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
         return [r for r in rows if r.kind == Flow.REFUSED]
 
     deadline = time.monotonic() + 10
@@ -190,7 +191,7 @@ async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(
     refused = [f for f in finals if f.get("code") == "too_many_pending"]
     # 20 sent at once while OMNI2 answers one at a time: past the 16th, some are refused.
     assert refused and len(done) >= 16 and len(done) + len(refused) == 20, finals
-    rows = admin(lambda s: repo.conversation_messages(s, welcome["conversation_id"]))
+    rows = admin(lambda s: conversations_repo.conversation_messages(s, welcome["conversation_id"]))
     stored = {r.trace_id for r in rows if r.role == "assistant"}
     assert {f["trace_id"] for f in done} <= stored
 
@@ -223,7 +224,7 @@ async def test_a_frame_flood_straight_to_omni2_is_refused_then_closed_and_bounde
     conversation = welcome["conversation_id"]
 
     def events(kind: str) -> list[Any]:
-        rows = admin(lambda s: repo.flow_events(s, conversation_id=conversation))
+        rows = admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
         return [r for r in rows if r.kind == kind]
 
     deadline = time.monotonic() + 10
@@ -261,9 +262,9 @@ async def test_unanswered_messages_straight_to_omni2_are_bounded_and_the_rest_an
     refused = [f for f in finals if f.get("code") == "too_many_pending"]
     # 20 sent at once while OMNI2 answers one at a time: past the 16th, some are refused.
     assert refused and len(done) >= 16 and len(done) + len(refused) == 20, finals
-    rows = admin(lambda s: repo.conversation_messages(s, welcome["conversation_id"]))
+    rows = admin(lambda s: conversations_repo.conversation_messages(s, welcome["conversation_id"]))
     assert {f["trace_id"] for f in done} <= {r.trace_id for r in rows if r.role == "assistant"}
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     assert sorted(e.trace_id for e in events if e.name == "too_many_pending") == sorted(
         f["trace_id"] for f in refused
     )

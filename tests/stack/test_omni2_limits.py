@@ -23,7 +23,8 @@ from otel.names import Attr, Event, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
+from services.db.repository import usage as usage_repo
 from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
@@ -91,14 +92,14 @@ async def test_parallel_connections_cannot_spend_past_the_daily_limit(
     reserved = next(r for r in refused if r.frame.get("code") == "usage_reserved")
     assert reserved.error is not None
     assert reserved.error.startswith("Daily limit reached with answers in progress")
-    tokens, _ = admin(lambda s: repo.usage_since(s, user, repo.start_of_day()))
+    tokens, _ = admin(lambda s: usage_repo.usage_since(s, user, usage_repo.start_of_day()))
     largest = max(r.frame["result"]["tokens_used"] for r in answered)
     assert tokens == sum(r.frame["result"]["tokens_used"] for r in answered)
     assert tokens <= 120 + largest, f"{len(answered)} answers spent {tokens} of 120 tokens"
-    day = admin(lambda s: repo.day_usage(s, user, repo.today()))
+    day = admin(lambda s: usage_repo.day_usage(s, user, usage_repo.today()))
     assert (day.tokens, day.reserved_tokens) == (tokens, 0), "every reservation was settled"
     # Each refusal is in the audit trail with its message's trace id.
-    events = admin(lambda s: repo.flow_events(s, trace_id=reserved.trace_id))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=reserved.trace_id))
     assert [(e.name, e.status) for e in events][-1] == ("usage", "denied")
 
 
@@ -149,7 +150,7 @@ async def test_one_connection_too_many_is_refused_with_4429_until_one_closes(
                 assert time.monotonic() < deadline, "closing a connection never freed its slot"
                 await asyncio.sleep(0.1)
 
-    events = admin(lambda s: repo.flow_events(s, trace_id=refused.value.session_trace_id))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=refused.value.session_trace_id))
     assert [(e.kind, e.name, e.status) for e in events] == [
         (Flow.CHECK, "user", "ok"),
         (Flow.CHECK, "connections", "denied"),
@@ -195,7 +196,7 @@ async def test_a_connection_ends_with_4401_when_its_token_expires(
     rcvd = closed.value.rcvd
     assert rcvd is not None and (rcvd.code, rcvd.reason) == (4401, "token expired"), rcvd
 
-    events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=chat.conversation_id))
     (expired,) = [e for e in events if e.kind == Flow.CLOSE]
     assert expired.name == "token_expired"
     spans = omni_traces.wait(
@@ -225,7 +226,7 @@ async def test_malformed_frames_are_recorded_in_the_session_trace_not_traces_of_
         ("error", "unknown_type"),
     }
     (trace_id,) = {a["trace_id"] for a in answers}  # ten frames, one trace: the session's
-    events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=chat.conversation_id))
     frames = [e for e in events if e.kind == Flow.FRAME]
     assert [(e.name, e.status, e.trace_id) for e in frames] == [
         (a["code"], "denied", trace_id) for a in answers

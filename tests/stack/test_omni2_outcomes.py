@@ -16,7 +16,8 @@ from omni_trace.traces.jaeger import TraceSpan
 from otel.names import Attr, Event, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
+from services.db.repository import users as users_repo
 from tests.db import Admin
 from tests.stack.conftest import new_user
 
@@ -95,7 +96,7 @@ async def test_connect_refusals(
     )
     client = spans.one(f"{Service.CHAT_CLIENT}:{SpanName.CONNECT}")
     spans.expect(client.attributes.get(Attr.CLOSE_CODE) == code, "the client saw the code")
-    events = admin(lambda s: repo.flow_events(s, trace_id=refused.session_trace_id))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=refused.session_trace_id))
     assert [(e.kind, e.status) for e in events] == [
         (Flow.CHECK, "denied"),
         (Flow.CONNECT, "denied"),
@@ -157,7 +158,7 @@ async def test_rate_limit_refuses_a_burst_and_the_chat_goes_on(
         and rate.attributes.get(Attr.LIMIT_USED) == 3,
         "the rate limit's event records the limit and the messages in the window",
     )
-    events = admin(lambda s: repo.flow_events(s, trace_id=refused.trace_id))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=refused.trace_id))
     assert [(e.name, e.status) for e in events] == [("user", "ok"), ("rate_limit", "denied")]
     assert {e.span_id for e in events} == {checks.span_id}
 
@@ -204,7 +205,7 @@ async def test_user_blocked_while_connected_gets_blocked_then_a_close(
     token = issue_token(user, jwt_secret)
     async with omni_chat(token=token) as chat:
         assert (await chat.send("hello")).ok
-        admin(lambda s: repo.block_user(s, user, "suspicious activity", by="test"))
+        admin(lambda s: users_repo.block_user(s, user, "suspicious activity", by="test"))
         blocked = await chat.send("hello again")
         with pytest.raises(ConnectionClosed) as closed:
             await chat.connection.recv()

@@ -17,8 +17,10 @@ from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
-from services.omni2.db.models import Conversation
+from services.db.models import Conversation
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import flow as flow_repo
+from services.db.repository import usage as usage_repo
 from tests.db import Admin
 from tests.pg import create_database
 from tests.stack.conftest import new_user, running_stack
@@ -78,18 +80,18 @@ async def test_every_stored_row_carries_a_trace_id_found_in_jaeger(
     assert stored is not None and stored.user_id == user
     assert stored.trace_id == chat.session_trace_id
 
-    messages = backend.admin(lambda s: repo.conversation_messages(s, conversation))
+    messages = backend.admin(lambda s: conversations_repo.conversation_messages(s, conversation))
     assert [(m.role, m.content, m.trace_id) for m in messages if m.role == "user"] == [
         ("user", text, r.trace_id) for text, r in zip(texts, replies, strict=True)
     ]
     assert [(m.content, m.trace_id) for m in messages if m.role == "assistant"] == [
         (r.text, r.trace_id) for r in replies
     ]
-    usage = backend.admin(lambda s: repo.usage_rows(s, conversation))
+    usage = backend.admin(lambda s: usage_repo.usage_rows(s, conversation))
     assert [(u.trace_id, u.tokens_input + u.tokens_output) for u in usage] == [
         (r.trace_id, r.frame["result"]["tokens_used"]) for r in replies
     ]
-    events = backend.admin(lambda s: repo.flow_events(s, conversation_id=conversation))
+    events = backend.admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
     tools = [(e.name, e.status, e.trace_id) for e in events if e.kind == Flow.TOOL_CALL]
     assert tools == [
         ("list_tables", "ok", replies[1].trace_id),

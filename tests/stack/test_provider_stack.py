@@ -16,7 +16,7 @@ from omni_trace.stack.client import login, open_chat
 from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
 from tests.db import Admin
 from tests.fake_openai import FakeOpenAI
 from tests.stack.conftest import running_stack
@@ -129,7 +129,7 @@ async def test_provider_error_then_tool_call_and_the_key_never_leaks(
         "the provider's detail is on OMNI2's chat.turn",
     )
     admin = Admin(openai_stack.info.omni2_database_url)
-    events = admin(lambda s: repo.flow_events(s, trace_id=failed.trace_id))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=failed.trace_id))
     assert [(e.kind, e.status) for e in events if e.status == "error"] == [
         (Flow.MODEL_CALL, "error"),
         (Flow.ERROR, "error"),

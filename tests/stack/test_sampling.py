@@ -21,7 +21,7 @@ from omni_trace.traces import AuditQuery, JaegerClient, Trace, run_audit, wait_f
 from otel.names import Service, SpanName
 from otel.setup import create_tracer_provider
 from services.common.tokens import issue_token
-from services.omni2.db.models import Conversation
+from services.db.models import Conversation
 from tests.db import Admin
 from tests.stack.conftest import new_user, running_stack
 

@@ -40,7 +40,7 @@ from omni_trace.traces import (
 from otel.names import Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
-from services.omni2.db.models import ConnectionSlot
+from services.db.models import ConnectionSlot
 from tests.db import Admin
 from tests.stack.conftest import client_provider, new_user, running_stack
 

@@ -16,7 +16,8 @@ from services.common.tokens import issue_token
 from tests.db import Admin
 from tests.otel.test_semconv_metrics import CONVENTIONS
 from tests.stack.conftest import new_user
-from tests.stack.test_metrics import _query, _until
+from tests.stack.polling import until_async
+from tests.stack.test_metrics import _query
 
 pytestmark = pytest.mark.stack
 
@@ -67,7 +68,7 @@ async def test_the_genai_and_mcp_metrics_reach_prometheus_with_their_required_la
                 absent[metric] = series[:3]
         return absent
 
-    await _until("every GenAI and MCP series with its required labels", lambda: not missing())
+    await until_async("every GenAI and MCP series with its required labels", lambda: not missing())
 
     # This user's tokens under the standard name, by token type, as the done frames said.
     usage = prometheus_name(Metric.TOKEN_USAGE, METRICS[Metric.TOKEN_USAGE].unit)
@@ -81,7 +82,7 @@ async def test_the_genai_and_mcp_metrics_reach_prometheus_with_their_required_la
         found = _query(stack, f'sum by (gen_ai_token_type) ({usage}_sum{{user_id="{user}"}})')
         return {r["metric"]["gen_ai_token_type"]: float(r["value"][1]) for r in found}
 
-    await _until(f"{user}'s tokens by type", lambda: tokens() == expected)
+    await until_async(f"{user}'s tokens by type", lambda: tokens() == expected)
 
     # The tool call, on both sides of MCP, as the conventions label a tools/call.
     for metric, service in (

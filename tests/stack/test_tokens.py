@@ -25,7 +25,7 @@ from omni_trace.traces import TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import ALGORITHM, AUDIENCE, ISSUER
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
 from tests.db import Admin
 
 pytestmark = pytest.mark.stack
@@ -138,7 +138,7 @@ async def test_an_open_connection_is_closed_when_its_users_password_changes(
     assert waited < CLOSED_WITHIN_S
 
     # The audit trail and the session trace say so.
-    events = admin(lambda s: repo.flow_events(s, conversation_id=chat.conversation_id))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=chat.conversation_id))
     (revoked,) = [e for e in events if e.kind == Flow.CLOSE]
     assert revoked.name == "token_revoked"
     spans = omni_traces.wait(

@@ -27,7 +27,7 @@ from omni_trace.traces import (
     run_audit,
 )
 from otel.names import Service
-from services.omni2.db import repository as repo
+from services.db.repository import conversations as conversations_repo
 from tests.db import Admin
 from tests.stack.conftest import client_provider, running_stack
 
@@ -110,7 +110,7 @@ async def test_a_chat_is_one_whole_chain_through_kafka(
     # OMNI2 stored the conversation in the runner's PostgreSQL, each message with its trace id.
     assert kafka_stack.info.omni2_database_url.startswith("postgresql+asyncpg://")
     stored = Admin(kafka_stack.info.omni2_database_url)(
-        lambda s: repo.conversation_messages(s, str(chat.conversation_id))
+        lambda s: conversations_repo.conversation_messages(s, str(chat.conversation_id))
     )
     assert {m.trace_id for m in stored} == {r.trace_id for r in replies}
     # The audit, through the query service, says the same.

@@ -23,9 +23,9 @@ from services.common.tokens import AUDIENCE
 from services.dashboard.app import create_app
 from services.dashboard.login import login_router
 from services.dashboard.settings import DashboardSettings
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.seed import seed_demo
+from services.db import Database
+from services.db.repository import users as users_repo
+from services.db.seed import seed_demo
 from tests.db import Admin
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -108,7 +108,7 @@ def test_failures_carry_no_user_id_and_never_the_password(
 def test_the_verifier_runs_exactly_once_on_every_path(
     database_url: str, client_for: Callable[[FastAPI], TestClient]
 ) -> None:
-    Admin(database_url)(lambda s: repo.add_user(s, "nopass", "user"))  # no password set
+    Admin(database_url)(lambda s: users_repo.add_user(s, "nopass", "user"))  # no password set
     calls: list[tuple[str, str]] = []
 
     def counting(stored: str, password: str) -> bool:
@@ -118,7 +118,7 @@ def test_the_verifier_runs_exactly_once_on_every_path(
     app = FastAPI()
     app.include_router(login_router(settings(database_url), verify=counting))
     client = client_for(app)
-    alice_hash = Admin(database_url)(lambda s: repo.password_hash(s, "alice"))
+    alice_hash = Admin(database_url)(lambda s: users_repo.password_hash(s, "alice"))
     paths = {
         "known name, right password": (("alice", "alice-demo"), 200, alice_hash),
         "known name, wrong password": (("alice", "not-it-123"), 401, alice_hash),
@@ -135,7 +135,7 @@ def test_a_user_without_a_password_cannot_log_in_even_with_the_dummys(
     database_url: str, client_for: Callable[[FastAPI], TestClient]
 ) -> None:
     # Whatever the dummy hash matched, a user without a hash is refused.
-    Admin(database_url)(lambda s: repo.add_user(s, "nopass", "user"))
+    Admin(database_url)(lambda s: users_repo.add_user(s, "nopass", "user"))
     app = FastAPI()
     app.include_router(login_router(settings(database_url), verify=lambda _h, _p: True))
     client = client_for(app)
@@ -148,7 +148,7 @@ def test_failed_logins_per_user_get_429_with_retry_after_and_a_success_resets(
     database_url: str, client_for: Callable[[FastAPI], TestClient]
 ) -> None:
     Admin(database_url)(
-        lambda s: repo.add_user(s, "dave", "user", password_hash=hash_password("dave-secret"))
+        lambda s: users_repo.add_user(s, "dave", "user", password_hash=hash_password("dave-secret"))
     )
     app = create_app(settings(database_url, login_max_failures_per_user=3))
     client = client_for(app)

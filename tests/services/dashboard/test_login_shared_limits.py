@@ -31,7 +31,7 @@ from services.dashboard.login_limits import (
     LimitRefusal,
     SlowDown,
 )
-from services.omni2.db import Database
+from services.db import Database
 from tests.pg import emptied
 from tests.services.dashboard.test_login import _omni2_database, login, settings
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from services.common.passwords import verify_password
+from services.db import Database
+from services.db.repository import users as users_repo
+from services.db.seed import seed_demo
 from services.omni2.admin import main
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.seed import seed_demo
 from tests.db import Admin
 from tests.pg import emptied
 
@@ -51,7 +51,7 @@ async def _started_omni2(url: str) -> None:
 
 
 def user_ids(db: str) -> set[str]:
-    return {u.user_id for u in Admin(db)(repo.list_users)}
+    return {u.user_id for u in Admin(db)(users_repo.list_users)}
 
 
 def test_list_add_block_limits_unblock(db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +93,7 @@ def test_list_add_block_limits_unblock(db: str, capsys: pytest.CaptureFixture[st
     assert "dave     viewer  inactive  20000" in run(capsys, db, "list")[1]
     assert run(capsys, db, "limits", "dave", "--max-connections", "2")[0] == 0
     assert "dave     viewer  inactive  20000" in run(capsys, db, "list")[1]
-    (dave,) = [u for u in Admin(db)(repo.list_users) if u.user_id == "dave"]
+    (dave,) = [u for u in Admin(db)(users_repo.list_users) if u.user_id == "dave"]
     assert dave.max_connections == 2
 
 
@@ -115,7 +115,7 @@ def test_add_with_a_password_makes_a_user_who_can_log_in(
     monkeypatch.setattr("sys.stdin", io.StringIO("dave-secret-1\n"))
     code, out, err = run(capsys, db, "add", "dave", "--password-stdin")
     assert code == 0 and out == "added dave (user)\n" and err == ""
-    stored = Admin(db)(lambda s: repo.password_hash(s, "dave"))
+    stored = Admin(db)(lambda s: users_repo.password_hash(s, "dave"))
     assert stored is not None and stored.startswith("$argon2id$")
     assert verify_password(stored, "dave-secret-1")
     assert not verify_password(stored, "dave-secret-2")
@@ -127,7 +127,7 @@ def test_add_without_a_password_says_how_to_set_one(
     code, _, err = run(capsys, db, "add", "erin")
     assert code == 0
     assert err == "erin has no password and cannot log in yet: omni-trace users passwd erin\n"
-    assert Admin(db)(lambda s: repo.password_hash(s, "erin")) is None
+    assert Admin(db)(lambda s: users_repo.password_hash(s, "erin")) is None
 
 
 def test_passwd_from_stdin_from_the_prompt_and_remove(
@@ -136,7 +136,7 @@ def test_passwd_from_stdin_from_the_prompt_and_remove(
     run(capsys, db, "add", "dave")
 
     def stored() -> str | None:
-        return Admin(db)(lambda s: repo.password_hash(s, "dave"))
+        return Admin(db)(lambda s: users_repo.password_hash(s, "dave"))
 
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin-pw\nignored\n"))
     assert run(capsys, db, "passwd", "dave", "--password-stdin")[1] == "password of dave set\n"
@@ -168,7 +168,7 @@ def test_passwd_refuses_what_it_cannot_set(
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("dave-secret-1\n"))
     run(capsys, db, "add", "dave", "--password-stdin")
-    before = Admin(db)(lambda s: repo.password_hash(s, "dave"))
+    before = Admin(db)(lambda s: users_repo.password_hash(s, "dave"))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, nothing given
     code, _, err = run(capsys, db, "passwd", "dave")
     assert code == 2 and "pass --password-stdin" in err
@@ -178,7 +178,7 @@ def test_passwd_refuses_what_it_cannot_set(
     monkeypatch.setattr("sys.stdin", io.StringIO("long-enough\n"))
     code, _, err = run(capsys, db, "passwd", "nobody", "--password-stdin")
     assert code == 2 and err == "omni-trace users: no user 'nobody'\n"
-    assert Admin(db)(lambda s: repo.password_hash(s, "dave")) == before
+    assert Admin(db)(lambda s: users_repo.password_hash(s, "dave")) == before
 
 
 def test_errors_are_reported_with_exit_code_2(db: str, capsys: pytest.CaptureFixture[str]) -> None:

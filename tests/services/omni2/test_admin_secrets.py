@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from services.common.passwords import verify_password
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
+from services.db import Database
+from services.db.repository import users as users_repo
 from tests.db import Admin
 
 OMNI_TRACE_USERS = [sys.executable, "-m", "omni_trace.cli", "users"]
@@ -55,7 +55,7 @@ def cli(
 
 
 def stored(db: str, user: str) -> tuple[str | None, int]:
-    return Admin(db)(lambda s: repo.login_record(s, user))
+    return Admin(db)(lambda s: users_repo.login_record(s, user))
 
 
 @pytest.mark.parametrize("argv", [OMNI_TRACE_USERS, ADMIN])
@@ -75,7 +75,7 @@ def test_a_password_on_the_command_line_is_refused_and_nothing_changes(
     assert done.returncode == 2, done
     assert "--password is not accepted" in done.stderr and "--password-stdin" in done.stderr
     assert "dave-secret-1" not in done.stderr + done.stdout
-    assert Admin(db)(lambda s: repo.load_user(s, "dave")) is None
+    assert Admin(db)(lambda s: users_repo.load_user(s, "dave")) is None
 
 
 @pytest.mark.parametrize("argv", [OMNI_TRACE_USERS, ADMIN])

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from services.common.protocol import CloseCode
+from services.db import Database
 from services.omni2.checks import SharedConnectionSlots
 from services.omni2.connect import database_unavailable
-from services.omni2.db import Database
 from tests.services.omni2.conftest import gateway_headers
 from tests.services.omni2.test_limits import _refused
 

@@ -25,7 +25,8 @@ from otel.names import Attr, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.provenance import DASHBOARD_KEY_HEADER
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import flow as flow_repo
 from services.omni2.model import ChatMessage, ModelEvent, OfflineModel, TextChunk, ToolSpec
 from tests.conftest import DASHBOARD_KEY
 from tests.db import Admin
@@ -104,7 +105,7 @@ def test_a_frame_flood_is_refused_then_closed_with_1008_and_leaves_one_span_and_
     assert isinstance(count, int) and count >= len(answers) - 5
     assert attributes[Attr.CONVERSATION_ID] == welcome["conversation_id"]
 
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     (row,) = [e for e in events if e.kind == Flow.REFUSED]
     assert (row.name, row.status) == ("rate_limited", "denied")
     assert row.trace_id == f"{connect.context.trace_id:032x}"
@@ -128,7 +129,7 @@ def test_frames_refused_without_a_flood_are_recorded_once_when_the_connection_en
     assert refused.attributes is not None
     assert refused.attributes[Attr.FRAMES_REFUSED] == 3
     assert Attr.CLOSE_CODE not in refused.attributes
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     (row,) = [e for e in events if e.kind == Flow.REFUSED]
     assert (row.name, row.detail) == ("rate_limited", {"count": 3})
 
@@ -160,7 +161,7 @@ def test_a_polite_connection_leaves_no_refusal(
         ws.send_json({"type": "message", "text": "hello"})
         assert _final(ws)["type"] == "done"
     assert not _named(spans, SpanName.REFUSED)
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     assert not [e for e in events if e.kind == Flow.REFUSED]
 
 
@@ -199,12 +200,14 @@ def test_messages_awaiting_an_answer_are_capped_and_the_rest_answered_in_order(
     assert turn.parent is not None and turn.parent.span_id == int(c_span, 16)
     assert turn.status.status_code is StatusCode.ERROR
     assert turn.attributes is not None and turn.attributes[Attr.ERROR_TYPE] == "too_many_pending"
-    events = admin(lambda s: repo.flow_events(s, trace_id=c))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=c))
     assert [(e.kind, e.name, e.status) for e in events] == [
         (Flow.REFUSED, "too_many_pending", "denied")
     ]
     assert events[0].conversation_id == welcome["conversation_id"]
-    messages = admin(lambda s: repo.conversation_messages(s, welcome["conversation_id"]))
+    messages = admin(
+        lambda s: conversations_repo.conversation_messages(s, welcome["conversation_id"])
+    )
     assert [m.content for m in messages if m.role == "user"] == ["first", "second", "fourth"]
 
 

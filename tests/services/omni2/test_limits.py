@@ -17,10 +17,12 @@ from starlette.websockets import WebSocketDisconnect
 from otel.names import Attr, Event, Flow, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
+from services.db import Database
+from services.db.repository import flow as flow_repo
+from services.db.repository import usage as usage_repo
+from services.db.repository import users as users_repo
+from services.db.seed import seed_demo
 from services.omni2.checks import CheckRun, Denied, UsagePolicy, check_message
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.seed import seed_demo
 from tests.db import Admin
 from tests.services.omni2.conftest import SECRET, converse, gateway_headers
 
@@ -34,9 +36,9 @@ async def _parallel_checks(url: str, user: str, n: int, **limits: int) -> list[s
     await db.create_tables()
     await seed_demo(db)
     async with db.session() as session:
-        await repo.add_user(session, user, "user")
+        await users_repo.add_user(session, user, "user")
         await session.flush()
-        await repo.set_limits(session, user, **limits)  # type: ignore[arg-type]
+        await users_repo.set_limits(session, user, **limits)  # type: ignore[arg-type]
     start = asyncio.Event()
 
     async def one() -> str:
@@ -63,7 +65,7 @@ def test_parallel_messages_reserve_the_daily_limit_once(database_url: str, admin
     )
     # One reservation covers what is left of 120 tokens: the others wait for its answer.
     assert sorted(results) == ["ok"] + ["usage_reserved"] * 19
-    day = admin(lambda s: repo.day_usage(s, "dora", repo.today()))
+    day = admin(lambda s: usage_repo.day_usage(s, "dora", usage_repo.today()))
     assert (day.tokens, day.reserved_tokens) == (0, 2000)
 
 
@@ -75,7 +77,7 @@ def test_parallel_messages_pass_the_rate_limit_only_as_often_as_it_allows(
     )
     assert sorted(results) == ["ok"] * 4 + ["rate_limited"] * 8
     # Refused messages leave nothing behind: not in the window, no reservation.
-    day = admin(lambda s: repo.day_usage(s, "rita", repo.today()))
+    day = admin(lambda s: usage_repo.day_usage(s, "rita", usage_repo.today()))
     assert day.reserved_tokens == 4 * 2000
 
 
@@ -87,7 +89,7 @@ def test_a_saved_answer_settles_its_reservation(
         ws.receive_json()
         done = converse(ws, "hello")[1][-1]
     used = done["result"]["tokens_used"]
-    day = admin(lambda s: repo.day_usage(s, "tim", repo.today()))
+    day = admin(lambda s: usage_repo.day_usage(s, "tim", usage_repo.today()))
     assert (day.tokens, day.reserved_tokens, day.reserved_cost) == (used, 0, pytest.approx(0))
     assert day.cost == pytest.approx(done["result"]["cost"], abs=1e-6)
     (checks,) = [
@@ -108,8 +110,14 @@ def test_answers_in_flight_refuse_with_their_own_code(
     client = make_client()
 
     async def reserve(session: AsyncSession) -> None:
-        await repo.reserve_usage(
-            session, "tim", repo.today(), tokens=2000, cost=0.0, token_limit=120, cost_limit=None
+        await usage_repo.reserve_usage(
+            session,
+            "tim",
+            usage_repo.today(),
+            tokens=2000,
+            cost=0.0,
+            token_limit=120,
+            cost_limit=None,
         )
 
     admin(reserve)
@@ -120,7 +128,7 @@ def test_answers_in_flight_refuse_with_their_own_code(
         assert ws.receive_json() == {"type": "pong"}
     assert refused["type"] == "error" and refused["code"] == "usage_reserved"
     assert refused["error"].startswith("Daily limit reached with answers in progress")
-    events = admin(lambda s: repo.flow_events(s, trace_id=refused["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=refused["trace_id"]))
     assert [(e.name, e.status, e.detail.get("error_type")) for e in events] == [
         ("user", "ok", None),
         ("rate_limit", "ok", None),
@@ -162,7 +170,7 @@ def test_a_failed_answer_releases_its_reservation(
         ws.receive_json()
         failed = converse(ws, "hello")[1][-1]
     assert failed["type"] == "error"
-    day = admin(lambda s: repo.day_usage(s, "tim", repo.today()))
+    day = admin(lambda s: usage_repo.day_usage(s, "tim", usage_repo.today()))
     assert (day.tokens, day.reserved_tokens) == (0, 0)
 
 
@@ -179,7 +187,7 @@ def test_connections_per_user_are_limited_and_freed_on_close(
     make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
 ) -> None:
     client = make_client(max_connections_per_user=2)
-    admin(lambda s: repo.set_limits(s, "bob", max_connections=3))  # the user's own limit wins
+    admin(lambda s: users_repo.set_limits(s, "bob", max_connections=3))  # the user's own limit wins
     with (
         client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as first,
         client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as second,
@@ -223,7 +231,7 @@ def test_connections_per_user_are_limited_and_freed_on_close(
     assert connections.attributes[Attr.CHECK_RESULT] == "deny"
     assert connections.attributes[Attr.ERROR_TYPE] == "too_many_connections"
     assert (connections.attributes[Attr.LIMIT], connections.attributes[Attr.LIMIT_USED]) == (2, 2)
-    events = admin(lambda s: repo.flow_events(s, trace_id=f"{connect.context.trace_id:032x}"))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=f"{connect.context.trace_id:032x}"))
     assert [(e.kind, e.name, e.status) for e in events] == [
         (Flow.CHECK, "user", "ok"),
         (Flow.CHECK, "connections", "denied"),
@@ -253,7 +261,7 @@ def test_a_connection_closes_with_4401_when_its_token_expires(
     assert close.parent is not None and close.parent.span_id == connect.context.span_id
     assert close.attributes is not None
     assert close.attributes[Attr.CLOSE_CODE] == CloseCode.UNAUTHENTICATED
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     (expired,) = [e for e in events if e.kind == Flow.CLOSE]
     assert (expired.name, expired.trace_id) == ("token_expired", f"{connect.context.trace_id:032x}")
     assert expired.span_id == f"{close.context.span_id:016x}"
@@ -274,7 +282,7 @@ def test_malformed_frames_leave_flow_events_in_the_session_trace(
         ("invalid_json", session),
         ("unknown_type", session),
     ]
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     frames = [e for e in events if e.kind == Flow.FRAME]
     assert [(e.name, e.status, e.trace_id) for e in frames] == [
         ("invalid_json", "denied", session),
@@ -293,8 +301,14 @@ def test_reservations_left_by_a_stopped_omni2_are_released_at_start(
     make_client()  # the tables exist
 
     async def reserve(session: AsyncSession) -> None:
-        await repo.reserve_usage(
-            session, "tim", repo.today(), tokens=2000, cost=0.5, token_limit=120, cost_limit=None
+        await usage_repo.reserve_usage(
+            session,
+            "tim",
+            usage_repo.today(),
+            tokens=2000,
+            cost=0.5,
+            token_limit=120,
+            cost_limit=None,
         )
 
     admin(reserve)

@@ -8,9 +8,9 @@ import asyncio
 from sqlalchemy import text
 
 from services.common.passwords import hash_password, verify_password
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.seed import seed_demo
+from services.db import Database
+from services.db.repository import users as users_repo
+from services.db.seed import seed_demo
 from tests.db import Admin, user_columns
 
 
@@ -58,17 +58,19 @@ def test_an_old_database_gets_the_column_and_demo_users_their_passwords(
 
     assert "password_hash" in asyncio.run(user_columns(database_url))
     admin = Admin(database_url)
-    alice = admin(lambda s: repo.password_hash(s, "alice"))
+    alice = admin(lambda s: users_repo.password_hash(s, "alice"))
     assert alice is not None and verify_password(alice, "alice-demo")
-    assert admin(lambda s: repo.password_hash(s, "zoe")) is None  # not a demo user: no password
+    assert (
+        admin(lambda s: users_repo.password_hash(s, "zoe")) is None
+    )  # not a demo user: no password
 
 
 def test_the_seed_never_overwrites_a_password_set(database_url: str) -> None:
     asyncio.run(_start(database_url))
     admin = Admin(database_url)
-    admin(lambda s: repo.set_password_hash(s, "alice", hash_password("changed-by-admin")))
+    admin(lambda s: users_repo.set_password_hash(s, "alice", hash_password("changed-by-admin")))
     asyncio.run(_start(database_url))  # OMNI2 restarts
-    alice = admin(lambda s: repo.password_hash(s, "alice"))
+    alice = admin(lambda s: users_repo.password_hash(s, "alice"))
     assert alice is not None
     assert verify_password(alice, "changed-by-admin")
     assert not verify_password(alice, "alice-demo")

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import SecretStr
 
 from otel.names import ATTRIBUTES, Attr, Flow, SpanName
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
+from services.db.repository import usage as usage_repo
 from services.omni2.model import ChatMessage, ToolCall
 from services.omni2.providers.anthropic import AnthropicModel, to_anthropic
 from services.omni2.providers.openai import OpenAICompatibleModel
@@ -132,7 +133,7 @@ def test_anthropic_streams_and_calls_tools_through_mcp(
     assert all(Attr.TIME_TO_FIRST_CHUNK in (m.attributes or {}) for m in models)
     http_spans_under_model_calls(spans, models)
     no_key_in_spans(spans)
-    usage = admin(lambda s: repo.usage_since(s, "bob", repo.start_of_day()))
+    usage = admin(lambda s: usage_repo.usage_since(s, "bob", usage_repo.start_of_day()))
     assert usage[0] == 472 + 598 + 89 + 12
 
 
@@ -230,7 +231,7 @@ def test_provider_errors_give_error_frames_spans_and_flow_events(
     assert span.attributes and span.attributes[Attr.ERROR_TYPE] == code
     (turn,) = [s for s in in_trace if s.name == SpanName.TURN]
     assert turn.status.description == f"model failed: {detail}"
-    events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=error["trace_id"]))
     failed = [e for e in events if e.status == "error"]
     assert [(e.kind, e.detail["error"]) for e in failed] == [
         (Flow.MODEL_CALL, detail),

@@ -17,11 +17,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.db import Database
+from services.db.models import ReplicaHeartbeat, UsageReservation
+from services.db.repository import usage as usage_repo
+from services.db.repository import users as users_repo
+from services.db.seed import seed_demo
 from services.omni2.checks import CheckRun, Denied, UsagePolicy, check_message
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.models import ReplicaHeartbeat, UsageReservation
-from services.omni2.db.seed import seed_demo
 from services.omni2.model import ChatMessage, ModelEvent, OfflineModel, TextChunk, ToolSpec
 from tests.db import Admin
 from tests.services.omni2.conftest import converse, gateway_headers
@@ -47,8 +48,8 @@ class HeldModel(OfflineModel):
             yield event
 
 
-def _day(admin: Admin, user: str) -> repo.DayUsage:
-    return admin(lambda s: repo.day_usage(s, user, repo.today()))
+def _day(admin: Admin, user: str) -> usage_repo.DayUsage:
+    return admin(lambda s: usage_repo.day_usage(s, user, usage_repo.today()))
 
 
 def _reservations(admin: Admin) -> list[tuple[str, str, int]]:
@@ -114,8 +115,8 @@ def test_a_single_omni2_releases_every_reservation_at_start(
     make_client()  # the tables exist
     asyncio.run(_check(database_url, "tim", "replica-a"))  # left by a replica
     admin(  # and one without an owner (a database from before owners)
-        lambda s: repo.reserve_usage(
-            s, "alice", repo.today(), tokens=2000, cost=0.5, token_limit=None, cost_limit=None
+        lambda s: usage_repo.reserve_usage(
+            s, "alice", usage_repo.today(), tokens=2000, cost=0.5, token_limit=None, cost_limit=None
         )
     )
     make_client()  # one OMNI2 (no replica id): nothing else can be answering
@@ -127,7 +128,7 @@ def test_a_single_omni2_releases_every_reservation_at_start(
         assert converse(ws, "hello")[1][-1]["type"] == "done"
 
 
-async def _check(url: str, user: str, replica: str | None) -> repo.Reservation:
+async def _check(url: str, user: str, replica: str | None) -> usage_repo.Reservation:
     """One message check of `user` in a process that is `replica`: its reservation."""
     db = Database(url, replica=replica)
     try:
@@ -152,35 +153,41 @@ def test_a_dead_replicas_reservations_are_released_once_it_is_stale(database_url
         try:
             for db in (dead, alive):
                 async with db.session() as session:
-                    await repo.replica_seen(session, db.replica or "", time.time())
+                    await usage_repo.replica_seen(session, db.replica or "", time.time())
             async with dead.session() as session:
                 dead_one = (await check_message(session, CheckRun({}), "tim", POLICY)).reservation
             async with alive.session() as session:
                 mine = (await check_message(session, CheckRun({}), "alice", POLICY)).reservation
             async with alive.session() as session:  # dead is fresh: nothing to release yet
-                seen["fresh"] = await repo.release_stale_reservations(session, time.time(), 0.5)
+                seen["fresh"] = await usage_repo.release_stale_reservations(
+                    session, time.time(), 0.5
+                )
             deadline = time.monotonic() + 10
             while True:  # the live replica keeps itself seen; the dead one does not
                 await asyncio.sleep(0.2)
                 async with alive.session() as session:
-                    await repo.replica_seen(session, "alive", time.time())
-                    released = await repo.release_stale_reservations(session, time.time(), 0.5)
+                    await usage_repo.replica_seen(session, "alive", time.time())
+                    released = await usage_repo.release_stale_reservations(
+                        session, time.time(), 0.5
+                    )
                 if released:
                     seen["released"] = released
                     break
                 assert time.monotonic() < deadline, "the dead replica's reservation stayed"
             async with alive.session() as session:
-                seen["tim"] = await repo.day_usage(session, "tim", repo.today())
-                seen["alice"] = await repo.day_usage(session, "alice", repo.today())
+                seen["tim"] = await usage_repo.day_usage(session, "tim", usage_repo.today())
+                seen["alice"] = await usage_repo.day_usage(session, "alice", usage_repo.today())
             # The dead replica was only slow: its answer is saved after all. Its usage counts,
             # and the reservation already released is not taken back a second time.
             async with dead.session() as session:
-                await repo.settle_usage(session, dead_one, 150, 0.01)
+                await usage_repo.settle_usage(session, dead_one, 150, 0.01)
             async with alive.session() as session:
-                await repo.settle_usage(session, mine, 90, 0.02)
+                await usage_repo.settle_usage(session, mine, 90, 0.02)
             async with alive.session() as session:
-                seen["tim settled"] = await repo.day_usage(session, "tim", repo.today())
-                seen["alice settled"] = await repo.day_usage(session, "alice", repo.today())
+                seen["tim settled"] = await usage_repo.day_usage(session, "tim", usage_repo.today())
+                seen["alice settled"] = await usage_repo.day_usage(
+                    session, "alice", usage_repo.today()
+                )
                 seen["rows"] = await session.scalar(
                     select(func.count()).select_from(UsageReservation)
                 )
@@ -206,14 +213,14 @@ def test_parallel_checks_of_two_replicas_hold_the_daily_limit_and_own_their_rows
 ) -> None:
     user = f"u-{uuid.uuid4().hex[:8]}"
 
-    async def scenario() -> tuple[list[str], list[tuple[str, int]], repo.DayUsage]:
+    async def scenario() -> tuple[list[str], list[tuple[str, int]], usage_repo.DayUsage]:
         setup = Database(database_url)
         await setup.create_tables()
         await seed_demo(setup)
         async with setup.session() as session:
-            await repo.add_user(session, user, "user")
+            await users_repo.add_user(session, user, "user")
             await session.flush()
-            await repo.set_limits(session, user, daily_tokens=5000, rate_per_minute=None)
+            await users_repo.set_limits(session, user, daily_tokens=5000, rate_per_minute=None)
         await setup.dispose()
         a, b = Database(database_url, replica="a"), Database(database_url, replica="b")
         start = asyncio.Event()
@@ -237,7 +244,7 @@ def test_parallel_checks_of_two_replicas_hold_the_daily_limit_and_own_their_rows
                 owners = await session.execute(
                     select(r.replica, func.count()).where(r.user_id == user).group_by(r.replica)
                 )
-                day = await repo.day_usage(session, user, repo.today())
+                day = await usage_repo.day_usage(session, user, usage_repo.today())
             return results, sorted((o, int(n)) for o, n in owners), day
         finally:
             await a.dispose()
@@ -266,8 +273,8 @@ def test_a_database_from_before_owners_gets_the_tables_and_its_unowned_reservati
 
     asyncio.run(make_old())
     admin(  # reserved by an OMNI2 from before owners, which died mid-answer
-        lambda s: repo.reserve_usage(
-            s, "tim", repo.today(), tokens=2000, cost=0.5, token_limit=None, cost_limit=None
+        lambda s: usage_repo.reserve_usage(
+            s, "tim", usage_repo.today(), tokens=2000, cost=0.5, token_limit=None, cost_limit=None
         )
     )
     make_client(replica_id="replica-a", **REPLICAS)  # the first replica of this version
@@ -277,8 +284,8 @@ def test_a_database_from_before_owners_gets_the_tables_and_its_unowned_reservati
     )
 
     admin(  # from now on unowned reservations are a single OMNI2's, released at its start
-        lambda s: repo.reserve_usage(
-            s, "tim", repo.today(), tokens=2000, cost=0.5, token_limit=None, cost_limit=None
+        lambda s: usage_repo.reserve_usage(
+            s, "tim", usage_repo.today(), tokens=2000, cost=0.5, token_limit=None, cost_limit=None
         )
     )
     make_client(replica_id="replica-b", **REPLICAS)

@@ -14,7 +14,8 @@ from starlette.websockets import WebSocketDisconnect
 from otel.names import Flow
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
-from services.omni2.db import repository as repo
+from services.db.repository import flow as flow_repo
+from services.db.repository import users as users_repo
 from services.omni2.revocation import TOKEN_REVOKED
 from tests.db import Admin
 from tests.services.omni2.conftest import SECRET
@@ -29,7 +30,7 @@ def test_a_token_of_an_older_generation_is_refused_at_connect(
     make_client: Callable[..., TestClient], admin: Admin
 ) -> None:
     client = make_client()
-    admin(lambda s: repo.bump_token_generation(s, "alice"))
+    admin(lambda s: users_repo.bump_token_generation(s, "alice"))
     with (
         client.websocket_connect("/ws/chat", headers=headers("alice", 0)) as ws,
         pytest.raises(WebSocketDisconnect) as closed,
@@ -46,11 +47,11 @@ def test_an_open_connection_is_closed_when_its_token_is_revoked(
     client = make_client(token_check_interval_s=0.2)
     with client.websocket_connect("/ws/chat", headers=headers("alice")) as ws:
         welcome = ws.receive_json()
-        admin(lambda s: repo.set_password_hash(s, "alice", None))  # revokes alice's tokens
+        admin(lambda s: users_repo.set_password_hash(s, "alice", None))  # revokes alice's tokens
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()  # nothing sent: the close comes by itself
     assert (closed.value.code, closed.value.reason) == (CloseCode.UNAUTHENTICATED, TOKEN_REVOKED)
-    events = admin(lambda s: repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
     (close,) = [e for e in events if e.kind == Flow.CLOSE]
     assert (close.name, close.status) == ("token_revoked", "denied")
     assert close.detail == {"code": 4401, "reason": TOKEN_REVOKED, "error_type": "token_revoked"}

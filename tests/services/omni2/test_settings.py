@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from services.omni2.db.engine import Database, redacted_url
+from services.db.engine import Database, redacted_url
 from services.omni2.settings import Omni2Settings
 
 URL = "postgresql+asyncpg://omni:s3cret-pw@db.internal:5432/omni2"

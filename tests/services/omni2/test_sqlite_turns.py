@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from services.omni2.db import Database
+from services.db import Database
 
 
 def test_sqlite_transactions_of_a_process_never_overlap(tmp_path: Path) -> None:

@@ -10,10 +10,12 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.names import Attr, SpanName
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.repository import FlowRecord, TurnRecord
-from services.omni2.db.seed import seed_demo, seed_roles
+from services.db import Database
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import usage as usage_repo
+from services.db.repository.conversations import TurnRecord
+from services.db.repository.flow import FlowRecord
+from services.db.seed import seed_demo, seed_roles
 from services.omni2.store import Store
 
 T = TypeVar("T")
@@ -43,7 +45,9 @@ def _with_store(database_url: str, body: Callable[[Store], Awaitable[T]]) -> T:
         await seed_demo(db)
         async with db.session() as session:
             for conversation in ("c1", "c2"):
-                await repo.create_conversation(session, conversation, "alice", "0" * 32)
+                await conversations_repo.create_conversation(
+                    session, conversation, "alice", "0" * 32
+                )
         try:
             return await body(Store(db))
         finally:
@@ -54,7 +58,7 @@ def _with_store(database_url: str, body: Callable[[Store], Awaitable[T]]) -> T:
 
 async def _messages(store: Store, conversation: str) -> list[tuple[str, str, str]]:
     async with store.db.session() as session:
-        rows = await repo.conversation_messages(session, conversation)
+        rows = await conversations_repo.conversation_messages(session, conversation)
     return [(m.role, m.content, m.trace_id) for m in rows]
 
 
@@ -66,7 +70,7 @@ def test_turns_that_end_together_share_a_transaction(
     async def body(store: Store) -> tuple[list[tuple[str, str, str]], int]:
         await asyncio.gather(*(store.save_turn(t, {}) for t in turns))
         async with store.db.session() as session:
-            usage = len(await repo.usage_rows(session, "c1"))
+            usage = len(await usage_repo.usage_rows(session, "c1"))
         return await _messages(store, "c1"), usage
 
     stored, usage_rows = _with_store(database_url, body)

@@ -9,9 +9,9 @@ import asyncio
 
 from sqlalchemy import text
 
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.seed import seed_roles
+from services.db import Database
+from services.db.repository import users as users_repo
+from services.db.seed import seed_roles
 from tests.db import Admin, user_columns
 
 
@@ -54,21 +54,21 @@ def test_an_old_database_gets_the_column_and_its_users_generation_0(database_url
     assert "token_generation" in asyncio.run(user_columns(database_url))
 
     admin = Admin(database_url)
-    olga = admin(lambda s: repo.load_user(s, "olga"))
+    olga = admin(lambda s: users_repo.load_user(s, "olga"))
     assert olga is not None and olga.token_generation == 0  # NULL in the old row
-    assert admin(lambda s: repo.login_record(s, "olga")) == (None, 0)
-    assert admin(lambda s: repo.bump_token_generation(s, "olga")) == 1
-    assert admin(lambda s: repo.token_states(s, ["olga", "nobody"])) == {"olga": (1, None)}
+    assert admin(lambda s: users_repo.login_record(s, "olga")) == (None, 0)
+    assert admin(lambda s: users_repo.bump_token_generation(s, "olga")) == 1
+    assert admin(lambda s: users_repo.token_states(s, ["olga", "nobody"])) == {"olga": (1, None)}
 
 
 def test_a_logout_revokes_only_from_its_tokens_generation(database_url: str) -> None:
     asyncio.run(_start(database_url))
     admin = Admin(database_url)
-    admin(lambda s: repo.add_user(s, "lena", "user"))
-    assert admin(lambda s: repo.bump_token_generation(s, "lena", only_from=0)) == 1
+    admin(lambda s: users_repo.add_user(s, "lena", "user"))
+    assert admin(lambda s: users_repo.bump_token_generation(s, "lena", only_from=0)) == 1
     # The same token again (generation 0): revoked already, nothing changes.
-    assert admin(lambda s: repo.bump_token_generation(s, "lena", only_from=0)) is None
-    assert admin(lambda s: repo.login_record(s, "lena"))[1] == 1
+    assert admin(lambda s: users_repo.bump_token_generation(s, "lena", only_from=0)) is None
+    assert admin(lambda s: users_repo.login_record(s, "lena"))[1] == 1
     # A password change revokes too.
-    admin(lambda s: repo.set_password_hash(s, "lena", None))
-    assert admin(lambda s: repo.login_record(s, "lena"))[1] == 2
+    admin(lambda s: users_repo.set_password_hash(s, "lena", None))
+    assert admin(lambda s: users_repo.login_record(s, "lena"))[1] == 2

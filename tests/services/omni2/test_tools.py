@@ -15,9 +15,10 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from otel.names import Attr, Flow, SpanName
+from services.db.models import Role
+from services.db.repository import flow as flow_repo
+from services.db.repository import users as users_repo
 from services.mcp_tools.settings import McpToolsSettings
-from services.omni2.db import repository as repo
-from services.omni2.db.models import Role
 from services.omni2.model import (
     ChatMessage,
     Finished,
@@ -81,7 +82,7 @@ def test_tool_call_is_traced_and_answered(
     assert all(
         (s.attributes or {}).get(Attr.CONVERSATION_ID) == conversation for s in same_trace
     ), tree(finished)
-    events = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=done["trace_id"]))
     tool_events = [e for e in events if e.kind == Flow.TOOL_CALL]
     assert [(e.name, e.status) for e in tool_events] == [("database_query", "ok")]
     assert tool_events[0].duration_ms is not None and tool_events[0].duration_ms > 0
@@ -101,7 +102,7 @@ def test_failed_tool_is_reported_to_the_model_and_recorded_as_failed(
     )
     assert tool.status.status_code.name == "ERROR"
     assert tool.attributes and tool.attributes[Attr.TOOL_STATUS] == "error"
-    events = admin(lambda s: repo.flow_events(s, trace_id=frames[-1]["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=frames[-1]["trace_id"]))
     assert [(e.name, e.status) for e in events if e.kind == Flow.TOOL_CALL] == [
         ("database_query", "error")
     ]
@@ -140,7 +141,7 @@ def test_mcp_server_down_gives_an_error_frame_and_the_chat_goes_on(
         and f"{s.context.trace_id:032x}" == error["trace_id"]
     ]
     assert tool and tool[0].status.status_code.name == "ERROR"
-    events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=error["trace_id"]))
     assert [(e.kind, e.name, e.status) for e in events if e.status == "error"] == [
         (Flow.TOOL_CALL, "database_query", "error"),
         (Flow.ERROR, "mcp_unavailable", "error"),
@@ -196,7 +197,7 @@ def test_model_error_gives_an_error_frame_span_and_flow_event(
     ]
     assert model.status.status_code.name == "ERROR"
     assert model.attributes and model.attributes[Attr.ERROR_TYPE] == "provider_overloaded"
-    events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=error["trace_id"]))
     assert [(e.kind, e.status) for e in events if e.status == "error"] == [
         (Flow.MODEL_CALL, "error"),
         (Flow.ERROR, "error"),
@@ -228,7 +229,7 @@ def test_agent_loop_stops_at_its_iteration_cap(
     assert len(models) == 3
     (turn,) = [s for s in spans.get_finished_spans() if s.name == SpanName.TURN]
     assert turn.attributes and turn.attributes[Attr.AGENT_ITERATIONS] == 3
-    events = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=done["trace_id"]))
     assert [e.name for e in events if e.kind == Flow.ERROR] == ["max_iterations"]
 
 
@@ -247,7 +248,7 @@ def test_a_tool_the_role_may_not_use_is_refused_without_calling_mcp(
         s.attributes and s.attributes[Attr.ERROR_TYPE] == "tool_not_allowed" for s in tools
     )
     assert not [s for s in finished if s.name.startswith("tools/call")], "MCP never called"
-    events = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=done["trace_id"]))
     assert {e.detail.get("error_type") for e in events if e.kind == Flow.TOOL_CALL} == {
         "tool_not_allowed"
     }
@@ -259,7 +260,7 @@ def test_a_role_without_chat_permission_gets_an_error_frame(
     async def mute(session: AsyncSession) -> None:
         session.add(Role(name="muted", description="", permissions=[], mcp_tools=[]))
         await session.flush()
-        await repo.add_user(session, "quiet", "muted")
+        await users_repo.add_user(session, "quiet", "muted")
 
     client = make_client()
     admin(mute)
@@ -293,7 +294,7 @@ def test_an_unexpected_failure_gives_an_internal_error_frame_and_the_chat_goes_o
     assert (error["type"], error["code"]) == ("error", "internal_error")
     (model,) = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
     assert model.status.status_code.name == "ERROR"
-    events = admin(lambda s: repo.flow_events(s, trace_id=error["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=error["trace_id"]))
     assert [(e.kind, e.name) for e in events if e.status == "error"] == [
         (Flow.MODEL_CALL, "omni2-offline-1"),
         (Flow.ERROR, "internal_error"),

@@ -16,9 +16,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from otel.names import Attr, Event, Flow, SpanName
 from services.common.protocol import CloseCode
-from services.omni2.db import Database
-from services.omni2.db import repository as repo
-from services.omni2.db.seed import DEMO_USERS, write_demo_users
+from services.db import Database
+from services.db.repository import conversations as conversations_repo
+from services.db.repository import flow as flow_repo
+from services.db.repository import usage as usage_repo
+from services.db.repository import users as users_repo
+from services.db.seed import DEMO_USERS, write_demo_users
 from tests.db import Admin
 from tests.services.omni2.conftest import converse, gateway_headers
 
@@ -71,7 +74,7 @@ def test_connect_refusals_have_codes_reasons_spans_and_flow_events(
     assert event.name == Event.check("user") and event.attributes is not None
     assert event.attributes[Attr.CHECK_RESULT] == "deny"
     assert event.attributes[Attr.ERROR_TYPE] == error_type
-    events = admin(lambda s: repo.flow_events(s))
+    events = admin(lambda s: flow_repo.flow_events(s))
     assert [(e.kind, e.status, e.user_id) for e in events] == [
         (Flow.CHECK, "denied", user),
         (Flow.CONNECT, "denied", user),
@@ -94,7 +97,7 @@ def test_a_passing_message_has_one_checks_span_with_an_event_per_check(
     make_client: Callable[..., TestClient], admin: Admin, spans: InMemorySpanExporter
 ) -> None:
     client = make_client()
-    admin(lambda s: repo.set_limits(s, "tim", rate_per_minute=10))  # tim: 120 tokens a day
+    admin(lambda s: users_repo.set_limits(s, "tim", rate_per_minute=10))  # tim: 120 tokens a day
     with client.websocket_connect("/ws/chat", headers=gateway_headers("tim")) as ws:
         welcome = ws.receive_json()
         done = converse(ws, "hello")[1][-1]
@@ -126,7 +129,7 @@ def test_a_passing_message_has_one_checks_span_with_an_event_per_check(
     assert all(a[Attr.CHECK_RESULT] == "pass" for a in (user, rate, usage))
     assert not any(Attr.ERROR_TYPE in a for a in (user, rate, usage))
     # One flow event per check, each naming the checks span and timed as its event.
-    flow = admin(lambda s: repo.flow_events(s, trace_id=done["trace_id"]))
+    flow = admin(lambda s: flow_repo.flow_events(s, trace_id=done["trace_id"]))
     checked = [e for e in flow if e.kind == Flow.CHECK]
     assert [(e.name, e.status) for e in checked] == [
         ("user", "ok"),
@@ -170,7 +173,7 @@ def test_rate_limit_refuses_a_burst_and_the_connection_stays_open(
     make_client: Callable[..., TestClient], admin: Admin
 ) -> None:
     client = make_client()
-    admin(lambda s: repo.set_limits(s, "carol", rate_per_minute=3))
+    admin(lambda s: users_repo.set_limits(s, "carol", rate_per_minute=3))
     with client.websocket_connect("/ws/chat", headers=gateway_headers("carol")) as ws:
         ws.receive_json()
         finals = [converse(ws, f"message {i}")[1][-1] for i in range(5)]
@@ -199,7 +202,7 @@ def test_usage_accumulates_until_the_daily_limit_refuses(
     assert refused["error"].startswith("Daily limit exceeded")
     assert len(used) >= 2, "several messages fit before the limit"
     assert sum(used) >= 120 > sum(used[:-1])
-    tokens, _ = admin(lambda s: repo.usage_since(s, "tim", repo.start_of_day()))
+    tokens, _ = admin(lambda s: usage_repo.usage_since(s, "tim", usage_repo.start_of_day()))
     assert tokens == sum(used)
 
 
@@ -210,7 +213,7 @@ def test_close_to_the_limit_a_warning_frame_precedes_the_answer(
     with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
         ws.receive_json()
         used = converse(ws, "hello")[1][-1]["result"]["tokens_used"]
-        admin(lambda s: repo.set_limits(s, "alice", daily_tokens=used + 1))
+        admin(lambda s: users_repo.set_limits(s, "alice", daily_tokens=used + 1))
         _, frames = converse(ws, "hello again")
     assert next(f["type"] for f in frames) == "warning"
     assert frames[0]["warning"] == f"You have used {used} of your {used + 1} daily tokens"
@@ -224,14 +227,14 @@ def test_user_blocked_while_connected_gets_a_blocked_frame_then_a_close(
     with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
         ws.receive_json()
         assert converse(ws, "hello")[1][-1]["type"] == "done"
-        admin(lambda s: repo.block_user(s, "alice", "too many refunds", by="test"))
+        admin(lambda s: users_repo.block_user(s, "alice", "too many refunds", by="test"))
         _, frames = converse(ws, "hello again")
         assert frames[-1]["type"] == "blocked"
         assert frames[-1]["error"] == "user blocked: too many refunds"
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == CloseCode.USER_BLOCKED
-    admin(lambda s: repo.unblock_user(s, "alice"))
+    admin(lambda s: users_repo.unblock_user(s, "alice"))
     with client.websocket_connect("/ws/chat", headers=gateway_headers("alice")) as ws:
         assert ws.receive_json()["type"] == "welcome"
 
@@ -244,20 +247,20 @@ def test_every_row_of_a_message_carries_its_trace_id(
         conversation = ws.receive_json()["conversation_id"]
         first = converse(ws, "hello")[1][-1]
         second = converse(ws, "and again")[1][-1]
-    messages = admin(lambda s: repo.conversation_messages(s, conversation))
+    messages = admin(lambda s: conversations_repo.conversation_messages(s, conversation))
     assert [(m.role, m.trace_id) for m in messages] == [
         ("user", first["trace_id"]),
         ("assistant", first["trace_id"]),
         ("user", second["trace_id"]),
         ("assistant", second["trace_id"]),
     ]
-    usage = admin(lambda s: repo.usage_rows(s, conversation))
+    usage = admin(lambda s: usage_repo.usage_rows(s, conversation))
     assert [(u.trace_id, u.tokens_input, u.tokens_output) for u in usage] == [
         (f["trace_id"], f["result"]["tokens_input"], f["result"]["tokens_output"])
         for f in (first, second)
     ]
     assert all(u.cost > 0 for u in usage)
-    events = admin(lambda s: repo.flow_events(s, trace_id=second["trace_id"]))
+    events = admin(lambda s: flow_repo.flow_events(s, trace_id=second["trace_id"]))
     assert [(e.kind, e.name, e.status) for e in events] == [
         (Flow.CHECK, "user", "ok"),
         (Flow.CHECK, "rate_limit", "ok"),
@@ -301,7 +304,7 @@ async def _break(url: str) -> None:
 
 def test_daily_cost_limit_refuses_too(make_client: Callable[..., TestClient], admin: Admin) -> None:
     client = make_client(price_output_per_mtok=1000.0)  # $0.001 a token
-    admin(lambda s: repo.set_limits(s, "carol", daily_cost=0.01))
+    admin(lambda s: users_repo.set_limits(s, "carol", daily_cost=0.01))
     with client.websocket_connect("/ws/chat", headers=gateway_headers("carol")) as ws:
         ws.receive_json()
         first = converse(ws, "hello")[1][-1]

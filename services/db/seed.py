@@ -16,10 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.passwords import hash_password
-from services.omni2.db.engine import Database
-from services.omni2.db.models import BlockedUser, Role, User
-
-ALL_TOOLS = "*"
+from services.db.engine import Database
+from services.db.models import BlockedUser, Role, User
+from services.db.repository.users import ALL_TOOLS
 
 ROLES: list[Role] = [
     Role(

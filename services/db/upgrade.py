@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, inspect, text, update
 
-from services.omni2.db.models import Base, DailyUsage
+from services.db.models import Base, DailyUsage
 
 # (table, column) in the order they were added to models.py.
 ADDED_COLUMNS: tuple[tuple[str, str], ...] = (

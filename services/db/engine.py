@@ -1,4 +1,8 @@
-"""The async engine and sessions; tables are created (and demo users seeded) on start."""
+"""The async engine and sessions: one `Database` per process, whichever service it is.
+
+OMNI2 creates and upgrades the tables at start (and seeds the demo users); the dashboard and
+`omni-trace users` use the database OMNI2 made.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -16,19 +21,28 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import Session
 
 from otel.instrumentation import instrument_engine
-from services.omni2.db.models import Base
-from services.omni2.db.upgrade import upgrade
+from services.db.models import Base
+from services.db.upgrade import upgrade
 
 log = logging.getLogger(__name__)
 
+# Where OMNI2, the dashboard and `omni-trace users` find the database unless told otherwise.
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/omni2.db"
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the CLI (`omni-trace users`) and tests write while OMNI2 reads.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def _sqlite_pragmas(busy_timeout_s: float) -> Any:
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets the CLI (`omni-trace users`), the dashboard and tests write while OMNI2
+        # reads.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.close()
+
+    return pragmas
 
 
 def redacted_url(url: str | SecretStr) -> str:
@@ -52,29 +66,44 @@ class Database:
 
     The URL may hold a password: it is kept as a SecretStr (`redacted_url` for logs).
     `replica` names the OMNI2 replica of this process when replicas share the database: the
-    usage reservations its sessions make are its own (`replica_of`)."""
+    usage reservations its sessions make are its own (`replica_of`). `timeout_s`: how long a
+    connection waits to connect (asyncpg) or for SQLite's write lock. `makes_files` False (a
+    process that uses the database OMNI2 made): the SQLite file and its folder are never
+    created; a session on a file that does not exist raises FileNotFoundError."""
 
     def __init__(
-        self, url: str | SecretStr, sql_spans: bool = False, replica: str | None = None
+        self,
+        url: str | SecretStr,
+        sql_spans: bool = False,
+        replica: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        makes_files: bool = True,
     ) -> None:
         self.url = url if isinstance(url, SecretStr) else SecretStr(url)
         self.replica = replica
         url = self.url.get_secret_value()
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
+        self.sqlite_file: Path | None = None
+        self._makes_files = makes_files
         kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite" and timeout_s is None:
+            timeout_s = DEFAULT_TIMEOUT_S
+        if timeout_s is not None:
+            # Both sqlite3 (busy wait) and asyncpg (connect) call their wait `timeout`.
+            kwargs["connect_args"] = {"timeout": timeout_s}
         if self.dialect == "sqlite":
-            kwargs["connect_args"] = {"timeout": 10}
             database = parsed.database
             if database and database != ":memory:":
-                from pathlib import Path
-
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_file = Path(database)
+                if makes_files:
+                    self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         # hide_parameters: a database error's text would otherwise carry the bound values
         # (message text, password hashes) into logs, spans and flow events.
         self.engine = create_async_engine(url, hide_parameters=True, **kwargs)
         if self.dialect == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(timeout_s or 0))
         if sql_spans:
             instrument_engine(self.engine)
         self.sessions = async_sessionmaker(
@@ -104,6 +133,9 @@ class Database:
         check waited over a second for locks each held for a millisecond. Queued here, they
         go in order without sleeping. Other processes (the dashboard, the users command)
         still meet the busy handler, rarely."""
+        if not self._makes_files and self.sqlite_file and not self.sqlite_file.exists():
+            # Connecting would create an empty file; OMNI2 makes the database when it starts.
+            raise FileNotFoundError(f"no database file {self.sqlite_file}")
         async with self._turn(), self.sessions() as session, session.begin():
             yield session
 
