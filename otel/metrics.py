@@ -92,9 +92,16 @@ class ChatMetrics:
         self.cost.add(cost, {Attr.GEN_AI_REQUEST_MODEL: model, Attr.USER_ID: user_id})
 
     def model_call(
-        self, provider: str, model: str, server: tuple[str, int] | None = None
+        self,
+        provider: str,
+        model: str,
+        server: tuple[str, int] | None = None,
+        *,
+        each_chunk: bool = True,
     ) -> ModelCallMetrics:
-        """The recorder of one streamed model call (gen_ai.client.*)."""
+        """The recorder of one streamed model call (gen_ai.client.*); `each_chunk=False`
+        leaves out time per output chunk (a record per chunk: its cost grows with the
+        answer)."""
         attributes: dict[str, str | int] = {
             Attr.GEN_AI_OPERATION: "chat",
             Attr.GEN_AI_PROVIDER: provider,
@@ -102,7 +109,7 @@ class ChatMetrics:
         }
         if server is not None:
             attributes[Attr.SERVER_ADDRESS], attributes[Attr.SERVER_PORT] = server
-        return ModelCallMetrics(self, attributes, time.perf_counter())
+        return ModelCallMetrics(self, attributes, time.perf_counter(), each_chunk)
 
     def served(
         self,
@@ -226,12 +233,19 @@ class ModelCallMetrics:
     """One streamed model call's gen_ai.client.* measurements. Its attribute dict is built
     once; per chunk it does what the convention asks (one histogram record) and no more."""
 
-    __slots__ = ("_attributes", "_last", "_metrics", "_started")
+    __slots__ = ("_attributes", "_each_chunk", "_last", "_metrics", "_started")
 
-    def __init__(self, chat: ChatMetrics, attributes: dict[str, str | int], started: float) -> None:
+    def __init__(
+        self,
+        chat: ChatMetrics,
+        attributes: dict[str, str | int],
+        started: float,
+        each_chunk: bool = True,
+    ) -> None:
         self._metrics = chat
         self._attributes = attributes
         self._started = started
+        self._each_chunk = each_chunk
         self._last: float | None = None
 
     def chunk(self) -> float:
@@ -239,7 +253,7 @@ class ModelCallMetrics:
         now = time.perf_counter()
         if self._last is None:
             self._metrics.time_to_first_chunk.record(now - self._started, self._attributes)
-        else:
+        elif self._each_chunk:
             self._metrics.time_per_output_chunk.record(now - self._last, self._attributes)
         self._last = now
         return now - self._started

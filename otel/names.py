@@ -80,7 +80,7 @@ OWN_SERVICES = (
 
 
 class SpanName:
-    """Span names of the session trace and the message trace (DESIGN.md section 3)."""
+    """Span names of the session trace and the message trace (README.md, "The trace model")."""
 
     CONNECT: Final = _span(
         "chat.connect",

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class BenchConfig:
     burst: int = 500  # connections of the burst, one message each
-    # The burst's connections open within this time. 10 s is the load of the first
-    # measurement; at 5 s this 2-core machine is saturated (the report's "busy" line shows
-    # it) and queueing multiplies any cost, tracing's included (docs/performance.md).
+    # The burst's connections open within this time. 10 s is the load docs/performance.md's
+    # tables were first measured at; at 5 s this 2-core machine is saturated (the report's
+    # "busy" line shows it) and queueing multiplies any cost, tracing's included
+    # (docs/performance.md).
     burst_spread_s: float = 10.0
     # The same burst again within this time (None: not run). The p99 targets allow 1.5 at
     # 5 s, where two cores are close to busy, and 1.25 at 10 s.

@@ -1,6 +1,6 @@
 """`omni-trace doctor`: where does the chain break? A probe through this project's running
-stack (omni_trace/stack/doctor.py), or, given a Jaeger, a spec, a trace, a conversation or a
-window, a diagnosis from the traces alone (omni_trace/traces/diagnosis.py)."""
+stack (omni_trace/doctor/probe.py), or, given a Jaeger, a spec, a trace, a conversation or a
+window, a diagnosis from the traces alone (omni_trace/doctor/findings.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from omni_trace.commands.common import (
     progress,
     spec,
 )
-from omni_trace.stack import doctor
+from omni_trace.doctor import findings, probe
 from omni_trace.stack.info import StackInfo
-from omni_trace.traces import audit, diagnosis
+from omni_trace.traces import audit
 from omni_trace.traces.audit import AuditQuery
 from omni_trace.traces.chain import analyze_chain
 from omni_trace.traces.jaeger import JaegerClient, JaegerError
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     info = StackInfo.read(args.stack_file)
     jwt = token(args)
     args.user = args.user or "alice"
-    result = doctor.diagnose(
+    result = probe.diagnose(
         info,
         user=args.user,
         password="" if jwt else password(args),
@@ -127,5 +127,5 @@ def _from_traces(args: argparse.Namespace) -> int:
     if not reports:
         progress(f"no message traces found for {scope}: nothing to diagnose")
         return 1
-    print(diagnosis.render(reports, chain_spec, scope))
+    print(findings.render(reports, chain_spec, scope))
     return 1 if any(r.broken or r.errors for r in reports) else 0

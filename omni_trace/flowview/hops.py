@@ -1,7 +1,7 @@
 """Hops over time: latency percentiles and error rates per layer, from span metrics.
 
 Jaeger's spanmetrics connector turns every span into calls and duration histograms per
-service and span name (services/jaeger/config.yaml); Prometheus scrapes them. The hops are
+service and span name (config/jaeger/config.yaml); Prometheus scrapes them. The hops are
 the spans each layer records for a message.
 """
 
@@ -22,7 +22,7 @@ _BUCKETS = f'traces_span_metrics_duration_milliseconds_bucket{{span_name=~"{_SPA
 _CALLS = "traces_span_metrics_calls_total"
 
 
-# The flow view and the Grafana dashboards (omni_trace/dashboards.py) chart the same
+# The flow view and the Grafana dashboards (omni_trace/grafana.py) chart the same
 # queries; Grafana passes its own window ($__rate_interval).
 def latency_query(quantile: float, window: str = "1m") -> str:
     """Milliseconds, per service and hop span."""

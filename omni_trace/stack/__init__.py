@@ -1,6 +1,6 @@
-"""This project's stack: plan it (plan/), start it (runner), chat through it (client), check
-it (doctor); `omni_trace.bench` measures it. Uses `omni_trace.traces`; the services themselves
-run as processes and need the `stack` extra."""
+"""This project's stack: plan it (plan/), start it (runner), chat through it (client);
+`omni_trace.doctor` checks it and `omni_trace.bench` measures it. Uses `omni_trace.traces`;
+the services themselves run as processes and need the `stack` extra."""
 
 from omni_trace.stack.errors import StackError
 from omni_trace.stack.info import StackInfo, stack_summary

@@ -1,6 +1,6 @@
 """Prometheus' alerting rules for the stack, with the budgets of its settings.
 
-The rules are a template (services/prometheus/alerts.yml) whose `@NAME@` placeholders are
+The rules are a template (config/prometheus/alerts.yml) whose `@NAME@` placeholders are
 the budgets: `omni-trace up` renders it here, and compose's Prometheus renders the same file
 with `sed` from compose/.env (the same variable names) when it starts. `@` rather than `$`:
 the rules' annotations use Prometheus' own `$value` and `$labels`.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 
-from omni_trace.stack.paths import SERVICES_DIR
+from omni_trace.stack.paths import CONFIG_DIR
 from omni_trace.stack.settings import StackSettings
 
-RULES_TEMPLATE = SERVICES_DIR / "prometheus" / "alerts.yml"
+RULES_TEMPLATE = CONFIG_DIR / "prometheus" / "alerts.yml"
 ALERTS = ("ChatChainBroken", "ChatFirstTokenSlow", "ChatLayerErrors", "TelemetrySpansRefused")
 _PLACEHOLDER = re.compile(r"@([A-Z0-9_]+)@")
 

@@ -1,5 +1,5 @@
 """The config files the runner renders into the run's 0700 config directory, from the templates
-under services/ (Traefik, its OTLP balancer, Prometheus and its alert rules, the Jaeger UI's
+under config/ (Traefik, its OTLP balancer, Prometheus and its alert rules, the Jaeger UI's
 links) and the flow view's token file."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import yaml
 
 from omni_trace.stack.alerts import render_rules
 from omni_trace.stack.jaeger_ui import jaeger_ui_config
-from omni_trace.stack.paths import SERVICES_DIR, write_private
+from omni_trace.stack.paths import CONFIG_DIR, write_private
 from omni_trace.stack.plan.run import Run
 from omni_trace.stack.ports import is_loopback
 
-_TRAEFIK = SERVICES_DIR / "traefik"
+_TRAEFIK = CONFIG_DIR / "traefik"
 
 
 def traefik_config(run: Run) -> Path:
@@ -74,8 +74,8 @@ def jaeger_ui_config_file(run: Run) -> str:
 
 def prometheus_config(run: Run) -> Path:
     """Prometheus scrapes Jaeger's metrics (each collector's, with the Kafka pipeline) and
-    the flow view's audit (services/prometheus/prometheus.yml)."""
-    template = (SERVICES_DIR / "prometheus" / "prometheus.yml").read_text()
+    the flow view's audit (config/prometheus/prometheus.yml)."""
+    template = (CONFIG_DIR / "prometheus" / "prometheus.yml").read_text()
     # Each Jaeger process's span metrics, then its own telemetry (the refused spans).
     targets = run.metrics_targets
     telemetry = [urlsplit(url).netloc for url in run.info.jaeger_telemetry_urls]

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 
-from omni_trace.stack.paths import SERVICES_DIR
+from omni_trace.stack.paths import CONFIG_DIR
 
 # Needed by any process to run at all (never a secret of ours).
 RUNTIME = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
@@ -132,8 +132,8 @@ def allowed_environment(service: str) -> Allowed:
     return RUNTIME_ALLOWED  # prometheus: its config file says everything
 
 
-_TRAEFIK = SERVICES_DIR / "traefik"
-_JAEGER = SERVICES_DIR / "jaeger"
+_TRAEFIK = CONFIG_DIR / "traefik"
+_JAEGER = CONFIG_DIR / "jaeger"
 # The runner's Python processes; a replica (omni2-2, dashboard-2) reads what its first does.
 _PYTHON_SERVICES = frozenset(
     {"auth", "mcp-tools", "omni2", "omni2-2", "dashboard", "dashboard-2", "frontend", "flowview"}

@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES_DIR = REPO_ROOT / "services"
+# The configuration files of the processes the stack runs that are not our Python services
+# (Jaeger, Traefik, Prometheus): read in place or rendered into a run's own directory.
+CONFIG_DIR = REPO_ROOT / "config"
 JAEGER_MODULE_DIR = REPO_ROOT / "tools" / "jaeger"
 FRONTEND_DIST = REPO_ROOT / "frontend" / "dist"  # built by scripts/bootstrap
 DEFAULT_STACK_FILE = Path("var/stack.json")

@@ -122,7 +122,7 @@ class StackSettings(BaseSettings):
         gt=0,
         description="Tail sampling keeps every message whose first token took this long.",
     )
-    # Budgets of Prometheus' alerting rules (services/prometheus/alerts.yml, rendered by
+    # Budgets of Prometheus' alerting rules (config/prometheus/alerts.yml, rendered by
     # omni_trace/stack/alerts.py; compose/.env holds the same names for the compose stack).
     alert_first_token_p95_s: float = Field(
         default=2.0,

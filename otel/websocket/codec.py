@@ -9,8 +9,14 @@ team with other frames writes its own in a few lines:
     FrameCodec(kind_key="op", opens={"ask"}, streams={"chunk"}, ends={"end", "fail"},
                fails={"fail"}, trace_path=("meta", "trace"))
 
-Token frames are most of a stream, so a codec recognises them by their first bytes (as
-`json.dumps` writes them) and parses only the others.
+Token frames are most of a stream, so a codec recognises them by their first bytes and
+parses only the others. Those bytes come from the codec's own description of a stream frame
+(`stream_prefixes`: its kind key first, then one of its stream kinds, with `json.dumps`'s
+default or compact separators), never from a copy of a backend's output; a stream frame
+written another way (its kind not first) is still recognised by `kind` after a parse, only
+slower. tests/services/omni2/test_token_frames.py checks that what OMNI2 sends takes the
+fast path, so a change to its JSON layout fails a test instead of quietly costing a parse
+per token frame.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ class FrameCodec:
             for sep in (": ", ":")
         )
         object.__setattr__(self, "_stream_prefixes", prefixes)
+
+    @property
+    def stream_prefixes(self) -> tuple[str, ...]:
+        """How a stream frame starts when its kind key comes first: `{"<kind_key>": "<kind>"`
+        for each stream kind, with `json.dumps`'s default separator (`": "`) or the compact
+        one (`":"`). The fast path of `is_stream_text`, and all of it."""
+        return self._stream_prefixes
 
     def is_stream_text(self, text: str) -> bool:
         """A token frame, by its first bytes, without parsing it (a frame written another

@@ -15,11 +15,11 @@ from otel.metrics import chat_metrics
 from otel.propagation import TraceIds
 from otel.websocket import instrument_chat_server
 from services.common.churn import Churn
-from services.dashboard.audit import RefusalLog
 from services.dashboard.login import UserStore, dashboard_database, login_router
 from services.dashboard.proxy import connect_attempt, proxy_chat
-from services.dashboard.query import TokenFromQuery
+from services.dashboard.refusal_log import RefusalLog
 from services.dashboard.settings import DashboardSettings
+from services.dashboard.token_query import TokenFromQuery
 
 
 def chat_tracing(settings: DashboardSettings, churn: Churn, trace_ids: TraceIds) -> dict[str, Any]:

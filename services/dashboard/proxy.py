@@ -25,10 +25,10 @@ from services.common.limits import FrameThrottle
 from services.common.protocol import CloseCode, close_reason, error_frame
 from services.common.refusal import Refusal, refuse
 from services.common.tokens import TokenError, verify_token
-from services.dashboard.audit import ConnectionRefusals, RefusalLog
-from services.dashboard.query import scope_token
+from services.dashboard.refusal_log import ConnectionRefusals, RefusalLog
 from services.dashboard.relay import MessageGate, MessageHeld, MessageRefused, RelayStall
 from services.dashboard.settings import DashboardSettings
+from services.dashboard.token_query import scope_token
 from services.dashboard.upstream import connect_upstream
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from otel.names import Attr
 from otel.websocket import ConnectionTrace
 from otel.websocket.codec import OMNI2
 from services.common.churn import Churn, retry_after
-from services.common.protocol import FAILED_FRAMES, FINAL_FRAMES, error_frame, json_object
+from services.common.protocol import error_frame, json_object
 
 
 class MessageRefused(Exception):
@@ -79,7 +79,7 @@ class MessageGate:
         if OMNI2.is_stream_text(text) or "retry_after_s" not in text:
             return
         frame = json_object(text)
-        if frame is not None and frame.get("type") in FAILED_FRAMES:
+        if frame is not None and OMNI2.kind(frame) in OMNI2.fails:
             self._churn.holds.hold(self._user, retry_after(frame), frame)
 
 
@@ -96,8 +96,16 @@ class RelayStall:
 
     async def before_forwarding(self, text: str) -> None:
         if OMNI2.is_stream_text(text):
-            self._tokens += 1
-            if self._tokens == self._after + 1:
-                await asyncio.sleep(self._seconds)
-        elif (frame := json_object(text)) is not None and frame.get("type") in FINAL_FRAMES:
+            await self._token()
+            return
+        frame = json_object(text)
+        kind = OMNI2.kind(frame) if frame is not None else None
+        if kind in OMNI2.streams:  # a token frame written another way: parsed, still counted
+            await self._token()
+        elif kind in OMNI2.ends:
             self._tokens = 0  # the next message is held once too
+
+    async def _token(self) -> None:
+        self._tokens += 1
+        if self._tokens == self._after + 1:
+            await asyncio.sleep(self._seconds)

@@ -27,9 +27,9 @@ from otel.metrics import chat_metrics
 from otel.names import Attr, McpMeta
 from otel.semconv import MCP_METHODS
 from services.mcp_tools.auth import RequireCredential, trusted_caller
-from services.mcp_tools.query import QueryLimits, QueryRunner, describe
 from services.mcp_tools.sample_db import ensure_sample_db
 from services.mcp_tools.settings import McpToolsSettings
+from services.mcp_tools.sql_tool import QueryLimits, QueryRunner, describe
 
 _FROM_META = ((McpMeta.CONVERSATION_ID, Attr.CONVERSATION_ID), (McpMeta.USER_ID, Attr.USER_ID))
 _MAX_ID = 128

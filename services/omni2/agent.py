@@ -56,6 +56,7 @@ class Agent:
     toolbox: McpToolbox
     max_iterations: int
     attributes: dict[str, Any]  # conversation and user, on every span
+    chunk_metrics: bool = True  # time per output chunk, recorded for each chunk
 
     async def run(
         self,
@@ -128,7 +129,9 @@ class Agent:
             if endpoint is not None:
                 server = (endpoint.host, endpoint.port or 443)
                 span.set_attributes({Attr.SERVER_ADDRESS: server[0], Attr.SERVER_PORT: server[1]})
-            measured = chat_metrics().model_call(model.provider, model.name, server)
+            measured = chat_metrics().model_call(
+                model.provider, model.name, server, each_chunk=self.chunk_metrics
+            )
             finished: Finished | None = None
             chunks = 0
             try:

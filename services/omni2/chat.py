@@ -669,6 +669,7 @@ class ChatSession:
             self.services.toolbox,
             self.settings.max_agent_iterations,
             attributes,
+            self.settings.chunk_metrics,
         )
         trace.get_current_span().set_attributes(
             {

@@ -26,11 +26,12 @@ tracer = trace.get_tracer(__name__)
 class GroupCommit:
     """Writes the turns that end at about the same time in one transaction.
 
-    A transaction per turn was most of what storing a turn cost under load (issue 9's
-    profile). Here a turn waits for the transaction that holds it, the next one to start:
-    nothing is held back on purpose, so a turn alone is written at once, and under load
-    the turns that ended while one transaction ran share the next. When a shared transaction
-    fails, each of its turns is written on its own, so a bad turn fails alone."""
+    A transaction per turn was most of what storing a turn cost under load (OMNI2's
+    profile, docs/performance.md "Group commit"). Here a turn waits for the transaction that
+    holds it, the next one to start: nothing is held back on purpose, so a turn alone is
+    written at once, and under load the turns that ended while one transaction ran share the
+    next. When a shared transaction fails, each of its turns is written on its own, so a bad
+    turn fails alone."""
 
     max_batch = 64
 

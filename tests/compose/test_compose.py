@@ -30,7 +30,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from omni_trace import dashboards
+from omni_trace import grafana
 from omni_trace.flowview.settings import FlowViewSettings
 from omni_trace.stack.alerts import ENVIRONMENT, RULES_TEMPLATE, render_rules
 from omni_trace.stack.settings import StackSettings
@@ -191,7 +191,7 @@ def test_traefik_s_public_entry_point_hands_over_to_its_gateway_entry_point() ->
     """compose/traefik.yml's `public` is the local one (tracing off, alias headers deleted),
     dynamic.yml's public-chat route takes it to TRAEFIK_WEB_URL: Traefik's own `web`, on its
     loopback (no other container's address in between)."""
-    local = yaml.safe_load((ROOT / "services" / "traefik" / "traefik.yml").read_text())
+    local = yaml.safe_load((ROOT / "config" / "traefik" / "traefik.yml").read_text())
     container = yaml.safe_load((COMPOSE / "traefik.yml").read_text())
     public = dict(container["entryPoints"]["public"])
     assert public.pop("address") == ":8089"
@@ -200,7 +200,7 @@ def test_traefik_s_public_entry_point_hands_over_to_its_gateway_entry_point() ->
     web = urlsplit(compose()["services"]["traefik"]["environment"]["TRAEFIK_WEB_URL"])
     assert (web.scheme, web.hostname) == ("http", "127.0.0.1")
     assert f":{web.port}" == container["entryPoints"]["web"]["address"]
-    dynamic = (ROOT / "services" / "traefik" / "dynamic.yml").read_text()
+    dynamic = (ROOT / "config" / "traefik" / "dynamic.yml").read_text()
     assert "url: '{{ env \"TRAEFIK_WEB_URL\" }}'" in dynamic
     assert "X-Omni-Edge-Key: '{{ env \"OMNI_EDGE_KEY\" }}'" in dynamic
 
@@ -442,7 +442,7 @@ def _keys(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_traefik_security_settings_agree_with_the_local_stack() -> None:
-    local = yaml.safe_load((ROOT / "services" / "traefik" / "traefik.yml").read_text())
+    local = yaml.safe_load((ROOT / "config" / "traefik" / "traefik.yml").read_text())
     container = yaml.safe_load((COMPOSE / "traefik.yml").read_text())
     assert _keys(container) == _keys(local)
     assert local["accessLog"]["fields"]["queryParameters"]["defaultMode"] == "drop"
@@ -591,15 +591,15 @@ def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
 
 
 def test_generated_files_are_what_the_code_generates() -> None:
-    """dashboards/*.json and compose/jaeger-ui.json come from omni_trace/dashboards.py."""
-    assert dashboards.stale(ROOT) == [], "run: omni-trace dashboards"
-    assert sorted(p.name for p in (ROOT / "dashboards").glob("*.json")) == sorted(
-        dashboards.dashboards()
-    ), "a dashboard in dashboards/ that the code does not generate"
+    """grafana/dashboards/*.json and compose/jaeger-ui.json come from omni_trace/grafana.py."""
+    assert grafana.stale(ROOT) == [], "run: omni-trace dashboards"
+    assert sorted(p.name for p in (ROOT / grafana.DASHBOARDS_DIR).glob("*.json")) == sorted(
+        grafana.dashboards()
+    ), "a dashboard in grafana/dashboards/ that the code does not generate"
 
 
 def test_prometheus_config_agrees_with_the_local_stack() -> None:
-    template = (ROOT / "services" / "prometheus" / "prometheus.yml").read_text()
+    template = (ROOT / "config" / "prometheus" / "prometheus.yml").read_text()
     local = yaml.safe_load(
         Template(template).substitute(
             JAEGER_METRICS="jaeger:8889",
@@ -631,7 +631,7 @@ def test_grafana_provisions_what_the_dashboards_use() -> None:
     by_uid = {s["uid"]: s for s in sources["datasources"]}
     assert by_uid["prometheus"]["url"] == "http://prometheus:9090"
     assert by_uid["jaeger"]["url"] == "http://jaeger:16686"
-    for name, board in dashboards.dashboards().items():
+    for name, board in grafana.dashboards().items():
         used = {
             (ref["type"], ref["uid"])
             for panel in board["panels"]
@@ -642,12 +642,12 @@ def test_grafana_provisions_what_the_dashboards_use() -> None:
             if ref
         }
         assert used and used <= {(s["type"], uid) for uid, s in by_uid.items()}, name
-    grafana = compose()["services"]["grafana"]
+    container = compose()["services"]["grafana"]
     provider = yaml.safe_load((provisioning / "dashboards" / "omni-trace.yml").read_text())
     folder = provider["providers"][0]["options"]["path"]
-    mounted = {v.split(":")[1] for v in grafana["volumes"]}
-    assert {f"{folder}/{name}" for name in dashboards.dashboards()} <= mounted
-    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in mounted
+    mounted = {v.split(":")[1] for v in container["volumes"]}
+    assert {f"{folder}/{name}" for name in grafana.dashboards()} <= mounted
+    assert container["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in mounted
 
 
 def test_grafana_schema_version_is_the_pinned_grafanas() -> None:
@@ -898,7 +898,7 @@ def test_prometheus_takes_no_label_a_relayed_series_brings(tmp_path: Path) -> No
     """No scrape job honours the scraped labels: Jaeger's exporter relays series whose `job`
     and `instance` come from what a client sent (tests/stack/test_metric_labels.py shows it
     on the real stack). The real promtool accepts compose's config."""
-    local = (ROOT / "services" / "prometheus" / "prometheus.yml").read_text()
+    local = (ROOT / "config" / "prometheus" / "prometheus.yml").read_text()
     for text in (local, (COMPOSE / "prometheus.yml").read_text()):
         for job in yaml.safe_load(Template(text).safe_substitute())["scrape_configs"]:
             assert job.get("honor_labels", False) is False, job["job_name"]

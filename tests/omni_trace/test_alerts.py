@@ -1,4 +1,4 @@
-"""Prometheus' alerting rules (services/prometheus/alerts.yml) as the stack renders them:
+"""Prometheus' alerting rules (config/prometheus/alerts.yml) as the stack renders them:
 valid for the real promtool, and each rule unit-tested on synthetic series
 (data/alerts_test.yml)."""
 

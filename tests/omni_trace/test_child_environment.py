@@ -1,5 +1,5 @@
 """Each process's allowed environment comes from what it reads: its settings class (prefix and
-field names, or aliases) or its config files (issue 20, item 8)."""
+field names, or aliases) or its config files, so no process inherits another's secrets."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ from tests.compose.test_compose import _process
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
-SCALE = ROOT / "services" / "jaeger" / "scale"
+SCALE = ROOT / "config" / "jaeger" / "scale"
 DOC = ROOT / "docs" / "cluster.md"
 
 # Our image, built from compose/Dockerfile; the module each container runs picks its settings.
@@ -519,7 +519,7 @@ def _security_keys(config: dict[str, Any], entry_point: str) -> dict[str, Any]:
 
 
 def test_traefik_security_settings_are_the_local_gateways() -> None:
-    local = yaml.safe_load((ROOT / "services" / "traefik" / "traefik.yml").read_text())
+    local = yaml.safe_load((ROOT / "config" / "traefik" / "traefik.yml").read_text())
     cluster = _traefik_static()
     assert _security_keys(cluster, "web") == _security_keys(local, "web")
     # As the runner makes it: the front entry point is web's on another address.
@@ -537,7 +537,7 @@ def test_traefik_security_settings_are_the_local_gateways() -> None:
 def _local_middlewares() -> dict[str, Any]:
     """dynamic.yml's middlewares block: plain YAML (no template directive; the address is a
     quoted template string)."""
-    text = (ROOT / "services" / "traefik" / "dynamic.yml").read_text()
+    text = (ROOT / "config" / "traefik" / "dynamic.yml").read_text()
     block = text.split("\n  middlewares:\n", 1)[1].split("\n  services:\n", 1)[0]
     assert "{{-" not in block
     return dict(yaml.safe_load(block))
@@ -546,7 +546,7 @@ def _local_middlewares() -> dict[str, Any]:
 def _local_dynamic() -> dict[str, Any]:
     """All of dynamic.yml as YAML: its template directives ({{- if }}, {{- range }}, ...) are
     lines of their own, dropped here (the values are quoted template strings)."""
-    text = (ROOT / "services" / "traefik" / "dynamic.yml").read_text()
+    text = (ROOT / "config" / "traefik" / "dynamic.yml").read_text()
     lines = [line for line in text.splitlines() if not line.strip().startswith("{{")]
     return dict(yaml.safe_load("\n".join(lines)))
 
@@ -899,7 +899,7 @@ def _components(config: dict[str, Any]) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("role", JAEGER_ROLES)
 def test_jaeger_pipelines_are_the_local_ones(role: str) -> None:
-    """The same pipelines, components and service extensions as services/jaeger/scale/;
+    """The same pipelines, components and service extensions as config/jaeger/scale/;
     only the storage backend differs (OpenSearch for the remote_storage gRPC client)."""
     local, cluster = local_config(f"{role}.yaml"), jaeger_config(f"{role}.yaml")
     assert cluster["service"]["pipelines"] == local["service"]["pipelines"]
@@ -1041,7 +1041,7 @@ def test_the_document_names_only_settings_that_exist() -> None:
     known |= {m for path in SCALE.glob("*.yaml") for m in ENV_REF.findall(path.read_text())}
     known |= {name for _, c in containers() for name in env_of(c)}
     # What the runner gives Traefik's dynamic configuration ({{ env "NAME" }}).
-    for template in (ROOT / "services" / "traefik").glob("*dynamic.yml"):
+    for template in (ROOT / "config" / "traefik").glob("*dynamic.yml"):
         known |= set(re.findall(r'env "(\w+)"', template.read_text()))
     text = DOC.read_text()
     named = set(re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)(?:=[^`]*)?`", text))

@@ -71,7 +71,7 @@ def test_the_trace_toolkit_reads_nothing_of_the_stack() -> None:
     run = _run(
         """
         import sys
-        import omni_trace.traces, omni_trace.traces.plugin, omni_trace.traces.diagnosis
+        import omni_trace.traces, omni_trace.traces.plugin, omni_trace.doctor.findings
         from omni_trace.traces import (
             JaegerClient, Trace, analyze_chain, assert_message_chain, load_spec, run_audit,
         )

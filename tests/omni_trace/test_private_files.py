@@ -1,6 +1,6 @@
 """The files the runner writes where another user may plant a name first (the stack file's
 directory, the run directory) are made fresh: a symlink at a predictable name is never
-written through (issue 20, item 9)."""
+written through (README.md, "Security")."""
 
 from __future__ import annotations
 

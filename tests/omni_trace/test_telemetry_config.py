@@ -23,8 +23,8 @@ from otel.names import CLIENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
-    "one Jaeger": ROOT / "services" / "jaeger" / "config.yaml",
-    "Kafka collector": ROOT / "services" / "jaeger" / "scale" / "collector.yaml",
+    "one Jaeger": ROOT / "config" / "jaeger" / "config.yaml",
+    "Kafka collector": ROOT / "config" / "jaeger" / "scale" / "collector.yaml",
 }
 
 

@@ -119,7 +119,7 @@ def test_clean_spans_are_exported_as_they_are_and_dirty_ones_copied() -> None:
     assert JWT not in redact_span(dirty).to_json()
 
 
-# -- the broader list of secrets (issue 20, item 6) ---------------------------------------------
+# -- the broader list of secrets (otel/redaction.py's names, not only `token`) ------------------
 
 SECRET = "s3cr3t-V4lue"
 SECRET_PARAM_NAMES = [

@@ -160,3 +160,17 @@ def test_opt_in_to_the_latest_genai_conventions_drops_omni2s_old_name(
     chat.first_token(0.02)  # the dashboard: no convention for a relay, always ours
     (points,) = [list(collect(reader)[Metric.TIME_TO_FIRST_TOKEN].data.data_points)]
     assert sum(p.count for p in points) == (2 if omni2_old_name else 1)
+
+
+def test_time_per_output_chunk_can_be_left_out() -> None:
+    reader = InMemoryMetricReader()
+    chat = ChatMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    call = chat.model_call("offline", "m1", each_chunk=False)
+    for _ in range(3):
+        call.chunk()
+    call.finished(response_model="m1", input_tokens=1, output_tokens=3, user_id="alice")
+    found = collect(reader)
+    assert Metric.TIME_PER_OUTPUT_CHUNK not in found
+    # The rest of the call is recorded as before.
+    assert sum(p.count for p in found[Metric.TIME_TO_FIRST_CHUNK].data.data_points) == 1
+    assert sum(p.count for p in found[Metric.OPERATION_DURATION].data.data_points) == 1

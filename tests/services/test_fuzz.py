@@ -26,9 +26,9 @@ from otel.sampling import decision_of
 from services.common.protocol import FrameError, parse_client_frame
 from services.common.tokens import issue_token
 from services.dashboard.app import create_app as create_dashboard
-from services.dashboard.query import take_token
 from services.dashboard.relay import MessageRefused
 from services.dashboard.settings import DashboardSettings
+from services.dashboard.token_query import take_token
 from services.omni2.app import create_app
 from services.omni2.settings import Omni2Settings
 from tests.services.dashboard.relaying import Relay

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omni_trace.dashboards import ALERTS_FIRING
+from omni_trace.grafana import ALERTS_FIRING
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, login, open_chat
 from omni_trace.traces import AuditQuery, JaegerClient, run_audit

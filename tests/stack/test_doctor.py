@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from omni_trace.cli import _doctor_token
+from omni_trace.doctor.hops import Closed, close_hop
+from omni_trace.doctor.probe import diagnose
 from omni_trace.stack import Stack
-from omni_trace.stack.doctor import Closed, close_hop, diagnose
 from omni_trace.traces.jaeger import TraceSpan
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CLOSE_MEANINGS, CloseCode

@@ -1,5 +1,5 @@
 """The flow view and the chat page against a hostile web: DNS rebinding, a flow view bound
-beyond loopback, a flood of audits, framing and injected scripts (issue 20)."""
+beyond loopback, a flood of audits, framing and injected scripts (README.md, "Security")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """A hostile client against the running stack: it cannot hide from the trace, flood it,
 crash a service or slip past a limit. Each test attacks through the dashboard (or the
-service's own port) the way the issue describes and checks the answer and the trace."""
+service's own port) as README.md's "Security" section says it is met, and checks the answer
+and the trace."""
 
 from __future__ import annotations
 

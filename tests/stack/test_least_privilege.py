@@ -1,5 +1,5 @@
 """Each process of a running stack holds only the secrets it uses, in its environment, and no
-command line holds any (issue 20, item 8): read from /proc, as any local process could read
+command line holds any (README.md, "Security"): read from /proc, as any local process could read
 the command lines and as the stack's user could read the environments."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The stack's metrics in a real Prometheus: the services' own (time to first token per layer,
 tokens and cost per user), the audit's verdicts from the flow view, and every query of the
-Grafana dashboards in dashboards/ answered after traffic."""
+Grafana dashboards in grafana/dashboards/ answered after traffic."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omni_trace.dashboards import ALERTS_FIRING, dashboards, queries
+from omni_trace.grafana import ALERTS_FIRING, dashboards, queries
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply
 from omni_trace.stack.jaeger_ui import jaeger_ui_config

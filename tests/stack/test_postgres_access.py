@@ -1,6 +1,6 @@
 """The runner's PostgreSQL (`omni-trace up --database postgres`, `--scale`) lets in only who
 holds the run's password, lives in a directory made fresh for it, and runs with a minimal
-environment (issue 20, item 1). Each test attacks the real server the runner starts."""
+environment (README.md, "Security"). Each test attacks the real server the runner starts."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from omni_trace.doctor.probe import diagnose
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, open_chat
-from omni_trace.stack.doctor import diagnose
 from omni_trace.traces import JaegerClient, TraceFetcher, assert_message_chain
 from otel.names import Service, SpanName
 from services.common.protocol import CloseCode

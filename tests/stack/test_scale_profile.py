@@ -17,9 +17,9 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from omni_trace.doctor.probe import diagnose
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, login, open_chat
-from omni_trace.stack.doctor import diagnose
 from omni_trace.traces import (
     AuditQuery,
     JaegerClient,

@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from omni_trace.doctor.probe import diagnose
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatConnection, ChatReply, login, open_chat
-from omni_trace.stack.doctor import diagnose
 from omni_trace.traces import (
     AuditQuery,
     JaegerClient,

@@ -1,6 +1,6 @@
 """Traefik: the gateway entry point (JWT ForwardAuth to auth, then OMNI2's replicas), the public
 entry point for clients without a dashboard, and the front entry point before dashboard
-replicas. The variables are those its dynamic file (services/traefik/dynamic.yml) reads."""
+replicas. The variables are those its dynamic file (config/traefik/dynamic.yml) reads."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Where the traces go: the one Jaeger (trace_pipeline=memory), or the Kafka trace pipeline
 (trace_pipeline=kafka): Kafka and Jaeger's scale-out roles, all from the one Jaeger binary,
 with a Traefik balancing the OTLP paths over the collectors. The JAEGER_* names are those the
-configs under services/jaeger read (omni_trace/stack/environment.py checks what they take)."""
+configs under config/jaeger read (omni_trace/stack/environment.py checks what they take)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from omni_trace.stack.kafka import (
     ensure_kafka,
     format_storage,
 )
-from omni_trace.stack.paths import SERVICES_DIR
+from omni_trace.stack.paths import CONFIG_DIR
 from omni_trace.stack.plan.process import Process, Ready, all_ready, http_ok, http_status, tcp_open
 from omni_trace.stack.plan.run import OTLP_USER, Run
 
-_SCALE = SERVICES_DIR / "jaeger" / "scale"
+_SCALE = CONFIG_DIR / "jaeger" / "scale"
 
 
 def jaeger(run: Run) -> Process:
@@ -31,7 +31,7 @@ def jaeger(run: Run) -> Process:
     binary = ensure_jaeger(run.progress, run.settings.jaeger_bin)
     return Process(
         "jaeger",
-        [str(binary), f"--config={SERVICES_DIR / 'jaeger' / 'config.yaml'}"],
+        [str(binary), f"--config={CONFIG_DIR / 'jaeger' / 'config.yaml'}"],
         {
             **paths_env(run),
             "JAEGER_OTLP_HTTP": f"{host}:{p.otlp_http}",

@@ -239,3 +239,26 @@ def test_the_relay_stall_knob_holds_one_token_frame_per_message_and_is_off_by_de
     frames = [token, token, token, token, done, token, token, token, done]
     waited = asyncio.run(held(frames))
     assert [i for i, w in enumerate(waited) if w] == [2, 7], waited
+
+
+def test_the_relay_stall_counts_a_token_frame_the_fast_path_misses() -> None:
+    """The stall knows token frames from the frame codec: one written with its kind last
+    (parsed, not matched by its first bytes) still counts, and `done` still ends a message."""
+    import asyncio
+    import time
+
+    from services.dashboard.relay import RelayStall
+
+    token, done = '{"text": "a", "type": "token"}', '{"result": {}, "type": "done"}'
+    stall = RelayStall(80, after=1)
+
+    async def held(frames: list[str]) -> list[int]:
+        out = []
+        for i, frame in enumerate(frames):
+            start = time.perf_counter()
+            await stall.before_forwarding(frame)
+            if time.perf_counter() - start >= 0.08:
+                out.append(i)
+        return out
+
+    assert asyncio.run(held([token, token, token, done, token, token])) == [1, 5]

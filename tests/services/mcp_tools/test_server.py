@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from otel.names import Attr
-from services.mcp_tools import query as query_module
+from services.mcp_tools import sql_tool
 from services.mcp_tools.server import _meta_attributes, create_app, create_server
 from services.mcp_tools.settings import McpToolsSettings, MissingCredential
 from tests.services.mcp_tools.serve import TOKEN, serve_mcp_tools
@@ -109,7 +109,7 @@ async def test_result_is_capped_in_bytes_dropping_rows(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT printf('%.*c', 400000000, 'x')",  # the issue's query
+        "SELECT printf('%.*c', 400000000, 'x')",  # a 400 MB value from a 40-byte query
         "SELECT format('%.*c', 400000000, 'x')",
         "SELECT printf('%.400000000c', 'x')",
         "SELECT printf('%400000000d', 1)",
@@ -250,15 +250,15 @@ async def test_a_step_nothing_can_interrupt_keeps_its_slot_until_it_ends(
     """One SQLite step that never yields (simulated with a sleep): the caller gets its answer
     at the call deadline, and the stuck thread holds its slot, so such threads cannot pile up."""
     release = threading.Event()
-    real = query_module._Query._execute
+    real = sql_tool._Query._execute
 
-    def stuck(self: query_module._Query) -> dict[str, object]:
+    def stuck(self: sql_tool._Query) -> dict[str, object]:
         if self.sql == "stuck":
             release.wait(10)
             return {"columns": [], "rows": [], "truncated": False}
         return real(self)
 
-    monkeypatch.setattr(query_module._Query, "_execute", stuck)
+    monkeypatch.setattr(sql_tool._Query, "_execute", stuck)
     settings = McpToolsSettings(
         sample_db=tmp_path / "s.db", call_timeout_s=0.2, max_running_queries=1
     )

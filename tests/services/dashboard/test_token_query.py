@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.dashboard.query import take_token
+from services.dashboard.token_query import take_token
 
 
 @pytest.mark.parametrize("name", ["token", "TOKEN", "tok%65n", "%74oken"])

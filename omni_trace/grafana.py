@@ -1,7 +1,7 @@
 """Grafana dashboards for the chat stack, built with Grafana's own Foundation SDK, and the
 Jaeger UI's link patterns to the flow view.
 
-The JSON files in `dashboards/` and `compose/jaeger-ui.json` are this module's output
+The JSON files in `grafana/dashboards/` and `compose/jaeger-ui.json` are this module's output
 (`omni-trace dashboards`); a test keeps them equal, and a stack test runs every panel's
 query against a real Prometheus after traffic. The queries chart what the stack exports:
 
@@ -43,6 +43,8 @@ from otel.names import METRICS, Metric
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
 JAEGER_UID = "jaeger"
 WINDOW = "$__rate_interval"
+# Where the generated dashboards live in a checkout (compose's Grafana provisions them there).
+DASHBOARDS_DIR = Path("grafana") / "dashboards"
 FILE_NAME = "omni2-chat-chain.json"
 # Where a person opens the flow view; compose publishes it on this port.
 DEFAULT_FLOWVIEW_URL = "http://localhost:16687"
@@ -327,7 +329,7 @@ def _semconv_row(builder: Dashboard) -> Dashboard:
     )
 
 
-# Prometheus' alerting rules (services/prometheus/alerts.yml): their ALERTS series, one
+# Prometheus' alerting rules (config/prometheus/alerts.yml): their ALERTS series, one
 # row per firing alert and layer (or filter, for refused spans).
 ALERTS_FIRING = 'max by (alertname, layer, filter) (ALERTS{alertstate="firing"})'
 
@@ -339,7 +341,7 @@ def _alerts_row(builder: Dashboard) -> Dashboard:
         statetimeline.Panel()
         .title("Alerts firing (Prometheus rules)")
         .description(
-            "The stack's alerting rules (services/prometheus/alerts.yml): ChatChainBroken (the "
+            "The stack's alerting rules (config/prometheus/alerts.yml): ChatChainBroken (the "
             "audit found a broken chain), ChatFirstTokenSlow (a layer's p95 time to first "
             "token over its budget), ChatLayerErrors (a layer's share of error spans over its "
             "budget), TelemetrySpansRefused (Jaeger's filters refused spans). Budgets: "
@@ -354,7 +356,7 @@ def _alerts_row(builder: Dashboard) -> Dashboard:
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
-    """File name -> dashboard JSON, as kept in `dashboards/`."""
+    """File name -> dashboard JSON, as kept in `grafana/dashboards/`."""
     return {FILE_NAME: chat_chain_dashboard()}
 
 
@@ -364,7 +366,7 @@ def render(dashboard: dict[str, Any]) -> str:
 
 def generated(root: Path) -> dict[Path, str]:
     """Each generated file under a checkout's `root`, with its text."""
-    files = {root / "dashboards" / name: render(board) for name, board in dashboards().items()}
+    files = {root / DASHBOARDS_DIR / name: render(board) for name, board in dashboards().items()}
     files[root / "compose" / "jaeger-ui.json"] = render(jaeger_ui_config(DEFAULT_FLOWVIEW_URL))
     return files
 

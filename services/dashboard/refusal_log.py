@@ -1,4 +1,5 @@
-"""Refusals at the dashboard go into the audit trail: the shared flow events, with a trace id.
+"""The dashboard's refusal log: refusals at the dashboard go into the shared flow events, with a
+trace id.
 
 The dashboard answers some frames itself (rate limit, frame size, too many messages
 awaiting an answer); without a row they would never show in `omni-trace audit` or the

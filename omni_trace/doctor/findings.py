@@ -1,8 +1,8 @@
-"""`omni-trace doctor` from traces alone: for any stack's Jaeger and its chain spec, where do
-the chains of recent messages (or of one message) break or fail, and why.
+"""Diagnosing traces: for any stack's Jaeger and its chain spec, where do the chains of recent
+messages (or of one message) break or fail, and why (`omni-trace doctor --jaeger`).
 
-The probe half of the doctor (health checks, a login, a probe message) needs this project's
-stack (omni_trace.stack.doctor); this half reads only what the stack already sent to Jaeger.
+Reads only what a stack already sent to Jaeger, judged by `omni_trace.traces`: it imports
+nothing of the stack, so the toolkit's install alone runs it (tests/omni_trace/test_packaging.py).
 """
 
 from __future__ import annotations
