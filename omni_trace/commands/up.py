@@ -22,7 +22,7 @@ from omni_trace.stack.ports import (
     Ports,
     busy_ports,
 )
-from omni_trace.stack.runner import Stack
+from omni_trace.stack.runner import Stack, require_stack_packages
 from omni_trace.stack.settings import StackSettings
 
 # The options a starter takes that StackSettings also reads from OMNI_TRACE_* variables.
@@ -181,6 +181,8 @@ def run_until_stopped(stack: Stack) -> None:
 
 def serve_stack(args: argparse.Namespace, then: Callable[[StackInfo], bool] | None = None) -> int:
     """Start the stack, run `then` (False: stop right away), keep serving until a signal."""
+    # Before the ports: without the stack's packages nothing else about starting one matters.
+    require_stack_packages("starting a stack")
     stack = start_stack(args)
     try:
         print_urls(stack.info, args.stack_file)
