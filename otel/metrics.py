@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
+from otel.histograms import LocalHistograms, LocalMetricReader, Recorder
 from otel.names import METRICS, Attr, Metric
 from otel.semconv import gen_ai_latest_experimental
 
@@ -51,14 +52,18 @@ def create_meter_provider(resource: Resource, *, otlp_endpoint: str | None = Non
     and `otlp_endpoint` (a base URL) overrides the endpoint."""
     endpoint = otlp_endpoint.rstrip("/") + _METRICS_PATH if otlp_endpoint else None
     interval = None if os.environ.get(_INTERVAL) else _DEFAULT_INTERVAL_MS
-    reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=endpoint), export_interval_millis=interval
-    )
+    exporter = OTLPMetricExporter(endpoint=endpoint)
     # Exemplars off unless asked for: the collector's Prometheus exporter here drops them (no
     # OpenMetrics), and offering each measurement made inside a sampled trace to a reservoir
-    # was ~0.04 ms per message in OMNI2's profile. OTEL_METRICS_EXEMPLAR_FILTER wins.
-    exemplars = None if os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
-    return MeterProvider(metric_readers=[reader], resource=resource, exemplar_filter=exemplars)
+    # was ~0.04 ms per message in OMNI2's profile. OTEL_METRICS_EXEMPLAR_FILTER wins, and
+    # then the histograms are the SDK's (the local ones keep no exemplars).
+    if os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER):
+        reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+        return MeterProvider(metric_readers=[reader], resource=resource)
+    reader = LocalMetricReader(exporter, _LOCAL, resource, export_interval_millis=interval)
+    return MeterProvider(
+        metric_readers=[reader], resource=resource, exemplar_filter=AlwaysOffExemplarFilter()
+    )
 
 
 @dataclass(frozen=True)
@@ -67,17 +72,17 @@ class ChatMetrics:
     SDK is disabled, so recording then costs next to nothing). Names, units and attributes are
     the table in `otel.names.Metric`; the GenAI and MCP ones follow the conventions."""
 
-    time_to_first_token: metrics.Histogram
-    token_usage: metrics.Histogram
+    time_to_first_token: Recorder
+    token_usage: Recorder
     cost: metrics.Counter
-    operation_duration: metrics.Histogram
-    time_to_first_chunk: metrics.Histogram
-    time_per_output_chunk: metrics.Histogram
-    server_time_to_first_token: metrics.Histogram
-    server_time_per_output_token: metrics.Histogram
-    server_request_duration: metrics.Histogram
-    mcp_client_duration: metrics.Histogram
-    mcp_server_duration: metrics.Histogram
+    operation_duration: Recorder
+    time_to_first_chunk: Recorder
+    time_per_output_chunk: Recorder
+    server_time_to_first_token: Recorder
+    server_time_per_output_token: Recorder
+    server_request_duration: Recorder
+    mcp_client_duration: Recorder
+    mcp_server_duration: Recorder
 
     def first_token(self, seconds: float, *, server_of_stream: bool = False) -> None:
         """Our per-layer `chat.time_to_first_token` (the dashboard's and OMNI2's). OMNI2's
@@ -167,8 +172,13 @@ class ChatMetrics:
         self.mcp_server_duration.record(seconds, attributes)
 
     @classmethod
-    def create(cls, meter: metrics.Meter) -> ChatMetrics:
-        def histogram(name: str, buckets: Sequence[float], description: str) -> metrics.Histogram:
+    def create(cls, meter: metrics.Meter, local: LocalHistograms | None = None) -> ChatMetrics:
+        """`local`: the histograms are aggregated in process (otel/histograms.py) and
+        exported by the reader that holds `local`; else they are the meter's."""
+
+        def histogram(name: str, buckets: Sequence[float], description: str) -> Recorder:
+            if local is not None:
+                return local.histogram(name, METRICS[name].unit, description, buckets)
             return meter.create_histogram(
                 name,
                 unit=METRICS[name].unit,
@@ -305,6 +315,12 @@ def _mcp_attributes(
     return attributes
 
 
+_SCOPE = "omni-trace"
+# Used once a reader exports it (create_meter_provider); with the SDK disabled no provider
+# is made and the meter's no-op histograms cost next to nothing.
+_LOCAL = LocalHistograms(_SCOPE)
+
+
 @cache
 def chat_metrics() -> ChatMetrics:
-    return ChatMetrics.create(metrics.get_meter("omni-trace"))
+    return ChatMetrics.create(metrics.get_meter(_SCOPE), _LOCAL if _LOCAL.exported else None)
