@@ -139,6 +139,7 @@ export interface Span {
   links: SpanLink[];
   status: string;
   status_message: string;
+  role: "model" | "tool" | null;
 }
 
 export interface Segment {

@@ -65,7 +65,7 @@ from omni_trace.flowview.models import (
 from omni_trace.stack.paths import FRONTEND_DIST
 from omni_trace.stack.ports import LOOPBACK_HOSTS
 from omni_trace.traces.jaeger import JaegerClient, JaegerError
-from omni_trace.traces.spec import default_spec
+from omni_trace.traces.spec import ChainSpec
 
 # Every answer passes through its model (omni_trace/flowview/models.py), the page's types'
 # source: a key or a type the model does not know fails here, not silently on the page.
@@ -188,18 +188,21 @@ def create_app(
     access_token: str | None = None,
     max_audits: int = 3,
     verdict_cache: int = 10_000,
+    spec: ChainSpec | None = None,
 ) -> Starlette:
     """`jaeger_ui_url`: a Jaeger with its web UI, which the page links each trace to;
-    `allowed_hosts`, `access_token`, `max_audits`, `verdict_cache`: FlowViewSettings'."""
+    `allowed_hosts`, `access_token`, `max_audits`, `verdict_cache`: FlowViewSettings';
+    `spec`: the chain spec the view judges messages by (the default one if none)."""
     jaeger = JaegerClient(jaeger_query_url, limits=JAEGER_LIMITS)
-    data = FlowData(jaeger, VerdictCache(verdict_cache))
+    data = FlowData(jaeger, VerdictCache(verdict_cache), spec)
     metrics = HopMetrics(prometheus_url) if prometheus_url else None
     audit_metrics = AuditMetrics(data.auditor)
     limiter = AuditLimiter(max_audits)
 
-    # The spec the view judges by (FlowData's audit: the default one), so that the page
-    # heads its hop columns with the spec's layers instead of names of its own.
-    page_config = Config(jaeger_ui_url=jaeger_ui_url, spec=spec_info(default_spec())).answer()
+    # The spec the view judges by (FlowData's audit), so that the page heads its hop columns
+    # with the spec's layers, and marks model and tool spans by it (Span.role), instead of
+    # names of its own.
+    page_config = Config(jaeger_ui_url=jaeger_ui_url, spec=spec_info(data.spec)).answer()
 
     async def config(_: Request) -> JSONResponse:
         return JSONResponse(page_config)

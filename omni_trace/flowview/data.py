@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from omni_trace.traces.audit import MESSAGE_SPANS, AuditQuery, find_message_traces
+from omni_trace.traces.audit import AuditQuery, find_message_traces
 from omni_trace.traces.chain import ChainReport, SessionLookup, analyze_chain
 from omni_trace.traces.critical_path import critical_path
 from omni_trace.traces.diff import diff_traces
 from omni_trace.traces.jaeger import JaegerClient, TraceSpan
+from omni_trace.traces.spec import ChainSpec, default_spec
 from otel.names import Attr, Service, SpanName
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -64,7 +65,17 @@ class Page:
             raise BadQuery("page: 0..10000; page size: 1..200")
 
 
-def span_dict(span: TraceSpan) -> dict[str, Any]:
+def span_role(span: TraceSpan, spec: ChainSpec) -> str | None:
+    """What `spec` times the span as, "model" or "tool" (its model_spans and tool_spans: the
+    audit's hops "model" and "tools", omni_trace/traces/chain.py); None for every other span."""
+    if spec.model_spans.matches(span.service, span.name):
+        return "model"
+    if spec.tool_spans.matches(span.service, span.name):
+        return "tool"
+    return None
+
+
+def span_dict(span: TraceSpan, spec: ChainSpec) -> dict[str, Any]:
     return {
         "trace_id": span.trace_id,
         "span_id": span.span_id,
@@ -84,6 +95,7 @@ def span_dict(span: TraceSpan) -> dict[str, Any]:
         ],
         "status": span.status,
         "status_message": span.status_message,
+        "role": span_role(span, spec),
     }
 
 
@@ -100,7 +112,9 @@ def _total(values: list[int | None]) -> int | None:
     return sum(known) if known else None
 
 
-def turn_summary(spans: list[TraceSpan], report: ChainReport) -> dict[str, Any]:
+def turn_summary(
+    spans: list[TraceSpan], report: ChainReport, spec: ChainSpec | None = None
+) -> dict[str, Any]:
     """How a message ended and what it used, from its spans' GenAI and chat.* attributes.
 
     outcome: `ok`, `refused` (a check of OMNI2 said no: rate or usage limit, permission),
@@ -111,8 +125,9 @@ def turn_summary(spans: list[TraceSpan], report: ChainReport) -> dict[str, Any]:
     denied = next((s for s in spans if s.attributes.get(Attr.CHECK_RESULT) == "deny"), None)
     # The spans the audit times as "model" and "tools" (the MCP SDK's own tools/call spans name
     # the same GenAI operation: they are the tool call seen from below, not another one).
-    models = [s for s in spans if s.service == Service.OMNI2 and s.name.startswith("chat ")]
-    tools = [s for s in spans if s.name.startswith("execute_tool")]
+    spec = spec or default_spec()
+    models = [s for s in spans if span_role(s, spec) == "model"]
+    tools = [s for s in spans if span_role(s, spec) == "tool"]
     failed = [s for s in spans if s.status == "ERROR"]
     if denied is not None:
         outcome, cause = "refused", denied
@@ -162,9 +177,9 @@ def turn_summary(spans: list[TraceSpan], report: ChainReport) -> dict[str, Any]:
     }
 
 
-def _kind(spans: list[TraceSpan]) -> str:
+def _kind(spans: list[TraceSpan], spec: ChainSpec) -> str:
     """A message trace, a session (connection) trace, or neither."""
-    if any((s.service, s.name) in MESSAGE_SPANS for s in spans):
+    if any((s.service, s.name) in spec.message_spans for s in spans):
         return "message"
     if any(s.name == SpanName.CONNECT or s.service == Service.TRAEFIK for s in spans):
         return "session"
@@ -297,13 +312,16 @@ class Auditor:
     """The audit as `omni-trace audit` runs it (`run_audit`, with no wait for late spans: the
     view shows Jaeger as it is), each settled message's verdict taken from the cache."""
 
-    def __init__(self, jaeger: JaegerClient, cache: VerdictCache) -> None:
+    def __init__(
+        self, jaeger: JaegerClient, cache: VerdictCache, spec: ChainSpec | None = None
+    ) -> None:
         self.jaeger = jaeger
         self.cache = cache
+        self.spec = spec or default_spec()
 
     def audit(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[Verdict]:
         snapshot = snapshot or Snapshot(self.jaeger)
-        trace_ids = find_message_traces(snapshot, query)
+        trace_ids = find_message_traces(snapshot, query, self.spec)
         cached = {t: v for t in trace_ids if (v := self.cache.get(t)) is not None}
         # The rest fetched side by side.
         snapshot.prefetch([t for t in trace_ids if t not in cached])
@@ -323,16 +341,25 @@ class Auditor:
         """A message trace's verdict: the cached one once settled."""
         if spans and (cached := self.cache.get(spans[0].trace_id)) is not None:
             return cached
-        report = analyze_chain(spans, lookup)
-        found = Verdict(report, turn_summary(spans, report))
+        report = analyze_chain(spans, lookup, self.spec)
+        found = Verdict(report, turn_summary(spans, report, self.spec))
         self.cache.keep(found)
         return found
 
 
 class FlowData:
-    def __init__(self, jaeger: JaegerClient, cache: VerdictCache | None = None) -> None:
+    """`spec`: the chain spec the view judges messages by and marks spans with (the default
+    one, omni_trace/traces/specs/omni2.yaml, if none)."""
+
+    def __init__(
+        self,
+        jaeger: JaegerClient,
+        cache: VerdictCache | None = None,
+        spec: ChainSpec | None = None,
+    ) -> None:
         self.jaeger = jaeger
-        self.auditor = Auditor(jaeger, cache if cache is not None else VerdictCache(0))
+        self.auditor = Auditor(jaeger, cache if cache is not None else VerdictCache(0), spec)
+        self.spec = self.auditor.spec
 
     def _messages(self, query: AuditQuery, snapshot: Snapshot | None = None) -> list[Verdict]:
         return self.auditor.audit(query, snapshot)
@@ -379,11 +406,11 @@ class FlowData:
         message trace also gets its chain report (the audit's) and its turn summary."""
         spans = self.jaeger.get_trace(trace_id_)
         linked = {link.trace_id for s in spans for link in s.links} - {trace_id_}
-        kind = _kind(spans)
+        kind = _kind(spans, self.spec)
         found: dict[str, Any] = {
             "trace_id": trace_id_,
             "kind": kind,
-            "spans": [span_dict(s) for s in spans],
+            "spans": [span_dict(s, self.spec) for s in spans],
             "linked_trace_ids": sorted(linked),
             "chain": None,
             "turn": None,
@@ -414,7 +441,7 @@ class FlowData:
         if TRACE_ID.fullmatch(text.lower()):
             spans = self.jaeger.get_trace(text.lower())
             if spans:
-                return {"view": "trace", "trace_id": text.lower(), "kind": _kind(spans)}
+                return {"view": "trace", "trace_id": text.lower(), "kind": _kind(spans, self.spec)}
         value = name(text, "search")
         if self._messages(AuditQuery(conversation_id=value, since_s=MAX_SINCE_S, limit=1)):
             return {"view": "conversation", "conversation_id": value}

@@ -135,7 +135,8 @@ class AuditMetrics:
     ) -> None:
         # The auditor's own Jaeger by default: its connections.
         jaeger = jaeger or auditor.jaeger
-        self._ledger = AuditLedger(auditor, jaeger, clock=clock)
+        # Judged by the auditor's spec: the one the view serves.
+        self._ledger = AuditLedger(auditor, jaeger, spec=auditor.spec, clock=clock)
         self._lock = threading.Lock()
         self._cached: tuple[float, AuditCounts] | None = None
 

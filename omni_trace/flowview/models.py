@@ -180,6 +180,9 @@ class Span(Model):
     links: list[SpanLink]
     status: str
     status_message: str
+    # What the spec the view serves (ChainSpec.model_spans, tool_spans) times this span as:
+    # the waterfall marks it so, whatever the stack names its spans.
+    role: Literal["model", "tool"] | None
 
 
 class Segment(Model):

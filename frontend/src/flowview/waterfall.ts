@@ -6,6 +6,15 @@ import type { Span } from "./api";
 import { ms } from "./format";
 import { link } from "./pages/common";
 
+// A span's role (Span.role: the spec's model_spans or tool_spans) as the GenAI operation it
+// is, the name the page's style (flow.css) colours it by.
+const OPERATION: Record<NonNullable<Span["role"]>, string> = { model: "chat", tool: "execute_tool" };
+
+// What a span's bar is coloured as: by its role alone, whatever the span is called.
+export function operation(span: Pick<Span, "role">): string | undefined {
+  return span.role ? OPERATION[span.role] : undefined;
+}
+
 function depths(spans: Span[]): Map<string, number> {
   const byId = new Map(spans.map((s) => [s.span_id, s]));
   const depth = new Map<string, number>();
@@ -52,8 +61,6 @@ export function waterfall(spans: Span[], critical: ReadonlySet<string> = new Set
       { class: "label", style: `padding-left:${(depth.get(span.span_id) ?? 0) * 0.8}rem` },
       `${span.service}  ${span.name}  ${ms(span.duration_ms)} ms`,
     );
-    // The spans the audit times as model and tools (omni_trace/chain.py).
-    const operation = span.service === "omni2" && span.name.startsWith("chat ") ? "chat" : span.name.startsWith("execute_tool") ? "execute_tool" : undefined;
     const row = el(
       "div",
       {
@@ -62,7 +69,8 @@ export function waterfall(spans: Span[], critical: ReadonlySet<string> = new Set
         "data-status": span.status,
         "data-duration-ms": String(span.duration_ms),
         // Model and tool spans get their own colour: where a message's time went, at a glance.
-        "data-op": operation,
+        // Which spans those are is the server's word, from the spec it serves (Span.role).
+        "data-op": operation(span),
         "data-critical": critical.has(span.span_id) ? "true" : undefined,
       },
       label,
