@@ -18,7 +18,8 @@ from omni_trace.commands.common import raise_stop
 from omni_trace.commands.doctor import token as _doctor_token
 from omni_trace.errors import CliError
 
-__all__ = ["_doctor_token", "build_parser", "main"]  # _doctor_token: tests/stack/test_doctor.py
+# _doctor_token: for tests/whole_stack/test_doctor.py
+__all__ = ["_doctor_token", "build_parser", "main"]
 
 DESCRIPTION = (
     "Run the OMNI2 WebSocket chat stack (browser/client, dashboard backend, Traefik "

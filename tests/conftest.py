@@ -1,6 +1,6 @@
 """Unit tests run spans through an in-memory exporter installed as the global provider.
 
-Stack tests pass their own provider explicitly (see tests/stack/conftest.py), so the two
+Stack tests pass their own provider explicitly (see tests/whole_stack/conftest.py), so the two
 never mix.
 """
 

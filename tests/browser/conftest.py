@@ -17,7 +17,7 @@ from playwright.sync_api import Page, Playwright, sync_playwright
 from omni_trace.stack import Stack
 from omni_trace.stack.paths import REPO_ROOT
 from omni_trace.traces.jaeger import JaegerClient
-from tests.stack.conftest import running_stack
+from tests.whole_stack.conftest import running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -39,7 +39,7 @@ from services.omni2 import checks
 from tests.browser.conftest import Screenshots
 from tests.db import Admin
 from tests.fake_openai import FakeOpenAI
-from tests.stack.conftest import new_user, running_stack, serving
+from tests.whole_stack.conftest import new_user, running_stack, serving
 
 pytestmark = pytest.mark.browser
 

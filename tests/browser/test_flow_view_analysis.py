@@ -15,7 +15,7 @@ from omni_trace.traces import JaegerClient, wait_for_chain
 from omni_trace.traces.critical_path import critical_path
 from otel.names import Service
 from tests.browser.conftest import Screenshots
-from tests.stack.conftest import client_provider
+from tests.whole_stack.conftest import client_provider
 
 pytestmark = pytest.mark.browser
 

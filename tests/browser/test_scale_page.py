@@ -24,7 +24,7 @@ from otel.names import Service, SpanName
 from tests.browser.conftest import Screenshots
 from tests.browser.pages import ChatPage
 from tests.browser.traces import MESSAGE_SPANS
-from tests.stack.conftest import running_stack
+from tests.whole_stack.conftest import running_stack
 
 pytestmark = pytest.mark.browser
 

@@ -24,7 +24,7 @@ from omni_trace.traces import AuditQuery, JaegerClient, TraceFetcher, run_audit
 from omni_trace.traces.chain import NOT_TRACED, PRESENT
 from otel.names import Attr, ClientContext, Service, SpanName
 from tests.browser.conftest import Screenshots
-from tests.stack.conftest import running_stack
+from tests.whole_stack.conftest import running_stack
 
 pytestmark = pytest.mark.browser
 

@@ -896,7 +896,7 @@ def test_the_flow_view_refuses_compose_s_address_without_a_token() -> None:
 
 def test_prometheus_takes_no_label_a_relayed_series_brings(tmp_path: Path) -> None:
     """No scrape job honours the scraped labels: Jaeger's exporter relays series whose `job`
-    and `instance` come from what a client sent (tests/stack/test_metric_labels.py shows it
+    and `instance` come from what a client sent (tests/whole_stack/test_metric_labels.py shows it
     on the real stack). The real promtool accepts compose's config."""
     local = (ROOT / "config" / "prometheus" / "prometheus.yml").read_text()
     for text in (local, (COMPOSE / "prometheus.yml").read_text()):

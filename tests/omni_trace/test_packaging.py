@@ -1,6 +1,6 @@
 """The toolkit without the stack's packages: what `pip install omni-trace` (no `stack` extra)
 gives must import and run. Each check runs a fresh interpreter in which the stack extra's
-packages cannot be imported. (tests/stack/test_other_stack.py installs the project into a
+packages cannot be imported. (tests/whole_stack/test_other_stack.py installs the project into a
 new virtualenv and uses it on a real Jaeger.)"""
 
 from __future__ import annotations

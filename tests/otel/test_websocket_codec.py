@@ -8,7 +8,7 @@ import json
 import pytest
 
 from otel.websocket import OMNI2, FrameCodec
-from tests.stack.origin.protocols import ACME
+from tests.whole_stack.origin.protocols import ACME
 
 SEPARATORS = [(", ", ": "), (",", ":")]  # json.dumps's default, and compact (send_json's)
 

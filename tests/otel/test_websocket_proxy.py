@@ -28,11 +28,11 @@ from otel.websocket import (
     uninstrument_websockets_client,
 )
 from tests.otel.test_websocket_server import CLIENT_SPAN, CLIENT_TRACE, TRACEPARENT, backend
-from tests.stack.origin.proxy import create_app
+from tests.whole_stack.origin.proxy import create_app
 
 
 def origin_style_proxy(upstream_url: str, message_at: str = "forward") -> FastAPI:
-    """tests/stack/origin's proxy, traced as its `serve` does but into this process's spans."""
+    """tests/whole_stack/origin's proxy, traced as its `serve` does, into this process's spans."""
     app = create_app(upstream_url)
     app.add_middleware(ChatTracingMiddleware, message_span=SpanName.RELAY, message_at=message_at)
     return app

@@ -26,7 +26,7 @@ from otel.websocket import (
     current_connection,
     instrument_chat_server,
 )
-from tests.stack.origin.protocols import ACME
+from tests.whole_stack.origin.protocols import ACME
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -195,7 +195,7 @@ def test_frames_that_open_nothing_pass_through_untouched(spans: InMemorySpanExpo
 
 
 def test_another_protocol_through_its_codec(spans: InMemorySpanExporter) -> None:
-    codec = ACME  # tests/stack/origin/protocols.py: what another team writes
+    codec = ACME  # tests/whole_stack/origin/protocols.py: what another team writes
     app = FastAPI(telemetry=telemetry_config())
 
     @app.websocket("/ws/chat")
