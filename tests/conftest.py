@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -44,6 +45,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         on_postgres = callspec is not None and "postgresql" in callspec.id.split("-")
         if item.get_closest_marker("browser") is not None or on_postgres:
             item.add_marker(pytest.mark.slow)
+    # On several workers (scripts/test) each file goes to one worker, in this order: the files
+    # with the most slow tests first, so that no long file is the last to start. The sort is
+    # stable, so each file's tests stay together and in their order.
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.path])
 
 
 def _websockets_client_as_found() -> Iterator[None]:

@@ -3,7 +3,6 @@ a cluster in a temp dir on a free port, stopped and deleted on exit."""
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,19 +10,14 @@ from pathlib import Path
 
 import asyncpg
 
+from omni_trace.stack.ports import free_port
 from omni_trace.stack.postgres import PostgresServer
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yields the base URL `postgresql+asyncpg://postgres@127.0.0.1:<port>`."""
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="omni-trace-pg-")), _free_port())
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="omni-trace-pg-")), free_port())
     try:
         yield server.start()
     finally:

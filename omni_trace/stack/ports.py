@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import json
+import os
+import random
 import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -64,17 +73,91 @@ class Ports:
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
-        """Distinct ports the OS reports free right now (all held open while choosing)."""
-        sockets = []
+        """Distinct free ports, reserved for a while (see `free_ports`)."""
+        return cls(*free_ports(len(fields(cls)), host))
+
+
+# Free ports come from below the kernel's ephemeral range, where no outgoing connection can
+# take one between its choice and the service binding it (seconds later, once the process
+# has started), and are reserved for RESERVE_S in a per-user file: stacks started at the same
+# time (tests on several workers, two `up --free-ports`) never choose the same ones.
+RESERVE_S = 300.0
+LOWEST_PORT = 10_000
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One free port, reserved as `free_ports` reserves them."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free on `host` now (each held open while choosing), below the
+    ephemeral range, none that this user reserved in the last RESERVE_S; falls back to ports
+    the OS picks when the range below is too small."""
+    lowest, ephemeral = LOWEST_PORT, _ephemeral_start()
+    if ephemeral - lowest < count * 16:
+        return _os_chosen(count, host)
+    with ExitStack() as held, _reservations() as reserved:
+        now = time.time()
+        for port in [p for p, until in reserved.items() if until <= now]:
+            del reserved[port]
+        chosen: list[int] = []
+        for _ in range(count * 64):
+            port = random.randrange(lowest, ephemeral)
+            if port in reserved or port in chosen:
+                continue
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            chosen.append(port)
+            if len(chosen) == count:
+                reserved.update(dict.fromkeys(chosen, now + RESERVE_S))
+                return chosen
+    raise OSError(
+        f"found {len(chosen)} of {count} free ports on {host} in {lowest}-{ephemeral - 1}"
+    )
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out for bind(0) and outgoing connections."""
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _os_chosen(count: int, host: str) -> list[int]:
+    with ExitStack() as held:
+        sockets = [
+            held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+@contextmanager
+def _reservations() -> Iterator[dict[int, float]]:
+    """This user's reserved ports (port: until when), read and written back under a lock.
+    The file is the user's own (0600, not followed if a link); unreadable content is
+    treated as no reservation."""
+    path = Path(tempfile.gettempdir()) / f"omni-trace-ports-{os.getuid()}.json"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "r+") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
         try:
-            for _ in fields(cls):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.bind((host, 0))
-                sockets.append(sock)
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for sock in sockets:
-                sock.close()
+            loaded = json.loads(file.read() or "{}")
+            reserved = {int(p): float(u) for p, u in loaded.items()}
+        except (ValueError, TypeError, AttributeError):
+            reserved = {}
+        yield reserved
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps({str(p): u for p, u in reserved.items()}))
 
 
 # Ports only the runner's PostgreSQL uses, and only the Kafka trace pipeline (`omni-trace up`

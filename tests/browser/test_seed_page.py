@@ -8,7 +8,6 @@ import functools
 import json
 import re
 import secrets
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +19,7 @@ from playwright.sync_api import Page, expect
 
 from omni_trace.cli import main
 from omni_trace.stack import Stack
+from omni_trace.stack.ports import free_port
 from omni_trace.traces import AuditQuery, JaegerClient, TraceFetcher, run_audit
 from omni_trace.traces.chain import NOT_TRACED, PRESENT
 from otel.names import Attr, ClientContext, Service, SpanName
@@ -34,17 +34,11 @@ DONE = '"type": "done"'
 DONE_AFTER = "([done, n]) => document.getElementById('log').textContent.split(done).length > n + 1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def seed_origin() -> Iterator[str]:
     """The page on an origin of its own, as a team serves its test page."""
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(PAGE_DIR))
-    server = ThreadingHTTPServer(("127.0.0.1", _free_port()), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pydantic import SecretStr
 from omni_trace import grafana
 from omni_trace.flowview.settings import FlowViewSettings
 from omni_trace.stack.alerts import ENVIRONMENT, RULES_TEMPLATE, render_rules
+from omni_trace.stack.ports import free_port
 from omni_trace.stack.settings import StackSettings
 from services.common.settings import GatewayKeys
 
@@ -699,12 +699,6 @@ def test_published_ports_listen_on_this_machine_only_unless_opened() -> None:
     assert opened == {name: {"0.0.0.0"} for name in published}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _process(argv: list[str], env: dict[str, str], ready: str, log: Path) -> Iterator[None]:
     """A real process until `ready` answers 200; stopped on exit, its output in `log`."""
@@ -729,7 +723,7 @@ def _users_of_omni2(environment: dict[str, Any], tmp_path: Path) -> dict[str, st
     """Start the real OMNI2 with compose's environment (on this machine's loopback, a file of
     its own, no exporter) and read the users it leaves in its database: id -> role."""
     database = tmp_path / "omni2.db"
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: str(v) for k, v in environment.items()},
         "PATH": os.environ["PATH"],
@@ -824,7 +818,7 @@ def _scrape_health(tmp_path: Path, flowview: str, token: str) -> str:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: scripts/bootstrap installs Debian's package"
     tmp_path.mkdir()
-    port = _free_port()
+    port = free_port()
     argv = [
         binary,
         f"--config.file={_prometheus_config(tmp_path, flowview, token)}",
@@ -852,7 +846,7 @@ def test_the_flow_view_asks_for_its_token_and_answers_only_its_names(tmp_path: P
     resolved = _resolved(FLOWVIEW_BROWSER_HOSTS="localhost")
     token = SECRETS["FLOWVIEW_ACCESS_TOKEN"]
     with contextlib.ExitStack() as running:
-        env = _flowview_env(resolved, _free_port(), running.enter_context(_empty_jaeger()))
+        env = _flowview_env(resolved, free_port(), running.enter_context(_empty_jaeger()))
         assert env["FLOWVIEW_ACCESS_TOKEN"] == token
         assert env["FLOWVIEW_ALLOWED_HOSTS"].split(",") == ["127.0.0.1", "flowview", "localhost"]
         port = env["FLOWVIEW_PORT"]

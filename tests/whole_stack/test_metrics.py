@@ -90,10 +90,21 @@ async def test_usage_per_user_and_first_token_per_layer_reach_prometheus(
 
     # Time to first token: a histogram per layer that saw the first token frame.
     # The recording service is `exported_job` (Prometheus keeps `job` for its scrape job).
-    layers = {
-        r["metric"]["exported_job"]: float(r["value"][1])
-        for r in _query(stack, "sum by (exported_job) (chat_time_to_first_token_seconds_count)")
-    }
+    # Each service exports on its own clock: wait for both, not only OMNI2's usage above.
+    def first_tokens() -> dict[str, float]:
+        return {
+            r["metric"]["exported_job"]: float(r["value"][1])
+            for r in _query(stack, "sum by (exported_job) (chat_time_to_first_token_seconds_count)")
+        }
+
+    layers = await until_async(
+        "both layers' first tokens in Prometheus",
+        lambda: (
+            (found := first_tokens()).get(Service.DASHBOARD, 0) >= 2
+            and found.get(Service.OMNI2, 0) >= 2
+            and found
+        ),
+    )
     assert layers.keys() >= {Service.DASHBOARD, Service.OMNI2}
     assert layers[Service.DASHBOARD] >= 2 and layers[Service.OMNI2] >= 2
 

@@ -28,6 +28,7 @@ import websockets
 
 from omni_trace.stack import Stack
 from omni_trace.stack.client import open_chat
+from omni_trace.stack.ports import free_port
 from omni_trace.traces import (
     JaegerClient,
     default_spec,
@@ -42,12 +43,6 @@ from tests.whole_stack.conftest import client_provider, running_stack
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -90,7 +85,7 @@ def _serve(app: str, port: int, env: dict[str, str]) -> Iterator[None]:
 def origin_stack(tmp: Path, protocol: str, names: dict[str, str]) -> Iterator[tuple[Stack, str]]:
     """The stack's Jaeger and Traefik in front of the origin-style services; the proxy's URL."""
     secret = secrets.token_urlsafe(32)
-    auth, backend, proxy = _free_port(), _free_port(), _free_port()
+    auth, backend, proxy = free_port(), free_port(), free_port()
     traefik = {
         "OMNI2_AUTH_VERIFY_URL": f"http://127.0.0.1:{auth}/verify",
         "OMNI2_BACKEND_URLS": f"http://127.0.0.1:{backend}",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,22 +15,17 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from omni_trace.stack.ports import free_port
 from omni_trace.stack.postgres import PostgresServer, PostgresUnavailable
 
 # Starts stacks of its own (or runs for long): not in `scripts/test --quick`.
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     run_dir = tmp_path_factory.mktemp("pg-run")
-    server = PostgresServer.for_run_dir(run_dir, _free_port())
+    server = PostgresServer.for_run_dir(run_dir, free_port())
     server.start()
     try:
         yield server
@@ -81,7 +75,7 @@ def test_the_server_runs_with_a_minimal_environment(
 ) -> None:
     monkeypatch.setenv("SOME_PROVIDER_API_KEY", "marker-provider-key")
     monkeypatch.setenv("OMNI_JWT_SECRET", "marker-jwt-secret-marker-jwt-secret")
-    server = PostgresServer.for_run_dir(tmp_path, _free_port())
+    server = PostgresServer.for_run_dir(tmp_path, free_port())
     try:
         server.start()
         pid = int((server.data / "postmaster.pid").read_text().split()[0])
@@ -122,7 +116,7 @@ def test_a_symlink_planted_at_the_cluster_path_is_refused_and_changes_nothing(
     """As root the cluster directory is a predictable name in the shared temp dir: a local
     user who plants a symlink there must not get root to hand its target to `postgres`."""
     victim = _victim(tmp_path)
-    server = PostgresServer.for_run_dir(tmp_path / "run", _free_port())
+    server = PostgresServer.for_run_dir(tmp_path / "run", free_port())
     assert not server.root.is_relative_to(tmp_path)  # in the shared temp dir
     server.root.symlink_to(victim)
     try:
@@ -139,7 +133,7 @@ def test_a_symlink_planted_at_the_cluster_path_is_refused_and_changes_nothing(
 def test_a_directory_another_user_planted_at_the_cluster_path_is_refused(
     tmp_path: Path,
 ) -> None:
-    server = PostgresServer.for_run_dir(tmp_path / "run", _free_port())
+    server = PostgresServer.for_run_dir(tmp_path / "run", free_port())
     nobody = pwd.getpwnam("nobody")
     server.root.mkdir(mode=0o700)
     os.chown(server.root, nobody.pw_uid, nobody.pw_gid)
