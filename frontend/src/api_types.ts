@@ -255,6 +255,7 @@ export interface SpecInfo {
   name: string;
   layers: string[];
   hops: HopColumn[];
+  conversation_attribute: string;
 }
 
 export interface Config {

@@ -15,5 +15,6 @@ app = create_app(
     access_token=settings.token(),
     max_audits=settings.max_audits,
     verdict_cache=settings.verdict_cache,
+    spec=settings.chain_spec(),
 )
 serve(app, settings)

@@ -316,6 +316,8 @@ class SpecInfo(Model):
     name: str
     layers: list[str]
     hops: list[HopColumn]
+    # The span attribute that carries a message's conversation (the page links by it).
+    conversation_attribute: str
 
 
 class Config(Model):
@@ -342,7 +344,12 @@ def spec_info(spec: ChainSpec) -> SpecInfo:
     ]
     if tuple(c.key for c in columns) != spec.hops:  # one rule for both, or the page lies
         raise ValueError(f"spec {spec.name}: its hops and the page's columns differ")
-    return SpecInfo(name=spec.name, layers=list(spec.layer_names), hops=columns)
+    return SpecInfo(
+        name=spec.name,
+        layers=list(spec.layer_names),
+        hops=columns,
+        conversation_attribute=spec.conversation_attribute,
+    )
 
 
 # What the generator writes to TypeScript, in this order (scripts/flow_types.py).

@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from omni_trace.stack.paths import FRONTEND_DIST
 from omni_trace.stack.ports import LOOPBACK_HOSTS, is_loopback
+from omni_trace.traces.spec import ChainSpec, SpecError, load_spec
 
 MIN_TOKEN_BYTES = 16
 TOKEN_HINT = 'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -15,7 +16,8 @@ TOKEN_HINT = 'make one with: python3 -c "import secrets; print(secrets.token_url
 class FlowViewSettings(BaseSettings):
     """Environment: FLOWVIEW_HOST, FLOWVIEW_PORT, FLOWVIEW_JAEGER_QUERY_URL,
     FLOWVIEW_PROMETHEUS_URL, FLOWVIEW_JAEGER_UI_URL, FLOWVIEW_DIST_DIR, FLOWVIEW_ALLOWED_HOSTS,
-    FLOWVIEW_ACCESS_TOKEN, FLOWVIEW_MAX_AUDITS, FLOWVIEW_VERDICT_CACHE, OMNI_LOG_LEVEL."""
+    FLOWVIEW_ACCESS_TOKEN, FLOWVIEW_MAX_AUDITS, FLOWVIEW_VERDICT_CACHE, FLOWVIEW_SPEC,
+    OMNI_LOG_LEVEL."""
 
     # hide_input_in_errors: a refused token must not be printed in the error that refuses it.
     model_config = SettingsConfigDict(
@@ -63,10 +65,29 @@ class FlowViewSettings(BaseSettings):
         description="Settled messages whose chain report and summary are kept (least recently "
         "used dropped first), so no audit analyses them again.",
     )
+    spec: Path | None = Field(
+        default=None,
+        description="The chain spec (YAML, docs/toolkit.md) the view judges messages by, for "
+        "a stack of another shape; empty: this project's stack (omni2).",
+    )
     log_level: str = Field(default="INFO", validation_alias="OMNI_LOG_LEVEL")
     max_frame_bytes: int = Field(
         default=64 * 1024, description="No WebSocket here; the limit of any."
     )
+
+    @field_validator("spec")
+    @classmethod
+    def _a_spec(cls, value: Path | None) -> Path | None:
+        # Refused at start with the spec's own words, not at the first page.
+        if value is not None:
+            try:
+                load_spec(value)
+            except SpecError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+    def chain_spec(self) -> ChainSpec | None:
+        return load_spec(self.spec) if self.spec is not None else None
 
     @field_validator("access_token")
     @classmethod

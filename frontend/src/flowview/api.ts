@@ -22,7 +22,7 @@ export async function api<T>(path: string): Promise<T> {
 // with its key (hopColumns).
 let pageConfig: Promise<Config> | undefined;
 export function config(): Promise<Config> {
-  pageConfig ??= api<Config>("/api/config").catch(() => ({ jaeger_ui_url: null, spec: { name: "", layers: [], hops: [] } }));
+  pageConfig ??= api<Config>("/api/config").catch(() => ({ jaeger_ui_url: null, spec: { name: "", layers: [], hops: [], conversation_attribute: "" } }));
   return pageConfig;
 }
 

@@ -120,7 +120,7 @@ export async function showTrace(id: string): Promise<void> {
   if (jaegerUi) {
     parts.splice(1, 0, el("p", {}, el("a", { href: jaegerUiHref(jaegerUi, trace.trace_id), id: "jaeger-ui", target: "_blank", rel: "noopener" }, "open in the Jaeger UI")));
   }
-  const conversation = trace.spans.map((s) => s.attributes["gen_ai.conversation.id"]).find((v) => typeof v === "string");
+  const conversation = trace.spans.map((s) => s.attributes[spec.conversation_attribute]).find((v) => typeof v === "string");
   if (typeof conversation === "string") {
     parts.splice(1, 0, el("p", {}, "conversation ", link(`#/conversation/${conversation}`, conversation)));
   }
