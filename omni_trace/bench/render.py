@@ -211,7 +211,17 @@ def _render_span_costs(report: BenchReport) -> list[str]:
         f"(us per message): SDK spans {costs.sdk_spans:.0f}, sampler and processors "
         f"{costs.sampler_and_processors:.0f}, encoding with redaction "
         f"{costs.encoding:.0f}; {costs.total:.0f} in all (the API alone, without the "
-        f"SDK: {costs.api_without_sdk:.0f})"
+        f"SDK: {costs.api_without_sdk:.0f})",
+        *(
+            [
+                f"OMNI2's metrics for an answer of {span_costs.CHUNKS} chunks, CPU in this "
+                f"process (us per message, traced or not): through the SDK's histograms "
+                f"{costs.metrics_sdk_histograms:.0f}, through the in-process ones it uses "
+                f"{costs.metrics_local_histograms:.0f}"
+            ]
+            if costs.metrics_sdk_histograms
+            else []
+        ),
     ]
 
 

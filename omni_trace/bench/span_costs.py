@@ -1,6 +1,7 @@
 """Where a traced message's microseconds go, in this process: the span API, the SDK's spans,
 their processor and queue, and encoding (which masks secrets as it writes), for spans shaped
-like OMNI2's per message.
+like OMNI2's per message; and OMNI2's metrics for one streamed answer, recorded through the
+SDK's histograms and through the in-process ones it uses (otel/histograms.py), side by side.
 
 The stack's CPU per turn says what tracing costs in all; this says what each stage of a span's
 way out costs, measured on the same machine in the same run (CPU time, the best of several
@@ -11,10 +12,15 @@ cost depends on the collector's answer, and the stack's figures hold it.
 from __future__ import annotations
 
 import gc
+import io
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -26,6 +32,8 @@ from opentelemetry.trace import NoOpTracerProvider, SpanKind, Tracer
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from otel.histograms import LocalHistograms, LocalMetricReader
+from otel.metrics import ChatMetrics
 from otel.names import Attr, Event, SpanName
 from otel.otlp import encode_span
 from otel.processors import InheritAttributesProcessor
@@ -67,6 +75,21 @@ def message(tracer: Tracer, number: int) -> None:
 
 
 SPANS_PER_MESSAGE = 4
+# The offline model's answer to the bench's message: chunks of text, each a metric record
+# (gen_ai.client.operation.time_per_output_chunk is one per chunk after the first).
+CHUNKS = 22
+_SERVED = {Attr.GEN_AI_OPERATION: "chat", Attr.GEN_AI_PROVIDER: "offline"}
+
+
+def metrics_message(chat: ChatMetrics) -> None:
+    """What OMNI2 records for one answered, tool-free message."""
+    call = chat.model_call("offline", "omni2-offline-1")
+    for _ in range(CHUNKS):
+        call.chunk()
+    call.finished(response_model="omni2-offline-1", input_tokens=26, output_tokens=23, user_id="u1")
+    chat.served(_SERVED, seconds=0.3, first_token_s=0.02, output_tokens=23)
+    chat.first_token(0.02, server_of_stream=True)
+    chat.usage_cost(model="omni2-offline-1", user_id="u1", cost=0.001)
 
 
 class _Keep(SpanExporter):
@@ -124,6 +147,10 @@ class SpanCosts:
     sdk_spans: float
     sampler_and_processors: float  # ours, and the batch processor's queue
     encoding: float  # with redaction, as the exporter does it
+    # OMNI2's metrics for one answer of CHUNKS chunks (not part of `total`: recorded for
+    # every message, traced or not).
+    metrics_sdk_histograms: float = 0.0
+    metrics_local_histograms: float = 0.0
 
     @property
     def total(self) -> float:
@@ -143,4 +170,33 @@ def measure() -> SpanCosts:
         message(tracer, number)
     spans = kept.spans
     encoding = _best_us(lambda: [encode_span(s) for s in spans], MESSAGES)
-    return SpanCosts(api, sdk, processed - sdk, encoding)
+    sdk_metrics, local_metrics = _metrics_us()
+    return SpanCosts(api, sdk, processed - sdk, encoding, sdk_metrics, local_metrics)
+
+
+def _metrics_us() -> tuple[float, float]:
+    """CPU microseconds per message of `metrics_message` through the SDK's histograms and
+    through the local ones (exported by nothing here), the repetitions taking turns."""
+    off = AlwaysOffExemplarFilter()  # as the services run (otel/metrics.py)
+    # Neither is collected (no interval, no shutdown at exit): nothing reaches stdout.
+    sdk = MeterProvider(
+        metric_readers=[InMemoryMetricReader()], exemplar_filter=off, shutdown_on_exit=False
+    )
+    local = LocalHistograms("span-costs")
+    exporter = ConsoleMetricExporter(out=io.StringIO())
+    resource = Resource.create({})
+    reader = LocalMetricReader(exporter, local, resource, export_interval_millis=math.inf)
+    with_local = MeterProvider(metric_readers=[reader], exemplar_filter=off, shutdown_on_exit=False)
+    chats = (
+        ChatMetrics.create(sdk.get_meter("span-costs")),
+        ChatMetrics.create(with_local.get_meter("span-costs"), local),
+    )
+    best = [math.inf, math.inf]
+    for _ in range(REPEATS):
+        for i, chat in enumerate(chats):
+            gc.collect()
+            started = time.process_time()
+            for _ in range(MESSAGES):
+                metrics_message(chat)
+            best[i] = min(best[i], time.process_time() - started)
+    return best[0] * 1e6 / MESSAGES, best[1] * 1e6 / MESSAGES
