@@ -301,7 +301,9 @@ async def test_a_first_tool_call_has_no_time_outside_its_spans(
     print(f"execute_tool {tool.duration_ms:.1f} ms, uncovered stretches (ms): {gaps}")
     # Before OMNI2 opened its session at start and imported jsonschema, the first call had
     # ~50-200 ms after its tools/call span (the SDK's lazy import to validate the result).
-    spans.expect(max(gaps) < 10, f"execute_tool has time outside its child spans: {gaps} ms")
+    # The bound sits below that: with the suite on several workers, two cores busy, the
+    # scheduler alone leaves gaps of 10-20 ms (15 ms seen on a clean clone).
+    spans.expect(max(gaps) < 40, f"execute_tool has time outside its child spans: {gaps} ms")
     spans.expect(
         not [n for n in _mcp_spans(spans) if "server/discover" in n or "tools/list" in n],
         "no handshake or catalogue in the message",
