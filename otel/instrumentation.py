@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import httpx2
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    import httpx2
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Read once per process by the first instrumentation: both conventions are asked for here.
 _SEMCONV = "OTEL_SEMCONV_STABILITY_OPT_IN"
@@ -62,12 +63,19 @@ def instrument(app: FastAPI, *, websocket_paths: Iterable[str] = (), static: boo
 def instrument_engine(engine: AsyncEngine) -> None:
     """A CLIENT span per SQL statement (its text with placeholders, never the values), under
     the span that ran it (chat.persist, a check)."""
+    # Imported here, as is the httpx one below: the services without a database or a model
+    # provider (auth, the chat page's server) then start without SQLAlchemy, a quarter of
+    # their start-up CPU.
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
     _stable_conventions()
     SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
 
 
 def instrument_http_client(client: httpx2.AsyncClient) -> None:
     """A CLIENT span per request of this client, under the current span."""
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
     _stable_conventions()
     # (typed for httpx clients only; the httpx2 instrumentor takes httpx2 ones)
     HTTPX2ClientInstrumentor.instrument_client(client)  # type: ignore[arg-type]
