@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 RECORDINGS = Path(__file__).parent / "services" / "omni2" / "recordings"
+KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
+MODEL = "gpt-4o-mini"
 
 
 class FakeOpenAI:
@@ -44,6 +46,15 @@ class FakeOpenAI:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def omni2_env(self) -> dict[str, str]:
+        """OMNI2's settings for its OpenAI provider, talking to this server."""
+        return {
+            "OMNI2_MODEL_PROVIDER": "openai",
+            "OMNI2_MODEL_NAME": MODEL,
+            "OMNI2_OPENAI_BASE_URL": self.url,
+            "OMNI2_OPENAI_API_KEY": KEY,
+        }
 
     def close(self) -> None:
         self.server.shutdown()

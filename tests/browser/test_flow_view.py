@@ -38,7 +38,7 @@ from services.common.tokens import issue_token
 from services.omni2 import checks
 from tests.browser.conftest import Screenshots
 from tests.db import Admin
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import KEY, MODEL, FakeOpenAI
 from tests.whole_stack.conftest import new_user, running_stack, serving
 
 pytestmark = pytest.mark.browser
@@ -192,16 +192,6 @@ def test_a_broken_chain_names_the_missing_layer(
 
 # -- how each message ended, what it used, and a page of 200 -------------------------------
 
-KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
-MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
 
 @pytest.fixture(scope="module")
 def openai_omni2(
@@ -209,12 +199,7 @@ def openai_omni2(
 ) -> Iterator[Stack]:
     """OMNI2 on its OpenAI provider, talking to recorded exchanges: a model that can fail
     (the offline model never does) beside one that calls MCP tools and answers."""
-    env = {
-        "OMNI2_MODEL_PROVIDER": "openai",
-        "OMNI2_MODEL_NAME": MODEL,
-        "OMNI2_OPENAI_BASE_URL": fake_openai.url,
-        "OMNI2_OPENAI_API_KEY": KEY,
-    }
+    env = fake_openai.omni2_env()
     with running_stack(
         tmp_path_factory.mktemp("flow-outcomes"),
         secrets.token_urlsafe(32),

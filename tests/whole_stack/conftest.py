@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni_trace.stack import Stack, StackInfo
 from omni_trace.stack.ports import Ports
 from omni_trace.stack.settings import StackSettings
+from omni_trace.traces import JaegerClient, TraceFetcher
 from otel.names import Service
 from otel.setup import create_tracer_provider
 from services.db.repository import users as users_repo
@@ -90,6 +92,26 @@ def client_provider(stack: Stack) -> Iterator[TracerProvider]:
     provider.shutdown()
 
 
+# A module whose tests need a stack of their own names its fixture `own_stack`; these three
+# then talk to that stack, for the module.
+@pytest.fixture(scope="module")
+def provider(own_stack: Stack) -> Iterator[TracerProvider]:
+    """The chat-client layer, exporting to the module's stack."""
+    with client_provider(own_stack) as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def jaeger(own_stack: Stack) -> Iterator[JaegerClient]:
+    with JaegerClient(own_stack.info.jaeger_query_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def traces(jaeger: JaegerClient, provider: TracerProvider) -> TraceFetcher:
+    return TraceFetcher(jaeger, provider)
+
+
 @pytest.fixture(scope="session")
 def jwt_secret() -> str:
     return secrets.token_urlsafe(32)
@@ -112,6 +134,17 @@ def omni_stack(stack: Stack) -> StackInfo:
 def admin(stack: Stack) -> Admin:
     """The running OMNI2's database, from the test (users, limits, the stored rows)."""
     return Admin(stack.info.omni2_database_url)
+
+
+def all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
+    """Raw JSON of every trace Jaeger holds, per service: what the secret scans read."""
+    raw: dict[str, list[str]] = {}
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        for service in jaeger.services():
+            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
+            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
+            raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
+    return raw
 
 
 def new_user(admin: Admin, role: str = "user", **limits: int | float | None) -> str:

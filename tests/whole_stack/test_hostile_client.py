@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from omni_trace.stack import Stack
-from omni_trace.traces import TraceFetcher, has_spans_named
+from omni_trace.traces import Trace, TraceFetcher, has_spans_named
 from otel.names import Attr, Flow, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
@@ -136,6 +136,36 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(stack: Stack, token:
     assert "exceeds" in closed.value.rcvd.reason
 
 
+def _flow_events(admin: Admin, conversation: str, kind: str) -> list[Any]:
+    rows = admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
+    return [r for r in rows if r.kind == kind]
+
+
+async def _rate_refusal(admin: Admin, conversation: str) -> Any:
+    """The conversation's one refusal row (within 10 s): a frame flood, closed."""
+    deadline = time.monotonic() + 10
+    while not _flow_events(admin, conversation, Flow.REFUSED) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    (row,) = _flow_events(admin, conversation, Flow.REFUSED)
+    assert row.name == "rate_limited"
+    assert row.detail["count"] > 100
+    assert row.detail["close_code"] == CloseCode.POLICY_VIOLATION
+    return row
+
+
+def _refused_under_connect(traces: TraceFetcher, trace_id: str, service: str) -> Trace:
+    """The session trace, once `service`'s chat.refused span is in it, under its connect."""
+    spans = traces.wait(
+        trace_id,
+        has_spans_named((service, SpanName.REFUSED)),
+        what=f"{service}'s chat.refused span in the session trace",
+    )
+    refused = spans.one(f"{service}:{SpanName.REFUSED}")
+    connect_span = spans.one(f"{service}:{SpanName.CONNECT}")
+    spans.expect(refused.parent_span_id == connect_span.span_id, "refusal under connect")
+    return spans
+
+
 async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
     stack: Stack, omni_traces: TraceFetcher, admin: Admin, token: str
 ) -> None:
@@ -155,26 +185,8 @@ async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
     # Each refused frame is answered until the close, which bounds what a flood costs.
     assert len(errors) < 1000
     conversation = welcome["conversation_id"]
-
-    def refusals() -> list[Any]:
-        rows = admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
-        return [r for r in rows if r.kind == Flow.REFUSED]
-
-    deadline = time.monotonic() + 10
-    while not refusals() and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    (row,) = refusals()
-    assert row.name == "rate_limited"
-    assert row.detail["count"] > 100
-    assert row.detail["close_code"] == CloseCode.POLICY_VIOLATION
-    spans = omni_traces.wait(
-        row.trace_id,
-        has_spans_named((Service.DASHBOARD, SpanName.REFUSED)),
-        what="the chat.refused span in the session trace",
-    )
-    refused = spans.one(f"{Service.DASHBOARD}:{SpanName.REFUSED}")
-    connect_span = spans.one(f"{Service.DASHBOARD}:{SpanName.CONNECT}")
-    spans.expect(refused.parent_span_id == connect_span.span_id, "refusal under connect")
+    row = await _rate_refusal(admin, conversation)
+    spans = _refused_under_connect(omni_traces, row.trace_id, Service.DASHBOARD)
     spans.assert_attribute(
         f"{Service.DASHBOARD}:{SpanName.REFUSED}", Attr.CONVERSATION_ID, conversation
     )
@@ -223,28 +235,10 @@ async def test_a_frame_flood_straight_to_omni2_is_refused_then_closed_and_bounde
     assert "rate_limited" in codes and set(codes) <= {"invalid_json", "rate_limited"}
     assert len(codes) < 1000
     conversation = welcome["conversation_id"]
-
-    def events(kind: str) -> list[Any]:
-        rows = admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
-        return [r for r in rows if r.kind == kind]
-
-    deadline = time.monotonic() + 10
-    while not events(Flow.REFUSED) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    (row,) = events(Flow.REFUSED)
-    assert row.name == "rate_limited"
-    assert row.detail["count"] > 100
-    assert row.detail["close_code"] == CloseCode.POLICY_VIOLATION
+    row = await _rate_refusal(admin, conversation)
     # A row per frame the rate let through (a burst of 40, then 20 a second), not per frame.
-    assert len(events(Flow.FRAME)) <= 40 + 20 * elapsed + 2
-    spans = omni_traces.wait(
-        row.trace_id,
-        has_spans_named((Service.OMNI2, SpanName.REFUSED)),
-        what="OMNI2's chat.refused span in the session trace",
-    )
-    refused = spans.one(f"{Service.OMNI2}:{SpanName.REFUSED}")
-    connect_span = spans.one(f"{Service.OMNI2}:{SpanName.CONNECT}")
-    spans.expect(refused.parent_span_id == connect_span.span_id, "refusal under connect")
+    assert len(_flow_events(admin, conversation, Flow.FRAME)) <= 40 + 20 * elapsed + 2
+    spans = _refused_under_connect(omni_traces, row.trace_id, Service.OMNI2)
     spans.assert_attribute(
         f"{Service.OMNI2}:{SpanName.REFUSED}", Attr.CLOSE_CODE, int(CloseCode.POLICY_VIOLATION)
     )

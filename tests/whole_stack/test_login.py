@@ -26,6 +26,7 @@ from omni_trace.stack import Stack
 from omni_trace.stack.plugin import ChatFactory
 from omni_trace.traces import JaegerClient, TraceFetcher, has_spans_named
 from otel.names import Attr, Service
+from tests.whole_stack.conftest import all_exported
 
 pytestmark = pytest.mark.stack
 
@@ -161,17 +162,6 @@ def _traceparent() -> tuple[str, dict[str, str]]:
 LOGIN = "POST /api/login"  # the dashboard's server span of a login
 
 
-def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
-    """Raw JSON of every trace Jaeger holds, per service."""
-    raw: dict[str, list[str]] = {}
-    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-        for service in jaeger.services():
-            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
-            raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
-    return raw
-
-
 def test_login_spans_name_only_verified_users_and_never_hold_the_password(
     stack: Stack, omni_jaeger: JaegerClient, omni_traces: TraceFetcher
 ) -> None:
@@ -209,7 +199,7 @@ def test_login_spans_name_only_verified_users_and_never_hold_the_password(
         )
         logins[what].assert_attribute(login_span, "http.response.status_code", 401)
 
-    exported = _all_exported(omni_jaeger)
+    exported = all_exported(omni_jaeger)
     assert exported.get(Service.DASHBOARD), "no exported dashboard traces: the scan is empty"
     for service, docs in exported.items():
         for secret in (password, wrong, in_name_field):

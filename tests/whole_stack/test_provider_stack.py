@@ -18,32 +18,17 @@ from otel.names import Attr, Flow, Service, SpanName
 from otel.setup import create_tracer_provider
 from services.db.repository import flow as flow_repo
 from tests.db import Admin
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import KEY, MODEL, FakeOpenAI
 from tests.whole_stack.conftest import running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
-
-KEY = "sk-test-omni2-0000000000000000"  # the key the recorded 401 names
-MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture(scope="module")
 def openai_stack(
     tmp_path_factory: pytest.TempPathFactory, jwt_secret: str, fake_openai: FakeOpenAI
 ) -> Iterator[Stack]:
-    env = {
-        "OMNI2_MODEL_PROVIDER": "openai",
-        "OMNI2_MODEL_NAME": MODEL,
-        "OMNI2_OPENAI_BASE_URL": fake_openai.url,
-        "OMNI2_OPENAI_API_KEY": KEY,
-    }
+    env = fake_openai.omni2_env()
     with running_stack(
         tmp_path_factory.mktemp("openai"), jwt_secret, service_env={"omni2": env}
     ) as stack:

@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from omni_trace.doctor.probe import diagnose
 from omni_trace.stack import Stack
 from omni_trace.stack.client import ChatRefused, open_chat
-from omni_trace.traces import JaegerClient, TraceFetcher, assert_message_chain
+from omni_trace.traces import TraceFetcher, assert_message_chain
 from otel.names import Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from tests.db import Admin
-from tests.whole_stack.conftest import client_provider, new_user, running_stack
+from tests.whole_stack.conftest import new_user, running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -29,24 +29,12 @@ SECRET = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("replicas")
     with running_stack(
         run_dir, SECRET, viewers=False, omni2_replicas=2, database="postgres"
     ) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def provider(replicas: Stack) -> Iterator[TracerProvider]:
-    with client_provider(replicas) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def traces(replicas: Stack, provider: TracerProvider) -> Iterator[TraceFetcher]:
-    with JaegerClient(replicas.info.jaeger_query_url) as jaeger:
-        yield TraceFetcher(jaeger, provider)
 
 
 def _user(stack: Stack, **limits: int) -> str:
@@ -60,13 +48,13 @@ def _replica_of(traces: TraceFetcher, trace_id: str) -> str:
 
 
 async def test_connections_spread_over_both_and_every_chain_is_whole(
-    replicas: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    assert len(replicas.info.omni2_replicas) == 2
-    token = issue_token(_user(replicas), SECRET)
+    assert len(own_stack.info.omni2_replicas) == 2
+    token = issue_token(_user(own_stack), SECRET)
     replies = []
     for i in range(4):  # one after another: Traefik's round robin alternates
-        async with open_chat(replicas.info.dashboard_ws_url, token, tracer_provider=provider) as c:
+        async with open_chat(own_stack.info.dashboard_ws_url, token, tracer_provider=provider) as c:
             replies.append(await c.send(f"hello replica {i}"))
     assert all(r.ok for r in replies), [r.frame for r in replies]
     seen = set()
@@ -77,17 +65,17 @@ async def test_connections_spread_over_both_and_every_chain_is_whole(
     assert seen == {"omni2", "omni2-2"}
 
 
-def test_the_doctor_checks_each_replica(replicas: Stack) -> None:
-    result = diagnose(replicas.info, user="alice", password=replicas.info.demo_passwords["alice"])
+def test_the_doctor_checks_each_replica(own_stack: Stack) -> None:
+    result = diagnose(own_stack.info, user="alice", password=own_stack.info.demo_passwords["alice"])
     assert {c.name: c.ok for c in result.checks}.get("omni2 replica 2") is True, result.render()
     assert result.healthy, result.render()
 
 
 async def test_one_users_connection_limit_holds_across_replicas(
-    replicas: Stack, provider: TracerProvider
+    own_stack: Stack, provider: TracerProvider
 ) -> None:
-    token = issue_token(_user(replicas, max_connections=2), SECRET)
-    url = replicas.info.dashboard_ws_url
+    token = issue_token(_user(own_stack, max_connections=2), SECRET)
+    url = own_stack.info.dashboard_ws_url
     async with contextlib.AsyncExitStack() as held:
         for _ in range(2):  # round robin: one on each replica
             await held.enter_async_context(open_chat(url, token, tracer_provider=provider))
@@ -99,10 +87,10 @@ async def test_one_users_connection_limit_holds_across_replicas(
 
 
 async def test_a_dead_replica_gets_no_new_connections(
-    replicas: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    token = issue_token(_user(replicas), SECRET)
-    replicas.kill_service("omni2-2")
+    token = issue_token(_user(own_stack), SECRET)
+    own_stack.kill_service("omni2-2")
     try:
         # Until Traefik's health check (every 2 s) takes it out, a connection may still be
         # sent to the dead replica: it is refused with a reason, and the next one goes through.
@@ -112,7 +100,7 @@ async def test_a_dead_replica_gets_no_new_connections(
             assert time.monotonic() < deadline, f"only {len(answered)} answered"
             try:
                 async with open_chat(
-                    replicas.info.dashboard_ws_url, token, tracer_provider=provider
+                    own_stack.info.dashboard_ws_url, token, tracer_provider=provider
                 ) as chat:
                     answered.append(await chat.send("are you there?"))
             except ChatRefused as refused:
@@ -122,4 +110,4 @@ async def test_a_dead_replica_gets_no_new_connections(
         assert all(r.ok for r in answered)
         assert {_replica_of(traces, r.trace_id) for r in answered} == {"omni2"}
     finally:
-        replicas.start_service("omni2-2")
+        own_stack.start_service("omni2-2")

@@ -42,7 +42,7 @@ from services.common.protocol import CloseCode
 from services.common.tokens import issue_token
 from services.db.models import ConnectionSlot
 from tests.db import Admin
-from tests.whole_stack.conftest import client_provider, new_user, running_stack
+from tests.whole_stack.conftest import new_user, running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ MESSAGE_SPANS = (
 
 
 @pytest.fixture(scope="module")
-def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(
         tmp_path_factory.mktemp("scale-faults"),
         SECRET,
@@ -71,23 +71,6 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert info.trace_pipeline == "kafka" and len(info.omni2_replicas) == 2
         assert info.omni2_database_url.startswith("postgresql")
         yield stack
-
-
-@pytest.fixture(scope="module")
-def provider(scale: Stack) -> Iterator[TracerProvider]:
-    with client_provider(scale) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def jaeger(scale: Stack) -> Iterator[JaegerClient]:
-    with JaegerClient(scale.info.jaeger_query_url) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def traces(jaeger: JaegerClient, provider: TracerProvider) -> TraceFetcher:
-    return TraceFetcher(jaeger, provider)
 
 
 @dataclass(frozen=True)
@@ -263,22 +246,22 @@ def _instance(trace: Trace) -> str:
 
 
 async def test_a_replica_killed_mid_answer(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher, jaeger: JaegerClient
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher, jaeger: JaegerClient
 ) -> None:
-    user, token = _token(scale)
+    user, token = _token(own_stack)
     tag = uuid.uuid4().hex[:8]
-    url = scale.info.dashboard_ws_url
+    url = own_stack.info.dashboard_ws_url
     killed_at: list[float] = []
     async with open_chat(url, token, tracer_provider=provider) as chat:
         before = await chat.send(f"{tag} answered before the fault")
         assert before.ok, before.frame
-        replica = _replica_holding(scale, user)
+        replica = _replica_holding(own_stack, user)
         # A process killed loses the spans it has not exported yet (up to the batch delay,
         # OTEL_BSP_SCHEDULE_DELAY, 200 ms here): the answer before the fault is in Jaeger first.
         message, session = traces.message(before, timeout=60, connection_closed=False)
         assert_message_chain(message, session)
         assert _instance(message) == replica, "the turn's span names the replica that holds it"
-        kill = _at_token(1, lambda: scale.kill_service(replica), killed_at)
+        kill = _at_token(1, lambda: own_stack.kill_service(replica), killed_at)
         cut = await chat.send(f"{tag} this answer is cut off", on_token=kill)
         closed_at = time.monotonic()
         code, reason = chat.connection.close_code, chat.connection.close_reason
@@ -290,7 +273,7 @@ async def test_a_replica_killed_mid_answer(
         assert closed_at - killed_at[0] < 2.0, f"told after {closed_at - killed_at[0]:.2f} s"
         # Reconnecting lands on the other replica at once (Traefik retries a dead one that
         # its health check, every 2 s, has not taken out yet).
-        after = await _send(scale, provider, token, f"{tag} answered after the fault")
+        after = await _send(own_stack, provider, token, f"{tag} answered after the fault")
         message, session = traces.message(after.reply, timeout=60)
         assert_message_chain(message, session)
         survivor = _instance(message)
@@ -309,22 +292,24 @@ async def test_a_replica_killed_mid_answer(
         relay = cut_trace.one(f"{Service.DASHBOARD}:{SpanName.RELAY}")
         cut_trace.expect(relay.status == "ERROR", "the relay span records the lost answer")
     finally:
-        scale.start_service(replica)
+        own_stack.start_service(replica)
 
 
 async def test_the_broker_killed_and_back_loses_no_span(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher, jaeger: JaegerClient
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher, jaeger: JaegerClient
 ) -> None:
-    _, token = _token(scale)
+    _, token = _token(own_stack)
     tag = uuid.uuid4().hex[:8]
     collectors = ["jaeger-collector-1", "jaeger-collector-2"]
-    counted = _settled_counts(scale, collectors)
+    counted = _settled_counts(own_stack, collectors)
     k = 5
-    scale.kill_service("kafka")
+    own_stack.kill_service("kafka")
     try:
         # The chat does not depend on the trace pipeline: answered while the broker is away.
         started = time.monotonic()
-        during = [await _send(scale, provider, token, f"{tag} broker away {i}") for i in range(k)]
+        during = [
+            await _send(own_stack, provider, token, f"{tag} broker away {i}") for i in range(k)
+        ]
         chat_s = time.monotonic() - started
         slowest = max(m.reply.duration_s for m in during)
         assert slowest < 5, f"an answer took {slowest:.1f} s without the broker"
@@ -332,14 +317,14 @@ async def test_the_broker_killed_and_back_loses_no_span(
         # The collectors took every message's spans (their span metrics count them, every
         # 5 s) and hold them: none has reached Jaeger.
         held_s = _wait_until(
-            lambda: all(n >= k for n in _taken_since(scale, counted, collectors).values()),
+            lambda: all(n >= k for n in _taken_since(own_stack, counted, collectors).values()),
             f"the collectors took the spans of the {k} messages",
             timeout=60,
         )
         for message in during:
             assert not jaeger.get_trace(message.reply.trace_id), "a span went round the broker"
     finally:
-        scale.start_service("kafka")
+        own_stack.start_service("kafka")
     back = time.monotonic()
     # Counted: every message answered meanwhile reaches Jaeger whole once the broker is back.
     spans = _all_whole(traces, during, timeout=120)
@@ -350,25 +335,25 @@ async def test_the_broker_killed_and_back_loses_no_span(
 
 
 async def test_an_ingester_killed_mid_traffic_hands_its_partitions_over(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    _, token = _token(scale)
+    _, token = _token(own_stack)
     tag = uuid.uuid4().hex[:8]
-    before = [await _send(scale, provider, token, f"{tag} before {i}") for i in range(2)]
+    before = [await _send(own_stack, provider, token, f"{tag} before {i}") for i in range(2)]
     killed_at: list[float] = []
     # Halfway through an answer (its 10th token of about 20): its spans reach Kafka after the
     # kill, and the ingesters have stored what the earlier ones left. (One killed while its
     # batch processor holds records it marked already would lose them: the storage test
     # shows that hold.)
-    kill = _at_token(10, lambda: scale.kill_service("jaeger-ingester-1"), killed_at)
+    kill = _at_token(10, lambda: own_stack.kill_service("jaeger-ingester-1"), killed_at)
     try:
-        after = [await _send(scale, provider, token, f"{tag} while it dies", on_token=kill)]
+        after = [await _send(own_stack, provider, token, f"{tag} while it dies", on_token=kill)]
         assert killed_at, "the answer ended before its 10th token"
         # Until the traces sent after the kill fall on every partition: the dead ingester's
         # share included, whichever it was.
         while {_partition(t) for m in after for t in m.trace_ids} != set(range(PARTITIONS)):
             assert len(after) < 30, "30 messages and a partition never came up"
-            after.append(await _send(scale, provider, token, f"{tag} after {len(after)}"))
+            after.append(await _send(own_stack, provider, token, f"{tag} after {len(after)}"))
         # The group gives the dead one's partitions to the other once its session times out
         # (10 s): from its last committed offset on.
         spans = _all_whole(traces, before + after, timeout=120)
@@ -376,9 +361,9 @@ async def test_an_ingester_killed_mid_traffic_hands_its_partitions_over(
         for message in after:
             for trace_id in message.trace_ids:
                 # (Checked on the broker's disk: the partition named is the one written.)
-                assert _partition(trace_id) in _partitions_holding(scale, trace_id), trace_id
+                assert _partition(trace_id) in _partitions_holding(own_stack, trace_id), trace_id
     finally:
-        scale.start_service("jaeger-ingester-1")
+        own_stack.start_service("jaeger-ingester-1")
     print(
         f"ingester killed: {len(before) + len(after)} messages ({spans} spans) whole, "
         f"{len(after)} after the kill over all {PARTITIONS} partitions, "
@@ -387,36 +372,36 @@ async def test_an_ingester_killed_mid_traffic_hands_its_partitions_over(
 
 
 async def test_a_collector_killed_mid_traffic_loses_no_span(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    endpoint = urlsplit(scale.info.otlp_http_endpoint)
-    if endpoint.port == scale.ports.collector1_otlp_http:
+    endpoint = urlsplit(own_stack.info.otlp_http_endpoint)
+    if endpoint.port == own_stack.ports.collector1_otlp_http:
         pytest.skip("the services still send straight to collector 1: no balancer fails over")
-    _, token = _token(scale)
+    _, token = _token(own_stack)
     tag = uuid.uuid4().hex[:8]
-    counted = _settled_counts(scale, ["jaeger-collector-2"])
-    before = [await _send(scale, provider, token, f"{tag} before {i}") for i in range(2)]
+    counted = _settled_counts(own_stack, ["jaeger-collector-2"])
+    before = [await _send(own_stack, provider, token, f"{tag} before {i}") for i in range(2)]
     killed_at: list[float] = []
     # Halfway through an answer: the answer's own spans end after the kill, and the spans
     # ended before it were sent on to Kafka already. (A kill within milliseconds of taking
     # an export loses it: the collector holds it only in memory until Kafka has it.)
-    kill = _at_token(10, lambda: scale.kill_service("jaeger-collector-1"), killed_at)
+    kill = _at_token(10, lambda: own_stack.kill_service("jaeger-collector-1"), killed_at)
     try:
-        after = [await _send(scale, provider, token, f"{tag} while it dies", on_token=kill)]
+        after = [await _send(own_stack, provider, token, f"{tag} while it dies", on_token=kill)]
         assert killed_at, "the answer ended before its 10th token"
-        after += [await _send(scale, provider, token, f"{tag} after {i}") for i in range(3)]
+        after += [await _send(own_stack, provider, token, f"{tag} after {i}") for i in range(3)]
         spans = _all_whole(traces, before + after, timeout=90)
         # What was sent after the kill went through the other collector.
         _wait_until(
             lambda: all(
                 n >= len(after)
-                for n in _taken_since(scale, counted, ["jaeger-collector-2"]).values()
+                for n in _taken_since(own_stack, counted, ["jaeger-collector-2"]).values()
             ),
             f"collector 2 took the spans of the {len(after)} messages since the kill",
             timeout=30,
         )
     finally:
-        scale.start_service("jaeger-collector-1")
+        own_stack.start_service("jaeger-collector-1")
     print(f"collector killed: {len(before) + len(after)} messages ({spans} spans) whole")
 
 
@@ -459,54 +444,56 @@ def _ingester_logs(stack: Stack) -> str:
 
 
 async def test_a_record_no_ingester_can_read_does_not_stop_its_partition(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher, tmp_path: Path
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher, tmp_path: Path
 ) -> None:
     """A record that can never be stored is skipped (and logged), not retried forever: an
     ingester that stopped at it would hold its partition, a quarter of all traces, for good."""
-    _, token = _token(scale)
+    _, token = _token(own_stack)
     tag = uuid.uuid4().hex[:8]
     partition = secrets.randbelow(PARTITIONS)
-    refusals = _ingester_logs(scale).count("failed to unmarshal message")
-    _produce_unreadable(scale, partition, tmp_path)
+    refusals = _ingester_logs(own_stack).count("failed to unmarshal message")
+    _produce_unreadable(own_stack, partition, tmp_path)
     _wait_until(
-        lambda: _ingester_logs(scale).count("failed to unmarshal message") > refusals,
+        lambda: _ingester_logs(own_stack).count("failed to unmarshal message") > refusals,
         "an ingester read the unreadable record and refused it",
         timeout=60,
     )
-    sent = [await _send(scale, provider, token, f"{tag} after the unreadable record")]
+    sent = [await _send(own_stack, provider, token, f"{tag} after the unreadable record")]
     while all(_partition(m.reply.trace_id) != partition for m in sent):
         assert len(sent) < 30, f"30 messages and none on partition {partition}"
-        sent.append(await _send(scale, provider, token, f"{tag} after it {len(sent)}"))
+        sent.append(await _send(own_stack, provider, token, f"{tag} after it {len(sent)}"))
     _all_whole(traces, sent, timeout=60)
 
 
 async def test_the_storage_restarted_loses_no_span(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
     """The ingesters keep what they read while the storage is away (the records wait in
     Kafka until it takes them), so its restart loses nothing."""
-    _, token = _token(scale)
+    _, token = _token(own_stack)
     tag = uuid.uuid4().hex[:8]
     collectors = ["jaeger-collector-1", "jaeger-collector-2"]
-    counted = _settled_counts(scale, collectors)
-    failed = _ingester_logs(scale).count("Exporting failed")
+    counted = _settled_counts(own_stack, collectors)
+    failed = _ingester_logs(own_stack).count("Exporting failed")
     k = 4
-    scale.stop_service("jaeger-storage")
+    own_stack.stop_service("jaeger-storage")
     try:
-        during = [await _send(scale, provider, token, f"{tag} storage away {i}") for i in range(k)]
+        during = [
+            await _send(own_stack, provider, token, f"{tag} storage away {i}") for i in range(k)
+        ]
         provider.force_flush()
         # Every message's spans are in Kafka (the ingesters read them at once), and the
         # ingesters tried to store them.
         _wait_until(
-            lambda: all(n >= k for n in _taken_since(scale, counted, collectors).values()),
+            lambda: all(n >= k for n in _taken_since(own_stack, counted, collectors).values()),
             f"the collectors took the spans of the {k} messages",
             timeout=60,
         )
         _wait_until(
-            lambda: _ingester_logs(scale).count("Exporting failed") > failed,
+            lambda: _ingester_logs(own_stack).count("Exporting failed") > failed,
             "an ingester tried to store spans and could not",
             timeout=60,
         )
     finally:
-        scale.start_service("jaeger-storage")
+        own_stack.start_service("jaeger-storage")
     _all_whole(traces, during, timeout=60)

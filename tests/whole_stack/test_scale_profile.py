@@ -32,7 +32,7 @@ from omni_trace.traces import (
 from otel.names import Service, SpanName
 from services.common.tokens import issue_token
 from tests.db import Admin
-from tests.whole_stack.conftest import client_provider, new_user, running_stack
+from tests.whole_stack.conftest import new_user, running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -41,26 +41,9 @@ TRAEFIK = "traefik"
 
 
 @pytest.fixture(scope="module")
-def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("scale"), SECRET, scale=True) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def provider(scale: Stack) -> Iterator[TracerProvider]:
-    with client_provider(scale) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def jaeger(scale: Stack) -> Iterator[JaegerClient]:
-    with JaegerClient(scale.info.jaeger_query_url) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def traces(jaeger: JaegerClient, provider: TracerProvider) -> TraceFetcher:
-    return TraceFetcher(jaeger, provider)
 
 
 async def _chats(stack: Stack, provider: TracerProvider, n: int, tag: str) -> list[tuple[Any, str]]:
@@ -83,8 +66,8 @@ def _instance(trace: Trace, service: str, name: str) -> str:
     return str(trace.one(f"{service}:{name}").resource.get("service.instance.id"))
 
 
-def test_every_part_is_named_and_checked(scale: Stack) -> None:
-    info = scale.info
+def test_every_part_is_named_and_checked(own_stack: Stack) -> None:
+    info = own_stack.info
     assert info.trace_pipeline == "kafka" and info.kafka_brokers
     assert len(info.omni2_replicas) == 2 and len(info.dashboard_replicas) == 2
     assert info.omni2_database_url.startswith("postgresql")
@@ -105,9 +88,9 @@ def test_every_part_is_named_and_checked(scale: Stack) -> None:
 
 
 async def test_chats_spread_over_every_replica_and_each_chain_is_whole(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher, jaeger: JaegerClient
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher, jaeger: JaegerClient
 ) -> None:
-    replies = await _chats(scale, provider, 4, "spread")
+    replies = await _chats(own_stack, provider, 4, "spread")
     dashboards, omni2s = set(), set()
     for reply, _ in replies:
         message, session = traces.message(reply, timeout=40)
@@ -134,17 +117,19 @@ async def test_chats_spread_over_every_replica_and_each_chain_is_whole(
     for reply, conversation in replies:
         (report,) = run_audit(jaeger, AuditQuery(conversation_id=conversation), settle_s=5)
         assert report.trace_id == reply.trace_id and not report.broken, report.status
-        shown = httpx.get(f"{scale.info.flowview_url}/api/traces/{reply.trace_id}", timeout=30)
+        shown = httpx.get(f"{own_stack.info.flowview_url}/api/traces/{reply.trace_id}", timeout=30)
         assert shown.status_code == 200, shown.text
         assert shown.json()["chain"] == report.as_dict()
 
 
 async def test_a_dead_dashboard_replica_costs_no_chat(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    scale.kill_service("dashboard-2")
+    own_stack.kill_service("dashboard-2")
     try:
-        token = await login(scale.info.dashboard_url, "bob", scale.info.demo_passwords["bob"])
+        token = await login(
+            own_stack.info.dashboard_url, "bob", own_stack.info.demo_passwords["bob"]
+        )
         # Until Traefik's health check (every 2 s) takes it out, a connection may reach the
         # dead replica and be refused by Traefik; the next ones land on the live one.
         deadline = time.monotonic() + 20
@@ -153,7 +138,7 @@ async def test_a_dead_dashboard_replica_costs_no_chat(
             assert time.monotonic() < deadline, f"only {len(answered)} answered"
             try:
                 async with open_chat(
-                    scale.info.dashboard_ws_url, token, tracer_provider=provider
+                    own_stack.info.dashboard_ws_url, token, tracer_provider=provider
                 ) as chat:
                     answered.append(await chat.send("a dashboard is gone"))
             except ChatRefused:
@@ -165,21 +150,21 @@ async def test_a_dead_dashboard_replica_costs_no_chat(
             assert_message_chain(message, session)
             assert _instance(message, Service.DASHBOARD, SpanName.RELAY) == "dashboard"
     finally:
-        scale.start_service("dashboard-2")
+        own_stack.start_service("dashboard-2")
 
 
 async def test_a_dead_collector_costs_no_span(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    scale.kill_service("jaeger-collector-1")
+    own_stack.kill_service("jaeger-collector-1")
     try:
         # Straight away: the balancer retries a refused connection on the other collector.
-        replies = await _chats(scale, provider, 3, "a collector is gone")
+        replies = await _chats(own_stack, provider, 3, "a collector is gone")
         for reply, _ in replies:
             message, session = traces.message(reply, timeout=40)
             assert_message_chain(message, session)
     finally:
-        scale.start_service("jaeger-collector-1")
+        own_stack.start_service("jaeger-collector-1")
 
 
 def _prometheus(stack: Stack, promql: str) -> list[dict[str, Any]]:
@@ -191,12 +176,12 @@ def _prometheus(stack: Stack, promql: str) -> list[dict[str, Any]]:
 
 
 async def test_metrics_reach_prometheus_once_through_two_collectors(
-    scale: Stack, provider: TracerProvider, traces: TraceFetcher
+    own_stack: Stack, provider: TracerProvider, traces: TraceFetcher
 ) -> None:
-    assert scale.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
-    user = new_user(Admin(scale.info.omni2_database_url))
+    assert own_stack.info.prometheus_url, "Prometheus is installed by scripts/bootstrap"
+    user = new_user(Admin(own_stack.info.omni2_database_url))
     async with open_chat(
-        scale.info.dashboard_ws_url, issue_token(user, SECRET), tracer_provider=provider
+        own_stack.info.dashboard_ws_url, issue_token(user, SECRET), tracer_provider=provider
     ) as chat:
         replies = [await chat.send("Hello metrics"), await chat.send("And again")]
     assert all(r.ok for r in replies), [r.frame for r in replies]
@@ -206,9 +191,9 @@ async def test_metrics_reach_prometheus_once_through_two_collectors(
     # must be counted once, not once per collector that relayed it.
     deadline = time.monotonic() + 60
     while True:
-        found = _prometheus(scale, f'sum(chat_usage_cost_total{{user_id="{user}"}})')
+        found = _prometheus(own_stack, f'sum(chat_usage_cost_total{{user_id="{user}"}})')
         spans = _prometheus(
-            scale,
+            own_stack,
             'sum by (service_name) (traces_span_metrics_calls_total{span_name="chat.turn"})',
         )
         if found and spans and time.monotonic() > deadline - 45:  # 15 s: 3 exports
@@ -217,13 +202,13 @@ async def test_metrics_reach_prometheus_once_through_two_collectors(
         await asyncio.sleep(2)
     assert float(found[0]["value"][1]) == pytest.approx(cost, rel=1e-6)
     assert {s["metric"]["service_name"] for s in spans} == {Service.OMNI2}
-    for log in Path(scale.info.logs_dir).glob("*.log"):
+    for log in Path(own_stack.info.logs_dir).glob("*.log"):
         text = log.read_text(errors="replace")
         assert "Failed to export metrics" not in text, f"{log.name}: metrics refused"
 
 
 def test_the_balancer_keeps_the_two_telemetry_paths_apart(
-    scale: Stack, jaeger: JaegerClient
+    own_stack: Stack, jaeger: JaegerClient
 ) -> None:
     """The balancer's public entry point reaches the collectors' public receivers (a span as
     omni2 refused and counted, a client's stamped), its internal one their internal receivers
@@ -236,24 +221,27 @@ def test_the_balancer_keeps_the_two_telemetry_paths_apart(
         refused_spans,
     )
 
-    before = refused_spans(scale)
+    before = refused_spans(own_stack)
     forged = Forged(Service.OMNI2, SpanName.TURN)
     control = Forged(Service.CHAT_CLIENT, SpanName.MESSAGE)
-    public = f"{scale.info.otlp_http_endpoint}/v1/traces"
+    public = f"{own_stack.info.otlp_http_endpoint}/v1/traces"
     assert _post(public, _traces_request([forged, control])).status_code == 200
     (kept,) = _stored(jaeger, control)
     assert kept.attributes["chat.telemetry.path"] == "public"
     assert jaeger.get_trace(forged.trace_hex) == []
-    internal = f"{scale.info.otlp_internal_endpoint}/v1/traces"
+    internal = f"{own_stack.info.otlp_internal_endpoint}/v1/traces"
     unauthorised = Forged(Service.OMNI2, SpanName.TURN)
     assert _post(internal, _traces_request([unauthorised])).status_code == 401
-    assert httpx.post(f"{scale.info.otlp_http_endpoint}/v1/metrics", content=b"").status_code == 404
-    assert refused_spans(scale) == before + 1
-    assert len(scale.info.jaeger_telemetry_urls) == 2  # each collector's
+    assert (
+        httpx.post(f"{own_stack.info.otlp_http_endpoint}/v1/metrics", content=b"").status_code
+        == 404
+    )
+    assert refused_spans(own_stack) == before + 1
+    assert len(own_stack.info.jaeger_telemetry_urls) == 2  # each collector's
     deadline = time.monotonic() + 30
     while True:
         found = _prometheus(
-            scale, 'sum(otelcol_processor_filter_spans_filtered_total{filter="filter/public"})'
+            own_stack, 'sum(otelcol_processor_filter_spans_filtered_total{filter="filter/public"})'
         )
         if found and float(found[0]["value"][1]) >= before + 1:
             break

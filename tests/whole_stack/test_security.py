@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import jwt
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,6 +20,7 @@ from omni_trace.traces import JaegerClient, TraceFetcher, TraceSpan, has_service
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CloseCode
 from services.common.tokens import AUDIENCE, ISSUER, issue_token
+from tests.whole_stack.conftest import all_exported
 
 pytestmark = pytest.mark.stack
 
@@ -122,17 +121,6 @@ async def test_bad_token_gets_a_reason_and_never_reaches_omni2(
     )
 
 
-def _all_exported(jaeger: JaegerClient) -> dict[str, list[str]]:
-    """Raw JSON of every trace Jaeger holds, per service."""
-    raw: dict[str, list[str]] = {}
-    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-        for service in jaeger.services():
-            ids = jaeger.find_trace_ids(service, lookback="2h", limit=5000)
-            urls = [f"{jaeger.query_url}/api/v3/traces/{trace_id}" for trace_id in ids]
-            raw[service] = list(pool.map(lambda url: client.get(url).text, urls))
-    return raw
-
-
 async def test_jwt_never_reaches_spans_logs_or_access_log(
     stack: Stack, omni_chat: ChatFactory, omni_jaeger: JaegerClient, omni_traces: TraceFetcher
 ) -> None:
@@ -148,7 +136,7 @@ async def test_jwt_never_reaches_spans_logs_or_access_log(
         chat.session_trace_id, has_services(Service.TRAEFIK, Service.OMNI2), what="session"
     )
 
-    exported = _all_exported(omni_jaeger)
+    exported = all_exported(omni_jaeger)
     for service in (
         Service.CHAT_CLIENT,
         Service.DASHBOARD,

@@ -33,7 +33,7 @@ from otel.names import Attr, Service, SpanName
 from otel.sampling import conversation_keep
 from services.common.tokens import issue_token
 from tests.db import Admin
-from tests.whole_stack.conftest import client_provider, new_user, running_stack
+from tests.whole_stack.conftest import new_user, running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -44,7 +44,7 @@ SLOW_MS = 1500.0  # a first token later than this is kept whatever the conversat
 
 
 @pytest.fixture(scope="module")
-def sampled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(
         tmp_path_factory.mktemp("tail-sampling"),
         SECRET,
@@ -57,16 +57,10 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
-@pytest.fixture(scope="module")
-def provider(sampled: Stack) -> Iterator[TracerProvider]:
-    with client_provider(sampled) as provider:
-        yield provider
-
-
 async def test_conversations_are_kept_or_dropped_whole(
-    sampled: Stack, provider: TracerProvider, capsys: pytest.CaptureFixture[str]
+    own_stack: Stack, provider: TracerProvider, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    token = issue_token(new_user(Admin(sampled.info.omni2_database_url)), SECRET)
+    token = issue_token(new_user(Admin(own_stack.info.omni2_database_url)), SECRET)
     # (conversation, session trace, reply), until both kinds are seen and one refused.
     chats = []
     failed = tool_failed = None
@@ -74,7 +68,7 @@ async def test_conversations_are_kept_or_dropped_whole(
     while len({conversation_keep(c, RATIO) for c, *_ in chats}) < 2 or failed is None:
         assert len(chats) < 30, "30 conversations hashed to one side: the hash is broken"
         async with open_chat(
-            sampled.info.dashboard_ws_url, token, tracer_provider=provider
+            own_stack.info.dashboard_ws_url, token, tracer_provider=provider
         ) as chat:
             conversation = str(chat.conversation_id)
             reply = await chat.send("sampled or not?")
@@ -91,7 +85,7 @@ async def test_conversations_are_kept_or_dropped_whole(
     kept = {c for c, *_ in chats if conversation_keep(c, RATIO)}
     dropped = {c for c, *_ in chats} - kept
 
-    with JaegerClient(sampled.info.jaeger_query_url) as jaeger:
+    with JaegerClient(own_stack.info.jaeger_query_url) as jaeger:
         traces = TraceFetcher(jaeger)
         # Every session trace is kept, and OMNI2's connect span carries the decision.
         for conversation, session_id, _ in chats:
@@ -160,7 +154,7 @@ async def test_conversations_are_kept_or_dropped_whole(
     code = main(
         [
             *("audit", "--conversation", failing, "--json", "--allow-errors"),
-            *("--settle", "3s", "--jaeger", sampled.info.jaeger_query_url),
+            *("--settle", "3s", "--jaeger", own_stack.info.jaeger_query_url),
         ]
     )
     data = json.loads(capsys.readouterr().out)
@@ -171,14 +165,14 @@ async def test_conversations_are_kept_or_dropped_whole(
 
 
 async def test_a_slow_first_token_is_kept_in_a_dropped_conversation(
-    sampled: Stack, provider: TracerProvider
+    own_stack: Stack, provider: TracerProvider
 ) -> None:
-    token = issue_token(new_user(Admin(sampled.info.omni2_database_url)), SECRET)
-    database = sampled.info.omni2_database_url.removeprefix("sqlite+aiosqlite:///")
+    token = issue_token(new_user(Admin(own_stack.info.omni2_database_url)), SECRET)
+    database = own_stack.info.omni2_database_url.removeprefix("sqlite+aiosqlite:///")
     slow = None
     for _ in range(30):
         async with open_chat(
-            sampled.info.dashboard_ws_url, token, tracer_provider=provider
+            own_stack.info.dashboard_ws_url, token, tracer_provider=provider
         ) as chat:
             if conversation_keep(str(chat.conversation_id), RATIO):
                 continue  # a kept conversation keeps everything anyway
@@ -195,7 +189,7 @@ async def test_a_slow_first_token_is_kept_in_a_dropped_conversation(
     assert slow is not None, "30 conversations, none sampled out"
     assert slow.ok, slow.frame
     provider.force_flush()
-    with JaegerClient(sampled.info.jaeger_query_url) as jaeger:
+    with JaegerClient(own_stack.info.jaeger_query_url) as jaeger:
         kept = TraceFetcher(jaeger).wait(
             slow.trace_id,
             has_spans_named((Service.OMNI2, SpanName.TURN), (Service.DASHBOARD, SpanName.RELAY)),

@@ -29,13 +29,13 @@ from omni_trace.traces import (
 from otel.names import Service
 from services.db.repository import conversations as conversations_repo
 from tests.db import Admin
-from tests.whole_stack.conftest import client_provider, running_stack
+from tests.whole_stack.conftest import running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("kafka-stack")
     with running_stack(
         run_dir,
@@ -45,18 +45,6 @@ def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         database="postgres",
     ) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def provider(kafka_stack: Stack) -> Iterator[TracerProvider]:
-    with client_provider(kafka_stack) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def jaeger(kafka_stack: Stack) -> Iterator[JaegerClient]:
-    with JaegerClient(kafka_stack.info.jaeger_query_url) as client:
-        yield client
 
 
 @asynccontextmanager
@@ -72,8 +60,8 @@ def _whole(traces: TraceFetcher, reply: ChatReply) -> tuple[Trace, Trace]:
     return message, session
 
 
-def test_the_stack_file_names_every_part(kafka_stack: Stack) -> None:
-    info = kafka_stack.info
+def test_the_stack_file_names_every_part(own_stack: Stack) -> None:
+    info = own_stack.info
     assert info.trace_pipeline == "kafka" and info.kafka_brokers
     assert set(info.jaeger_parts) == {
         "jaeger-collector-1",
@@ -85,7 +73,7 @@ def test_the_stack_file_names_every_part(kafka_stack: Stack) -> None:
     }
     # jaeger-client's UDP reports go to the first collector
     # (tests/whole_stack/test_legacy_ledger.py).
-    assert info.jaeger_thrift_compact.endswith(f":{kafka_stack.ports.jaeger_thrift_compact}")
+    assert info.jaeger_thrift_compact.endswith(f":{own_stack.ports.jaeger_thrift_compact}")
     # The doctor checks each part, and a probe goes through the whole chain.
     result = diagnose(info, user="alice", password=info.demo_passwords["alice"])
     checked = {c.name: c.ok for c in result.checks}
@@ -94,9 +82,9 @@ def test_the_stack_file_names_every_part(kafka_stack: Stack) -> None:
 
 
 async def test_a_chat_is_one_whole_chain_through_kafka(
-    kafka_stack: Stack, provider: TracerProvider, jaeger: JaegerClient
+    own_stack: Stack, provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
-    async with _chat(kafka_stack, provider) as chat:
+    async with _chat(own_stack, provider) as chat:
         replies = [
             await chat.send("Hello through Kafka"),
             await chat.send("How many products per category are in the database?"),
@@ -109,8 +97,8 @@ async def test_a_chat_is_one_whole_chain_through_kafka(
         session.assert_count(f"{Service.TRAEFIK}:*", at_least=3)
         session.assert_count(f"{Service.OMNI2}:*", at_least=1)
     # OMNI2 stored the conversation in the runner's PostgreSQL, each message with its trace id.
-    assert kafka_stack.info.omni2_database_url.startswith("postgresql+asyncpg://")
-    stored = Admin(kafka_stack.info.omni2_database_url)(
+    assert own_stack.info.omni2_database_url.startswith("postgresql+asyncpg://")
+    stored = Admin(own_stack.info.omni2_database_url)(
         lambda s: conversations_repo.conversation_messages(s, str(chat.conversation_id))
     )
     assert {m.trace_id for m in stored} == {r.trace_id for r in replies}
@@ -123,26 +111,26 @@ async def test_a_chat_is_one_whole_chain_through_kafka(
 
 
 async def test_traces_survive_a_restart_of_the_store_and_the_query_service(
-    kafka_stack: Stack, provider: TracerProvider, jaeger: JaegerClient
+    own_stack: Stack, provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
-    async with _chat(kafka_stack, provider) as chat:
+    async with _chat(own_stack, provider) as chat:
         reply = await chat.send("Keep me")
     before, _ = _whole(TraceFetcher(jaeger, provider), reply)
-    kafka_stack.stop_service("jaeger-query")
-    kafka_stack.restart_service("jaeger-storage")
-    kafka_stack.start_service("jaeger-query")
+    own_stack.stop_service("jaeger-query")
+    own_stack.restart_service("jaeger-storage")
+    own_stack.start_service("jaeger-query")
     after = Trace(jaeger.get_trace(reply.trace_id))
     assert sorted(s.span_id for s in after) == sorted(s.span_id for s in before), after.tree()
 
 
 async def test_an_ingester_stops_and_the_other_takes_its_partitions(
-    kafka_stack: Stack, provider: TracerProvider, jaeger: JaegerClient
+    own_stack: Stack, provider: TracerProvider, jaeger: JaegerClient
 ) -> None:
-    kafka_stack.stop_service("jaeger-ingester-1")
+    own_stack.stop_service("jaeger-ingester-1")
     try:
-        async with _chat(kafka_stack, provider) as chat:
+        async with _chat(own_stack, provider) as chat:
             replies = [await chat.send(f"while one ingester is down {i}") for i in range(4)]
         for reply in replies:  # trace ids spread over the partitions: all of them are read
             _whole(TraceFetcher(jaeger, provider), reply)
     finally:
-        kafka_stack.start_service("jaeger-ingester-1")
+        own_stack.start_service("jaeger-ingester-1")
