@@ -192,21 +192,34 @@ async def test_a_frame_flood_is_refused_then_closed_and_leaves_a_trail(
     )
 
 
-async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(
-    stack: Stack, admin: Admin, token: str
-) -> None:
-    async with connect(_url(stack, token)) as ws:
-        welcome = json.loads(await ws.recv())
-        for _ in range(20):
-            await ws.send(json.dumps({"type": "message", "text": "hello"}))
-        finals = [await _final(ws) for _ in range(20)]
+async def _twenty_at_once(ws: ClientConnection) -> tuple[str, list[dict[str, Any]]]:
+    """20 messages sent at once: the conversation and the frame that ended each."""
+    welcome = json.loads(await ws.recv())
+    for _ in range(20):
+        await ws.send(json.dumps({"type": "message", "text": "hello"}))
+    return welcome["conversation_id"], [await _final(ws) for _ in range(20)]
+
+
+def _bounded_and_stored(
+    admin: Admin, conversation: str, finals: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Past the 16th pending message some are refused, and every answer is stored; the
+    refusals."""
     done = [f for f in finals if f["type"] == "done"]
     refused = [f for f in finals if f.get("code") == "too_many_pending"]
     # 20 sent at once while OMNI2 answers one at a time: past the 16th, some are refused.
     assert refused and len(done) >= 16 and len(done) + len(refused) == 20, finals
-    rows = admin(lambda s: conversations_repo.conversation_messages(s, welcome["conversation_id"]))
-    stored = {r.trace_id for r in rows if r.role == "assistant"}
-    assert {f["trace_id"] for f in done} <= stored
+    rows = admin(lambda s: conversations_repo.conversation_messages(s, conversation))
+    assert {f["trace_id"] for f in done} <= {r.trace_id for r in rows if r.role == "assistant"}
+    return refused
+
+
+async def test_unanswered_messages_are_bounded_and_nothing_accepted_is_lost(
+    stack: Stack, admin: Admin, token: str
+) -> None:
+    async with connect(_url(stack, token)) as ws:
+        conversation, finals = await _twenty_at_once(ws)
+    _bounded_and_stored(admin, conversation, finals)
 
 
 def _straight_to_omni2(admin: Admin, jwt_secret: str) -> list[tuple[str, str]]:
@@ -249,17 +262,9 @@ async def test_unanswered_messages_straight_to_omni2_are_bounded_and_the_rest_an
 ) -> None:
     headers = _straight_to_omni2(admin, jwt_secret)
     async with connect(stack.info.omni2_ws_url, additional_headers=headers) as ws:
-        welcome = json.loads(await ws.recv())
-        for _ in range(20):
-            await ws.send(json.dumps({"type": "message", "text": "hello"}))
-        finals = [await _final(ws) for _ in range(20)]
-    done = [f for f in finals if f["type"] == "done"]
-    refused = [f for f in finals if f.get("code") == "too_many_pending"]
-    # 20 sent at once while OMNI2 answers one at a time: past the 16th, some are refused.
-    assert refused and len(done) >= 16 and len(done) + len(refused) == 20, finals
-    rows = admin(lambda s: conversations_repo.conversation_messages(s, welcome["conversation_id"]))
-    assert {f["trace_id"] for f in done} <= {r.trace_id for r in rows if r.role == "assistant"}
-    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=welcome["conversation_id"]))
+        conversation, finals = await _twenty_at_once(ws)
+    refused = _bounded_and_stored(admin, conversation, finals)
+    events = admin(lambda s: flow_repo.flow_events(s, conversation_id=conversation))
     assert sorted(e.trace_id for e in events if e.name == "too_many_pending") == sorted(
         f["trace_id"] for f in refused
     )
