@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from xdist.scheduler import LoadScopeScheduling
 
 from otel.processors import InheritAttributesProcessor
 from otel.sampling import ServerDecisionSampler
@@ -85,16 +86,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: -known.get(units[item], DEFAULT_S * slow[units[item]]))
 
 
-@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent with -p no:xdist
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+class ByWorkUnit(LoadScopeScheduling):
     """xdist's scheduling by scope, with our work units as the scopes. (Its own `loadgroup`
     would do, but with pytest 9 the groups it writes into node ids are lost.)"""
-    from xdist.scheduler import LoadScopeScheduling
 
-    class ByWorkUnit(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid.split("::")[0])
+    def _split_scope(self, nodeid: str) -> str:
+        return work_unit(nodeid.split("::")[0])
 
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ByWorkUnit:
     return ByWorkUnit(config, log)
 
 

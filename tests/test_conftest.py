@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import DURATIONS, ONE_WORKER_PACKAGES, work_unit
+from tests.conftest import (
+    DURATIONS,
+    ONE_WORKER_PACKAGES,
+    ByWorkUnit,
+    work_unit,
+)
 
 TESTS = Path(__file__).parent
 
@@ -27,3 +32,20 @@ def test_every_recorded_unit_is_still_in_the_tree() -> None:
     ]
     assert not stale, f"run scripts/test --save-durations: {stale} are gone"
     assert all(seconds >= 0 for seconds in recorded.values())
+
+
+def test_xdist_schedules_a_package_that_shares_a_stack_as_one_scope() -> None:
+    # With pytest 9, xdist's own `--dist loadgroup` loses its groups and would spread the
+    # browser files over every worker, each starting the package's stack and Chromium.
+    scheduler = ByWorkUnit.__new__(ByWorkUnit)  # its scopes need no workers
+    scopes = {
+        scheduler._split_scope(nodeid)
+        for nodeid in (
+            "tests/browser/test_csp.py::test_a",
+            "tests/browser/test_flow_view.py::test_b[x]",
+        )
+    }
+    assert scopes == {"browser"}
+    assert scheduler._split_scope("tests/whole_stack/test_audit.py::test_c") == (
+        "whole_stack/test_audit.py"
+    )
