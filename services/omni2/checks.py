@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -246,10 +246,16 @@ class SharedConnectionSlots:
     """Open connections per user across OMNI2 replicas: a row per connection in the database,
     taken atomically under the user's lock row. Each replica refreshes its rows (`refresh`,
     every `stale_after_s` / 3); the rows of a replica that died stop counting after
-    `stale_after_s`."""
+    `stale_after_s`. `clock` gives epoch seconds (a test's clock steps past staleness)."""
 
-    def __init__(self, db: Database, replica: str, stale_after_s: float = 30.0) -> None:
-        self.db, self.replica, self.stale_after_s = db, replica, stale_after_s
+    def __init__(
+        self,
+        db: Database,
+        replica: str,
+        stale_after_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db, self.replica, self.stale_after_s, self.clock = db, replica, stale_after_s, clock
         # Only these are refreshed: a slot whose row could not be deleted still expires.
         self._open: set[str] = set()
 
@@ -257,7 +263,7 @@ class SharedConnectionSlots:
         slot_id = str(uuid.uuid4())
         async with self.db.session() as session:
             taken, used = await slots_repo.take_connection_slot(
-                session, user_id, limit, (slot_id, self.replica), time.time(), self.stale_after_s
+                session, user_id, limit, (slot_id, self.replica), self.clock(), self.stale_after_s
             )
         if not taken:
             return None, used
@@ -271,7 +277,7 @@ class SharedConnectionSlots:
 
     async def refresh(self) -> None:
         async with self.db.session() as session:
-            await slots_repo.refresh_connection_slots(session, sorted(self._open), time.time())
+            await slots_repo.refresh_connection_slots(session, sorted(self._open), self.clock())
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from tests.services.omni2.conftest import converse, gateway_headers
 
 POLICY = UsagePolicy(warning_ratio=0.8, reserve_tokens=2000, reserve_cost=0.006)
 REPLICAS = {"connection_slots": "database"}
+STALE_S = 30.0
 
 
 class HeldModel(OfflineModel):
@@ -150,30 +151,27 @@ def test_a_dead_replicas_reservations_are_released_once_it_is_stale(database_url
             Database(database_url, replica="alive"),
         )
         seen: dict[str, Any] = {}
+        # The replicas' clock is the test's: a loaded machine between two steps must not
+        # make the dead replica stale early (then "fresh" releases it, and nothing is left).
+        start = time.time()
         try:
             for db in (dead, alive):
                 async with db.session() as session:
-                    await usage_repo.replica_seen(session, db.replica or "", time.time())
+                    await usage_repo.replica_seen(session, db.replica or "", start)
             async with dead.session() as session:
                 dead_one = (await check_message(session, CheckRun({}), "tim", POLICY)).reservation
             async with alive.session() as session:
                 mine = (await check_message(session, CheckRun({}), "alice", POLICY)).reservation
             async with alive.session() as session:  # dead is fresh: nothing to release yet
                 seen["fresh"] = await usage_repo.release_stale_reservations(
-                    session, time.time(), 0.5
+                    session, start + STALE_S / 2, STALE_S
                 )
-            deadline = time.monotonic() + 10
-            while True:  # the live replica keeps itself seen; the dead one does not
-                await asyncio.sleep(0.2)
-                async with alive.session() as session:
-                    await usage_repo.replica_seen(session, "alive", time.time())
-                    released = await usage_repo.release_stale_reservations(
-                        session, time.time(), 0.5
-                    )
-                if released:
-                    seen["released"] = released
-                    break
-                assert time.monotonic() < deadline, "the dead replica's reservation stayed"
+            later = start + STALE_S + 1  # the live replica kept itself seen; the dead one not
+            async with alive.session() as session:
+                await usage_repo.replica_seen(session, "alive", later)
+                seen["released"] = await usage_repo.release_stale_reservations(
+                    session, later, STALE_S
+                )
             async with alive.session() as session:
                 seen["tim"] = await usage_repo.day_usage(session, "tim", usage_repo.today())
                 seen["alice"] = await usage_repo.day_usage(session, "alice", usage_repo.today())
