@@ -139,7 +139,21 @@ def diagnose(
     progress("sending a probe message through the chain ...")
     probe = _run_probe(info, token, timeout)
     result.trace_ids = [t for t in (probe.session_trace_id, probe.message_trace_id) if t]
-    jaeger_ok = layers["jaeger"].ok
+    session, message = _read_traces(info, probe, layers["jaeger"].ok, settle_s, result, progress)
+    result.hop, result.verdict = _verdict(probe, session, message, layers)
+    return result
+
+
+def _read_traces(
+    info: StackInfo,
+    probe: _Probe,
+    jaeger_ok: bool,
+    settle_s: float,
+    result: Diagnosis,
+    progress: Progress,
+) -> tuple[list[TraceSpan], list[TraceSpan]]:
+    """The probe's session and message spans (none when Jaeger is down), and a check that
+    says which layers they show."""
     session: list[TraceSpan] = []
     message: list[TraceSpan] = []
     if jaeger_ok:
@@ -155,8 +169,7 @@ def diagnose(
             else "Jaeger unreachable: diagnosing from health checks only",
         )
     )
-    result.hop, result.verdict = _verdict(probe, session, message, layers)
-    return result
+    return session, message
 
 
 def _login(info: StackInfo, user: str, password: str, result: Diagnosis) -> str | None:

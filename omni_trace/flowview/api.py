@@ -163,6 +163,39 @@ def _pages(dist: Path) -> Callable[[Request], Awaitable[Response]]:
     return page
 
 
+def _endpoint(
+    handler: Handler, data: FlowData, limiter: AuditLimiter | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """`handler` as a route: its model's JSON, or the error's answer (400, 404, 503)."""
+
+    def answer(request: Request, data: FlowData) -> dict[str, Any]:
+        return handler(request, data).answer()
+
+    async def respond(request: Request) -> Response:
+        try:
+            # The Jaeger client is synchronous (and a long answer's checks take a while):
+            # keep the event loop free.
+            if limiter is not None:
+                found = await run_in_threadpool(limiter.run, answer, request, data)
+            else:
+                found = await run_in_threadpool(answer, request, data)
+            return JSONResponse(found)
+        except Busy as err:
+            return _busy(err)
+        except BadQuery as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
+        except NotFound as err:
+            return JSONResponse({"error": str(err)}, status_code=404)
+        except (JaegerError, MetricsUnavailable) as err:
+            return JSONResponse({"error": str(err)}, status_code=503)
+        except httpx.HTTPStatusError as err:
+            status = err.response.status_code
+            message = f"Jaeger's query API answered {status} for {err.request.url.path}"
+            return JSONResponse({"error": message}, status_code=503)
+
+    return respond
+
+
 def _busy(err: Busy, json: bool = True) -> Response:
     headers = {"Retry-After": str(RETRY_AFTER_S)}
     if json:
@@ -226,32 +259,8 @@ def create_app(
     def endpoint(
         handler: Handler, limited: bool = True
     ) -> Callable[[Request], Awaitable[Response]]:
-        def answer(request: Request, data: FlowData) -> dict[str, Any]:
-            return handler(request, data).answer()
-
-        async def respond(request: Request) -> Response:
-            try:
-                # The Jaeger client is synchronous (and a long answer's checks take a while):
-                # keep the event loop free.
-                if limited:
-                    found = await run_in_threadpool(limiter.run, answer, request, data)
-                else:
-                    found = await run_in_threadpool(answer, request, data)
-                return JSONResponse(found)
-            except Busy as err:
-                return _busy(err)
-            except BadQuery as err:
-                return JSONResponse({"error": str(err)}, status_code=400)
-            except NotFound as err:
-                return JSONResponse({"error": str(err)}, status_code=404)
-            except (JaegerError, MetricsUnavailable) as err:
-                return JSONResponse({"error": str(err)}, status_code=503)
-            except httpx.HTTPStatusError as err:
-                status = err.response.status_code
-                message = f"Jaeger's query API answered {status} for {err.request.url.path}"
-                return JSONResponse({"error": message}, status_code=503)
-
-        return respond
+        # Prometheus, not Jaeger, takes no audit slot.
+        return _endpoint(handler, data, limiter if limited else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -271,7 +280,6 @@ def create_app(
             Route("/api/traces/{trace_id}", endpoint(_trace)),
             Route("/api/search", endpoint(_search)),
             Route("/api/diff", endpoint(_diff)),
-            # Prometheus, not Jaeger: no audit slot.
             Route("/api/hops", endpoint(hops, limited=False)),
             Route("/metrics", exposition),
             Route("/api/config", config),

@@ -76,6 +76,19 @@ async def login(dashboard_url: str, user: str, password: str) -> str:
     return str(response.json()["token"])
 
 
+@dataclass
+class _Answer:
+    """What came back for one message, as `ChatConnection.send` collects it."""
+
+    final: dict[str, Any] = field(
+        default_factory=lambda: {"type": "error", "error": "connection closed"}
+    )
+    pieces: list[str] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    first_token: float | None = None
+    clock: TokenClock = field(default_factory=TokenClock)  # gaps between token frames
+
+
 class ChatConnection:
     def __init__(
         self,
@@ -119,44 +132,47 @@ class ChatConnection:
             frame = {"type": "message", "text": text, **(extra or {})}
             frame[FRAME_TRACE_KEY] = w3c_carrier(span)
             started = time.perf_counter()
-            clock = TokenClock()  # the gaps between token frames as the client saw them
-            first_token: float | None = None
-            pieces: list[str] = []
-            frames: list[dict[str, Any]] = []
+            answer = _Answer()  # its clock starts with the message, as the span does
             await self.connection.send(json.dumps(frame))
-            final: dict[str, Any] = {"type": "error", "error": "connection closed"}
-            try:
-                async for raw in self.connection:
-                    data = json.loads(raw)
-                    frames.append(data)
-                    if data.get("type") == "token":
-                        clock.mark()
-                        if first_token is None:
-                            first_token = time.perf_counter() - started
-                            span.add_event(Event.FIRST_TOKEN)
-                        pieces.append(str(data.get("text", "")))
-                        if on_token:
-                            on_token(str(data.get("text", "")))
-                    elif data.get("type") in FINAL_FRAMES:
-                        final = data
-                        break
-            except ConnectionClosed as closed:
-                final = {"type": "error", "error": f"connection closed: {closed}"}
-            if first_token is not None:
-                span.set_attribute(Attr.TIME_TO_FIRST_TOKEN, first_token * 1000)
-            span.set_attributes(clock.attributes())
+            await self._receive(answer, span, started, on_token)
+            final = answer.final
+            if answer.first_token is not None:
+                span.set_attribute(Attr.TIME_TO_FIRST_TOKEN, answer.first_token * 1000)
+            span.set_attributes(answer.clock.attributes())
             span.set_attribute(Attr.FRAME_TYPE, str(final.get("type")))
             if final.get("type") in FAILED_FRAMES:
                 span.set_attribute(Attr.ERROR_TYPE, str(final.get("code") or "error"))
                 span.set_status(Status(StatusCode.ERROR, str(final.get("error"))[:200]))
             return ChatReply(
-                text="".join(pieces),
+                text="".join(answer.pieces),
                 trace_id=format_trace_id(span.get_span_context().trace_id),
                 frame=final,
-                time_to_first_token_s=first_token,
+                time_to_first_token_s=answer.first_token,
                 duration_s=time.perf_counter() - started,
-                frames=frames,
+                frames=answer.frames,
             )
+
+    async def _receive(
+        self, answer: _Answer, span: trace.Span, started: float, on_token: TokenCallback | None
+    ) -> None:
+        """The frames up to the final one (or the connection's close), into `answer`."""
+        try:
+            async for raw in self.connection:
+                data = json.loads(raw)
+                answer.frames.append(data)
+                if data.get("type") == "token":
+                    answer.clock.mark()
+                    if answer.first_token is None:
+                        answer.first_token = time.perf_counter() - started
+                        span.add_event(Event.FIRST_TOKEN)
+                    answer.pieces.append(str(data.get("text", "")))
+                    if on_token:
+                        on_token(str(data.get("text", "")))
+                elif data.get("type") in FINAL_FRAMES:
+                    answer.final = data
+                    break
+        except ConnectionClosed as closed:
+            answer.final = {"type": "error", "error": f"connection closed: {closed}"}
 
     async def close(self) -> None:
         await self.connection.close()

@@ -300,41 +300,21 @@ def _layer(value: Any, where: str) -> Layer:
     )
 
 
-def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
-    top = _mapping(data, source, _TOP_KEYS)
-    raw_layers = top.get("layers")
-    if not isinstance(raw_layers, list) or not raw_layers:
-        raise SpecError(f"{source}: `layers`, a list of at least one layer, outermost first")
-    layers = tuple(_layer(layer, f"layers[{i}]") for i, layer in enumerate(raw_layers))
+def _check_layers(layers: tuple[Layer, ...], source: str) -> None:
+    """What no single layer shows: names unique, parents before their children, every layer
+    findable (by its `message` span or a link to it)."""
     names = [layer.name for layer in layers]
     if len(set(names)) != len(names):
         raise SpecError(f"{source}: layer names repeat: {names}")
     if not any(layer.message for layer in layers):
         raise SpecError(f"{source}: no layer has a `message` span: nothing marks a message")
-    seen: set[str] = set()
-    for layer in layers:
-        if layer.parent is not None:
-            if layer.parent not in seen:
-                raise SpecError(
-                    f"layer {layer.name}: parent {layer.parent!r} is not a layer before it"
-                )
-            if not layer.message or not layers[names.index(layer.parent)].message:
-                raise SpecError(f"layer {layer.name}: both it and its parent need a `message`")
-        if (layer.parent_link is not None or layer.nested) and layer.parent is None:
-            raise SpecError(f"layer {layer.name}: `parent_link` and `nested` need a `parent`")
-        if layer.links and not layer.message:
-            raise SpecError(f"layer {layer.name}: links are checked on its `message` span")
-        for link in layer.links:
-            if link.layer is not None and link.layer not in names:
-                raise SpecError(f"layer {layer.name}: link {link.role!r} to unknown layer")
-        if layer.public and not layer.message:
-            raise SpecError(f"layer {layer.name}: a `public` layer needs its `message` span")
-        if layer.expected_when is not None and layer is layers[-1]:
+    for i, layer in enumerate(layers):
+        _check_layer(layer, layers[:i], names)
+        if layer.expected_when is not None and i == len(layers) - 1:
             raise SpecError(
                 f"layer {layer.name}: `expected_when` is read on a later layer's span, "
                 "and it is the last layer"
             )
-        seen.add(layer.name)
     for layer in layers:
         reached = any(link.layer == layer.name for other in layers for link in other.links)
         if not layer.message and not reached:
@@ -342,6 +322,34 @@ def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
                 f"layer {layer.name}: no `message` span and no layer links to it: "
                 "nothing could find it"
             )
+
+
+def _check_layer(layer: Layer, before: tuple[Layer, ...], names: list[str]) -> None:
+    """`layer` against the layers `before` it and the names of all."""
+    if layer.parent is not None:
+        parent = next((b for b in before if b.name == layer.parent), None)
+        if parent is None:
+            raise SpecError(f"layer {layer.name}: parent {layer.parent!r} is not a layer before it")
+        if not layer.message or not parent.message:
+            raise SpecError(f"layer {layer.name}: both it and its parent need a `message`")
+    if (layer.parent_link is not None or layer.nested) and layer.parent is None:
+        raise SpecError(f"layer {layer.name}: `parent_link` and `nested` need a `parent`")
+    if layer.links and not layer.message:
+        raise SpecError(f"layer {layer.name}: links are checked on its `message` span")
+    for link in layer.links:
+        if link.layer is not None and link.layer not in names:
+            raise SpecError(f"layer {layer.name}: link {link.role!r} to unknown layer")
+    if layer.public and not layer.message:
+        raise SpecError(f"layer {layer.name}: a `public` layer needs its `message` span")
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> ChainSpec:
+    top = _mapping(data, source, _TOP_KEYS)
+    raw_layers = top.get("layers")
+    if not isinstance(raw_layers, list) or not raw_layers:
+        raise SpecError(f"{source}: `layers`, a list of at least one layer, outermost first")
+    layers = tuple(_layer(layer, f"layers[{i}]") for i, layer in enumerate(raw_layers))
+    _check_layers(layers, source)
     return ChainSpec(
         name=_string(top, "name", source),
         layers=layers,

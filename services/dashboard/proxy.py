@@ -157,109 +157,135 @@ async def proxy_chat(
         user=attempt.user,
     )
     try:
-        await relay_frames(connection, upstream, gate)
+        await Relay(connection, upstream, gate).run()
     finally:
         await _record_refusals(connection, log_)
 
 
-async def relay_frames(connection: Connection, client: ClientConnection, gate: MessageGate) -> None:
-    websocket, settings = connection.websocket, connection.settings
-    throttle = FrameThrottle(
-        settings.frames_per_second, settings.frame_burst, settings.abuse_frames
-    )
-    held = 0  # messages answered with the rate limit's refusal, without relaying them
+class Relay:
+    """Frames both ways between the browser and OMNI2 within the connection's limits: the
+    frame rate (an error frame per refused frame; closed when the client keeps on), the
+    messages pending (`MessageGate`), and what was refused, for the audit trail."""
 
-    async def tell(frame: dict[str, Any]) -> None:
-        await websocket.send_text(json.dumps(frame))
+    def __init__(self, connection: Connection, client: ClientConnection, gate: MessageGate):
+        settings = connection.settings
+        self.connection, self.client, self.gate = connection, client, gate
+        self.throttle = FrameThrottle(
+            settings.frames_per_second, settings.frame_burst, settings.abuse_frames
+        )
+        self.stall = (  # fault injection, off by default
+            RelayStall(settings.relay_stall_ms, settings.relay_stall_after_tokens)
+            if settings.relay_stall_ms
+            else None
+        )
+        self.held = 0  # messages answered with the rate limit's refusal, without relaying them
 
-    async def browser_to_upstream() -> None:
-        nonlocal held
+    async def run(self) -> None:
+        """Relay until either side closes; then close the other and record the refusals."""
+        tasks = [
+            asyncio.create_task(self.browser_to_upstream()),
+            asyncio.create_task(self.upstream_to_browser()),
+        ]
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(
+                    asyncio.CancelledError,
+                    ConnectionClosed,
+                    WebSocketDisconnect,
+                    RuntimeError,
+                    OSError,
+                ):
+                    await task
+        finally:
+            await self.client.close()
+            self._record_refused()
+
+    async def browser_to_upstream(self) -> None:
+        websocket, client = self.connection.websocket, self.client
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                code = message.get("code")
-                if code == CloseCode.MESSAGE_TOO_BIG:
-                    connection.refuse(
-                        "frame_too_big",
-                        {"limit_bytes": settings.max_frame_bytes, "close_code": code},
-                    )
-                await client.close(code=sendable(code, CloseCode.NORMAL), reason="client closed")
+                await self._browser_closed(message.get("code"))
                 return
-            if not throttle.allow():
-                if connection.first_refusal_ns is None:
-                    connection.first_refusal_ns = time.time_ns()  # the span starts here
-                if throttle.abusive:
-                    reason = "too many frames: the connection kept sending after being told"
-                    await websocket.close(CloseCode.POLICY_VIOLATION, close_reason(reason))
-                    await client.close(CloseCode.GOING_AWAY, "client closed")
+            if not self.throttle.allow():
+                if await self._over_frame_rate():
                     return
-                rate = f"{settings.frames_per_second:g} per second"
-                await tell(error_frame(f"too many frames: at most {rate}", None, "rate_limited"))
-                continue
-            if message.get("text") is not None:
-                try:
-                    gate.check(message["text"])
-                    await client.send(message["text"])  # traced as it goes (otel.websocket)
-                except MessageRefused as refused:
-                    if refused.trace_id:  # else counted, past the user's refusal budget
-                        connection.refuse("too_many_pending", {}, refused.trace_id)
-                    await tell(refused.frame)
-                except MessageHeld as hold:
-                    if connection.first_refusal_ns is None:
-                        connection.first_refusal_ns = time.time_ns()
-                    held += 1
-                    await tell(hold.frame)
+            elif message.get("text") is not None:
+                await self._relay_text(message["text"])
             elif message.get("bytes") is not None:
                 await client.send(message["bytes"])
 
-    stall = (
-        RelayStall(settings.relay_stall_ms, settings.relay_stall_after_tokens)
-        if settings.relay_stall_ms
-        else None
-    )
-
-    async def upstream_to_browser() -> None:
+    async def upstream_to_browser(self) -> None:
+        websocket, gate, stall = self.connection.websocket, self.gate, self.stall
         with contextlib.suppress(ConnectionClosed):
-            async for frame in client:
+            async for frame in self.client:
                 if isinstance(frame, str):
                     gate.observe(frame)
-                    if stall is not None:  # fault injection, off by default
+                    if stall is not None:
                         await stall.before_forwarding(frame)
                     await websocket.send_text(frame)
                 else:
                     await websocket.send_bytes(frame)
-        code = client.close_code
+        code = self.client.close_code
         if code in (None, 1006):
             code, reason = CloseCode.GATEWAY_UNREACHABLE, "chat service connection lost"
         else:
-            reason = client.close_reason or ""
+            reason = self.client.close_reason or ""
         if websocket.client_state is WebSocketState.CONNECTED:
             await websocket.close(
                 code=sendable(code, CloseCode.GATEWAY_UNREACHABLE), reason=close_reason(reason)
             )
 
-    tasks = [
-        asyncio.create_task(browser_to_upstream()),
-        asyncio.create_task(upstream_to_browser()),
-    ]
-    try:
-        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError, OSError
-            ):
-                await task
-    finally:
-        await client.close()
-        if throttle.refused:
-            detail: dict[str, Any] = {"count": throttle.refused}
-            if throttle.abusive:
+    async def _browser_closed(self, code: int | None) -> None:
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            self.connection.refuse(
+                "frame_too_big",
+                {"limit_bytes": self.connection.settings.max_frame_bytes, "close_code": code},
+            )
+        await self.client.close(code=sendable(code, CloseCode.NORMAL), reason="client closed")
+
+    async def _over_frame_rate(self) -> bool:
+        """A frame over the rate: told so, or, when the client kept on, closed (True)."""
+        connection = self.connection
+        if connection.first_refusal_ns is None:
+            connection.first_refusal_ns = time.time_ns()  # the span starts here
+        if self.throttle.abusive:
+            reason = "too many frames: the connection kept sending after being told"
+            await connection.websocket.close(CloseCode.POLICY_VIOLATION, close_reason(reason))
+            await self.client.close(CloseCode.GOING_AWAY, "client closed")
+            return True
+        rate = f"{connection.settings.frames_per_second:g} per second"
+        await self._tell(error_frame(f"too many frames: at most {rate}", None, "rate_limited"))
+        return False
+
+    async def _relay_text(self, text: str) -> None:
+        try:
+            self.gate.check(text)
+            await self.client.send(text)  # traced as it goes (otel.websocket)
+        except MessageRefused as refused:
+            if refused.trace_id:  # else counted, past the user's refusal budget
+                self.connection.refuse("too_many_pending", {}, refused.trace_id)
+            await self._tell(refused.frame)
+        except MessageHeld as hold:
+            if self.connection.first_refusal_ns is None:
+                self.connection.first_refusal_ns = time.time_ns()
+            self.held += 1
+            await self._tell(hold.frame)
+
+    async def _tell(self, frame: dict[str, Any]) -> None:
+        await self.connection.websocket.send_text(json.dumps(frame))
+
+    def _record_refused(self) -> None:
+        if self.throttle.refused:
+            detail: dict[str, Any] = {"count": self.throttle.refused}
+            if self.throttle.abusive:
                 detail["close_code"] = int(CloseCode.POLICY_VIOLATION)
-            connection.refuse("rate_limited", detail)
-        if held:
-            connection.refuse("rate_limit_held", {"count": held})
+            self.connection.refuse("rate_limited", detail)
+        if self.held:
+            self.connection.refuse("rate_limit_held", {"count": self.held})
 
 
 async def _record_refusals(connection: Connection, log_: RefusalLog) -> None:
