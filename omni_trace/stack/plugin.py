@@ -13,14 +13,22 @@ Fixtures:
 
 A conftest.py may override `omni_stack` to start the stack its own way (the project's own
 tests do).
+
+A run stopped by SIGTERM (a CI job's timeout, `kill`) stops as on Ctrl-C: the fixtures are
+torn down, so the stacks they started stop too. Their processes run in sessions of their own,
+and nothing else would stop them. A SIGTERM handler the run already has is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -33,6 +41,59 @@ from otel.names import Service
 from otel.setup import create_tracer_provider
 
 ChatFactory = Callable[..., AbstractAsyncContextManager[ChatConnection]]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the test run as Ctrl-C is: pytest then tears every fixture down."""
+
+
+def _on_sigterm(config: pytest.Config) -> Callable[[int, FrameType | None], None]:
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        # Once: a second SIGTERM, or the SIGINT that pytest-xdist's shutdown sends a busy
+        # worker, would cut the teardown short (SIGKILL still ends the run).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if config.pluginmanager.hasplugin("dsession"):
+            # pytest-xdist's controller: the workers hold the fixtures, and unless they are
+            # told now, its shutdown kills those still busy after 10 s, with no teardown.
+            for pid in _children():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+        raise Terminated(f"{signal.Signals(signum).name}: stopping; fixtures are torn down")
+
+    return terminated
+
+
+def _children() -> list[int]:
+    """This process's children, from /proc (none where there is no /proc)."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(stat.parent.name))
+    return found
+
+
+_SIGNALS_WERE = pytest.StashKey[dict[int, Any]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Only the main thread may set a handler, and one that someone else set is theirs.
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    were: dict[int, Any] = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm(config)),
+        signal.SIGINT: signal.getsignal(signal.SIGINT),
+    }
+    config.stash[_SIGNALS_WERE] = were
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for signum, handler in config.stash.get(_SIGNALS_WERE, {}).items():
+        signal.signal(signum, handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
