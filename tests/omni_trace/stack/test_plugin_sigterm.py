@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from omni_trace.stack.paths import REPO_ROOT
 from tests.whole_stack.polling import until
 
 FIXTURE_RUN = """
@@ -56,7 +57,7 @@ def _start(tmp_path: Path, test_text: str, options: list[str]) -> subprocess.Pop
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options, "test_held.py"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
