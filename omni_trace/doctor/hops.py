@@ -36,6 +36,18 @@ def closing_service(spans: list[TraceSpan], code: int | None) -> str | None:
     return None
 
 
+def sender_recorded(spans: list[TraceSpan], code: int | None) -> bool:
+    """Whether the spans already show who sent `code`. The dashboard's connect span names it
+    when the dashboard refused by itself (before or at the gateway). Once its upstream
+    connect got through, its span only records OMNI2's code passed on, and OMNI2's span may
+    still be on its way to Jaeger."""
+    closer = closing_service(spans, code)
+    if closer == Service.DASHBOARD:
+        upstream = _span(spans, Service.DASHBOARD, SpanName.UPSTREAM_CONNECT)
+        return upstream is None or upstream.status == "ERROR"
+    return closer is not None
+
+
 def _said(code: int | None, reason: str) -> str:
     """The label of the code, then the reason, as the chat page shows them."""
     meaning = CLOSE_MEANINGS.get(code) if code is not None else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import TracerProvider
 
 from omni_trace.doctor.checks import layer_checks
-from omni_trace.doctor.hops import Closed, close_hop, closing_service
+from omni_trace.doctor.hops import Closed, close_hop, sender_recorded
 from omni_trace.doctor.report import Check, Diagnosis, Progress
 from omni_trace.stack.client import ChatError, ChatRefused, login, open_chat
 from omni_trace.stack.info import StackInfo
@@ -206,9 +206,7 @@ def _probe_traces(
                 jaeger,
                 probe.session_trace_id,
                 settle_s,
-                lambda spans: (
-                    _through_gateway(spans) and closing_service(spans, closed.code) is not None
-                ),
+                lambda spans: _through_gateway(spans) and sender_recorded(spans, closed.code),
             )
         else:
             session = _fetch(jaeger, probe.session_trace_id, settle_s)

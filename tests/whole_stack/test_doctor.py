@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from omni_trace.cli import _doctor_token
+from omni_trace.doctor import probe
 from omni_trace.doctor.hops import Closed, close_hop
 from omni_trace.doctor.probe import diagnose
-from omni_trace.stack import Stack
+from omni_trace.stack import Stack, StackInfo
 from omni_trace.traces.jaeger import TraceSpan
 from otel.names import Attr, Service, SpanName
 from services.common.protocol import CLOSE_MEANINGS, CloseCode
@@ -212,6 +213,79 @@ def test_a_failed_reverse_proxy_points_past_traefik() -> None:
     failed = dataclasses.replace(failed, status="ERROR")
     hop, verdict = close_hop(Closed(4502, "gateway answered HTTP 502", False), [failed])
     assert hop == "traefik -> omni2", verdict
+
+
+# Where the doctor would read traces; ArrivingSpans answers instead.
+NO_STACK = StackInfo(
+    **dict.fromkeys(
+        ["dashboard_url", "dashboard_ws_url", "traefik_url", "traefik_ws_url", "auth_url"], ""
+    ),
+    **dict.fromkeys(["omni2_url", "omni2_ws_url", "otlp_http_endpoint", "logs_dir"], ""),
+    traefik_access_log="",
+    jaeger_query_url="http://jaeger.invalid",
+)
+
+
+class ArrivingSpans:
+    """Jaeger as the doctor reads it on a loaded machine: each read of the trace returns the
+    next batch, the last one from then on."""
+
+    def __init__(self, *batches: list[TraceSpan]) -> None:
+        self.batches, self.reads = list(batches), 0
+
+    def __call__(self, url: str) -> ArrivingSpans:  # stands in for JaegerClient(url)
+        return self
+
+    def __enter__(self) -> ArrivingSpans:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def get_trace(self, trace_id: str) -> list[TraceSpan]:
+        self.reads += 1
+        return self.batches[min(self.reads, len(self.batches)) - 1]
+
+
+def test_the_doctor_waits_for_omni2s_span_when_the_dashboard_only_passed_the_code_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The dashboard's connect span records OMNI2's 4423 as it passes it on, and can reach
+    # Jaeger before OMNI2's span: the verdict must still come from OMNI2's.
+    blocked = CloseCode.USER_BLOCKED
+    passed_on = [
+        span(Service.DASHBOARD, SpanName.CONNECT, **{Attr.CLOSE_CODE: blocked}),
+        span(Service.DASHBOARD, SpanName.UPSTREAM_CONNECT),
+        span(Service.TRAEFIK, "ReverseProxy"),
+    ]
+    jaeger = ArrivingSpans(passed_on, [*passed_on, *omni2_refused(blocked)[-1:]])
+    monkeypatch.setattr(probe, "JaegerClient", jaeger)
+    closed = Closed(blocked, "user blocked: spam", False)
+    found = probe._Probe(session_trace_id="t" * 32, closed=closed)
+    session, _ = probe._probe_traces(NO_STACK, found, settle_s=5)
+
+    hop, verdict = close_hop(closed, session)
+    assert hop == "omni2", verdict
+    assert f"omni2's chat.connect span records close {blocked}" in verdict, verdict
+    assert jaeger.reads >= 2
+
+
+def test_the_doctor_does_not_wait_for_omni2_when_the_dashboard_refused_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = [
+        *dashboard_refused(CloseCode.FORBIDDEN, "forbidden", tried_upstream=True),
+        span(Service.TRAEFIK, "AuthRequest"),
+    ]
+    refused[1] = dataclasses.replace(refused[1], status="ERROR")  # the gateway said 403
+    jaeger = ArrivingSpans(refused)
+    monkeypatch.setattr(probe, "JaegerClient", jaeger)
+    found = probe._Probe(
+        session_trace_id="t" * 32, closed=Closed(CloseCode.FORBIDDEN, "forbidden: 403", False)
+    )
+    probe._probe_traces(NO_STACK, found, settle_s=5)
+
+    assert jaeger.reads == 1
 
 
 def test_doctor_takes_a_token_from_a_file_stdin_or_the_environment(
